@@ -1,0 +1,175 @@
+"""Typed settings, read once from TOML and checked at start-up.
+
+Each table of ``config/kiosk.toml`` is one model below. An unknown key, a
+wrong type or a value out of range is a :class:`~kiosk.errors.ConfigError`
+that names the file, the line and the dotted key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+#: The documented default config shipped with the package sources.
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "kiosk.toml"
+
+
+class Section(BaseModel):
+    """Base of every config table: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+class DeviceSettings(Section):
+    site: str = Field("unprovisioned", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    device_id: str = Field("kiosk", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    state_dir: Path = Path("/var/lib/kiosk")
+
+
+class CaptureSettings(Section):
+    source: str = "picamera2:0"
+    width: int = Field(640, ge=64, le=4096)
+    height: int = Field(480, ge=48, le=4096)
+    fps: float = Field(15.0, gt=0, le=120)
+    queue_size: int = Field(2, ge=1, le=64)
+    pace_files: bool = False
+    reopen_backoff_initial: float = Field(0.5, gt=0, le=60)
+    reopen_backoff_max: float = Field(30.0, gt=0, le=3600)
+    stall_timeout: float = Field(5.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _backoff_order(self):
+        if self.reopen_backoff_max < self.reopen_backoff_initial:
+            raise ValueError("reopen_backoff_max must be >= reopen_backoff_initial")
+        return self
+
+
+class DetectSettings(Section):
+    scale: float = Field(0.5, gt=0.05, le=2.0)
+    upsample: int = Field(0, ge=0, le=2)
+    landmarks: Literal[5, 68] = 5
+    min_face_px: int = Field(80, ge=20, le=2000)
+    min_sharpness: float = Field(25.0, ge=0)
+    edge_margin: float = Field(0.02, ge=0, le=0.25)
+    jitter: int = Field(0, ge=0, le=100)
+
+
+class TrackSettings(Section):
+    iou_min: float = Field(0.25, gt=0, lt=1)
+    max_gap_s: float = Field(1.0, gt=0, le=60)
+    embed_every: int = Field(1, ge=1, le=100)
+
+
+class MatchSettings(Section):
+    threshold: float = Field(0.45, gt=0, le=2.0)
+    margin: float = Field(0.06, ge=0, le=2.0)
+    votes_k: int = Field(3, ge=1, le=50)
+    votes_m: int = Field(5, ge=1, le=50)
+    repeat_interval_s: float = Field(30.0, ge=0, le=86400)
+
+    @model_validator(mode="after")
+    def _k_of_m(self):
+        if self.votes_k > self.votes_m:
+            raise ValueError("votes_k must be <= votes_m")
+        return self
+
+
+class StorageSettings(Section):
+    database: Path = Path("kiosk.db")
+    template_key: Path = Path("template.key")
+
+
+class LoggingSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    journald: bool = True
+
+
+class KioskConfig(Section):
+    device: DeviceSettings = DeviceSettings()
+    capture: CaptureSettings = CaptureSettings()
+    detect: DetectSettings = DetectSettings()
+    track: TrackSettings = TrackSettings()
+    match: MatchSettings = MatchSettings()
+    storage: StorageSettings = StorageSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    source_path: Path | None = Field(None, exclude=True)
+
+    def state_path(self, p: Path) -> Path:
+        """A path from the config, relative ones taken under ``device.state_dir``."""
+        p = Path(os.path.expanduser(str(p)))
+        return p if p.is_absolute() else self.device.state_dir / p
+
+    @property
+    def database_path(self) -> Path:
+        return self.state_path(self.storage.database)
+
+
+def _line_of(text: str, loc: tuple) -> int | None:
+    """Best-effort line number of a dotted key in TOML text."""
+    keys = [str(k) for k in loc if not isinstance(k, int)]
+    if not keys:
+        return None
+    table, leaf = keys[:-1], keys[-1]
+    lines = text.splitlines()
+    current: list[str] = []
+    header = re.compile(r"^\s*\[\s*([^\]]+?)\s*\]\s*(#.*)?$")
+    key_re = re.compile(r"^\s*(?:\"([^\"]+)\"|([A-Za-z0-9_-]+))\s*=")
+    for no, line in enumerate(lines, 1):
+        m = header.match(line)
+        if m:
+            current = [p.strip().strip('"') for p in m.group(1).split(".")]
+            if current == keys:  # a whole table is the culprit
+                return no
+            continue
+        m = key_re.match(line)
+        if m and current == table and (m.group(1) or m.group(2)) == leaf:
+            return no
+    # A table header alone (e.g. an unknown table).
+    for no, line in enumerate(lines, 1):
+        m = header.match(line)
+        if m and [p.strip() for p in m.group(1).split(".")] == keys[:1]:
+            return no
+    return None
+
+
+def parse_config(text: str, path: Path | str = "<string>") -> KioskConfig:
+    """Parse and check TOML text; raise :class:`ConfigError` naming what is wrong."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    try:
+        cfg = KioskConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = tuple(err["loc"])
+            key = ".".join(str(k) for k in loc) or "(top level)"
+            line = _line_of(text, loc)
+            where = f"{path}:{line}" if line else f"{path}"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{where}: {key}: {msg}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+    return cfg.model_copy(update={"source_path": Path(path) if path != "<string>" else None})
+
+
+def load_config(path: Path | str | None = None) -> KioskConfig:
+    """Load a config file; ``None`` gives the built-in defaults."""
+    if path is None:
+        return KioskConfig()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
+    return parse_config(text, path)

@@ -1,0 +1,107 @@
+"""The kiosk's SQLite database: opening, pragmas and versioned migrations.
+
+One file holds the gallery (residents, templates) and the check-in outbox.
+SQLite is the source of truth; MQTT only carries copies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from .errors import StorageError
+
+log = logging.getLogger(__name__)
+
+migrations = Migrations("kiosk")
+
+
+@migrations(name="0001_gallery_and_checkins")
+def _m0001(db: sqlite_utils.Database) -> None:
+    db["residents"].create(
+        {
+            "id": str,  # opaque resident id chosen by the admin
+            "name": str,  # display name; never logged, never published
+            "valid_from": float,  # unix seconds or NULL
+            "valid_until": float,
+            "created_at": float,
+            "updated_at": float,
+        },
+        pk="id",
+        not_null={"name", "created_at", "updated_at"},
+    )
+    db["templates"].create(
+        {
+            "id": int,
+            "resident_id": str,
+            "vector": bytes,  # AES-GCM sealed float32[128]
+            "source_sha256": str,  # hash of the enrolled photo (photo not kept)
+            "created_at": float,
+        },
+        pk="id",
+        foreign_keys=[("resident_id", "residents", "id")],
+        not_null={"resident_id", "vector", "created_at"},
+    )
+    db["templates"].create_index(["resident_id"])
+    # The outbox: seq is the per-device sequence number.
+    db.execute(
+        """
+        CREATE TABLE checkins (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            type TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            resident_id TEXT,
+            distance REAL,
+            margin REAL,
+            frames INTEGER NOT NULL DEFAULT 0,
+            reason TEXT,
+            created_at REAL NOT NULL,
+            claims TEXT NOT NULL,
+            delivered_at REAL
+        )
+        """
+    )
+    db["checkins"].create_index(["delivered_at", "seq"])
+    db["meta"].create({"key": str, "value": str}, pk="key")
+
+
+def open_database(path: Path | str, *, create: bool = True) -> sqlite_utils.Database:
+    """Open (and migrate) the kiosk database at ``path``.
+
+    WAL mode with ``synchronous=FULL``: a committed check-in survives a power
+    cut. Foreign keys are enforced and deleted data is overwritten
+    (``secure_delete``), since templates and check-ins are personal data.
+    """
+    path = Path(path)
+    if not create and not path.exists():
+        raise StorageError(f"{path}: database does not exist")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists()
+        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
+        if fresh:
+            os.chmod(path, 0o600)
+        db = sqlite_utils.Database(conn)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA secure_delete=ON")
+        migrations.apply(db)
+    except sqlite3.DatabaseError as e:
+        raise StorageError(f"{path}: cannot open database: {e}") from e
+    return db
+
+
+def get_meta(db: sqlite_utils.Database, key: str, default: str | None = None) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+    return row[0] if row else default
+
+
+def set_meta(db: sqlite_utils.Database, key: str, value: str) -> None:
+    db.execute("INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", [key, value])

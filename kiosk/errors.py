@@ -1,0 +1,57 @@
+"""The kiosk's exception hierarchy.
+
+Every error the kiosk raises on purpose is a :class:`KioskError`. Where a
+second, built-in base says what kind of mistake it is, it has one too (as
+gpiozero does), so callers may catch either.
+"""
+
+
+class KioskError(Exception):
+    """Base of every error the kiosk raises on purpose."""
+
+
+class ConfigError(KioskError, ValueError):
+    """The configuration is malformed: names the file, line and key."""
+
+    #: sysexits.h EX_CONFIG: systemd is told not to restart on it.
+    exit_status = 78
+
+
+class CameraUnavailable(KioskError, RuntimeError):
+    """A frame source could not be opened or stopped delivering frames."""
+
+
+class SourceExhausted(KioskError, EOFError):
+    """A finite frame source (a file or a folder) has no more frames."""
+
+
+class ModelUnavailable(KioskError, RuntimeError):
+    """The face models could not be found or loaded."""
+
+
+class EnrollmentRefused(KioskError, ValueError):
+    """A photo cannot be used as a template; ``reason`` says why."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class StorageError(KioskError, RuntimeError):
+    """The database could not be opened, migrated or written."""
+
+
+class KeyFileError(KioskError, PermissionError):
+    """A key file is missing, malformed or readable by others."""
+
+
+class UpdateRejected(KioskError, ValueError):
+    """A gallery update or other signed message was refused; ``reason`` says why."""
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class EnvelopeError(KioskError, ValueError):
+    """A JOSE envelope failed to verify or decrypt."""
