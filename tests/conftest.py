@@ -1,0 +1,38 @@
+"""Shared fixtures: real test data, fresh databases, settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kiosk.config import KioskConfig, parse_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _data_dir() -> Path:
+    return Path(os.environ.get("KIOSK_TEST_DATA", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def test_data() -> Path:
+    """The shared real photos and videos (read-only)."""
+    d = _data_dir()
+    if not (d / "faces").is_dir():
+        pytest.fail(f"test data not found at {d}: set KIOSK_TEST_DATA")
+    return d
+
+
+@pytest.fixture
+def state_dir(tmp_path) -> Path:
+    d = tmp_path / "state"
+    d.mkdir(mode=0o700)
+    return d
+
+
+@pytest.fixture
+def config(state_dir) -> KioskConfig:
+    """Default settings with state in a fresh temporary folder."""
+    return parse_config(f'[device]\nsite = "test-site"\ndevice_id = "kiosk-t1"\nstate_dir = "{state_dir}"\n')
