@@ -1,0 +1,56 @@
+"""``kiosk-admin``: tools for admins and installers.
+
+Each sub-command lives in its own module of this package and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` to a
+callable taking the parsed arguments and returning an exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ..errors import ConfigError, KioskError
+from ..logs import setup_logging
+
+#: Modules that provide sub-commands, in the order --help lists them.
+COMMAND_MODULES = [
+    "enroll",
+    "faces",
+    "evaluate",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiosk-admin",
+        description="Admin and installer tools for the clock-in kiosk: enrollment, evaluation, keys, events.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="kiosk config file (default: built-in defaults)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"{__name__}.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging("DEBUG" if args.verbose else "WARNING", journald=False)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as e:
+        print(f"kiosk-admin: {e}", file=sys.stderr)
+        return ConfigError.exit_status
+    except KioskError as e:
+        print(f"kiosk-admin: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

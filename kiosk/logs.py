@@ -1,0 +1,73 @@
+"""Logging set-up: stderr always, journald when it is running.
+
+Configured once, from ``main``. Modules use ``logging.getLogger(__name__)``.
+A record's ``resident_id`` extra becomes the journal field RESIDENT_ID.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+JOURNAL_SOCKET = "/run/systemd/journal/socket"
+
+
+def journald_available() -> bool:
+    # journal.send drops messages silently without journald, so look first.
+    return os.path.exists(JOURNAL_SOCKET)
+
+
+class _JournalHandler(logging.Handler):
+    """Sends records to journald with the stage (thread) and resident id as fields."""
+
+    def __init__(self):
+        super().__init__()
+        from systemd import journal  # optional: systemd-python
+
+        self._send = journal.send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {
+                "PRIORITY": str(_priority(record.levelno)),
+                "LOGGER": record.name,
+                "THREAD_NAME": record.threadName,
+                "SYSLOG_IDENTIFIER": "kiosk",
+            }
+            rid = getattr(record, "resident_id", None)
+            if rid:
+                fields["RESIDENT_ID"] = str(rid)
+            self._send(self.format(record), **fields)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def _priority(levelno: int) -> int:
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    if levelno >= logging.INFO:
+        return 6
+    return 7
+
+
+def setup_logging(level: str = "INFO", journald: bool = True) -> None:
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    root.setLevel(level)
+    err = logging.StreamHandler(sys.stderr)
+    err.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s"))
+    root.addHandler(err)
+    if journald and journald_available():
+        try:
+            jh = _JournalHandler()
+        except ImportError:
+            logging.getLogger(__name__).warning("journald is running but systemd-python is missing")
+        else:
+            jh.setFormatter(logging.Formatter("%(message)s"))
+            root.addHandler(jh)
