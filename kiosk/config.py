@@ -65,6 +65,7 @@ class TrackSettings(Section):
     iou_min: float = Field(0.25, gt=0, lt=1)
     max_gap_s: float = Field(1.0, gt=0, le=60)
     embed_every: int = Field(1, ge=1, le=100)
+    min_frames: int = Field(3, ge=1, le=100)
 
 
 class MatchSettings(Section):
@@ -91,6 +92,48 @@ class LoggingSettings(Section):
     journald: bool = True
 
 
+#: A gpiozero pin name ("GPIO17", "BOARD11", "17"), or "" for none.
+_PIN = r"^(|GPIO\d{1,2}|BCM\d{1,2}|BOARD\d{1,2}|WPI\d{1,2}|J8:\d{1,2}|\d{1,2})$"
+
+
+class GpioSettings(Section):
+    enabled: bool = False
+    relay_pin: str = Field("GPIO17", pattern=_PIN)
+    relay_active_low: bool = True
+    relay_pulse_s: float = Field(3.0, gt=0, le=30)
+    green_led_pin: str = Field("GPIO27", pattern=_PIN)
+    red_led_pin: str = Field("GPIO22", pattern=_PIN)
+    buzzer_pin: str = Field("", pattern=_PIN)
+    buzzer_active_low: bool = False
+    pir_pin: str = Field("", pattern=_PIN)
+    exit_button_pin: str = Field("", pattern=_PIN)
+
+    @model_validator(mode="after")
+    def _distinct_pins(self):
+        if not self.relay_pin:
+            raise ValueError("relay_pin is required")
+        seen: dict[str, str] = {}
+        for key in ("relay_pin", "green_led_pin", "red_led_pin", "buzzer_pin", "pir_pin", "exit_button_pin"):
+            pin = getattr(self, key)
+            if not pin:
+                continue
+            norm = pin.removeprefix("GPIO").removeprefix("BCM")
+            if norm in seen:
+                raise ValueError(f"{key} and {seen[norm]} are both {pin}")
+            seen[norm] = key
+        return self
+
+
+class MotionSettings(Section):
+    enabled: bool = True
+    width: int = Field(64, ge=16, le=640)
+    height: int = Field(48, ge=12, le=480)
+    pixel_threshold: int = Field(15, ge=1, le=255)
+    area_threshold: float = Field(0.01, gt=0, le=1)
+    background_rate: float = Field(0.05, gt=0, le=1)
+    hold_s: float = Field(3.0, ge=0, le=600)
+
+
 class KioskConfig(Section):
     device: DeviceSettings = DeviceSettings()
     capture: CaptureSettings = CaptureSettings()
@@ -99,6 +142,8 @@ class KioskConfig(Section):
     match: MatchSettings = MatchSettings()
     storage: StorageSettings = StorageSettings()
     logging: LoggingSettings = LoggingSettings()
+    gpio: GpioSettings = GpioSettings()
+    motion: MotionSettings = MotionSettings()
 
     source_path: Path | None = Field(None, exclude=True)
 
