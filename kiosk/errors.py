@@ -55,3 +55,7 @@ class UpdateRejected(KioskError, ValueError):
 
 class EnvelopeError(KioskError, ValueError):
     """A JOSE envelope failed to verify or decrypt."""
+
+
+class GpioUnavailable(KioskError, RuntimeError):
+    """The GPIO pins (door relay, LEDs, buzzer, sensors) could not be claimed."""
