@@ -134,6 +134,60 @@ class MotionSettings(Section):
     hold_s: float = Field(3.0, ge=0, le=600)
 
 
+class MqttSettings(Section):
+    enabled: bool = False
+    url: str = Field("mqtts://localhost:8883", pattern=r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$")
+    ca_file: Path = Path("mqtt-ca.pem")
+    client_cert: Path = Path("mqtt-client.pem")
+    client_key: Path = Path("mqtt-client.key")
+    keepalive: int = Field(30, ge=1, le=3600)
+    connect_timeout: float = Field(10.0, gt=0, le=300)
+    inflight: int = Field(20, ge=1, le=1000)
+    reconnect_backoff_initial: float = Field(1.0, gt=0, le=600)
+    reconnect_backoff_max: float = Field(60.0, gt=0, le=3600)
+    topic_prefix: str = Field("kiosk", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    status_interval: float = Field(60.0, ge=1, le=86400)
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.reconnect_backoff_max < self.reconnect_backoff_initial:
+            raise ValueError("reconnect_backoff_max must be >= reconnect_backoff_initial")
+        if self.scheme == "mqtt" and self.host not in ("localhost", "127.0.0.1"):
+            raise ValueError("plain mqtt:// is only allowed to a broker on this device (a local bridge); use mqtts://")
+        if not 0 < self.port < 65536:
+            raise ValueError("port must be 1..65535")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0]
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rstrip("/").partition(":")[0]
+
+    @property
+    def port(self) -> int:
+        port = self.url.split("://", 1)[1].rstrip("/").partition(":")[2]
+        return int(port) if port else (8883 if self.tls else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "mqtts"
+
+
+class OutboxSettings(Section):
+    retention_days: float = Field(7.0, ge=0, le=3650)
+    disk_budget_mb: float = Field(64.0, ge=0.05, le=1_000_000)
+    when_full: Literal["drop_oldest", "refuse", "alarm_only"] = "drop_oldest"
+    evidence_crop: bool = False
+
+
+class KeysSettings(Section):
+    device_key: Path = Path("device.jwks")
+    backend_public_key: Path = Path("backend.pub.jwks")
+
+
 class KioskConfig(Section):
     device: DeviceSettings = DeviceSettings()
     capture: CaptureSettings = CaptureSettings()
@@ -144,6 +198,9 @@ class KioskConfig(Section):
     logging: LoggingSettings = LoggingSettings()
     gpio: GpioSettings = GpioSettings()
     motion: MotionSettings = MotionSettings()
+    mqtt: MqttSettings = MqttSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    keys: KeysSettings = KeysSettings()
 
     source_path: Path | None = Field(None, exclude=True)
 

@@ -71,6 +71,15 @@ def _m0001(db: sqlite_utils.Database) -> None:
     db["meta"].create({"key": str, "value": str}, pk="key")
 
 
+@migrations(name="0002_outbox_evidence_and_budget")
+def _m0002(db: sqlite_utils.Database) -> None:
+    # An optional JPEG evidence crop, published only inside the encryption and
+    # erased once the event is delivered.
+    db.execute("ALTER TABLE checkins ADD COLUMN evidence BLOB")
+    # When the disk budget is reached, undelivered non-check-ins go first.
+    db.execute("CREATE INDEX checkins_pending_by_type ON checkins(type, seq) WHERE delivered_at IS NULL")
+
+
 def open_database(path: Path | str, *, create: bool = True) -> sqlite_utils.Database:
     """Open (and migrate) the kiosk database at ``path``.
 

@@ -59,3 +59,11 @@ class EnvelopeError(KioskError, ValueError):
 
 class GpioUnavailable(KioskError, RuntimeError):
     """The GPIO pins (door relay, LEDs, buzzer, sensors) could not be claimed."""
+
+
+class OutboxFull(KioskError, RuntimeError):
+    """The outbox reached its disk budget and the policy is to refuse new events."""
+
+
+class BrokerUnavailable(KioskError, ConnectionError):
+    """The MQTT broker could not be reached, or did not accept this client."""
