@@ -1,0 +1,209 @@
+"""The gallery: residents and their templates, stored in SQLite and searched in memory.
+
+:class:`GalleryStore` owns the rows (templates sealed at rest);
+:class:`Gallery` is an immutable in-memory snapshot — one float32 matrix —
+that the recogniser searches and that is swapped in one step on updates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import sqlite_utils
+
+from ..errors import StorageError
+from .embed import DIMENSIONS
+from .templates import TemplateCipher
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resident:
+    id: str
+    name: str
+    valid_from: float | None = None
+    valid_until: float | None = None
+
+    def valid_at(self, t: float) -> bool:
+        return (self.valid_from is None or t >= self.valid_from) and (self.valid_until is None or t < self.valid_until)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The nearest resident and the runner-up (nearest *other* resident)."""
+
+    resident_id: str | None
+    distance: float
+    runner_up_id: str | None
+    runner_up_distance: float
+
+    @property
+    def margin(self) -> float:
+        return self.runner_up_distance - self.distance
+
+
+class Gallery:
+    """Immutable search structure over all templates of valid residents.
+
+    Templates are grouped by resident so that one ``minimum.reduceat`` gives
+    each resident's nearest template; 1:N search is one matrix-vector product
+    using ‖a−b‖² = ‖a‖² + ‖b‖² − 2a·b.
+    """
+
+    def __init__(self, residents: dict[str, Resident], owners: list[str], vectors: np.ndarray, version: str = "0"):
+        self.residents = residents
+        self.version = version
+        order = np.argsort(np.asarray(owners, dtype=object).astype(str), kind="stable") if owners else np.array([], int)
+        owners_sorted = [owners[i] for i in order]
+        self.matrix = np.ascontiguousarray(vectors[order] if len(order) else np.zeros((0, DIMENSIONS), np.float32), dtype=np.float32)
+        self.sq_norms = np.einsum("ij,ij->i", self.matrix, self.matrix)
+        # Start index of each resident's block of rows.
+        ids, starts = [], []
+        for i, rid in enumerate(owners_sorted):
+            if not ids or ids[-1] != rid:
+                ids.append(rid)
+                starts.append(i)
+        self.ids = ids
+        self.starts = np.asarray(starts, dtype=np.intp)
+        self.valid_until = np.asarray(
+            [residents[r].valid_until if residents[r].valid_until is not None else np.inf for r in ids], dtype=np.float64
+        )
+        self.valid_from = np.asarray(
+            [residents[r].valid_from if residents[r].valid_from is not None else -np.inf for r in ids], dtype=np.float64
+        )
+
+    @classmethod
+    def empty(cls) -> "Gallery":
+        return cls({}, [], np.zeros((0, DIMENSIONS), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def template_count(self) -> int:
+        return self.matrix.shape[0]
+
+    def resident_distances(self, descriptor: np.ndarray, now: float | None = None) -> np.ndarray:
+        """Distance from ``descriptor`` to each resident's nearest template (inf if not valid now)."""
+        q = np.asarray(descriptor, dtype=np.float32)
+        d2 = self.sq_norms + np.float32(q @ q) - 2.0 * (self.matrix @ q)
+        per = np.minimum.reduceat(d2, self.starts)
+        np.maximum(per, 0, out=per)
+        dist = np.sqrt(per, dtype=np.float32).astype(np.float64)
+        t = time.time() if now is None else now
+        dist[(self.valid_until <= t) | (self.valid_from > t)] = np.inf
+        return dist
+
+    def search(self, descriptor: np.ndarray, now: float | None = None) -> Match:
+        if not self.ids:
+            return Match(None, float("inf"), None, float("inf"))
+        dist = self.resident_distances(descriptor, now)
+        if len(dist) == 1:
+            best = 0
+            runner = None
+        else:
+            two = np.argpartition(dist, 1)[:2]
+            best, runner = (two[0], two[1]) if dist[two[0]] <= dist[two[1]] else (two[1], two[0])
+        if not np.isfinite(dist[best]):
+            return Match(None, float("inf"), None, float("inf"))
+        r_id = self.ids[runner] if runner is not None and np.isfinite(dist[runner]) else None
+        r_d = float(dist[runner]) if r_id is not None else float("inf")
+        return Match(self.ids[best], float(dist[best]), r_id, r_d)
+
+
+class GalleryStore:
+    """Residents and sealed templates in the kiosk database."""
+
+    def __init__(self, db: sqlite_utils.Database, cipher: TemplateCipher):
+        self.db = db
+        self.cipher = cipher
+
+    def upsert_resident(self, resident: Resident, *, replace_templates: bool = False) -> None:
+        now = time.time()
+        with self.db.atomic():
+            self._upsert(resident, now)
+            if replace_templates:
+                self.db.execute("DELETE FROM templates WHERE resident_id = ?", [resident.id])
+
+    def _upsert(self, r: Resident, now: float) -> None:
+        self.db.execute(
+            "INSERT INTO residents(id, name, valid_from, valid_until, created_at, updated_at) VALUES (?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET name=excluded.name, valid_from=excluded.valid_from,"
+            " valid_until=excluded.valid_until, updated_at=excluded.updated_at",
+            [r.id, r.name, r.valid_from, r.valid_until, now, now],
+        )
+
+    def add_template(self, resident_id: str, vector: np.ndarray, source_sha256: str | None = None) -> int:
+        blob = self.cipher.seal(vector, resident_id)
+        with self.db.atomic():
+            if source_sha256 and self.db.execute(
+                "SELECT 1 FROM templates WHERE resident_id = ? AND source_sha256 = ?", [resident_id, source_sha256]
+            ).fetchone():
+                return 0  # this photo is already enrolled for this resident
+            cur = self.db.execute(
+                "INSERT INTO templates(resident_id, vector, source_sha256, created_at) VALUES (?,?,?,?)",
+                [resident_id, blob, source_sha256, time.time()],
+            )
+            return cur.lastrowid
+
+    def enroll(self, resident: Resident, vectors: list[tuple[np.ndarray, str | None]]) -> int:
+        """Add a resident (or update their name) and templates in one transaction."""
+        added = 0
+        with self.db.atomic():
+            self._upsert(resident, time.time())
+            for vec, sha in vectors:
+                added += 1 if self.add_template(resident.id, vec, sha) else 0
+        return added
+
+    def erase(self, resident_id: str) -> bool:
+        with self.db.atomic():
+            self.db.execute("DELETE FROM templates WHERE resident_id = ?", [resident_id])
+            cur = self.db.execute("DELETE FROM residents WHERE id = ?", [resident_id])
+        return cur.rowcount > 0
+
+    def residents(self) -> dict[str, Resident]:
+        rows = self.db.execute("SELECT id, name, valid_from, valid_until FROM residents ORDER BY id").fetchall()
+        return {r[0]: Resident(*r) for r in rows}
+
+    def load(self) -> Gallery:
+        """Decrypt every template into a new in-memory :class:`Gallery`."""
+        residents = self.residents()
+        owners, vecs = [], []
+        for rid, blob in self.db.execute("SELECT resident_id, vector FROM templates ORDER BY resident_id, id"):
+            owners.append(rid)
+            vecs.append(self.cipher.open(blob, rid))
+        matrix = np.vstack(vecs) if vecs else np.zeros((0, DIMENSIONS), np.float32)
+        g = Gallery(residents, owners, matrix, version=self.version())
+        log.info("gallery loaded: %d residents, %d templates, version %s", len(g), g.template_count, g.version)
+        return g
+
+    def version(self) -> str:
+        row = self.db.execute("SELECT value FROM meta WHERE key = 'gallery_version'").fetchone()
+        return row[0] if row else "0"
+
+    def digest(self) -> str:
+        """SHA-256 over residents and template vectors (not ciphertexts), order-independent of storage."""
+        h = hashlib.sha256()
+        for rid, r in sorted(self.residents().items()):
+            h.update(f"{rid}\0{r.valid_from}\0{r.valid_until}\0".encode())
+            vecs = [
+                self.cipher.open(b, rid).tobytes()
+                for (b,) in self.db.execute("SELECT vector FROM templates WHERE resident_id = ?", [rid])
+            ]
+            for v in sorted(vecs):
+                h.update(v)
+        return h.hexdigest()
+
+
+
+def open_store(config) -> GalleryStore:
+    """The gallery store of the database and template key named by ``config``."""
+    from ..db import open_database
+
+    db = open_database(config.database_path)
+    return GalleryStore(db, TemplateCipher.from_file(config.state_path(config.storage.template_key)))
