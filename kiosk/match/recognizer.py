@@ -85,6 +85,12 @@ class Recognizer:
         with self._gallery_lock:
             self._gallery = gallery
 
+    def reconfigure(self, config: KioskConfig) -> None:
+        """Take new match and track settings; visits already open keep their vote rules."""
+        self.config = config
+        self.tracker.settings = config.track
+        self.tracker.match = config.match
+
     def process(self, frame: Frame, faces: list[Face] | None = None) -> list[Decision]:
         """Handle one frame; return the decisions it completed."""
         self.stats.frames += 1

@@ -1,0 +1,255 @@
+"""The daemon: one application object that wires the stages and owns start and stop.
+
+    capture thread ─▶ queue ─▶ match (this thread): motion gate, recogniser
+        ─▶ outbox (committed first) ─▶ door panel, log, publisher
+
+Stages are started in order and stopped in reverse. SIGTERM/SIGINT stop
+cleanly (relay released, outbox on disk); SIGHUP reloads config and gallery.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from .capture import open_source
+from .capture.base import FrameSource
+from .capture.reader import CaptureThread
+from .config import KioskConfig, load_config
+from .errors import ConfigError, KioskError
+from .logs import setup_logging
+from .match.decide import Decision, Outcome
+from .match.gallery import GalleryStore, open_store
+from .match.models import MODEL_ID
+from .match.motion import MotionGate
+from .match.recognizer import Recognizer
+from .notify import Notifier
+from .sync.outbox import CheckIn, Outbox
+
+log = logging.getLogger(__name__)
+
+# How often the match loop wakes when no frame comes, and reports STATUS=.
+_POLL_S = 0.2
+_STATUS_EVERY_S = 5.0
+
+
+class Kiosk:
+    """The running kiosk. Hand it what it cannot build itself (tests hand it fakes)."""
+
+    def __init__(
+        self,
+        config: KioskConfig,
+        *,
+        source: FrameSource | None = None,
+        panel=None,
+        notifier: Notifier | None = None,
+        on_decision: Callable[[Decision, CheckIn], None] | None = None,
+        wall_clock=time.time,
+    ):
+        self.config = config
+        self._source = source
+        self._panel = panel
+        self.notifier = notifier or Notifier()
+        self.on_decision = on_decision
+        self._wall = wall_clock
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._started: list[tuple[str, Callable[[], None]]] = []
+        self.store: GalleryStore | None = None
+        self.outbox: Outbox | None = None
+        self.recognizer: Recognizer | None = None
+        self.capture: CaptureThread | None = None
+        self.motion: MotionGate | None = None
+        self.panel = None
+        self.decisions: list[Decision] = []
+        self._last_watchdog = 0.0
+        self._last_status = 0.0
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self) -> None:
+        """Build and start every stage, in order; on failure stop what started."""
+        cfg = self.config
+        try:
+            self.notifier.status("starting: opening database and gallery")
+            self.store = open_store(cfg)
+            self._on_stop("database", self.store.db.close)
+            self.outbox = Outbox(self.store.db, site=cfg.device.site, device=cfg.device.device_id, wall_clock=self._wall)
+            gallery = self.store.load()
+            self.notifier.status("starting: loading models")
+            self.recognizer = Recognizer(cfg, gallery, wall_clock=self._wall)
+            self.panel = self._panel if self._panel is not None else _open_panel(cfg)
+            self._on_stop("panel", self.panel.close)
+            sensor = getattr(self.panel, "motion_sensor", None)
+            self.motion = MotionGate(cfg.motion, sensor=sensor)
+            source = self._source if self._source is not None else open_source(cfg.capture.source, cfg.capture)
+            self.capture = CaptureThread(source, cfg.capture)
+            self.capture.start()
+            self._on_stop("capture", self.capture.stop)
+        except BaseException:
+            self.stop()
+            raise
+        log.info(
+            "kiosk %s/%s started: %d residents, source %s",
+            cfg.device.site, cfg.device.device_id, len(gallery), self.capture.source.name,
+        )
+        self.notifier.ready(self._status_line())
+
+    def _on_stop(self, name: str, fn: Callable[[], None]) -> None:
+        self._started.append((name, fn))
+
+    def stop(self) -> None:
+        """Stop every started stage in reverse order. Safe to call twice."""
+        if self._started:
+            self.notifier.stopping()
+        while self._started:
+            name, fn = self._started.pop()
+            try:
+                fn()
+            except Exception:
+                log.exception("error while stopping %s", name)
+
+    def request_stop(self, *_):
+        self._stop.set()
+
+    def request_reload(self, *_):
+        self._reload.set()
+
+    # -- the match loop ----------------------------------------------------
+
+    def run(self) -> int:
+        """Process frames until stopped or the source ends; 0 on a clean end."""
+        threading.current_thread().name = "match"
+        assert self.capture and self.recognizer
+        status = 0
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            try:
+                frame = self.capture.get(timeout=_POLL_S)
+            except queue.Empty:
+                self._tick(frame_flowing=False)
+                continue
+            except KioskError as e:
+                log.error("frame source failed: %s", e)
+                status = 1
+                break
+            if frame is None:  # a file or folder has run dry
+                for d in self.recognizer.finish():
+                    self._handle(d)
+                log.info("end of source after %d frames", self.recognizer.stats.frames)
+                break
+            if self.motion.update(frame):
+                decisions = self.recognizer.process(frame)
+                if self.recognizer.tracker.tracks:
+                    self.motion.hold(frame.timestamp)
+            else:  # nobody there: no detection, but open visits still end
+                decisions = self.recognizer.process(frame, faces=[])
+            for d in decisions:
+                self._handle(d)
+            self._tick(frame_flowing=True)
+        return status
+
+    def _handle(self, d: Decision) -> CheckIn:
+        # Committed first: the door, the log and MQTT only follow a stored event.
+        checkin = self.outbox.commit(
+            d, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID
+        )
+        self.decisions.append(d)
+        log.info("decision %s seq=%d", d.describe(), checkin.seq, extra={"resident_id": d.resident_id})
+        try:
+            self.panel.show(d)
+        except Exception:
+            log.exception("door panel failed")
+        if self.on_decision:
+            self.on_decision(d, checkin)
+        return checkin
+
+    def _tick(self, frame_flowing: bool) -> None:
+        now = time.monotonic()
+        if frame_flowing and self.capture.healthy:
+            interval = self.notifier.watchdog_interval
+            if interval and now - self._last_watchdog >= interval / 3:
+                self.notifier.watchdog()
+                self._last_watchdog = now
+        if now - self._last_status >= _STATUS_EVERY_S:
+            self._last_status = now
+            self.notifier.status(self._status_line())
+
+    def _status_line(self) -> str:
+        r, c = self.recognizer, self.capture
+        camera = "ok" if c and c.healthy else "NO FRAMES"
+        return (
+            f"{len(r.gallery) if r else 0} residents; camera {camera}; frames {r.stats.frames if r else 0}; "
+            f"decisions {sum(r.stats.decisions.values()) if r else 0}; outbox {self.outbox.depth() if self.outbox else 0} undelivered"
+        )
+
+    def reload(self) -> None:
+        """Re-read the config file and the gallery; keep running on the old ones if they are bad."""
+        self.notifier.reloading()
+        path = self.config.source_path
+        try:
+            if path:
+                new = load_config(path)
+                new = new.model_copy(update={"device": self.config.device})  # identity and state stay
+                self.recognizer.reconfigure(new)
+                self.config = new
+            self.recognizer.swap_gallery(self.store.load())
+            log.info("reloaded %s", path or "gallery")
+        except ConfigError as e:
+            log.error("reload refused, keeping the running config: %s", e)
+        self.notifier.ready(self._status_line())
+
+
+def _open_panel(cfg: KioskConfig):
+    from .door import open_panel
+
+    return open_panel(cfg.gpio)
+
+
+# -- `kiosk run` -------------------------------------------------------------
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run the kiosk daemon",
+        description="Run the kiosk: capture, recognise, decide, commit check-ins. Stops cleanly on SIGINT/SIGTERM, "
+        "reloads config and gallery on SIGHUP, and exits 0 at the end of a file source.",
+    )
+    p.add_argument("--config", metavar="FILE", help="config file (default: built-in defaults)")
+    p.add_argument("--source", metavar="SPEC", help="override capture.source (a camera, video file or folder)")
+    p.add_argument("--state-dir", type=Path, metavar="DIR", help="override device.state_dir")
+    p.add_argument("--print", dest="print_decisions", action="store_true", help="print each decision on stdout")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    cfg = load_config(args.config)
+    if args.state_dir:
+        cfg = cfg.model_copy(update={"device": cfg.device.model_copy(update={"state_dir": args.state_dir})})
+    if args.source:
+        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"source": args.source})})
+    setup_logging(cfg.logging.level, journald=cfg.logging.journald)
+    on_decision = _printer if args.print_decisions else None
+    kiosk = Kiosk(cfg, on_decision=on_decision)
+    signal.signal(signal.SIGTERM, kiosk.request_stop)
+    signal.signal(signal.SIGINT, kiosk.request_stop)
+    signal.signal(signal.SIGHUP, kiosk.request_reload)
+    kiosk.start()
+    try:
+        return kiosk.run()
+    finally:
+        kiosk.stop()
+
+
+def _printer(d: Decision, checkin: CheckIn) -> None:
+    stamp = time.strftime("%H:%M:%S", time.localtime(checkin.claims["time"]))
+    print(f"{stamp} seq={checkin.seq:<4} {d.describe()}", flush=True)
