@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# Install the clock-in kiosk on Raspberry Pi OS Bookworm (or Debian 12).
+#
+#   sudo scripts/install.sh                    install on this machine
+#   scripts/install.sh --root DIR              stage into DIR (an image's root):
+#                                              files only, the host is not touched
+#   /opt/kiosk/libexec/install.sh --firstboot  finish a staged install (run by
+#                                              kiosk-firstboot.service)
+#
+# Safe to run again: existing config is kept, everything else is brought up
+# to date. See docs/appliance.md.
+set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: install.sh [--root DIR] [--wheel FILE] [--wheelhouse DIR] [--fleet-key FILE]
+                  [--enable-gpio] [--dry-run] [--firstboot]
+
+  --root DIR         stage the kiosk into DIR instead of this machine: lays down
+                     the unit, config, users and wheels; runs no apt, pip or
+                     systemctl (they run at first boot, from kiosk-firstboot)
+  --wheel FILE       the kiosk wheel to install (default: build one from this
+                     source tree)
+  --wheelhouse DIR   wheels for every dependency, for an install without network
+                     (pip download --platform ... -d DIR kiosk-*.whl)
+  --fleet-key FILE   the fleet's root public key, installed as
+                     /etc/kiosk/fleet-root.pub (signed provisioning and updates)
+  --enable-gpio      set gpio.enabled = true in a newly created config
+  --dry-run          print what would be done on this machine, change nothing
+  --firstboot        finish a staged install on the device itself
+  -h, --help         this text
+EOF
+}
+
+die() { echo "install.sh: $*" >&2; exit 2; }
+say() { echo "install.sh: $*"; }
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+prefix=/opt/kiosk
+root=""
+wheel=""
+wheelhouse=""
+fleet_key=""
+enable_gpio=0
+dry_run=0
+firstboot=0
+
+# Raspberry Pi OS packages the daemon uses from the system: picamera2 and
+# libcamera are only packaged by apt (the venv sees them through
+# --system-site-packages), lgpio is gpiozero's pin library on Bookworm.
+apt_packages=(python3-venv python3-pip python3-picamera2 python3-lgpio libzbar0 ca-certificates)
+
+while [ $# -gt 0 ]; do
+  case $1 in
+    --root) [ $# -ge 2 ] || die "--root needs a directory"; root=$2; shift 2 ;;
+    --root=*) root=${1#*=}; shift ;;
+    --wheel) [ $# -ge 2 ] || die "--wheel needs a file"; wheel=$2; shift 2 ;;
+    --wheel=*) wheel=${1#*=}; shift ;;
+    --wheelhouse) [ $# -ge 2 ] || die "--wheelhouse needs a directory"; wheelhouse=$2; shift 2 ;;
+    --wheelhouse=*) wheelhouse=${1#*=}; shift ;;
+    --fleet-key) [ $# -ge 2 ] || die "--fleet-key needs a file"; fleet_key=$2; shift 2 ;;
+    --fleet-key=*) fleet_key=${1#*=}; shift ;;
+    --enable-gpio) enable_gpio=1; shift ;;
+    --dry-run) dry_run=1; shift ;;
+    --firstboot) firstboot=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+
+if [ -n "$root" ]; then
+  [ -d "$root" ] || die "--root $root: no such directory"
+  root=$(cd "$root" && pwd)
+  [ "$root" != / ] || die "--root /: leave out --root to install on this machine"
+  [ "$firstboot" -eq 0 ] || die "--firstboot runs on the device itself, not with --root"
+fi
+[ -z "$wheel" ] || [ -f "$wheel" ] || die "--wheel $wheel: no such file"
+[ -z "$wheelhouse" ] || [ -d "$wheelhouse" ] || die "--wheelhouse $wheelhouse: no such directory"
+[ -z "$fleet_key" ] || [ -f "$fleet_key" ] || die "--fleet-key $fleet_key: no such file"
+if [ -z "$root" ] && [ "$dry_run" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
+  die "installing on this machine needs root (sudo), or use --root DIR or --dry-run"
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+staging=0
+[ -z "$root" ] || staging=1
+R=${root}   # prefix of every path written; empty on the host
+
+# Run a command that changes this machine; with --root or --dry-run, say it.
+host() {
+  if [ "$staging" -eq 1 ] || [ "$dry_run" -eq 1 ]; then
+    say "would run: $*"
+  else
+    "$@"
+  fi
+}
+
+# Lay down one file with a mode, replacing it only when it changed.
+put() { # put MODE SRC DEST
+  local mode=$1 src=$2 dest=$R$3
+  if [ "$dry_run" -eq 1 ]; then say "would install $3 (mode $mode)"; return; fi
+  mkdir -p "$(dirname "$dest")"
+  if ! cmp -s "$src" "$dest" 2>/dev/null; then
+    install -m "$mode" "$src" "$dest.tmp.$$"
+    mv -f "$dest.tmp.$$" "$dest"
+  fi
+  chmod "$mode" "$dest"
+}
+
+# Lay down a file from text given on stdin.
+put_text() { # put_text MODE DEST
+  local tmp=$work/text
+  cat > "$tmp"
+  put "$1" "$tmp" "$2"
+}
+
+dir() { # dir MODE PATH
+  if [ "$dry_run" -eq 1 ]; then say "would create $2/ (mode $1)"; return; fi
+  mkdir -p "$R$2"
+  chmod "$1" "$R$2"
+}
+
+share_file() { # where a packaged file is: the source tree, or the staged copy
+  local in_tree=$here/$1 staged
+  staged=$prefix/share/$(basename "$1")
+  if [ -f "$in_tree" ]; then echo "$in_tree"; elif [ -f "$staged" ]; then echo "$staged"; else
+    die "cannot find $1 (looked in $here and $prefix/share)"
+  fi
+}
+
+# ---------------------------------------------------------------- packages --
+install_apt() {
+  local missing=() p
+  for p in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "$staging" -eq 1 ]; then
+    say "would run: apt-get install ${apt_packages[*]} (at first boot)"
+  elif [ ${#missing[@]} -gt 0 ]; then
+    host apt-get update -qq
+    host env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  else
+    say "system packages already installed"
+  fi
+}
+
+# ------------------------------------------------------------ user, dirs ----
+install_users_and_dirs() {
+  put_text 0644 /etc/sysusers.d/kiosk.conf <<'EOF'
+# The kiosk daemon's own user, with the camera (video) and GPIO groups.
+u kiosk - "Clock-in kiosk" /var/lib/kiosk /usr/sbin/nologin
+m kiosk video
+m kiosk gpio
+EOF
+  put_text 0644 /etc/tmpfiles.d/kiosk.conf <<'EOF'
+# Ownership the kiosk needs; applied at every boot by systemd-tmpfiles.
+d /var/lib/kiosk 0700 kiosk kiosk -
+z /etc/kiosk 0750 root kiosk -
+z /etc/kiosk/kiosk.toml 0640 root kiosk -
+z /etc/kiosk/fleet-root.pub 0644 root root -
+EOF
+  dir 0755 "$prefix"
+  dir 0750 /etc/kiosk
+  dir 0700 /var/lib/kiosk
+  if [ "$staging" -eq 1 ]; then
+    if [ -f "$R/etc/passwd" ] && command -v systemd-sysusers >/dev/null; then
+      # An OS tree: create the user in its /etc/passwd now.
+      [ "$dry_run" -eq 1 ] || systemd-sysusers --root "$R" "$R/etc/sysusers.d/kiosk.conf"
+    else
+      say "would run: systemd-sysusers /etc/sysusers.d/kiosk.conf (at first boot)"
+    fi
+  else
+    host systemd-sysusers /etc/sysusers.d/kiosk.conf
+    host systemd-tmpfiles --create /etc/tmpfiles.d/kiosk.conf
+  fi
+}
+
+# ---------------------------------------------------------------- config ----
+install_config() {
+  local src
+  src=$(share_file config/kiosk.toml)
+  if [ -e "$R/etc/kiosk/kiosk.toml" ]; then
+    say "keeping existing /etc/kiosk/kiosk.toml"
+  else
+    local tmp=$work/kiosk.toml
+    if [ "$enable_gpio" -eq 1 ]; then
+      sed '/^\[gpio\]/,/^\[/ s/^enabled = false$/enabled = true/' "$src" > "$tmp"
+    else
+      cp "$src" "$tmp"
+    fi
+    put 0640 "$tmp" /etc/kiosk/kiosk.toml
+  fi
+  if [ -n "$fleet_key" ]; then
+    put 0644 "$fleet_key" /etc/kiosk/fleet-root.pub
+  fi
+}
+
+# ---------------------------------------------------------- the package -----
+build_wheel() {
+  local out=$work/wheel
+  mkdir -p "$out"
+  "${PYTHON:-python3}" -m pip wheel -q --no-deps --no-build-isolation -w "$out" "$here" >&2
+  ls "$out"/kiosk-*.whl
+}
+
+stage_wheels() {
+  if [ -z "$wheel" ]; then
+    [ -f "$here/setup.py" ] || die "no --wheel given and $here is not a source tree"
+    wheel=$(build_wheel)
+  fi
+  dir 0755 "$prefix/wheels"
+  if [ "$dry_run" -eq 0 ]; then
+    rm -f "$R$prefix"/wheels/kiosk-*.whl  # one kiosk wheel: the one being installed
+  fi
+  put 0644 "$wheel" "$prefix/wheels/$(basename "$wheel")"
+  if [ -n "$wheelhouse" ]; then
+    local w
+    for w in "$wheelhouse"/*.whl; do
+      [ -e "$w" ] || continue
+      put 0644 "$w" "$prefix/wheels/$(basename "$w")"
+    done
+  fi
+}
+
+install_venv() {
+  local venv=$prefix/venv pip_args=()
+  if [ "$staging" -eq 1 ]; then
+    say "would run: python3 -m venv --system-site-packages $venv (at first boot)"
+    say "would run: $venv/bin/pip install $prefix/wheels/kiosk-*.whl (at first boot)"
+    return
+  fi
+  [ -x "$venv/bin/python" ] || host python3 -m venv --system-site-packages "$venv"
+  if [ "$dry_run" -eq 1 ]; then
+    say "would run: $venv/bin/pip install --find-links $prefix/wheels -c 'numpy<2' kiosk"
+    return
+  fi
+  # A wheelhouse makes the install work without network; pip falls back to
+  # the index for anything missing when there is one.
+  pip_args=(--find-links "$prefix/wheels")
+  # picamera2's compiled helpers are built against Bookworm's numpy 1.x: a
+  # numpy 2 in the venv would shadow it and break them.
+  local constraints=$work/constraints.txt
+  echo "numpy<2" > "$constraints"
+  host "$venv/bin/pip" install -q --upgrade "${pip_args[@]}" -c "$constraints" "$(ls "$prefix"/wheels/kiosk-*.whl)"
+}
+
+# ------------------------------------------------------------- the units ----
+firstboot_unit() {
+  cat <<'EOF'
+[Unit]
+Description=Clock-in kiosk: finish installing on first boot
+Documentation=file:/opt/kiosk/share/appliance.md
+Wants=network-online.target
+After=network-online.target time-sync.target
+Before=kiosk.service
+ConditionPathExists=!/opt/kiosk/venv/bin/kiosk
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/opt/kiosk/libexec/install.sh --firstboot
+TimeoutStartSec=30min
+
+[Install]
+WantedBy=multi-user.target
+EOF
+}
+
+install_units() {
+  put 0644 "$(share_file systemd/kiosk.service)" /etc/systemd/system/kiosk.service
+  dir 0755 "$prefix/share"
+  dir 0755 "$prefix/libexec"
+  put 0644 "$(share_file systemd/kiosk.service)" "$prefix/share/kiosk.service"
+  put 0644 "$(share_file config/kiosk.toml)" "$prefix/share/kiosk.toml"
+  if [ -f "$here/docs/appliance.md" ]; then
+    put 0644 "$here/docs/appliance.md" "$prefix/share/appliance.md"
+  fi
+  if [ "$0" != "$R$prefix/libexec/install.sh" ]; then
+    put 0755 "$0" "$prefix/libexec/install.sh"
+  fi
+  if [ "$staging" -eq 1 ]; then
+    firstboot_unit | put_text 0644 /etc/systemd/system/kiosk-firstboot.service
+    # Enabled the way systemctl enable would; kiosk-firstboot enables
+    # kiosk.service once the venv exists.
+    if [ "$dry_run" -eq 0 ]; then
+      mkdir -p "$R/etc/systemd/system/multi-user.target.wants"
+      ln -sfn /etc/systemd/system/kiosk-firstboot.service \
+        "$R/etc/systemd/system/multi-user.target.wants/kiosk-firstboot.service"
+    fi
+  else
+    host systemctl daemon-reload
+    host systemctl enable kiosk.service
+  fi
+}
+
+# ------------------------------------------------------------------ main ----
+if [ "$firstboot" -eq 1 ]; then
+  say "finishing the staged install"
+  install_apt
+  install_users_and_dirs
+  install_venv
+  host systemctl disable kiosk-firstboot.service
+  host systemctl enable --no-block --now kiosk.service
+  say "done: kiosk.service enabled"
+  exit 0
+fi
+
+install_apt
+install_users_and_dirs
+install_config
+stage_wheels
+install_venv
+install_units
+if [ "$staging" -eq 1 ]; then
+  say "staged into $root: kiosk-firstboot.service finishes the install on first boot"
+elif [ "$dry_run" -eq 1 ]; then
+  say "dry run: nothing was changed"
+else
+  say "installed. Edit /etc/kiosk/kiosk.toml, then: systemctl restart kiosk; kiosk selftest"
+fi
