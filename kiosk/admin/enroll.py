@@ -39,7 +39,7 @@ def register(sub) -> None:
         help="enroll every resident in a folder (one sub-folder per resident)",
         description="Enroll residents from DIR/<resident-id>/*.jpg; the folder name is the id and the name.",
     )
-    p.add_argument("directory", metavar="DIR")
+    p.add_argument("directory", metavar="DIR", help="folder with one sub-folder of photos per resident")
     _common(p)
     p.set_defaults(func=cmd_enroll_dir)
 

@@ -21,7 +21,7 @@ def register(sub) -> None:
         "impostor distance distributions, TAR and FAR at the configured threshold and at the face_recognition "
         "default, and the threshold and TAR at FAR 1%%, 0.1%% and 0.01%%. Byte-identical images are not paired.",
     )
-    p.add_argument("directory", metavar="DIR")
+    p.add_argument("directory", metavar="DIR", help="folder of labelled photos: DIR/<identity>/*")
     p.add_argument("--groups", type=Path, metavar="CSV", help="image,identity rows for a flat folder")
     p.add_argument("--threshold", type=float, help="threshold to report (default: match.threshold)")
     p.add_argument("--baseline", type=float, default=0.6, help="comparison threshold (default 0.6)")

@@ -22,7 +22,7 @@ def register(sub) -> None:
         description="Detect faces as enrollment does (full scale, upsampled once) and print one JSON line per "
         "face: the box as top, right, bottom, left in the original image's pixels, and the quality measures.",
     )
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos to look at")
     p.add_argument("--upsample", type=int, default=1, help="detector upsampling steps (default 1)")
     p.set_defaults(func=cmd_faces)
 
@@ -32,8 +32,8 @@ def register(sub) -> None:
         description="Print the distance between the descriptors of the single face in each photo, and whether "
         "it is under the configured threshold (match.threshold).",
     )
-    p.add_argument("image_a", metavar="IMAGE_A")
-    p.add_argument("image_b", metavar="IMAGE_B")
+    p.add_argument("image_a", metavar="IMAGE_A", help="photo of one person alone")
+    p.add_argument("image_b", metavar="IMAGE_B", help="photo of one person alone")
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.set_defaults(func=cmd_compare)
 
