@@ -78,6 +78,7 @@ class ReplaySource(BaseSource):
         self.reads = 0
         self.failures = 0
         self.stall_timeouts = 0
+        self.blocked_reads = 0  # reads waiting in a stall right now
         self.opens = 0
         self.failed_opens = 0
         self.stops = 0
@@ -181,7 +182,12 @@ class ReplaySource(BaseSource):
             self.reads += 1
             self._check_faults()
             if self._stalled:
-                if not self._cond.wait_for(self._unstuck, timeout=self.stall_timeout):
+                self.blocked_reads += 1
+                try:
+                    unstuck = self._cond.wait_for(self._unstuck, timeout=self.stall_timeout)
+                finally:
+                    self.blocked_reads -= 1
+                if not unstuck:
                     self.stall_timeouts += 1
                     self.failures += 1
                     raise CameraUnavailable(f"{self.name}: stalled, no frame for {self.stall_timeout:g}s")
