@@ -54,7 +54,7 @@ def _check_id(rid: str) -> str:
     return rid
 
 
-def enroll_photos(store, enroller: Enroller, resident: Resident, photos: list[Path], out=sys.stderr) -> tuple[int, int]:
+def enroll_photos(store, enroller: Enroller, resident: Resident, photos: list[Path], out=None) -> tuple[int, int]:
     """Enroll what can be enrolled; print one line per refusal. Returns (added, refused)."""
     templates, refused = [], 0
     for photo in photos:
@@ -62,7 +62,7 @@ def enroll_photos(store, enroller: Enroller, resident: Resident, photos: list[Pa
             templates.extend(enroller.from_file(photo))
         except EnrollmentRefused as e:
             refused += 1
-            print(f"refused: {e} [{e.reason}]", file=out)
+            print(f"refused: {e} [{e.reason}]", file=out or sys.stderr)
     added = store.enroll(resident, [(t.vector, t.source_sha256) for t in templates]) if templates else 0
     return added, refused
 
