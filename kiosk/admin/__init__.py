@@ -20,6 +20,10 @@ COMMAND_MODULES = [
     "enroll",
     "faces",
     "evaluate",
+    "attacks",
+    "liveness",
+    "keys",
+    "events",
 ]
 
 

@@ -1,0 +1,127 @@
+"""Signed-then-encrypted JOSE envelopes (a nested JWT, RFC 7519 §5.2).
+
+The claim set is signed with the sender's Ed25519 key (compact JWS, ``alg``
+"Ed25519", ``kid`` naming the sender's key) and the JWS is then encrypted to
+the recipient's P-256 key (compact JWE, ECDH-ES+A256KW with A256GCM, ``kid``
+naming the recipient's key, ``cty`` "JWT"). Nobody on the way, the broker
+included, can read or forge it; any standard JOSE library can open it.
+
+``typ`` tells kinds of message apart (explicit typing, RFC 8725 §3.11), so a
+check-in event cannot be replayed as something else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from jwcrypto import jwe, jwk, jws
+from jwcrypto.common import JWException
+
+from ..errors import EnvelopeError
+from .keys import CONTENT_ENC, KEY_ALG, SIG_ALG, KeyRing, PartyKeys
+
+log = logging.getLogger(__name__)
+
+EVENT_TYP = "kiosk-event+jwt"
+
+#: Envelopes larger than this are refused unread (an evidence crop fits).
+MAX_ENVELOPE_BYTES = 1_000_000
+
+
+@dataclass(frozen=True)
+class Opened:
+    """What an envelope said, and who verifiably said it."""
+
+    claims: dict[str, Any]
+    signer: str  # owner of the signing key: "site/device" or "backend"
+    signing_kid: str
+    typ: str
+
+
+def seal(claims: dict[str, Any], sender: PartyKeys, recipient_key: jwk.JWK, *, typ: str = EVENT_TYP) -> str:
+    """Sign ``claims`` with the sender's key and encrypt them to ``recipient_key``.
+
+    :param recipient_key: the recipient's public P-256 encryption key (with ``kid``).
+    """
+    payload = json.dumps(claims, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    signed = jws.JWS(payload)
+    signed.add_signature(
+        sender.signing,
+        alg=SIG_ALG,
+        protected=json.dumps({"alg": SIG_ALG, "kid": sender.signing_kid, "typ": typ}),
+    )
+    inner = signed.serialize(compact=True)
+    header = {"alg": KEY_ALG, "enc": CONTENT_ENC, "kid": recipient_key.key_id, "cty": "JWT"}
+    sealed = jwe.JWE(inner.encode(), protected=json.dumps(header))
+    sealed.add_recipient(recipient_key)
+    return sealed.serialize(compact=True)
+
+
+def open_sealed(token: str | bytes, recipient: PartyKeys, senders: KeyRing, *, typ: str = EVENT_TYP) -> Opened:
+    """Decrypt with the recipient's private key and verify against known senders.
+
+    Raises :class:`EnvelopeError` with a ``reason`` attribute: ``malformed``,
+    ``wrong_recipient``, ``not_decryptable``, ``unknown_signer``,
+    ``bad_signature`` or ``wrong_type``.
+    """
+    if isinstance(token, bytes):
+        if len(token) > MAX_ENVELOPE_BYTES:
+            raise _fail("malformed", "envelope too large")
+        try:
+            token = token.decode("ascii")
+        except UnicodeDecodeError:
+            raise _fail("malformed", "envelope is not compact JOSE text") from None
+    if len(token) > MAX_ENVELOPE_BYTES or token.count(".") != 4:
+        raise _fail("malformed", "not a compact JWE")
+    try:
+        outer = jwe.JWE(algs=[KEY_ALG, CONTENT_ENC])
+        outer.deserialize(token)
+        header = outer.jose_header
+    except (JWException, ValueError, TypeError, KeyError) as e:
+        raise _fail("malformed", f"unreadable JWE: {e}") from None
+    if header.get("alg") != KEY_ALG or header.get("enc") != CONTENT_ENC:
+        raise _fail("malformed", f"unexpected JWE algorithms {header.get('alg')}/{header.get('enc')}")
+    if header.get("kid") != recipient.encryption_kid:
+        raise _fail("wrong_recipient", f"encrypted to key {header.get('kid')!r}, not ours")
+    try:
+        outer.decrypt(recipient.encryption)
+        inner_text = outer.payload.decode("ascii")
+    except (JWException, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise _fail("not_decryptable", f"cannot decrypt: {e}") from None
+    if inner_text.count(".") != 2:
+        raise _fail("malformed", "encrypted content is not a compact JWS")
+    try:
+        inner = jws.JWS()
+        inner.deserialize(inner_text)
+        protected = json.loads(inner.objects["protected"])
+    except (JWException, ValueError, TypeError, KeyError) as e:
+        raise _fail("malformed", f"unreadable JWS: {e}") from None
+    kid = protected.get("kid")
+    if protected.get("alg") != SIG_ALG:
+        raise _fail("bad_signature", f"signature algorithm {protected.get('alg')!r} is not {SIG_ALG}")
+    found = senders.signer(kid) if isinstance(kid, str) else None
+    if found is None:
+        raise _fail("unknown_signer", f"signed by unknown key {kid!r}")
+    owner, key = found
+    try:
+        inner.verify(key, alg=SIG_ALG)
+    except (JWException, ValueError, TypeError) as e:
+        raise _fail("bad_signature", f"signature does not verify: {e}") from None
+    if protected.get("typ") != typ:
+        raise _fail("wrong_type", f"message type {protected.get('typ')!r}, expected {typ!r}")
+    try:
+        claims = json.loads(inner.payload)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _fail("malformed", f"claims are not JSON: {e}") from None
+    if not isinstance(claims, dict):
+        raise _fail("malformed", "claims are not a JSON object")
+    return Opened(claims=claims, signer=owner, signing_kid=kid, typ=typ)
+
+
+def _fail(reason: str, message: str) -> EnvelopeError:
+    err = EnvelopeError(f"{reason}: {message}")
+    err.reason = reason
+    return err

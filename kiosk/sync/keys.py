@@ -1,0 +1,233 @@
+"""The JOSE keys of a device and of the back end, kept as JWK Set files.
+
+Each party owns two key pairs: an Ed25519 key that signs (JWS) and a P-256
+key that others encrypt to (JWE, ECDH-ES+A256KW). P-256 rather than X25519
+because every JOSE library does ECDH-ES on it.
+
+A private file holds both private keys (mode 0600, refused when others may
+read it); its public half is what the other side is given. Key ids say whose
+key it is: ``<owner>/<use>/<thumbprint>``, where the owner is
+``<site>/<device>`` for a device and ``backend`` for the back end, so a
+verified signature names the device that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from jwcrypto import jwk
+
+from ..errors import KeyFileError
+from ..keyfile import check_private, credential_path, write_secret
+
+log = logging.getLogger(__name__)
+
+#: JWS algorithm for Ed25519 (RFC 9864; "EdDSA" is its deprecated, ambiguous name).
+SIG_ALG = "Ed25519"
+#: JWE key management and content encryption.
+KEY_ALG = "ECDH-ES+A256KW"
+CONTENT_ENC = "A256GCM"
+ENC_CURVE = "P-256"
+
+BACKEND = "backend"
+
+
+@dataclass(frozen=True)
+class PartyKeys:
+    """One party's keys: ``signing`` (Ed25519) and ``encryption`` (P-256).
+
+    Private or public; ``has_private`` says which.
+    """
+
+    owner: str
+    signing: jwk.JWK
+    encryption: jwk.JWK
+
+    @property
+    def has_private(self) -> bool:
+        return self.signing.has_private and self.encryption.has_private
+
+    @property
+    def signing_kid(self) -> str:
+        return self.signing.key_id
+
+    @property
+    def encryption_kid(self) -> str:
+        return self.encryption.key_id
+
+    def public(self) -> "PartyKeys":
+        return PartyKeys(self.owner, _public(self.signing), _public(self.encryption))
+
+    def to_jwks(self, *, private: bool) -> dict:
+        keys = []
+        for k in (self.signing, self.encryption):
+            text = k.export_private() if private else k.export_public()
+            keys.append(json.loads(text))
+        return {"keys": keys}
+
+
+def _public(key: jwk.JWK) -> jwk.JWK:
+    pub = jwk.JWK(**json.loads(key.export_public()))
+    return pub
+
+
+def owner_of_kid(kid: str) -> str:
+    """The owner named in a key id (``site/device`` or ``backend``)."""
+    parts = kid.rsplit("/", 2)
+    if len(parts) != 3 or parts[1] not in ("sig", "enc") or not parts[0]:
+        raise ValueError(f"not a kiosk key id: {kid!r}")
+    return parts[0]
+
+
+def device_owner(site: str, device: str) -> str:
+    return f"{site}/{device}"
+
+
+def generate(owner: str) -> PartyKeys:
+    """Make a new signing and encryption key pair for ``owner``."""
+    if not owner or owner.count("/") > 1 or any(c.isspace() for c in owner):
+        raise ValueError(f"bad key owner {owner!r}: use SITE/DEVICE or 'backend'")
+    sig = jwk.JWK.generate(kty="OKP", crv="Ed25519")
+    enc = jwk.JWK.generate(kty="EC", crv=ENC_CURVE)
+    sig = _with_meta(sig, owner, "sig", SIG_ALG)
+    enc = _with_meta(enc, owner, "enc", KEY_ALG)
+    return PartyKeys(owner, sig, enc)
+
+
+def _with_meta(key: jwk.JWK, owner: str, use: str, alg: str) -> jwk.JWK:
+    data = json.loads(key.export_private())
+    data.update(kid=f"{owner}/{use}/{key.thumbprint()}", use=use, alg=alg)
+    return jwk.JWK(**data)
+
+
+def save_private(path: Path | str, keys: PartyKeys, *, overwrite: bool = False) -> Path:
+    """Write ``keys`` (private) to ``path`` as a 0600 JWK Set."""
+    if not keys.has_private:
+        raise KeyFileError(f"{path}: these keys have no private half")
+    return write_secret(path, (json.dumps(keys.to_jwks(private=True), indent=2) + "\n").encode(), overwrite=overwrite)
+
+
+def save_public(path: Path | str, keys: PartyKeys, *, overwrite: bool = False) -> Path:
+    """Write the public half of ``keys`` to ``path`` (0644: it is public)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise KeyFileError(f"{path}: exists; refusing to overwrite a key")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(keys.to_jwks(private=False), indent=2) + "\n", encoding="utf-8")
+    tmp.chmod(0o644)
+    tmp.replace(path)
+    return path
+
+
+def resolve(path: Path | str, base: Path | None = None) -> Path:
+    """Where a configured key file is: ``$CREDENTIALS_DIRECTORY`` first, then under ``base``."""
+    found = credential_path(path)
+    if found.is_absolute() or base is None:
+        return found
+    return base / found
+
+
+def load_private(path: Path | str) -> PartyKeys:
+    """Read a private key file; refuse it when missing, malformed or readable by others."""
+    path = Path(path)
+    check_private(path)
+    keys = _parse(path)
+    if len(keys) != 1:
+        raise KeyFileError(f"{path}: expected the keys of one party, found {len(keys)}")
+    party = keys[0]
+    if not party.has_private:
+        raise KeyFileError(f"{path}: not a private key file (no private key material)")
+    return party
+
+
+def load_public(path: Path | str) -> list[PartyKeys]:
+    """Read public keys (one or more parties) from a JWK Set file.
+
+    A file that holds private keys is checked like a private file, and only
+    its public half is kept.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise KeyFileError(f"{path}: key file missing")
+    parties = _parse(path)
+    if any(p.signing.has_private or p.encryption.has_private for p in parties):
+        check_private(path)
+    return [p.public() for p in parties]
+
+
+def load_public_one(path: Path | str) -> PartyKeys:
+    parties = load_public(path)
+    if len(parties) != 1:
+        raise KeyFileError(f"{path}: expected the keys of one party, found {len(parties)}")
+    return parties[0]
+
+
+def _parse(path: Path) -> list[PartyKeys]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise KeyFileError(f"{path}: not a readable JWK Set: {e}") from None
+    raw = data.get("keys") if isinstance(data, dict) and "keys" in data else [data]
+    if not isinstance(raw, list) or not raw:
+        raise KeyFileError(f"{path}: not a JWK Set")
+    by_owner: dict[str, dict[str, jwk.JWK]] = {}
+    for item in raw:
+        try:
+            key = jwk.JWK(**item)
+            owner = owner_of_kid(item.get("kid", ""))
+        except Exception as e:  # jwcrypto raises several types for bad keys
+            raise KeyFileError(f"{path}: bad key: {e}") from None
+        use = item.get("use")
+        if use == "sig" and not (item.get("kty") == "OKP" and item.get("crv") == "Ed25519"):
+            raise KeyFileError(f"{path}: signing key {item.get('kid')} is not Ed25519")
+        if use == "enc" and not (item.get("kty") == "EC" and item.get("crv") == ENC_CURVE):
+            raise KeyFileError(f"{path}: encryption key {item.get('kid')} is not {ENC_CURVE}")
+        slot = by_owner.setdefault(owner, {})
+        if use in slot:
+            raise KeyFileError(f"{path}: two {use} keys for {owner}")
+        slot[use] = key
+    parties = []
+    for owner, slot in by_owner.items():
+        if set(slot) != {"sig", "enc"}:
+            raise KeyFileError(f"{path}: {owner} needs one 'sig' and one 'enc' key")
+        parties.append(PartyKeys(owner, slot["sig"], slot["enc"]))
+    return parties
+
+
+class KeyRing:
+    """Public keys of known parties, looked up by key id."""
+
+    def __init__(self, parties: Iterable[PartyKeys] = ()):
+        self._by_kid: dict[str, tuple[str, jwk.JWK]] = {}
+        self.owners: set[str] = set()
+        for p in parties:
+            self.add(p)
+
+    def add(self, party: PartyKeys) -> None:
+        pub = party.public()
+        self._by_kid[pub.signing_kid] = (pub.owner, pub.signing)
+        self._by_kid[pub.encryption_kid] = (pub.owner, pub.encryption)
+        self.owners.add(pub.owner)
+
+    @classmethod
+    def from_files(cls, paths: Iterable[Path | str]) -> "KeyRing":
+        ring = cls()
+        for path in paths:
+            for party in load_public(path):
+                ring.add(party)
+        return ring
+
+    def signer(self, kid: str) -> tuple[str, jwk.JWK] | None:
+        """(owner, public signing key) for a signing key id, or None."""
+        hit = self._by_kid.get(kid)
+        if hit is None or hit[1].get("use") != "sig":
+            return None
+        return hit
+
+    def __len__(self) -> int:
+        return len(self.owners)

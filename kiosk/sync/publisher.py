@@ -1,0 +1,457 @@
+"""The publisher: copies the outbox to MQTT, in sequence order, at least once.
+
+It runs in its own thread ("publisher"); paho's network thread only hands
+CONNACKs, PUBACKs and disconnects to it through a queue. Each connection is
+a fresh paho client with a clean start: whatever was in flight when a link
+died is simply sent again from the outbox on the next connection (the back
+end drops duplicates by event id). An event is marked delivered only when
+the broker's PUBACK says it was accepted; a refusal (e.g. not authorized)
+leaves it undelivered, raises an alarm, and the publisher reconnects after
+the longest backoff.
+
+Topics: ``PREFIX/SITE/DEVICE/events`` (QoS 1, one sealed envelope each) and
+the retained ``…/status`` (QoS 1, JSON, no personal data), with a last will
+that marks the device offline.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from ..config import KioskConfig, MqttSettings
+from ..errors import KeyFileError
+from . import keys as keymod
+from .envelope import seal
+from .keys import PartyKeys
+from .mqtt import FAILURE, Topics, force_close, new_client, reason_value, tls_files
+from .outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+#: Seconds between purges of delivered events past their retention.
+PURGE_INTERVAL = 600.0
+#: Seconds a clean stop waits for the broker to take the "offline" status.
+OFFLINE_ACK_WAIT = 2.0
+
+_STOP = object()
+
+
+class Publisher:
+    """Publishes the outbox's undelivered events and the device status.
+
+    :param outbox: the device's :class:`Outbox` (site and device come from it).
+    :param settings: the ``[mqtt]`` settings.
+    :param device_keys: this device's private keys (signs events).
+    :param backend_public_key: the back end's keys or its public P-256
+        encryption key (events are encrypted to it).
+    :param status_provider: returns extra status fields (versions, location
+        state …); called from the publisher thread.
+    :param base_dir: where relative TLS file names are found (the state dir).
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        settings: MqttSettings,
+        device_keys: PartyKeys,
+        backend_public_key,
+        *,
+        status_provider: Callable[[], dict[str, Any]] | None = None,
+        base_dir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        if not device_keys.has_private:
+            raise KeyFileError("the device's private keys are needed to sign events")
+        self.outbox = outbox
+        self.settings = settings
+        self.device_keys = device_keys
+        self.recipient = backend_public_key.public().encryption if isinstance(backend_public_key, PartyKeys) else backend_public_key
+        if self.recipient.has_private:
+            # Only the public half is needed; keep the private one out of this process's use.
+            self.recipient = keymod._public(self.recipient)
+        self.topics = Topics(settings.topic_prefix, outbox.site, outbox.device)
+        self.client_id = f"kiosk-{outbox.site}-{outbox.device}"
+        self.status_provider = status_provider
+        self._tls = tls_files(settings, base_dir)  # checked now: a bad path fails at start-up
+        self._clock = clock
+        self._wall = wall_clock
+        self._rng = random.Random()
+        self._queue: queue.Queue = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._wake_pending = threading.Event()
+        self._closed = False
+        # Publisher-thread state.
+        self._client: mqtt.Client | None = None
+        self._gen = 0
+        self._connected = False
+        self._connect_deadline: float | None = None
+        self._inflight: OrderedDict[int, int] = OrderedDict()  # mid -> seq
+        self._status_mids: set[int] = set()
+        self._last_sent_seq = 0
+        self._backoff = 0.0
+        self._next_attempt = 0.0
+        self._next_status = 0.0
+        self._next_purge = 0.0
+        self._last_alarm: str | None = None
+        # Read by other threads (plain values, replaced whole).
+        self.connected_since: float | None = None
+        self.last_error: str | None = None
+        self.delivered = 0
+        self.refused = 0
+        self.connections = 0
+
+    @classmethod
+    def from_config(cls, config: KioskConfig, outbox: Outbox, **kwargs) -> "Publisher":
+        """Build from the config, loading and checking the key files.
+
+        Raises :class:`~kiosk.errors.KeyFileError` for a key file that is
+        missing, malformed or readable by others.
+        """
+        device, backend = load_keys(config)
+        return cls(outbox, config.mqtt, device, backend, base_dir=config.device.state_dir, **kwargs)
+
+    # -- life cycle ---------------------------------------------------------
+
+    def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("publisher is closed")
+        if self._thread is not None:
+            return
+        self.outbox.add_listener(self._on_commit)
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+        log.info("publishing %s to %s", self.topics.events, self.settings.url)
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Publish "offline", disconnect and end the thread; True if it ended in time."""
+        t = self._thread
+        if t is None:
+            return True
+        self._queue.put(_STOP)
+        t.join(timeout)
+        if t.is_alive():
+            log.warning("publisher did not stop within %.1fs", timeout)
+            return False
+        self._thread = None
+        self.outbox.remove_listener(self._on_commit)
+        return True
+
+    def close(self) -> None:
+        """Stop (if running) and release everything; safe to call twice."""
+        if self._closed:
+            return
+        self.stop()
+        self._closed = True
+
+    def __enter__(self) -> "Publisher":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- what others may ask ------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self.connected_since is not None
+
+    def health(self) -> dict[str, Any]:
+        """For the daemon's status and watchdog: link state and counters."""
+        return {
+            "connected": self.connected,
+            "connected_since": self.connected_since,
+            "last_error": self.last_error,
+            "delivered": self.delivered,
+            "refused": self.refused,
+            "connections": self.connections,
+        }
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until the outbox has nothing undelivered; True if it got there."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.outbox.depth() == 0:
+                return True
+            time.sleep(0.05)
+        return self.outbox.depth() == 0
+
+    # -- callbacks (paho's network thread or the committing thread) -----------
+
+    def _on_commit(self, seq: int) -> None:
+        if not self._wake_pending.is_set():
+            self._wake_pending.set()
+            self._queue.put(("wake",))
+
+    def _callbacks(self, client: mqtt.Client, gen: int) -> None:
+        q = self._queue
+        client.on_connect = lambda c, u, flags, rc, props: q.put(("connack", gen, reason_value(rc), str(rc)))
+        client.on_disconnect = lambda c, u, flags, rc, props: q.put(("disconnect", gen, reason_value(rc), str(rc)))
+        client.on_publish = lambda c, u, mid, rc, props: q.put(("puback", gen, mid, reason_value(rc), str(rc)))
+
+    # -- the publisher thread -------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                try:
+                    if self._step():
+                        break
+                except Exception as e:  # keep publishing: the outbox still holds everything
+                    log.exception("publisher error; reconnecting after backoff")
+                    self.last_error = f"internal error: {e}"
+                    self._drop_connection(failed=True)
+        finally:
+            self._shutdown()
+
+    def _step(self) -> bool:
+        """One turn of the loop; True when asked to stop."""
+        now = self._clock()
+        if self._client is None and now >= self._next_attempt:
+            self._connect()
+        if self._connect_deadline is not None and self._clock() >= self._connect_deadline:
+            self._fail(
+                f"no CONNACK from {self.settings.url} within {self.settings.connect_timeout:g}s"
+                " (is this device's client certificate accepted?)"
+            )
+        if self._connected:
+            self._fill_window()
+            alarm = self.outbox.alarm
+            if self._clock() >= self._next_status or alarm != self._last_alarm:
+                self._publish_status()
+        if self._clock() >= self._next_purge:
+            self._next_purge = self._clock() + PURGE_INTERVAL
+            self.outbox.purge_delivered()
+        return self._handle(self._wait_time())
+
+    def _wait_time(self) -> float:
+        now = self._clock()
+        deadlines = [self._next_purge, now + 1.0]
+        if self._client is None:
+            deadlines.append(self._next_attempt)
+        if self._connect_deadline is not None:
+            deadlines.append(self._connect_deadline)
+        if self._connected:
+            deadlines.append(self._next_status)
+        return min(max(0.0, d - now) for d in deadlines)
+
+    def _handle(self, wait: float) -> bool:
+        """Take what the callbacks queued (waiting up to ``wait``); True on stop."""
+        try:
+            items = [self._queue.get(timeout=wait)]
+        except queue.Empty:
+            return False
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        acked: list[int] = []
+        stop = False
+        for item in items:
+            if item is _STOP:
+                stop = True
+                continue
+            kind = item[0]
+            if kind == "wake":
+                self._wake_pending.clear()
+                continue
+            if item[1] != self._gen:
+                continue  # from a client already torn down
+            if kind == "puback":
+                self._on_puback(item[2], item[3], item[4], acked)
+            elif kind == "connack":
+                self._on_connack(item[2], item[3])
+            elif kind == "disconnect":
+                self._on_disconnect(item[2], item[3])
+        if acked:
+            self.delivered += self.outbox.mark_delivered_many(acked)
+        return stop
+
+    def _on_puback(self, mid: int, rc: int, text: str, acked: list[int]) -> None:
+        if mid in self._status_mids:
+            self._status_mids.discard(mid)
+            if rc >= FAILURE:
+                log.error("broker refused the status message: %s", text)
+            return
+        seq = self._inflight.pop(mid, None)
+        if seq is None:
+            return
+        if rc < FAILURE:
+            acked.append(seq)
+            return
+        self.refused += 1
+        self._fail(f"broker refused event seq {seq} on {self.topics.events}: {text}", refused=True)
+
+    def _on_connack(self, rc: int, text: str) -> None:
+        if rc >= FAILURE:
+            self._fail(f"broker refused the connection: {text}")
+            return
+        self._connect_deadline = None
+        self._connected = True
+        self._backoff = 0.0
+        self._last_sent_seq = 0  # resend everything undelivered, oldest first
+        self._inflight.clear()
+        self.connected_since = self._wall()
+        self.connections += 1
+        self.last_error = None
+        log.info("connected to %s; %d events to send", self.settings.url, self.outbox.depth())
+        self._next_status = 0.0
+
+    def _on_disconnect(self, rc: int, text: str) -> None:
+        if self._connected:
+            self._fail(f"connection to {self.settings.url} lost: {text}")
+        else:
+            self._fail(f"connection to {self.settings.url} closed before CONNACK ({text}); is the client certificate accepted?")
+
+    def _connect(self) -> None:
+        self._gen += 1
+        client = new_client(self.settings, self.client_id, self._tls)
+        client.max_inflight_messages_set(self.settings.inflight)
+        client.max_queued_messages_set(0)
+        client.will_set(self.topics.status, self._status_payload("offline", "connection lost"), qos=1, retain=True)
+        self._callbacks(client, self._gen)
+        self._client = client
+        try:
+            client.connect(self.settings.host, self.settings.port, self.settings.keepalive, clean_start=True)
+        except (OSError, ValueError) as e:  # refused, unreachable, TLS handshake failed
+            self._fail(f"cannot connect to {self.settings.url}: {e}")
+            return
+        client.loop_start()
+        self._connect_deadline = self._clock() + self.settings.connect_timeout
+
+    def _fill_window(self) -> None:
+        room = self.settings.inflight - len(self._inflight)
+        if room <= 0:
+            return
+        props = Properties(PacketTypes.PUBLISH)
+        props.PayloadFormatIndicator = 1
+        props.ContentType = "application/jose"
+        for event in self.outbox.undelivered(limit=room, after_seq=self._last_sent_seq):
+            token = seal(event.claims, self.device_keys, self.recipient)
+            info = self._client.publish(self.topics.events, token, qos=1, properties=props)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                # The link went away under us; its disconnect is on the queue.
+                log.debug("publish of seq %d failed: %s", event.seq, mqtt.error_string(info.rc))
+                return
+            self._inflight[info.mid] = event.seq
+            self._last_sent_seq = event.seq
+
+    def _status_payload(self, state: str, reason: str | None = None) -> str:
+        payload: dict[str, Any] = {
+            "state": state,
+            "site": self.outbox.site,
+            "device": self.outbox.device,
+            "time": round(self._wall(), 3),
+        }
+        if reason:
+            payload["reason"] = reason
+        return json.dumps(payload, sort_keys=True)
+
+    def _publish_status(self, state: str = "online", reason: str | None = None) -> int | None:
+        payload = json.loads(self._status_payload(state, reason))
+        stats = self.outbox.stats()
+        self._last_alarm = stats["alarm"]
+        payload["outbox"] = stats
+        payload["publisher"] = {"delivered": self.delivered, "refused": self.refused, "last_error": self.last_error}
+        if self.status_provider is not None:
+            try:
+                extra = self.status_provider()
+            except Exception:
+                log.exception("status provider failed; status sent without its fields")
+                extra = {"status_error": "status provider failed"}
+            for k, v in (extra or {}).items():
+                payload.setdefault(k, v)
+        self._next_status = self._clock() + self.settings.status_interval
+        info = self._client.publish(self.topics.status, json.dumps(payload, sort_keys=True), qos=1, retain=True)
+        if info.rc == mqtt.MQTT_ERR_SUCCESS:
+            self._status_mids.add(info.mid)
+            return info.mid
+        return None
+
+    def _fail(self, message: str, *, refused: bool = False) -> None:
+        if message != self.last_error:
+            log.log(logging.ERROR if refused else logging.WARNING, "%s", message)
+        self.last_error = message
+        self._drop_connection(failed=True, longest=refused)
+
+    def _drop_connection(self, *, failed: bool, longest: bool = False) -> None:
+        client, self._client = self._client, None
+        self._gen += 1  # what the old client still says is ignored
+        self._connected = False
+        self._connect_deadline = None
+        self._inflight.clear()
+        self._status_mids.clear()
+        self.connected_since = None
+        if client is not None:
+            _teardown(client)
+        if failed:
+            s = self.settings
+            if longest:
+                self._backoff = s.reconnect_backoff_max
+            else:
+                self._backoff = min(s.reconnect_backoff_max, max(s.reconnect_backoff_initial, self._backoff * 2))
+            delay = self._backoff * self._rng.uniform(0.8, 1.2)
+            self._next_attempt = self._clock() + delay
+
+    def _shutdown(self) -> None:
+        """On stop: say "offline" (retained) if connected, then disconnect."""
+        if self._connected and self._client is not None:
+            try:
+                mid = self._publish_status("offline", "stopped")
+                deadline = self._clock() + OFFLINE_ACK_WAIT
+                while mid in self._status_mids and self._clock() < deadline and self._connected:
+                    self._handle(0.05)
+            except Exception:
+                log.exception("could not publish the offline status")
+        self._drop_connection(failed=False)
+        log.info("publisher stopped; %d events undelivered", self.outbox.depth())
+
+
+def _teardown(client: mqtt.Client) -> None:
+    """Disconnect a client and end its network thread, even on a dead link."""
+    try:
+        client.disconnect()
+    except Exception:  # already gone
+        pass
+    if client.socket() is not None:
+        # Give the DISCONNECT a moment to go out, then pull the socket.
+        deadline = time.monotonic() + 0.5
+        while client.socket() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        force_close(client)
+    client.loop_stop()
+
+
+def load_keys(config: KioskConfig) -> tuple[PartyKeys, PartyKeys]:
+    """The device's private keys and the back end's public keys, from ``[keys]``.
+
+    Raises :class:`~kiosk.errors.KeyFileError` when one is missing, malformed
+    or (the private one) readable by others.
+    """
+    base = config.device.state_dir
+    device = keymod.load_private(keymod.resolve(config.keys.device_key, base))
+    backend_path = keymod.resolve(config.keys.backend_public_key, base)
+    if not backend_path.is_file():
+        raise KeyFileError(
+            f"{backend_path}: the back end's public key is missing; publishing needs it (keys.backend_public_key)"
+        )
+    backend = keymod.load_public_one(backend_path)
+    expected = keymod.device_owner(config.device.site, config.device.device_id)
+    if device.owner != expected:
+        raise KeyFileError(f"{config.keys.device_key}: keys belong to {device.owner!r}, this device is {expected!r}")
+    return device, backend
