@@ -20,8 +20,6 @@ COMMAND_MODULES = [
     "enroll",
     "faces",
     "evaluate",
-    "attacks",
-    "liveness",
     "keys",
     "events",
 ]
