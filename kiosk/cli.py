@@ -12,6 +12,8 @@ from .errors import ConfigError, KioskError
 #: Modules (under kiosk/) that provide sub-commands through ``register(subparsers)``.
 COMMAND_MODULES = [
     "daemon",
+    "selftest",
+    "door",
 ]
 
 
