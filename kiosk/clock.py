@@ -50,6 +50,7 @@ class FakeClock:
         self._now = float(start)
         self.autojump = autojump
         self.sleeps: list[float] = []
+        self._sleeping = 0
         self._cond = threading.Condition()
 
     def monotonic(self) -> float:
@@ -70,8 +71,6 @@ class FakeClock:
         """Threads blocked in :meth:`sleep` right now (``autojump=False`` only)."""
         with self._cond:
             return self._sleeping
-
-    _sleeping = 0
 
     def sleep(self, seconds: float, wake: threading.Event | None = None) -> bool:
         seconds = max(0.0, float(seconds))

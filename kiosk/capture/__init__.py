@@ -14,8 +14,18 @@ from urllib.parse import parse_qsl
 from ..config import CaptureSettings
 from ..errors import ConfigError
 from .base import BaseSource, Frame, FrameSource, to_bgr
+from .reader import CaptureThread
 
-__all__ = ["BaseSource", "Frame", "FrameSource", "SourceSpec", "open_source", "parse_source_spec", "to_bgr"]
+__all__ = [
+    "BaseSource",
+    "CaptureThread",
+    "Frame",
+    "FrameSource",
+    "SourceSpec",
+    "open_source",
+    "parse_source_spec",
+    "to_bgr",
+]
 
 SPEC_HELP = (
     'expected "picamera2[:N]", "opencv:N", "rtsp://…", "http(s)://…", "folder:DIR", '
