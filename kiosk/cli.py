@@ -13,6 +13,7 @@ from .errors import ConfigError, KioskError
 COMMAND_MODULES = [
     "daemon",
     "selftest",
+    "preview",
     "door",
 ]
 
