@@ -8,7 +8,12 @@ Fixtures (made available to every test by ``tests/conftest.py``):
   its own config, persistence and ACL; stopped by PID at teardown;
 - ``mqtt_settings``: ``mqtt_settings(cn, **overrides)`` gives an
   :class:`~kiosk.config.MqttSettings` pointing at ``broker`` with a
-  certificate for ``cn``.
+  certificate for ``cn``;
+- ``mqtt_probe``: ``mqtt_probe(cn)`` gives a connected :class:`MqttProbe`
+  (a recording paho client: publish and get the PUBACK code, read retained
+  messages), closed at teardown.
+
+:class:`TcpProxy` sits between a client and the broker and cuts the link.
 
 The default ACL lets a device (CN = device id) write only
 ``kiosk/<site>/<its id>/events`` and ``…/status``, and read its own
@@ -264,6 +269,111 @@ use_identity_as_username true
         return MqttSettings(**values)
 
 
+# -- A plain client for tests -------------------------------------------------
+
+
+class MqttProbe:
+    """A paho client that records what happens, for driving and inspecting a broker.
+
+    ``connack`` is the CONNACK reason code (None if none came), ``messages``
+    lists ``(topic, payload, retain)`` in arrival order.
+    """
+
+    def __init__(self, broker: Broker, cn: str | None, *, client_id: str | None = None, timeout: float = 5.0):
+        import paho.mqtt.client as mqtt
+
+        self._mqtt = mqtt
+        self.client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"probe-{cn}-{os.getpid()}-{time.monotonic_ns()}",
+            protocol=mqtt.MQTTv5,
+            reconnect_on_failure=False,
+        )
+        if cn is None:  # TLS without a client certificate
+            self.client.tls_set(ca_certs=str(broker.pki.ca_file))
+        else:
+            cert, key = broker.pki.client(cn)
+            self.client.tls_set(ca_certs=str(broker.pki.ca_file), certfile=str(cert), keyfile=str(key))
+        self.connack: int | None = None
+        self.disconnected = threading.Event()
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._acks: dict[int, int] = {}
+        self._subacks: dict[int, list[int]] = {}
+        self._cond = threading.Condition()
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda c, u, f, rc, p: self.disconnected.set()
+        self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        try:
+            self.client.connect(broker.host, broker.port, 5)
+        except OSError:
+            self.disconnected.set()
+            return
+        self.client.loop_start()
+        self._wait(lambda: self.connack is not None or self.disconnected.is_set(), timeout)
+
+    def _on_connect(self, c, u, flags, rc, props):
+        with self._cond:
+            self.connack = int(rc.value)
+            self._cond.notify_all()
+
+    def _on_publish(self, c, u, mid, rc, props):
+        with self._cond:
+            self._acks[mid] = int(rc.value)
+            self._cond.notify_all()
+
+    def _on_subscribe(self, c, u, mid, rcs, props):
+        with self._cond:
+            self._subacks[mid] = [int(r.value) for r in rcs]
+            self._cond.notify_all()
+
+    def _on_message(self, c, u, msg):
+        with self._cond:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self._cond.notify_all()
+
+    def _wait(self, pred, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(pred, timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self.connack == 0 and not self.disconnected.is_set()
+
+    def publish(self, topic: str, payload, *, qos: int = 1, retain: bool = False, timeout: float = 5.0) -> int | None:
+        """Publish and return the PUBACK reason code (None if none came)."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        self._wait(lambda: info.mid in self._acks, timeout)
+        return self._acks.get(info.mid)
+
+    def subscribe(self, topic: str, *, qos: int = 1, timeout: float = 5.0) -> list[int] | None:
+        _, mid = self.client.subscribe(topic, qos=qos)
+        self._wait(lambda: mid in self._subacks, timeout)
+        return self._subacks.get(mid)
+
+    def wait_messages(self, n: int, timeout: float = 10.0) -> list[tuple[str, bytes, bool]]:
+        self._wait(lambda: len(self.messages) >= n, timeout)
+        with self._cond:
+            return list(self.messages)
+
+    def retained(self, topic: str, timeout: float = 5.0):
+        """The JSON of the retained message on ``topic`` (subscribing to get it)."""
+        import json
+
+        self.subscribe(topic)
+        self._wait(lambda: any(t == topic for t, _, _ in self.messages), timeout)
+        with self._cond:
+            hits = [p for t, p, _ in self.messages if t == topic]
+        return json.loads(hits[-1]) if hits else None
+
+    def close(self) -> None:
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+
 # -- Network faults -----------------------------------------------------------
 
 
@@ -394,3 +504,17 @@ if pytest is not None:
     def mqtt_settings(broker):
         """``mqtt_settings(cn, **overrides)``: MqttSettings for ``broker`` as client ``cn``."""
         return broker.settings
+
+    @pytest.fixture
+    def mqtt_probe(broker):
+        """``mqtt_probe(cn)``: a connected :class:`MqttProbe` as client ``cn`` (None: no certificate)."""
+        made: list[MqttProbe] = []
+
+        def make(cn: str | None, **kw) -> MqttProbe:
+            p = MqttProbe(broker, cn, **kw)
+            made.append(p)
+            return p
+
+        yield make
+        for p in made:
+            p.close()

@@ -94,7 +94,8 @@ def cmd_events(args) -> int:
         site=args.site, device=args.device, share_group=args.share,
         session_expiry=args.session_expiry, seen=seen,
     )
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set()) if in_main else None
     try:
         consumer.start()
         while not done.wait(0.2):
@@ -103,6 +104,8 @@ def cmd_events(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
         consumer.close()
         seen.close()
         if out is not sys.stdout:

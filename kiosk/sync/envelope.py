@@ -54,7 +54,7 @@ def seal(claims: dict[str, Any], sender: PartyKeys, recipient_key: jwk.JWK, *, t
         protected=json.dumps({"alg": SIG_ALG, "kid": sender.signing_kid, "typ": typ}),
     )
     inner = signed.serialize(compact=True)
-    header = {"alg": KEY_ALG, "enc": CONTENT_ENC, "kid": recipient_key.key_id, "cty": "JWT"}
+    header = {"alg": KEY_ALG, "enc": CONTENT_ENC, "kid": recipient_key.get("kid"), "cty": "JWT"}
     sealed = jwe.JWE(inner.encode(), protected=json.dumps(header))
     sealed.add_recipient(recipient_key)
     return sealed.serialize(compact=True)

@@ -53,11 +53,11 @@ class PartyKeys:
 
     @property
     def signing_kid(self) -> str:
-        return self.signing.key_id
+        return self.signing.get("kid")
 
     @property
     def encryption_kid(self) -> str:
-        return self.encryption.key_id
+        return self.encryption.get("kid")
 
     def public(self) -> "PartyKeys":
         return PartyKeys(self.owner, _public(self.signing), _public(self.encryption))

@@ -113,6 +113,7 @@ class Publisher:
         self.delivered = 0
         self.refused = 0
         self.connections = 0
+        self.peak_inflight = 0
 
     @classmethod
     def from_config(cls, config: KioskConfig, outbox: Outbox, **kwargs) -> "Publisher":
@@ -179,6 +180,8 @@ class Publisher:
             "delivered": self.delivered,
             "refused": self.refused,
             "connections": self.connections,
+            "inflight": len(self._inflight),
+            "peak_inflight": self.peak_inflight,
         }
 
     def wait_drained(self, timeout: float) -> bool:
@@ -350,6 +353,7 @@ class Publisher:
                 return
             self._inflight[info.mid] = event.seq
             self._last_sent_seq = event.seq
+            self.peak_inflight = max(self.peak_inflight, len(self._inflight))
 
     def _status_payload(self, state: str, reason: str | None = None) -> str:
         payload: dict[str, Any] = {

@@ -1,0 +1,216 @@
+"""The reference consumer: verify, decrypt, de-duplicate, shared subscriptions, `kiosk-admin events`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import threading
+import time
+
+import pytest
+
+from kiosk.db import open_database
+from kiosk.match.decide import Decision, Outcome
+from kiosk.sync import keys as keymod
+from kiosk.sync.consumer import EventConsumer, SeenIds
+from kiosk.sync.envelope import seal
+from kiosk.sync.mqtt import tls_files
+from kiosk.sync.outbox import CLAIM_FIELDS, Outbox
+from kiosk.sync.publisher import Publisher
+
+SITE = "test-site"
+TOPIC_T1 = f"kiosk/{SITE}/kiosk-t1/events"
+
+
+@pytest.fixture(scope="module")
+def t1():
+    return keymod.generate(f"{SITE}/kiosk-t1")
+
+
+@pytest.fixture(scope="module")
+def t2():
+    return keymod.generate(f"{SITE}/kiosk-t2")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return keymod.generate("backend")
+
+
+def wait_for(pred, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return pred()
+
+
+def claims(device: str, seq: int, event_id: str | None = None) -> dict:
+    return {
+        "event_id": event_id or f"00000000-0000-7000-8000-{seq:012d}",
+        "seq": seq,
+        "site": SITE,
+        "device": device,
+        "type": "checkin",
+        "resident_id": "r-1",
+    }
+
+
+def consumer(broker, backend, devices, **kw):
+    settings = broker.settings("backend")
+    got, bad = [], []
+    c = EventConsumer(settings, tls_files(settings), backend, keymod.KeyRing(devices),
+                      on_event=got.append, on_invalid=bad.append, **kw)
+    c.start()
+    return c, got, bad
+
+
+def test_duplicates_dropped_and_forgeries_reported_not_printed(broker, mqtt_probe, t1, t2, backend):
+    c, got, bad = consumer(broker, backend, [t1, t2], client_id="backend-a")
+    try:
+        dev = mqtt_probe("kiosk-t1")
+        enc = backend.public().encryption
+        good = seal(claims("kiosk-t1", 1), t1, enc)
+        assert dev.publish(TOPIC_T1, good) < 0x80
+        assert dev.publish(TOPIC_T1, good) < 0x80  # the same event again (a resend after a lost PUBACK)
+        # The same event id sealed afresh is a duplicate too.
+        assert dev.publish(TOPIC_T1, seal(claims("kiosk-t1", 1), t1, enc)) < 0x80
+        stranger = keymod.generate(f"{SITE}/kiosk-t1")  # right name, key the back end never saw
+        forgeries = {
+            "malformed": b"not an envelope",
+            "unknown_signer": seal(claims("kiosk-t1", 2), stranger, enc),
+            # kiosk-t1's key signing words put in kiosk-t2's mouth.
+            "claims_mismatch": seal(claims("kiosk-t2", 3), t1, enc),
+            # kiosk-t2's genuine event, replayed on kiosk-t1's topic.
+            "topic_mismatch": seal(claims("kiosk-t2", 4), t2, enc),
+            "wrong_recipient": seal(claims("kiosk-t1", 5), t1, t2.public().encryption),
+        }
+        for payload in forgeries.values():
+            assert dev.publish(TOPIC_T1, payload) < 0x80
+        assert dev.publish(TOPIC_T1, seal(claims("kiosk-t1", 6), t1, enc)) < 0x80
+        assert wait_for(lambda: len(got) + len(bad) + c.duplicates == 9)
+        assert [e.claims["seq"] for e in got] == [1, 6]
+        assert got[0].signer == f"{SITE}/kiosk-t1"
+        assert c.duplicates == 2
+        assert sorted(b.reason for b in bad) == sorted(forgeries)
+        assert all(b.topic == TOPIC_T1 for b in bad)
+    finally:
+        c.close()
+        c.close()
+
+
+def test_shared_subscription_splits_the_load(broker, tmp_path, t1, backend):
+    a, got_a, _ = consumer(broker, backend, [t1], client_id="backend-a", share_group="fleet")
+    b, got_b, _ = consumer(broker, backend, [t1], client_id="backend-b", share_group="fleet")
+    assert a.topic == "$share/fleet/kiosk/+/+/events"
+    db = open_database(tmp_path / "k.db")
+    outbox = Outbox(db, site=SITE, device="kiosk-t1")
+    committed = {outbox.commit(Decision(Outcome.UNKNOWN, i)).event_id for i in range(40)}
+    try:
+        with Publisher(outbox, broker.settings("kiosk-t1"), t1, backend.public()) as pub:
+            assert pub.wait_drained(10)
+        assert wait_for(lambda: len(got_a) + len(got_b) == 40)
+        ids_a = {e.claims["event_id"] for e in got_a}
+        ids_b = {e.claims["event_id"] for e in got_b}
+        assert ids_a and ids_b and not ids_a & ids_b  # each event went to one consumer of the group
+        assert ids_a | ids_b == committed
+    finally:
+        a.close()
+        b.close()
+        db.close()
+
+
+def test_seen_ids_survive_a_restart(tmp_path):
+    path = tmp_path / "seen.db"
+    s = SeenIds(path)
+    s.add("e1")
+    s.close()
+    s = SeenIds(path)
+    assert "e1" in s and "e2" not in s and len(s) == 1
+    s.close()
+
+
+def test_consumer_without_accepted_certificate_raises(broker, backend, t1, tmp_path):
+    from broker import Pki
+
+    from kiosk.errors import BrokerUnavailable
+
+    rogue = Pki(tmp_path / "rogue")
+    cert, key = rogue.client("backend")
+    settings = broker.settings("backend", client_cert=cert, client_key=key)
+    c = EventConsumer(settings, tls_files(settings), backend, keymod.KeyRing([t1]), on_event=lambda e: None)
+    with pytest.raises(BrokerUnavailable):
+        c.start(timeout=2)
+
+
+def _publish_when_subscribed(broker, outbox, t1, backend, *, garbage: bool):
+    """Start publishing once the consumer's subscription shows in the broker log."""
+
+    def run():
+        assert wait_for(lambda: "kiosk/+/+/events" in broker.log_text(), timeout=20)
+        with Publisher(outbox, broker.settings("kiosk-t1"), t1, backend.public()) as pub:
+            pub.wait_drained(10)
+        if not garbage:
+            return
+        dev_probe = __import__("broker").MqttProbe(broker, "kiosk-t1")
+        dev_probe.publish(TOPIC_T1, b"garbage")  # one invalid message, reported on stderr
+        dev_probe.close()
+
+    t = threading.Thread(target=run, name="test-publish", daemon=True)
+    t.start()
+    return t
+
+
+def _write_keys(tmp_path, t1, backend):
+    keymod.save_private(tmp_path / "backend.jwks", backend)
+    keymod.save_public(tmp_path / "t1.pub.jwks", t1)
+
+
+def _cli_args(broker, tmp_path, *extra):
+    cert, key = broker.pki.client("backend")
+    return [
+        "events", "--key", str(tmp_path / "backend.jwks"), "--devices", str(tmp_path / "t1.pub.jwks"),
+        "--broker", broker.url, "--ca", str(broker.pki.ca_file), "--cert", str(cert), "--tls-key", str(key),
+        *extra,
+    ]
+
+
+def test_kiosk_admin_events_prints_json_lines(broker, tmp_path, t1, backend, capsys):
+    from kiosk.admin import main
+
+    _write_keys(tmp_path, t1, backend)
+    db = open_database(tmp_path / "k.db")
+    outbox = Outbox(db, site=SITE, device="kiosk-t1")
+    committed = [outbox.commit(Decision(Outcome.ACCEPTED, i, f"r-{i}", 0.3, 0.1, 3), gallery_version=2) for i in range(5)]
+    t = _publish_when_subscribed(broker, outbox, t1, backend, garbage=True)
+    code = main(_cli_args(broker, tmp_path, "--idle-timeout", "3", "--seen", str(tmp_path / "seen.db")))
+    t.join(10)
+    out = capsys.readouterr()
+    lines = [json.loads(x) for x in out.out.splitlines()]
+    assert [x["event_id"] for x in lines] == [c.event_id for c in committed]
+    assert lines[0]["resident_id"] == "r-0" and lines[0]["gallery_version"] == 2
+    assert code == 3  # the garbage message was reported ...
+    assert '"invalid": "malformed"' in out.err  # ... on stderr, not printed as an event
+    assert "5 events" in out.err
+    db.close()
+
+
+def test_kiosk_admin_events_csv(broker, tmp_path, t1, backend, capsys):
+    from kiosk.admin import main
+
+    _write_keys(tmp_path, t1, backend)
+    db = open_database(tmp_path / "k.db")
+    outbox = Outbox(db, site=SITE, device="kiosk-t1")
+    for i in range(3):
+        outbox.commit(Decision(Outcome.UNKNOWN, i, distance=0.7, frames=4))
+    t = _publish_when_subscribed(broker, outbox, t1, backend, garbage=False)
+    code = main(_cli_args(broker, tmp_path, "--format", "csv", "--count", "3", "--share", "g1"))
+    t.join(10)
+    rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    assert rows[0] == list(CLAIM_FIELDS)
+    assert len(rows) == 4 and {r[CLAIM_FIELDS.index("type")] for r in rows[1:]} == {"unknown"}
+    assert [r[CLAIM_FIELDS.index("seq")] for r in rows[1:]] == ["1", "2", "3"]
+    assert code == 0
+    db.close()
