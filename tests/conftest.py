@@ -10,7 +10,7 @@ import pytest
 from kiosk.config import KioskConfig, parse_config
 
 # A real Mosquitto (test CA, TLS with client certificates, ACL): tests/broker.py.
-from broker import broker, broker_pki, mqtt_settings  # noqa: E402,F401
+from broker import broker, broker_pki, mqtt_probe, mqtt_settings  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parent.parent
 
