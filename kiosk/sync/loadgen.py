@@ -34,7 +34,7 @@ def _decision(i: int) -> Decision:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kiosk.sync.loadgen", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="kiosk config file ([device], [mqtt], [keys], [outbox])")
-    p.add_argument("--events", type=int, default=0, help="events to commit (0 = until stopped)")
+    p.add_argument("--events", type=int, default=-1, help="events to commit (default: until stopped; 0: none)")
     p.add_argument("--rate", type=float, default=50.0, help="events per second (default 50)")
     p.add_argument("--drain", action="store_true", help="after committing, wait until all are delivered, then exit")
     p.add_argument("--timeout", type=float, default=60.0, help="give up draining after this many seconds")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         i = 0
         next_at = time.monotonic()
-        while not stop.is_set() and (args.events == 0 or i < args.events):
+        while not stop.is_set() and (args.events < 0 or i < args.events):
             ev = outbox.commit(_decision(i), gallery_version=1, model_id="loadgen")
             print(f"committed {ev.seq} {ev.event_id}", flush=True)
             i += 1
