@@ -183,6 +183,30 @@ class OutboxSettings(Section):
     evidence_crop: bool = False
 
 
+class LivenessSettings(Section):
+    enabled: bool = True
+    min_frames: int = Field(8, ge=2, le=120)
+    max_wait_s: float = Field(3.0, gt=0, le=60)
+    blink_drop: float = Field(0.26, gt=0, lt=1)
+    min_motion: float = Field(0.1, gt=0, le=5)
+    min_moves: int = Field(3, ge=1, le=100)
+    follow_min: float = Field(0.85, gt=0, le=1)
+    static_max: float = Field(0.45, ge=0, lt=1)
+    moire_threshold: float = Field(3.4, ge=0, le=100)
+    moire_ramp: float = Field(0.3, gt=0, le=100)
+    blink_weight: float = Field(1.0, ge=0, le=10)
+    parallax_weight: float = Field(1.0, ge=0, le=10)
+    moire_weight: float = Field(2.0, ge=0, le=10)
+    live_score: float = Field(0.5, gt=0, le=10)
+    spoof_score: float = Field(0.5, gt=0, le=10)
+
+    @model_validator(mode="after")
+    def _ramp_order(self):
+        if self.follow_min <= self.static_max:
+            raise ValueError("follow_min must be > static_max")
+        return self
+
+
 class KeysSettings(Section):
     device_key: Path = Path("device.jwks")
     backend_public_key: Path = Path("backend.pub.jwks")
@@ -201,6 +225,7 @@ class KioskConfig(Section):
     mqtt: MqttSettings = MqttSettings()
     outbox: OutboxSettings = OutboxSettings()
     keys: KeysSettings = KeysSettings()
+    liveness: LivenessSettings = LivenessSettings()
 
     source_path: Path | None = Field(None, exclude=True)
 

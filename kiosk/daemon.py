@@ -83,7 +83,7 @@ class Kiosk:
             self.outbox = Outbox(self.store.db, site=cfg.device.site, device=cfg.device.device_id, wall_clock=self._wall)
             gallery = self.store.load()
             self.notifier.status("starting: loading models")
-            self.recognizer = Recognizer(cfg, gallery, wall_clock=self._wall)
+            self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), wall_clock=self._wall)
             self.panel = self._panel if self._panel is not None else _open_panel(cfg)
             self._on_stop("panel", self.panel.close)
             sensor = getattr(self.panel, "motion_sensor", None)
@@ -206,6 +206,14 @@ class Kiosk:
         except ConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)
         self.notifier.ready(self._status_line())
+
+
+def _liveness(cfg: KioskConfig):
+    if not cfg.liveness.enabled:
+        return None
+    from .match.liveness import Liveness
+
+    return Liveness(cfg.liveness)
 
 
 def _open_panel(cfg: KioskConfig):

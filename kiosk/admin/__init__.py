@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "enroll",
     "faces",
     "evaluate",
+    "attacks",
+    "liveness",
     "keys",
     "events",
 ]

