@@ -210,6 +210,47 @@ class LivenessSettings(Section):
 class KeysSettings(Section):
     device_key: Path = Path("device.jwks")
     backend_public_key: Path = Path("backend.pub.jwks")
+    admin_public_key: Path = Path("admin.pub.jwks")
+
+
+class ProvisioningSettings(Section):
+    enabled: bool = True
+    fleet_root_key: Path = Path("/etc/kiosk/fleet-root.pub")
+    directory: Path = Path("provisioning")
+    scan_every: int = Field(3, ge=1, le=100)
+    clock_skew_s: float = Field(300.0, ge=0, le=86400)
+
+
+#: What a check-in gets in a location state: accepted, accepted and flagged, or refused.
+_POLICY = Literal["accept", "flag", "refuse"]
+
+
+class LocationSettings(Section):
+    provider: Literal["none", "fixed", "gpsd", "wifi"] = "fixed"
+    latitude: float = Field(0.0, ge=-90, le=90)
+    longitude: float = Field(0.0, ge=-180, le=180)
+    radius_m: float = Field(150.0, gt=0, le=100_000)
+    gpsd_host: str = Field("127.0.0.1", min_length=1)
+    gpsd_port: int = Field(2947, ge=1, le=65535)
+    stale_after_s: float = Field(30.0, gt=0, le=86400)
+    max_accuracy_m: float = Field(200.0, gt=0, le=100_000)
+    hysteresis_m: float = Field(25.0, ge=0, le=10_000)
+    confirm_fixes: int = Field(3, ge=1, le=100)
+    when_unverified: _POLICY = "flag"
+    when_out_of_range: _POLICY = "refuse"
+    wifi_interface: str = Field("wlan0", pattern=r"^[A-Za-z0-9_.-]{1,15}$")
+    wifi_fingerprint: Path = Path("wifi-fingerprint.json")
+    wifi_min_similarity: float = Field(0.5, gt=0, le=1)
+    wifi_accuracy_m: float = Field(50.0, ge=0, le=10_000)
+    wifi_scan_interval_s: float = Field(60.0, ge=5, le=3600)
+
+
+class QrCredentialSettings(Section):
+    enabled: bool = True
+    every_n_frames: int = Field(5, ge=1, le=100)
+    max_lifetime_s: float = Field(300.0, gt=0, le=3600)
+    clock_skew_s: float = Field(30.0, ge=0, le=600)
+    repeat_window_s: float = Field(10.0, ge=0, le=600)
 
 
 class KioskConfig(Section):
@@ -225,6 +266,9 @@ class KioskConfig(Section):
     mqtt: MqttSettings = MqttSettings()
     outbox: OutboxSettings = OutboxSettings()
     keys: KeysSettings = KeysSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
+    location: LocationSettings = LocationSettings()
+    qr_credential: QrCredentialSettings = QrCredentialSettings()
     liveness: LivenessSettings = LivenessSettings()
 
     source_path: Path | None = Field(None, exclude=True)

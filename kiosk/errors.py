@@ -67,3 +67,23 @@ class OutboxFull(KioskError, RuntimeError):
 
 class BrokerUnavailable(KioskError, ConnectionError):
     """The MQTT broker could not be reached, or did not accept this client."""
+
+
+class ProvisioningRefused(KioskError, ValueError):
+    """A provisioning code or reset was refused; ``reason`` says why, the message says it for an installer."""
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(message or reason)
+        self.reason = reason
+
+
+class NotProvisioned(KioskError, RuntimeError):
+    """The device has not been provisioned (or its provisioning state is unusable)."""
+
+
+class TokenRefused(KioskError, ValueError):
+    """A resident's QR credential was refused; ``reason`` says why."""
+
+    def __init__(self, reason: str, message: str = ""):
+        super().__init__(message or reason)
+        self.reason = reason

@@ -27,6 +27,8 @@ class Outcome(str, enum.Enum):
     SPOOF = "SPOOF"
     # Refused because the device is not at its service location.
     REFUSED_LOCATION = "REFUSED_LOCATION"
+    # A resident's QR credential was refused (expired, replayed, other site, forged).
+    QR_REFUSED = "QR_REFUSED"
 
     @property
     def event_type(self) -> str:
@@ -56,9 +58,19 @@ class Decision:
     reason: str | None = None  # quality reason for TOO_POOR, etc.
     timestamp: float = 0.0  # monotonic time of the decision
     liveness: dict[str, float] = field(default_factory=dict)
+    method: str = "face"  # how the resident identified: "face" or "qr"
+
+    @property
+    def event_type(self) -> str:
+        """The event's ``type``: an accepted QR credential is a check-in of type ``qr``."""
+        if self.method == "qr" and self.outcome is Outcome.ACCEPTED:
+            return "qr"
+        return self.outcome.event_type
 
     def describe(self) -> str:
         parts = [f"{self.outcome.value:<8}", f"track={self.track_id}"]
+        if self.method != "face":
+            parts.append(f"method={self.method}")
         if self.resident_id:
             parts.append(f"resident={self.resident_id}")
         if self.distance is not None:

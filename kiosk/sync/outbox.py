@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlite_utils
@@ -29,7 +29,7 @@ import uuid6
 from ..config import OutboxSettings
 from ..db import get_meta, set_meta
 from ..errors import OutboxFull
-from ..match.decide import Decision
+from ..match.decide import Decision, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ _OWN_CLAIMS = frozenset(CLAIM_FIELDS) - {"location_state", "gallery_version", "m
 _MB = 1024 * 1024
 #: Undelivered rows dropped per step when the budget is reached (few: each is a loss).
 _DROP_BATCH = 16
+#: Event types that are check-ins (face and QR): dropped last when the budget is reached.
+CHECKIN_TYPES = ("checkin", "qr")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +124,8 @@ class Outbox:
             "event_id": event_id,
             "site": self.site,
             "device": self.device,
-            "type": decision.outcome.event_type,
-            "outcome": decision.outcome.value,
+            "type": decision.event_type,
+            "outcome": decision.outcome.value if isinstance(decision.outcome, Outcome) else str(decision.outcome),
             "resident_id": decision.resident_id,
             "distance": _num(decision.distance),
             "margin": _num(decision.margin),
@@ -150,7 +152,7 @@ class Outbox:
                     [
                         event_id,
                         claims["type"],
-                        decision.outcome.value,
+                        claims["outcome"],
                         decision.resident_id,
                         _num(decision.distance),
                         _num(decision.margin),
@@ -166,6 +168,15 @@ class Outbox:
         for listener in list(self._listeners):
             listener(seq)
         return CheckIn(seq=seq, event_id=event_id, type=claims["type"], claims=claims)
+
+    def commit_event(self, event_type: str, outcome: str, *, reason: str | None = None, **extra: Any) -> CheckIn:
+        """Commit an event that is not a door decision (a change of location state …).
+
+        It carries no resident; ``outcome`` says what happened (e.g. the new state).
+        """
+        if event_type in CHECKIN_TYPES or not event_type.replace("_", "").isalnum():
+            raise ValueError(f"bad event type {event_type!r}")
+        return self.commit(_Notice(event_type, outcome, reason), **extra)
 
     def add_listener(self, callback: Callable[[int], None]) -> None:
         """Call ``callback(seq)`` after each commit (from the committing thread)."""
@@ -257,8 +268,8 @@ class Outbox:
         while self.bytes_used() >= budget:
             with self.db.atomic():
                 rows = self.db.execute(
-                    "SELECT seq FROM checkins WHERE delivered_at IS NULL AND type != 'checkin' ORDER BY seq LIMIT ?",
-                    [_DROP_BATCH],
+                    "SELECT seq FROM checkins WHERE delivered_at IS NULL AND type NOT IN (?, ?) ORDER BY seq LIMIT ?",
+                    [*CHECKIN_TYPES, _DROP_BATCH],
                 ).fetchall()
                 if not rows:
                     rows = self.db.execute(
@@ -339,6 +350,20 @@ class Outbox:
                 "SELECT seq, event_id, type, claims, delivered_at, evidence FROM checkins ORDER BY seq"
             ).fetchall()
         return [_row_to_checkin(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class _Notice:
+    """An event that is not a door decision, shaped like a :class:`Decision` for :meth:`Outbox.commit`."""
+
+    event_type: str
+    outcome: str
+    reason: str | None = None
+    resident_id: None = None
+    distance: None = None
+    margin: None = None
+    frames: int = 0
+    liveness: dict = field(default_factory=dict)
 
 
 def _row_to_checkin(row) -> CheckIn:
