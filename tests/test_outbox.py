@@ -271,3 +271,22 @@ def test_listeners_and_concurrent_commits_and_marks(outbox):
     outbox.remove_listener(seen.append)
     outbox.commit(accepted())
     assert len(seen) == 120
+
+
+@pytest.mark.slow
+def test_bench_outbox_script_runs(tmp_path):
+    """The benchmark (scripts/bench-outbox) still works, on a few events."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench-outbox"
+    r = subprocess.run([sys.executable, str(script), "--events", "200", "--json", "--keep", str(tmp_path / "b")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    result = json.loads(r.stdout.splitlines()[-1])
+    assert result["lost"] == 0 and result["unexpected"] == 0 and result["invalid"] == 0
+    assert result["events"] == 200 and result["integrity_check"] == "ok"
+    assert result["default_budget_holds_events"] >= 50_000
+    assert "none lost: yes" in r.stdout

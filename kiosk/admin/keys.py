@@ -54,7 +54,7 @@ def register(sub) -> None:
         description="Print the public keys in a JWK Set file (private or public) as a JWK Set. A private file "
         "readable by others is refused.",
     )
-    s.add_argument("file", type=Path, metavar="FILE")
+    s.add_argument("file", type=Path, metavar="FILE", help="a JWK Set file, private or public")
     s.set_defaults(func=cmd_show)
 
 
