@@ -16,7 +16,6 @@ from kiosk.config import parse_config
 from kiosk.errors import EnvelopeError, KeyFileError
 from kiosk.sync import keys as keymod
 from kiosk.sync.envelope import EVENT_TYP, open_sealed, seal
-from kiosk.sync.publisher import load_keys
 
 CLAIMS = {
     "event_id": "01890a5d-ac96-774b-bcce-b302099a8057",
@@ -156,12 +155,12 @@ def test_daemon_keys_from_config_and_credentials_directory(tmp_path, monkeypatch
     state.mkdir()
     cfg = _config(state)
     with pytest.raises(KeyFileError, match="missing"):
-        load_keys(cfg)
+        keymod.load_device_keys(cfg)
     keymod.save_private(state / "device.jwks", device)
     with pytest.raises(KeyFileError, match="back end's public key is missing"):
-        load_keys(cfg)
+        keymod.load_device_keys(cfg)
     keymod.save_public(state / "backend.pub.jwks", backend)
-    dev, be = load_keys(cfg)
+    dev, be = keymod.load_device_keys(cfg)
     assert dev.signing_kid == device.signing_kid and not be.has_private
 
     # systemd's $CREDENTIALS_DIRECTORY wins for relative names.
@@ -170,14 +169,14 @@ def test_daemon_keys_from_config_and_credentials_directory(tmp_path, monkeypatch
     other = keymod.generate("test-site/kiosk-t1")
     keymod.save_private(creds / "device.jwks", other)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    assert load_keys(cfg)[0].signing_kid == other.signing_kid
+    assert keymod.load_device_keys(cfg)[0].signing_kid == other.signing_kid
 
     # Keys of another device are refused.
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     (state / "device.jwks").unlink()
     keymod.save_private(state / "device.jwks", keymod.generate("test-site/kiosk-t9"))
     with pytest.raises(KeyFileError, match="belong to 'test-site/kiosk-t9'"):
-        load_keys(cfg)
+        keymod.load_device_keys(cfg)
 
 
 class _Run:
@@ -226,3 +225,21 @@ def test_kiosk_admin_keys(tmp_path, admin):
     os.chmod(tmp_path / "dev/device.jwks", 0o644)
     r = admin("keys", "show", "dev/device.jwks")
     assert r.returncode == 1 and "accessible by others" in r.stderr
+
+
+def test_start_up_key_check(tmp_path, device, backend):
+    state = tmp_path / "state"
+    state.mkdir()
+    off = parse_config(f'[device]\nsite = "test-site"\ndevice_id = "kiosk-t1"\nstate_dir = "{state}"\n')
+    keymod.check_key_files(off)  # publishing off, no keys: fine
+    path = keymod.save_private(state / "device.jwks", device)
+    os.chmod(path, 0o644)
+    with pytest.raises(KeyFileError, match="accessible by others"):
+        keymod.check_key_files(off)  # a readable key file is refused even with publishing off
+    os.chmod(path, 0o600)
+    keymod.check_key_files(off)
+    on = _config(state)
+    with pytest.raises(KeyFileError, match="back end's public key"):
+        keymod.check_key_files(on)
+    keymod.save_public(state / "backend.pub.jwks", backend)
+    keymod.check_key_files(on)

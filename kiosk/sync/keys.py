@@ -21,6 +21,7 @@ from pathlib import Path
 
 from jwcrypto import jwk
 
+from ..config import KioskConfig
 from ..errors import KeyFileError
 from ..keyfile import check_private, credential_path, write_secret
 
@@ -60,7 +61,7 @@ class PartyKeys:
         return self.encryption.get("kid")
 
     def public(self) -> "PartyKeys":
-        return PartyKeys(self.owner, _public(self.signing), _public(self.encryption))
+        return PartyKeys(self.owner, public_key(self.signing), public_key(self.encryption))
 
     def to_jwks(self, *, private: bool) -> dict:
         keys = []
@@ -70,7 +71,8 @@ class PartyKeys:
         return {"keys": keys}
 
 
-def _public(key: jwk.JWK) -> jwk.JWK:
+def public_key(key: jwk.JWK) -> jwk.JWK:
+    """The public half of one key (kid, use and alg kept)."""
     pub = jwk.JWK(**json.loads(key.export_public()))
     return pub
 
@@ -231,3 +233,36 @@ class KeyRing:
 
     def __len__(self) -> int:
         return len(self.owners)
+
+
+def load_device_keys(config: KioskConfig) -> tuple[PartyKeys, PartyKeys]:
+    """The device's private keys and the back end's public keys, from ``[keys]``.
+
+    Raises :class:`~kiosk.errors.KeyFileError` when one is missing, malformed,
+    made for another device, or (the private one) readable by others.
+    """
+    base = config.device.state_dir
+    device = load_private(resolve(config.keys.device_key, base))
+    expected = device_owner(config.device.site, config.device.device_id)
+    if device.owner != expected:
+        raise KeyFileError(f"{config.keys.device_key}: keys belong to {device.owner!r}, this device is {expected!r}")
+    backend_path = resolve(config.keys.backend_public_key, base)
+    if not backend_path.is_file():
+        raise KeyFileError(
+            f"{backend_path}: the back end's public key is missing; publishing needs it (keys.backend_public_key)"
+        )
+    return device, load_public_one(backend_path)
+
+
+def check_key_files(config: KioskConfig) -> None:
+    """What the daemon checks at start-up, before anything else runs.
+
+    With ``mqtt.enabled`` both key files must be there and sound. Without it,
+    a device key file that exists must still not be readable by others.
+    """
+    if config.mqtt.enabled:
+        load_device_keys(config)
+        return
+    path = resolve(config.keys.device_key, config.device.state_dir)
+    if path.exists():
+        load_private(path)

@@ -103,6 +103,27 @@ class Outbox:
         self._listeners: list[Callable[[int], None]] = []
         self._alarm: str | None = None
         self._page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        self._owns_db = False
+
+    @classmethod
+    def open(cls, path, *, site: str, device: str, settings: OutboxSettings | None = None, **kwargs) -> "Outbox":
+        """An outbox on its own connection to the database at ``path`` (closed by :meth:`close`).
+
+        Its own connection keeps the publisher's transactions apart from
+        those of other stages that share the database file.
+        """
+        from ..db import open_database
+
+        ob = cls(open_database(path), site=site, device=device, settings=settings, **kwargs)
+        ob._owns_db = True
+        return ob
+
+    def close(self) -> None:
+        """Close the connection if :meth:`open` made it; safe to call twice."""
+        if self._owns_db:
+            self._owns_db = False
+            with self._lock:
+                self.db.close()
 
     # -- committing ---------------------------------------------------------
 

@@ -35,7 +35,7 @@ from ..config import KioskConfig, MqttSettings
 from ..errors import KeyFileError
 from . import keys as keymod
 from .envelope import seal
-from .keys import PartyKeys
+from .keys import PartyKeys, load_device_keys
 from .mqtt import FAILURE, Topics, force_close, new_client, reason_value, tls_files
 from .outbox import Outbox
 
@@ -82,7 +82,7 @@ class Publisher:
         self.recipient = backend_public_key.public().encryption if isinstance(backend_public_key, PartyKeys) else backend_public_key
         if self.recipient.has_private:
             # Only the public half is needed; keep the private one out of this process's use.
-            self.recipient = keymod._public(self.recipient)
+            self.recipient = keymod.public_key(self.recipient)
         self.topics = Topics(settings.topic_prefix, outbox.site, outbox.device)
         self.client_id = f"kiosk-{outbox.site}-{outbox.device}"
         self.status_provider = status_provider
@@ -122,7 +122,7 @@ class Publisher:
         Raises :class:`~kiosk.errors.KeyFileError` for a key file that is
         missing, malformed or readable by others.
         """
-        device, backend = load_keys(config)
+        device, backend = load_device_keys(config)
         return cls(outbox, config.mqtt, device, backend, base_dir=config.device.state_dir, **kwargs)
 
     # -- life cycle ---------------------------------------------------------
@@ -439,23 +439,3 @@ def _teardown(client: mqtt.Client) -> None:
             time.sleep(0.01)
         force_close(client)
     client.loop_stop()
-
-
-def load_keys(config: KioskConfig) -> tuple[PartyKeys, PartyKeys]:
-    """The device's private keys and the back end's public keys, from ``[keys]``.
-
-    Raises :class:`~kiosk.errors.KeyFileError` when one is missing, malformed
-    or (the private one) readable by others.
-    """
-    base = config.device.state_dir
-    device = keymod.load_private(keymod.resolve(config.keys.device_key, base))
-    backend_path = keymod.resolve(config.keys.backend_public_key, base)
-    if not backend_path.is_file():
-        raise KeyFileError(
-            f"{backend_path}: the back end's public key is missing; publishing needs it (keys.backend_public_key)"
-        )
-    backend = keymod.load_public_one(backend_path)
-    expected = keymod.device_owner(config.device.site, config.device.device_id)
-    if device.owner != expected:
-        raise KeyFileError(f"{config.keys.device_key}: keys belong to {device.owner!r}, this device is {expected!r}")
-    return device, backend
