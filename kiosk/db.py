@@ -80,6 +80,16 @@ def _m0002(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX checkins_pending_by_type ON checkins(type, seq) WHERE delivered_at IS NULL")
 
 
+@migrations(name="0003_qr_token_nonces")
+def _m0003(db: sqlite_utils.Database) -> None:
+    # Nonces of residents' QR credentials already used, kept until the
+    # credential expires: a replayed code is refused, also after a restart.
+    db.execute(
+        "CREATE TABLE qr_nonces (nonce TEXT PRIMARY KEY, expires_at REAL NOT NULL, used_at REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX qr_nonces_expiry ON qr_nonces(expires_at)")
+
+
 def open_database(path: Path | str, *, create: bool = True) -> sqlite_utils.Database:
     """Open (and migrate) the kiosk database at ``path``.
 

@@ -198,3 +198,41 @@ def test_stop_ends_threads(broker, outbox, device_keys, backend_keys):
     assert wait_for(lambda: {t.name for t in threading.enumerate()} <= before, timeout=3)
     with pytest.raises(RuntimeError):
         pub.start()
+
+
+def test_outbox_alarm_and_drops_show_in_the_status(broker, tmp_path, device_keys, backend_keys, mqtt_probe):
+    db = open_database(tmp_path / "full.db")
+    db.execute("PRAGMA synchronous=OFF")  # hundreds of commits; durability is not what is tested here
+    outbox = Outbox(db, site=SITE, device=DEVICE, settings=OutboxSettings(disk_budget_mb=0.3, when_full="drop_oldest"))
+    broker.stop()  # offline: the outbox fills up
+    for i in range(700):
+        outbox.commit(Decision(Outcome.UNKNOWN, i))
+    assert outbox.dropped() > 0 and outbox.alarm
+    broker.start()
+    with Publisher(outbox, broker.settings(DEVICE), device_keys, backend_keys.public()) as pub:
+        assert pub.wait_drained(20)
+        status = mqtt_probe("backend").retained(f"kiosk/{SITE}/{DEVICE}/status")
+    assert status["outbox"]["alarm"] == outbox.alarm and "drop_oldest" in status["outbox"]["alarm"]
+    assert status["outbox"]["dropped"] == outbox.dropped()
+    db.close()
+
+
+def test_mqtt_settings_are_checked():
+    from kiosk.config import parse_config
+
+    cfg = parse_config('[mqtt]\nurl = "mqtts://broker.example.org"\n')
+    assert (cfg.mqtt.host, cfg.mqtt.port, cfg.mqtt.tls) == ("broker.example.org", 8883, True)
+    local = parse_config('[mqtt]\nurl = "mqtt://127.0.0.1:1884"\n').mqtt
+    assert (local.port, local.tls) == (1884, False)
+    for bad, what in [
+        ('url = "mqtt://broker.example.org"', "only allowed to a broker on this device"),
+        ('url = "http://x"', "mqtt.url"),
+        ("inflight = 0", "mqtt.inflight"),
+        ("reconnect_backoff_initial = 10.0\nreconnect_backoff_max = 1.0", "reconnect_backoff_max"),
+        ('topic_prefix = "a/+/b"', "mqtt.topic_prefix"),
+        ("tls = true", "unknown key"),
+    ]:
+        with pytest.raises(ConfigError, match=what.replace("+", r"\+")):
+            parse_config(f"[mqtt]\n{bad}\n")
+    with pytest.raises(ConfigError, match="when_full"):
+        parse_config('[outbox]\nwhen_full = "shrug"\n')

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jwcrypto import jwk
+from jwcrypto.common import base64url_decode, base64url_encode
 
 from ..config import KioskConfig
 from ..errors import KeyFileError
@@ -199,6 +200,45 @@ def _parse(path: Path) -> list[PartyKeys]:
             raise KeyFileError(f"{path}: {owner} needs one 'sig' and one 'enc' key")
         parties.append(PartyKeys(owner, slot["sig"], slot["enc"]))
     return parties
+
+
+def compact_public(party: PartyKeys) -> str:
+    """The public half of ``party`` as short text for a QR code: ``SIG.ENC``.
+
+    SIG is the raw Ed25519 public key, ENC the compressed P-256 point, both
+    base64url. :func:`party_from_compact` rebuilds the same keys and key ids.
+    """
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+
+    def pyca(key: jwk.JWK):
+        return load_pem_public_key(key.export_to_pem(private_key=False))
+
+    sig = pyca(party.signing).public_bytes(Encoding.Raw, PublicFormat.Raw)
+    enc = pyca(party.encryption).public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+    return f"{base64url_encode(sig)}.{base64url_encode(enc)}"
+
+
+def party_from_compact(owner: str, text: str) -> PartyKeys:
+    """Rebuild public keys (with their key ids) from :func:`compact_public` text; ValueError if malformed."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    try:
+        sig_text, enc_text = text.split(".")
+        sig = ed25519.Ed25519PublicKey.from_public_bytes(base64url_decode(sig_text))
+        enc = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), base64url_decode(enc_text))
+    except Exception as e:  # bad base64, wrong length, point not on the curve
+        raise ValueError(f"not compact public keys: {e}") from None
+
+    def public_with_meta(key: jwk.JWK, use: str, alg: str) -> jwk.JWK:
+        data = json.loads(key.export_public())
+        data.update(kid=f"{owner}/{use}/{key.thumbprint()}", use=use, alg=alg)
+        return jwk.JWK(**data)
+
+    return PartyKeys(
+        owner,
+        public_with_meta(jwk.JWK.from_pyca(sig), "sig", SIG_ALG),
+        public_with_meta(jwk.JWK.from_pyca(enc), "enc", KEY_ALG),
+    )
 
 
 class KeyRing:
