@@ -51,6 +51,7 @@ class Context:
     pin_factory: object | None = None
     camera_timeout: float = 10.0
     broker_timeout: float | None = None
+    location_timeout: float = 10.0
 
 
 # -- the checks ----------------------------------------------------------------
@@ -229,13 +230,37 @@ def check_clock(ctx: Context) -> str:
 
 
 def check_location(ctx: Context) -> str:
+    from .location import GpsdProvider, ServiceLocation, distance_m
+
     loc = getattr(ctx.config, "location", None)
-    if loc is None or not getattr(loc, "enabled", False):
+    if loc is None or loc.provider == "none":
         raise Skip("not configured")
-    probe = getattr(loc, "selftest", None)
-    if callable(probe):
-        return probe()
-    raise Skip("location is configured but has no self-test yet")
+    service = ServiceLocation(loc.latitude, loc.longitude, loc.radius_m)
+    if not service.known:
+        raise Skip("not configured (no service location set)")
+    where = f"{loc.latitude:.5f},{loc.longitude:.5f} within {loc.radius_m:.0f} m"
+    if loc.provider == "fixed":
+        return f"fixed at {where} (set by the installer)"
+    if loc.provider != "gpsd":
+        raise Skip(f"location.provider = {loc.provider}: not checked by the self-test")
+    gps = GpsdProvider(loc.gpsd_host, loc.gpsd_port, connect_timeout=min(5.0, ctx.location_timeout))
+    gps.start()
+    try:
+        deadline = time.monotonic() + ctx.location_timeout
+        while gps.current() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        fix = gps.current()
+    finally:
+        gps.close()
+    if fix is None:
+        why = gps.last_error or (f"{gps.reports} reports, none with a fix" if gps.connects else "no connection")
+        raise RuntimeError(f"no fix from gpsd at {loc.gpsd_host}:{loc.gpsd_port} in {ctx.location_timeout:.0f} s ({why})")
+    d = distance_m(fix.latitude, fix.longitude, loc.latitude, loc.longitude)
+    acc = f" ±{fix.accuracy_m:.0f} m" if fix.accuracy_m is not None else ""
+    detail = f"gpsd fix {d:.0f} m{acc} from the service location {where}"
+    if d > loc.radius_m + (fix.accuracy_m or 0.0):
+        raise RuntimeError(detail + ": out of range")
+    return detail
 
 
 def check_disk(ctx: Context) -> str:

@@ -12,6 +12,7 @@ from kiosk.config import GpioSettings
 from kiosk.door import Panel, SilentPanel, open_panel, release_relay
 from kiosk.errors import GpioUnavailable
 from kiosk.match.decide import Decision, Outcome
+from pin_history import assert_history
 
 RELAY, GREEN, RED, BUZZER, PIR, EXIT = 17, 27, 22, 23, 4, 5
 
@@ -62,7 +63,7 @@ def test_relay_pulses_for_the_configured_time_on_accepted(factory):
         assert panel.door_open
         time.sleep(PULSE + 0.3)
         assert not panel.door_open
-        relay.assert_states_and_times([(0.0, True), (0.0, False), (PULSE, True)])
+        assert_history(relay, [(0.0, True), (0.0, False), (PULSE, True)])
         assert len(relay.states) == 3
 
 
@@ -73,7 +74,7 @@ def test_active_high_relay_pulses_high(factory):
         relay.clear_states()
         panel.show(decision(Outcome.ACCEPTED))
         time.sleep(PULSE + 0.3)
-        relay.assert_states_and_times([(0.0, False), (0.0, True), (PULSE, False)])
+        assert_history(relay, [(0.0, False), (0.0, True), (PULSE, False)])
         assert len(relay.states) == 3
 
 
@@ -97,7 +98,7 @@ def test_second_accepted_extends_the_pulse_without_a_gap(factory):
         time.sleep(PULSE / 2)
         panel.show(decision(Outcome.ACCEPTED))
         time.sleep(PULSE + 0.3)
-        relay.assert_states_and_times([(0.0, True), (0.0, False), (1.5 * PULSE, True)])
+        assert_history(relay, [(0.0, True), (0.0, False), (1.5 * PULSE, True)])
         assert len(relay.states) == 3
 
 
@@ -182,6 +183,11 @@ PATTERNS = {
         RED: [(0, OFF), (0, ON), (2.0, OFF)],
         BUZZER: [(0, OFF), (0, ON), (0.1, OFF), (0.1, ON), (0.1, OFF)],
     },
+    Outcome.QR_REFUSED: {
+        GREEN: [(0, OFF)],
+        RED: [(0, OFF), (0, ON), (2.0, OFF)],
+        BUZZER: [(0, OFF), (0, ON), (0.1, OFF), (0.1, ON), (0.1, OFF)],
+    },
     Outcome.TOO_POOR: {
         GREEN: [(0, OFF)],
         RED: [(0, OFF), (0, ON), (0.2, OFF), (0.2, ON), (0.2, OFF), (0.2, ON), (0.2, OFF)],
@@ -227,7 +233,7 @@ def test_led_and_buzzer_patterns_per_outcome():
             for pin, expected in PATTERNS[outcome].items():
                 got = f.pin(pin).states
                 assert len(got) == len(expected), (outcome, pin, got)
-                f.pin(pin).assert_states_and_times(expected)
+                assert_history(f.pin(pin), expected)
     finally:
         for f, panel in panels.values():
             panel.close()
@@ -242,9 +248,9 @@ def test_error_flashes_red_until_the_next_decision(factory):
         red = factory.pin(RED)
         # 0.1 s on, 0.9 s off, going on: at least three flashes in 2.2 s.
         assert states(red)[:6] == [OFF, ON, OFF, ON, OFF, ON]
-        red.assert_states_and_times([(0, OFF), (0, ON), (0.1, OFF), (0.9, ON), (0.1, OFF), (0.9, ON)])
-        factory.pin(BUZZER).assert_states_and_times([(0, OFF), (0, ON), (0.1, OFF), (0.1, ON), (0.1, OFF)])
-        assert len(factory.pin(BUZZER).states) == 7  # three beeps
+        assert_history(red, [(0, OFF), (0, ON), (0.1, OFF), (0.9, ON), (0.1, OFF), (0.9, ON)], prefix=True)
+        beeps = [(0, OFF), (0, ON), (0.1, OFF), (0.1, ON), (0.1, OFF), (0.1, ON), (0.1, OFF)]
+        assert_history(factory.pin(BUZZER), beeps)  # three beeps
         panel.show(decision(Outcome.ACCEPTED))  # the fault is over
         assert red.state is False
         n = len(red.states)
@@ -280,7 +286,7 @@ def test_exit_button_pulses_the_relay(factory):
         button.drive_low()
         button.drive_high()
         time.sleep(PULSE + 0.3)
-        relay.assert_states_and_times([(0.0, True), (0.0, False), (PULSE, True)])
+        assert_history(relay, [(0.0, True), (0.0, False), (PULSE, True)])
         assert pressed == [1]
 
 

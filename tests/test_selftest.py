@@ -140,7 +140,20 @@ def test_clock_reads_the_kernel_state():
 
 def test_location_skipped_when_not_configured(config):
     r = one(Context(config), "location")
+    assert r.status == SKIPPED and r.detail.startswith("not configured")
+    r = one(Context(with_(config, location={"provider": "none"})), "location")
     assert r.status == SKIPPED and r.detail == "not configured"
+
+
+def test_location_fixed_and_gpsd_unreachable(config):
+    from broker import free_port
+
+    here = {"latitude": 52.37403, "longitude": 4.88969, "radius_m": 100.0}
+    r = one(Context(with_(config, location={"provider": "fixed", **here})), "location")
+    assert r.status == OK and "52.37403,4.88969 within 100 m" in r.detail
+    cfg = with_(config, location={"provider": "gpsd", "gpsd_port": free_port(), **here})
+    r = one(Context(cfg, location_timeout=1.5), "location")
+    assert r.status == FAIL and "no fix from gpsd" in r.detail
 
 
 def test_disk_needs_room_for_the_outbox(config):
