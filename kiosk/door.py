@@ -164,7 +164,8 @@ class Panel:
                 return
             if decision.outcome is Outcome.ACCEPTED:
                 self._pulse_locked()
-            self._play(SIGNALS[decision.outcome])
+            # An outcome added later without a signal of its own shows as a refusal.
+            self._play(SIGNALS.get(decision.outcome, SIGNALS[Outcome.UNKNOWN]))
 
     def error(self) -> None:
         """Signal "out of order" until :meth:`clear` or the next decision."""
