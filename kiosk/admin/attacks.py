@@ -59,7 +59,7 @@ def register(sub) -> None:
         "(photo: glossy print with a moving highlight; print: blurred, washed-out paper; screen: sub-pixel grid with "
         "moiré). Genuine clips are consecutive windows of the real videos. Evaluate with evaluate-liveness.",
     )
-    p.add_argument("outdir", metavar="OUTDIR", type=Path)
+    p.add_argument("outdir", metavar="OUTDIR", type=Path, help="new or empty folder for the clips and manifest")
     p.add_argument("--data", type=Path, metavar="DIR", default=os.environ.get("KIOSK_TEST_DATA"),
                    help="the shared data folder (default: $KIOSK_TEST_DATA)")
     p.add_argument("--per-type", type=int, default=20, metavar="N", help="attack clips per type (default 20)")

@@ -112,7 +112,7 @@ def register(sub) -> None:
         "(attacks accepted as live), BPCER (genuine clips refused as spoof) and BPNRR (genuine clips left at 'look "
         "at the camera'). Clips with no face found are failures to acquire, counted apart.",
     )
-    p.add_argument("directory", metavar="DIR")
+    p.add_argument("directory", metavar="DIR", help="a clip set made by make-attacks (with manifest.json)")
     p.add_argument("--json", action="store_true", help="print the report as JSON (with per-clip scores)")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write the score distributions and error rates as PNG")
     p.set_defaults(func=cmd_evaluate_liveness)
