@@ -11,7 +11,6 @@ broker set-up by hand; it is not part of the daemon.
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 import sys
 import threading
