@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -31,6 +32,8 @@ from .match.motion import MotionGate
 from .match.recognizer import Recognizer
 from .notify import Notifier
 from .sync.outbox import CheckIn, Outbox
+from .location import LocationGuard, open_guard
+from .qrtoken import QrCheckIn, open_qr_checkin
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,10 @@ class Kiosk:
         self.decisions: list[Decision] = []
         self._last_watchdog = 0.0
         self._last_status = 0.0
+        self.location: LocationGuard | None = None
+        self.qr: QrCheckIn | None = None
+        self._last_location = 0.0
+        self._camera_ok = True
 
     # -- life cycle --------------------------------------------------------
 
@@ -77,21 +84,25 @@ class Kiosk:
         """Build and start every stage, in order; on failure stop what started."""
         cfg = self.config
         try:
+            cfg = self.config = self._provisioned(cfg)
             self.notifier.status("starting: opening database and gallery")
             self.store = open_store(cfg)
             self._on_stop("database", self.store.db.close)
             self.outbox = Outbox(self.store.db, site=cfg.device.site, device=cfg.device.device_id, wall_clock=self._wall)
+            self.qr = open_qr_checkin(cfg, self.store.db, wall_clock=self._wall)
+            self.location = open_guard(cfg)
+            if self.location is not None:
+                self.location.provider.start()
+                self._on_stop("location", self.location.close)
             gallery = self.store.load()
             self.notifier.status("starting: loading models")
             self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), wall_clock=self._wall)
-            self.panel = self._panel if self._panel is not None else _open_panel(cfg)
-            self._on_stop("panel", self.panel.close)
+            if self.panel is None:  # else opened early, to wait for a provisioning code
+                self._start_panel(cfg)
             sensor = getattr(self.panel, "motion_sensor", None)
             self.motion = MotionGate(cfg.motion, sensor=sensor)
-            source = self._source if self._source is not None else open_source(cfg.capture.source, cfg.capture)
-            self.capture = CaptureThread(source, cfg.capture)
-            self.capture.start()
-            self._on_stop("capture", self.capture.stop)
+            if self.capture is None:
+                self._start_capture(cfg)
         except BaseException:
             self.stop()
             raise
@@ -103,6 +114,32 @@ class Kiosk:
 
     def _on_stop(self, name: str, fn: Callable[[], None]) -> None:
         self._started.append((name, fn))
+
+    def _start_panel(self, cfg: KioskConfig) -> None:
+        self.panel = self._panel if self._panel is not None else _open_panel(cfg)
+        self._on_stop("panel", self.panel.close)
+
+    def _start_capture(self, cfg: KioskConfig) -> None:
+        source = self._source if self._source is not None else open_source(cfg.capture.source, cfg.capture)
+        self.capture = CaptureThread(source, cfg.capture)
+        self.capture.start()
+        self._on_stop("capture", self.capture.stop)
+
+    def _provisioned(self, cfg: KioskConfig) -> KioskConfig:
+        """The config with the stored provisioning; unprovisioned, first wait for a code at the camera."""
+        from .errors import NotProvisioned
+        from .provisioning.startup import provisioned_config, wait_for_code
+
+        cfg, store, bundle = provisioned_config(cfg)
+        if store is None or bundle is not None:
+            return cfg
+        self._start_panel(cfg)
+        self._start_capture(cfg)
+        bundle = wait_for_code(store, self.capture.get, stop=self._stop, notifier=self.notifier, panel=self.panel)
+        if bundle is None:
+            raise NotProvisioned("no provisioning code was taken (stopped, or the frames ended)")
+        cfg, _, _ = provisioned_config(cfg)
+        return cfg
 
     def stop(self) -> None:
         """Stop every started stage in reverse order. Safe to call twice."""
@@ -150,6 +187,8 @@ class Kiosk:
                 decisions = self.recognizer.process(frame)
                 if self.recognizer.tracker.tracks:
                     self.motion.hold(frame.timestamp)
+                if self.qr is not None:  # a resident's QR credential, looked for every Nth frame
+                    decisions += self.qr.offer(frame)
             else:  # nobody there: no detection, but open visits still end
                 decisions = self.recognizer.process(frame, faces=[])
             for d in decisions:
@@ -158,9 +197,17 @@ class Kiosk:
         return status
 
     def _handle(self, d: Decision) -> CheckIn:
+        where = {}
+        if self.location is not None:
+            self._check_location()
+            where = self.location.claims()
+            if d.outcome is Outcome.ACCEPTED and self.location.policy() == "refuse":
+                d = replace(d, outcome=Outcome.REFUSED_LOCATION, reason=f"location_{self.location.state.value.lower()}")
+        if d.method != "face":
+            where["method"] = d.method
         # Committed first: the door, the log and MQTT only follow a stored event.
         checkin = self.outbox.commit(
-            d, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID
+            d, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where
         )
         self.decisions.append(d)
         log.info("decision %s seq=%d", d.describe(), checkin.seq, extra={"resident_id": d.resident_id})
@@ -174,14 +221,43 @@ class Kiosk:
 
     def _tick(self, frame_flowing: bool) -> None:
         now = time.monotonic()
-        if frame_flowing and self.capture.healthy:
+        healthy = self.capture.healthy
+        if healthy != self._camera_ok:
+            self._camera_ok = healthy
+            # The resident-facing "out of order" light while the camera is gone.
+            try:
+                if healthy:
+                    log.info("camera delivering frames again")
+                    self.panel.clear()
+                else:
+                    log.error("camera stopped delivering frames (%s)", self.capture.status().get("error") or "stalled")
+                    self.panel.error()
+            except Exception:
+                log.exception("door panel failed")
+            self.notifier.status(self._status_line())
+        if frame_flowing and healthy:
             interval = self.notifier.watchdog_interval
             if interval and now - self._last_watchdog >= interval / 3:
                 self.notifier.watchdog()
                 self._last_watchdog = now
+        if self.location is not None and now - self._last_location >= 1.0:
+            self._last_location = now
+            self._check_location()
         if now - self._last_status >= _STATUS_EVERY_S:
             self._last_status = now
             self.notifier.status(self._status_line())
+
+    def _check_location(self) -> None:
+        """A change of location state is an event of its own."""
+        change = self.location.update()
+        if change is not None:
+            self.outbox.commit_event("location", change.new.value, reason=change.reason,
+                                     location_previous=change.old.value, **self.location.claims())
+            self.notifier.status(self._status_line())
+
+    def location_status(self) -> dict | None:
+        """The location part of the device status (for the status topic), or None without a guard."""
+        return self.location.status() if self.location is not None else None
 
     def _status_line(self) -> str:
         r, c = self.recognizer, self.capture
@@ -189,6 +265,7 @@ class Kiosk:
         return (
             f"{len(r.gallery) if r else 0} residents; camera {camera}; frames {r.stats.frames if r else 0}; "
             f"decisions {sum(r.stats.decisions.values()) if r else 0}; outbox {self.outbox.depth() if self.outbox else 0} undelivered"
+            + (f"; location {self.location.state.value}" if self.location is not None else "")
         )
 
     def reload(self) -> None:
@@ -199,6 +276,7 @@ class Kiosk:
             if path:
                 new = load_config(path)
                 new = new.model_copy(update={"device": self.config.device})  # identity and state stay
+                new = _reapply_provisioning(new)
                 self.recognizer.reconfigure(new)
                 self.config = new
             self.recognizer.swap_gallery(self.store.load())
@@ -206,6 +284,15 @@ class Kiosk:
         except ConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)
         self.notifier.ready(self._status_line())
+
+
+def _reapply_provisioning(cfg: KioskConfig) -> KioskConfig:
+    from .provisioning.startup import provisioned_config
+
+    try:
+        return provisioned_config(cfg)[0]
+    except KioskError as e:  # a reload keeps the running config rather than stop on it
+        raise ConfigError(f"provisioning: {e}") from e
 
 
 def _liveness(cfg: KioskConfig):

