@@ -31,7 +31,9 @@ from .match.models import MODEL_ID
 from .match.motion import MotionGate
 from .match.recognizer import Recognizer
 from .notify import Notifier
+from .sync.keys import check_key_files
 from .sync.outbox import CheckIn, Outbox
+from .sync.publisher import Publisher
 from .location import LocationGuard, open_guard
 from .qrtoken import QrCheckIn, open_qr_checkin
 
@@ -66,6 +68,7 @@ class Kiosk:
         self._started: list[tuple[str, Callable[[], None]]] = []
         self.store: GalleryStore | None = None
         self.outbox: Outbox | None = None
+        self.publisher: Publisher | None = None
         self.recognizer: Recognizer | None = None
         self.capture: CaptureThread | None = None
         self.motion: MotionGate | None = None
@@ -88,7 +91,16 @@ class Kiosk:
             self.notifier.status("starting: opening database and gallery")
             self.store = open_store(cfg)
             self._on_stop("database", self.store.db.close)
-            self.outbox = Outbox(self.store.db, site=cfg.device.site, device=cfg.device.device_id, wall_clock=self._wall)
+            check_key_files(cfg)
+            # The outbox has its own connection: the publisher thread's
+            # transactions never interleave with the match loop's.
+            self.outbox = Outbox.open(cfg.database_path, site=cfg.device.site, device=cfg.device.device_id,
+                                      settings=cfg.outbox, wall_clock=self._wall)
+            self._on_stop("outbox", self.outbox.close)
+            if cfg.mqtt.enabled:
+                self.publisher = Publisher.from_config(cfg, self.outbox, status_provider=self._status_fields)
+                self.publisher.start()
+                self._on_stop("publisher", self.publisher.close)  # stops before the outbox closes
             self.qr = open_qr_checkin(cfg, self.store.db, wall_clock=self._wall)
             self.location = open_guard(cfg)
             if self.location is not None:
@@ -258,6 +270,15 @@ class Kiosk:
     def location_status(self) -> dict | None:
         """The location part of the device status (for the status topic), or None without a guard."""
         return self.location.status() if self.location is not None else None
+
+    def _status_fields(self) -> dict:
+        """Extra fields of the retained MQTT status (read on the publisher thread)."""
+        r = self.recognizer
+        return {
+            "versions": {"gallery": r.gallery.version if r else None, "model": MODEL_ID},
+            "camera": "ok" if self.capture and self.capture.healthy else "no_frames",
+            "location": self.location.state.value if self.location is not None else None,
+        }
 
     def _status_line(self) -> str:
         r, c = self.recognizer, self.capture
