@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "selftest",
     "preview",
     "door",
+    "provisioning.command",
 ]
 
 

@@ -277,7 +277,7 @@ class Kiosk:
         return {
             "versions": {"gallery": r.gallery.version if r else None, "model": MODEL_ID},
             "camera": "ok" if self.capture and self.capture.healthy else "no_frames",
-            "location": self.location.state.value if self.location is not None else None,
+            "location": self.location_status(),
         }
 
     def _status_line(self) -> str:

@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "liveness",
     "keys",
     "events",
+    "provision",
+    "qrtoken",
 ]
 
 
