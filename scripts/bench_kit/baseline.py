@@ -44,6 +44,6 @@ def run_baseline(frames, known: np.ndarray, labels: list[str]) -> RunResult:
                 distances = face_recognition.face_distance(known, encoding)
                 best = int(np.argmin(distances))
                 if matches[best]:
-                    result.add_identity(labels[best], right - left)
+                    result.add_identity(labels[best], right - left, float(distances[best]))
     result.cpu_s = time.process_time() - start
     return result

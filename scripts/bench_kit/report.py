@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from .result import RunResult
@@ -73,35 +74,35 @@ def verdicts(rows: list[VideoRow], search: SearchResult | None) -> list[tuple[st
 
 def table(rows: list[VideoRow], search: SearchResult | None) -> str:
     head = ["video", "size", "frames", "ours ms/f", "loop ms/f", "CPU ratio", "desc ours/loop", "faces ours/loop",
-            "ours recognised (decisions)", "loop recognised (frames)"]
+            "ours decisions", "ours recognised (decisions)", "loop recognised (frames)"]
     body = []
     for r in rows:
         o, b = r.ours, r.baseline
         body.append([
             r.label, r.size, str(o.frames), f"{o.cpu_ms_per_frame:.1f}", f"{b.cpu_ms_per_frame:.1f}",
             _ratio(b.cpu_s, o.cpu_s), f"{o.descriptors}/{b.descriptors}", f"{o.faces}/{b.faces}",
-            _ids(o.identities), _ids(b.identities),
+            _ids(o.outcomes), _ids(o.identities), _ids(b.identities),
         ])
     t = totals(rows)
     body.append([
         "TOTAL", "", str(t["frames"]), f"{t['ours_ms_per_frame']:.1f}", f"{t['baseline_ms_per_frame']:.1f}",
         f"{t['cpu_ratio']:.1f}x", f"{t['ours_descriptors']}/{t['baseline_descriptors']}",
-        f"{t['ours_faces']}/{t['baseline_faces']}", "", "",
+        f"{t['ours_faces']}/{t['baseline_faces']}", _ids(sum((r.ours.outcomes for r in rows), Counter())), "", "",
     ])
     widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
     line = lambda row: "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |"  # noqa: E731
     out = [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(row) for row in body]
     lines = ["\n".join(out), ""]
-    ours_decisions = sum((r.ours.outcomes for r in rows), start=__import__("collections").Counter())
-    lines.append("Our decisions by outcome: " + (_ids(ours_decisions)))
     for r in rows:
         for rid in sorted(r.missed):
             w = r.baseline.face_widths.get(rid, [])
+            d = sorted(r.baseline.distances.get(rid, []))
             if w:
                 lines.append(
                     f"Missed by ours in {r.label}: {rid} (loop matched it on {len(w)} frames, face width "
-                    f"{min(w)}-{max(w)} px, median {sorted(w)[len(w) // 2]} px)"
+                    f"{min(w)}-{max(w)} px, median {sorted(w)[len(w) // 2]} px; distance {d[0]:.3f}-{d[-1]:.3f}, "
+                    f"median {d[len(d) // 2]:.3f})"
                 )
     if search is not None:
         lines.append(

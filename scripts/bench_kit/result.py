@@ -16,11 +16,14 @@ class RunResult:
     outcomes: Counter = field(default_factory=Counter)  # ours: decisions by outcome
     identities: Counter = field(default_factory=Counter)  # id -> decisions (ours) or frames matched (baseline)
     face_widths: dict[str, list[int]] = field(default_factory=dict)  # id -> face widths when matched (baseline)
+    distances: dict[str, list[float]] = field(default_factory=dict)  # id -> distances when matched (baseline)
 
-    def add_identity(self, rid: str, width: int | None) -> None:
+    def add_identity(self, rid: str, width: int | None = None, distance: float | None = None) -> None:
         self.identities[rid] += 1
         if width is not None:
             self.face_widths.setdefault(rid, []).append(width)
+        if distance is not None:
+            self.distances.setdefault(rid, []).append(distance)
 
     @property
     def cpu_ms_per_frame(self) -> float:
@@ -42,5 +45,9 @@ class RunResult:
         if self.face_widths:
             out["matched_face_width_px"] = {
                 k: {"min": min(v), "median": sorted(v)[len(v) // 2], "max": max(v)} for k, v in sorted(self.face_widths.items())
+            }
+        if self.distances:
+            out["matched_distance"] = {
+                k: {"min": round(min(v), 3), "median": round(sorted(v)[len(v) // 2], 3)} for k, v in sorted(self.distances.items())
             }
         return out
