@@ -12,6 +12,9 @@ from kiosk.config import KioskConfig, parse_config
 # A real Mosquitto (test CA, TLS with client certificates, ACL): tests/broker.py.
 from broker import broker, broker_pki, mqtt_probe, mqtt_settings  # noqa: E402,F401
 
+# A real gpsd fed by gpsfake from NMEA logs the tests write: tests/gpsd.py.
+from gpsd import gpsfake  # noqa: E402,F401
+
 REPO = Path(__file__).resolve().parent.parent
 
 
