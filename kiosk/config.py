@@ -73,12 +73,15 @@ class MatchSettings(Section):
     margin: float = Field(0.06, ge=0, le=2.0)
     votes_k: int = Field(3, ge=1, le=50)
     votes_m: int = Field(5, ge=1, le=50)
+    max_votes: int = Field(10, ge=1, le=200)
     repeat_interval_s: float = Field(30.0, ge=0, le=86400)
 
     @model_validator(mode="after")
     def _k_of_m(self):
         if self.votes_k > self.votes_m:
             raise ValueError("votes_k must be <= votes_m")
+        if self.max_votes < self.votes_m:
+            raise ValueError("max_votes must be >= votes_m")
         return self
 
 
@@ -253,6 +256,21 @@ class QrCredentialSettings(Section):
     repeat_window_s: float = Field(10.0, ge=0, le=600)
 
 
+class GallerySettings(Section):
+    enabled: bool = True
+    max_message_bytes: int = Field(262_144, ge=4096, le=268_435_455)
+    max_update_bytes: int = Field(67_108_864, ge=4096, le=1_073_741_824)
+    part_timeout_s: float = Field(120.0, gt=0, le=86400)
+    clock_skew_s: float = Field(300.0, ge=0, le=86400)
+    max_templates_per_resident: int = Field(20, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _sizes(self):
+        if self.max_update_bytes < self.max_message_bytes:
+            raise ValueError("max_update_bytes must be >= max_message_bytes")
+        return self
+
+
 class KioskConfig(Section):
     device: DeviceSettings = DeviceSettings()
     capture: CaptureSettings = CaptureSettings()
@@ -270,6 +288,7 @@ class KioskConfig(Section):
     location: LocationSettings = LocationSettings()
     qr_credential: QrCredentialSettings = QrCredentialSettings()
     liveness: LivenessSettings = LivenessSettings()
+    gallery: GallerySettings = GallerySettings()
 
     source_path: Path | None = Field(None, exclude=True)
 

@@ -33,6 +33,7 @@ from .match.recognizer import Recognizer
 from .notify import Notifier
 from .sync.keys import check_key_files
 from .sync.outbox import CheckIn, Outbox
+from .sync.gallery_sub import GallerySync
 from .sync.publisher import Publisher
 from .location import LocationGuard, open_guard
 from .qrtoken import QrCheckIn, open_qr_checkin
@@ -69,6 +70,7 @@ class Kiosk:
         self.store: GalleryStore | None = None
         self.outbox: Outbox | None = None
         self.publisher: Publisher | None = None
+        self.gallery_sync: GallerySync | None = None
         self.recognizer: Recognizer | None = None
         self.capture: CaptureThread | None = None
         self.motion: MotionGate | None = None
@@ -109,6 +111,11 @@ class Kiosk:
             gallery = self.store.load()
             self.notifier.status("starting: loading models")
             self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), wall_clock=self._wall)
+            if self.publisher is not None:  # gallery updates come over the publisher's connection
+                self.gallery_sync = GallerySync.from_config(cfg, self.recognizer, self.publisher, wall_clock=self._wall)
+                if self.gallery_sync is not None:
+                    self.gallery_sync.start()
+                    self._on_stop("gallery sync", self.gallery_sync.close)
             if self.panel is None:  # else opened early, to wait for a provisioning code
                 self._start_panel(cfg)
             sensor = getattr(self.panel, "motion_sensor", None)
@@ -233,7 +240,7 @@ class Kiosk:
 
     def _tick(self, frame_flowing: bool) -> None:
         now = time.monotonic()
-        healthy = self.capture.healthy
+        healthy = self.capture.healthy or self.capture.ended  # a file that ran dry is not a fault
         if healthy != self._camera_ok:
             self._camera_ok = healthy
             # The resident-facing "out of order" light while the camera is gone.
@@ -278,6 +285,8 @@ class Kiosk:
             "versions": {"gallery": r.gallery.version if r else None, "model": MODEL_ID},
             "camera": "ok" if self.capture and self.capture.healthy else "no_frames",
             "location": self.location_status(),
+            "gallery": self.gallery_sync.status() if self.gallery_sync is not None
+            else {"updates": "off", "version": r.gallery.version if r else None},
         }
 
     def _status_line(self) -> str:

@@ -27,21 +27,39 @@ def test_accepts_once_k_good_votes_agree():
 
 
 def test_distance_over_threshold_does_not_count():
-    b = box(("a", 0.3, 0.3), ("a", 0.5, 0.3), ("a", 0.3, 0.3), ("a", 0.5, 0.3))
-    assert b.verdict() is None  # 2 good of 4, one vote left could make 3
-    b.add(Vote("a", 0.46, 0.3, 5.0))
-    assert b.verdict()[0] is Outcome.UNKNOWN
+    b = box(("a", 0.3, 0.3), ("a", 0.5, 0.3), ("a", 0.3, 0.3), ("a", 0.5, 0.3), ("a", 0.46, 0.3))
+    assert b.verdict() is None  # 2 good in the window, budget not spent
+    assert b.verdict(final=True)[0] is Outcome.UNKNOWN
 
 
 def test_small_margin_does_not_count():
-    b = box(*[("a", 0.3, 0.05)] * 5)
+    b = box(*[("a", 0.3, 0.05)] * 10)
+    assert b.full
     assert b.verdict()[0] is Outcome.UNKNOWN
 
 
-def test_split_votes_are_unknown_early():
-    b = box(("a", 0.3, 0.3), ("b", 0.3, 0.3), ("c", 0.3, 0.3), ("d", 0.3, 0.3))
-    # a has 1 good vote and only one vote is left: K=3 is out of reach.
-    assert b.verdict()[0] is Outcome.UNKNOWN
+def test_resident_walking_up_is_judged_on_the_latest_votes():
+    # Far away first (poor votes), then close: K good votes among the last M accept.
+    b = box(("a", 0.58, 0.1), ("a", 0.55, 0.1), ("x", 0.6, 0.05), ("a", 0.5, 0.1), ("a", 0.3, 0.3), ("a", 0.32, 0.3))
+    assert b.verdict() is None
+    b.add(Vote("a", 0.31, 0.3, 7.0))
+    outcome, rid, dist, _ = b.verdict()
+    assert (outcome, rid) == (Outcome.ACCEPTED, "a") and dist == 0.31
+
+
+def test_good_votes_that_slid_out_of_the_window_do_not_count():
+    b = box(("a", 0.3, 0.3), ("a", 0.3, 0.3), ("b", 0.9, 0.1), ("b", 0.9, 0.1), ("b", 0.9, 0.1), ("b", 0.9, 0.1))
+    assert [v.resident_id for v in b.window] == ["a", "b", "b", "b", "b"]
+    b.add(Vote("a", 0.3, 0.3, 9.0))
+    assert b.verdict() is None  # only 2 good votes for a among the last 5
+
+
+def test_stranger_is_unknown_once_the_budget_is_spent():
+    b = box(*[("a", 0.7, 0.1)] * 9)
+    assert b.verdict() is None
+    b.add(Vote("a", 0.69, 0.1, 9.0))
+    outcome, rid, dist, _ = b.verdict()
+    assert outcome is Outcome.UNKNOWN and rid is None and dist == 0.69
 
 
 def test_final_verdict_without_enough_votes_is_unknown():
@@ -51,7 +69,7 @@ def test_final_verdict_without_enough_votes_is_unknown():
     assert outcome is Outcome.UNKNOWN and rid is None and dist == 0.3
 
 
-def test_only_the_first_m_votes_count():
-    b = box(*[("x", 0.9, math.inf)] * 5)
+def test_no_votes_after_the_budget():
+    b = box(*[("x", 0.9, math.inf)] * 10)
     b.add(Vote("a", 0.1, 0.5, 9.0))
-    assert len(b.votes) == 5
+    assert len(b.votes) == 10 and b.full

@@ -84,47 +84,54 @@ class Decision:
 
 
 class VoteBox:
-    """Collects a visit's votes and says when they suffice for a decision."""
+    """Collects a visit's votes and says when they suffice for a decision.
+
+    ACCEPTED needs K good votes for one resident among the last M (a sliding
+    window: a resident walking up is judged on their closest, sharpest frames,
+    not written off on the first far ones). A visit that reaches ``max_votes``
+    descriptors, or ends, without that is UNKNOWN.
+    """
 
     def __init__(self, settings: MatchSettings):
         self.settings = settings
         self.votes: list[Vote] = []
 
     def add(self, vote: Vote) -> None:
-        if len(self.votes) < self.settings.votes_m:
+        if not self.full:
             self.votes.append(vote)
 
     @property
     def full(self) -> bool:
-        return len(self.votes) >= self.settings.votes_m
+        """The visit's descriptor budget is spent."""
+        return len(self.votes) >= self.settings.max_votes
+
+    @property
+    def window(self) -> list[Vote]:
+        return self.votes[-self.settings.votes_m :]
 
     def _good(self, v: Vote) -> bool:
         s = self.settings
         return v.resident_id is not None and v.distance <= s.threshold and v.margin >= s.margin
 
     def leader(self) -> tuple[str | None, int]:
-        """The resident with most good votes, and how many."""
-        counts = Counter(v.resident_id for v in self.votes if self._good(v))
+        """The resident with most good votes in the window, and how many."""
+        counts = Counter(v.resident_id for v in self.window if self._good(v))
         if not counts:
             return None, 0
         rid, n = counts.most_common(1)[0]
         return rid, n
 
     def verdict(self, final: bool = False) -> tuple[Outcome, str | None, float | None, float | None] | None:
-        """ACCEPTED as soon as K good votes agree; UNKNOWN once M votes (or the
-        visit) are over without that; ``None`` while undecided."""
+        """ACCEPTED as soon as K good votes agree in the window; UNKNOWN once the
+        budget or the visit is over without that; ``None`` while undecided."""
         s = self.settings
         rid, n = self.leader()
         if rid is not None and n >= s.votes_k:
-            mine = [v for v in self.votes if v.resident_id == rid and self._good(v)]
+            mine = [v for v in self.window if v.resident_id == rid and self._good(v)]
             dist = sorted(v.distance for v in mine)[len(mine) // 2]
             margin = sorted(v.margin for v in mine)[len(mine) // 2]
             return Outcome.ACCEPTED, rid, dist, margin
-        # Can K still be reached within M?
-        remaining = s.votes_m - len(self.votes)
-        if final or n + remaining < s.votes_k:
-            if not self.votes:
-                return None
+        if (final or self.full) and self.votes:
             best = min(self.votes, key=lambda v: v.distance)
             return Outcome.UNKNOWN, None, best.distance, best.margin
         return None
