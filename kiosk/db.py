@@ -90,6 +90,36 @@ def _m0003(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX qr_nonces_expiry ON qr_nonces(expires_at)")
 
 
+@migrations(name="0004_gallery_updates")
+def _m0004(db: sqlite_utils.Database) -> None:
+    # Device side: the gallery updates applied, by id and version only (no
+    # resident data), so that a replayed update is told from a rollback.
+    db.execute(
+        "CREATE TABLE gallery_updates (update_id TEXT PRIMARY KEY, version INTEGER NOT NULL,"
+        " kind TEXT NOT NULL, applied_at REAL NOT NULL)"
+    )
+    # Admin side: what was published to each site, and each resident's
+    # fingerprint as last published there (deltas are computed against it).
+    db.execute(
+        "CREATE TABLE gallery_publications (site TEXT NOT NULL, version INTEGER NOT NULL, kind TEXT NOT NULL,"
+        " update_id TEXT NOT NULL, digest TEXT NOT NULL, residents INTEGER NOT NULL, published_at REAL NOT NULL,"
+        " PRIMARY KEY (site, version))"
+    )
+    db.execute(
+        "CREATE TABLE gallery_published (site TEXT NOT NULL, resident_id TEXT NOT NULL, fingerprint TEXT NOT NULL,"
+        " PRIMARY KEY (site, resident_id))"
+    )
+
+
+@migrations(name="0005_incremental_vacuum", transactional=False)
+def _m0005(db: sqlite_utils.Database) -> None:
+    # Erasure hands the freed pages back (PRAGMA incremental_vacuum), so that
+    # nothing of an erased resident stays in the file. auto_vacuum can only
+    # be switched on by rebuilding the file once.
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    db.execute("VACUUM")
+
+
 def open_database(path: Path | str, *, create: bool = True) -> sqlite_utils.Database:
     """Open (and migrate) the kiosk database at ``path``.
 

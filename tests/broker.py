@@ -16,9 +16,9 @@ Fixtures (made available to every test by ``tests/conftest.py``):
 :class:`TcpProxy` sits between a client and the broker and cuts the link.
 
 The default ACL lets a device (CN = device id) write only
-``kiosk/<site>/<its id>/events`` and ``…/status``, and read its own
-``…/gallery/#``; the user ``backend`` reads everything under ``kiosk/`` and
-writes gallery updates. Pass ``acl=`` to :class:`Broker` for others.
+``kiosk/<site>/<its id>/events``, ``…/status`` and ``…/ack``, and read its
+own ``…/gallery/#`` and the sites' ``kiosk/<site>/gallery``; the user
+``backend`` reads everything under ``kiosk/`` and writes gallery updates. Pass ``acl=`` to :class:`Broker` for others.
 
 Nothing here needs pytest except the fixtures at the bottom, so scripts
 (the outbox benchmark) use :class:`Broker` too.
@@ -50,11 +50,16 @@ DEFAULT_ACL = """\
 pattern write kiosk/+/%u/events
 pattern readwrite kiosk/+/%u/status
 pattern read kiosk/+/%u/gallery/#
+# Gallery updates: the site topic (each update is encrypted to each device),
+# and the device's signed answers.
+pattern read kiosk/+/gallery/#
+pattern write kiosk/+/%u/ack
 
 # The back end reads every device's events and status and sends gallery updates.
 user backend
 topic read kiosk/#
 topic write kiosk/+/+/gallery/#
+topic write kiosk/+/gallery/#
 """
 
 

@@ -47,6 +47,23 @@ class Match:
         return self.runner_up_distance - self.distance
 
 
+def gallery_digest(residents: dict[str, Resident], vectors: dict[str, list[bytes]]) -> str:
+    """SHA-256 over every resident (id, name, validity) and their template vectors.
+
+    Independent of storage order and of ciphertexts, so the admin's database
+    and a device's gallery hash alike when they hold the same residents.
+    ``vectors`` maps a resident id to its templates as little-endian float32 bytes.
+    """
+    h = hashlib.sha256()
+    for rid in sorted(residents):
+        r = residents[rid]
+        when = [repr(float(t)) if t is not None else "-" for t in (r.valid_from, r.valid_until)]
+        h.update(f"{rid}\0{r.name}\0{when[0]}\0{when[1]}\0".encode())
+        for v in sorted(vectors.get(rid, ())):
+            h.update(len(v).to_bytes(4, "big") + v)
+    return h.hexdigest()
+
+
 class Gallery:
     """Immutable search structure over all templates of valid residents.
 
@@ -83,6 +100,14 @@ class Gallery:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def digest(self) -> str:
+        """The same SHA-256 as :meth:`GalleryStore.digest` of the rows this gallery was loaded from."""
+        vectors: dict[str, list[bytes]] = {}
+        ends = list(self.starts[1:]) + [self.matrix.shape[0]]
+        for rid, start, end in zip(self.ids, self.starts, ends):
+            vectors[rid] = [row.astype("<f4").tobytes() for row in self.matrix[start:end]]
+        return gallery_digest(self.residents, vectors)
 
     @property
     def template_count(self) -> int:
@@ -187,17 +212,11 @@ class GalleryStore:
         return row[0] if row else "0"
 
     def digest(self) -> str:
-        """SHA-256 over residents and template vectors (not ciphertexts), order-independent of storage."""
-        h = hashlib.sha256()
-        for rid, r in sorted(self.residents().items()):
-            h.update(f"{rid}\0{r.valid_from}\0{r.valid_until}\0".encode())
-            vecs = [
-                self.cipher.open(b, rid).tobytes()
-                for (b,) in self.db.execute("SELECT vector FROM templates WHERE resident_id = ?", [rid])
-            ]
-            for v in sorted(vecs):
-                h.update(v)
-        return h.hexdigest()
+        """SHA-256 over residents and template vectors (not ciphertexts): see :func:`gallery_digest`."""
+        vectors: dict[str, list[bytes]] = {}
+        for rid, blob in self.db.execute("SELECT resident_id, vector FROM templates"):
+            vectors.setdefault(rid, []).append(self.cipher.open(blob, rid).tobytes())
+        return gallery_digest(self.residents(), vectors)
 
 
 

@@ -12,6 +12,12 @@ the longest backoff.
 Topics: ``PREFIX/SITE/DEVICE/events`` (QoS 1, one sealed envelope each) and
 the retained ``…/status`` (QoS 1, JSON, no personal data), with a last will
 that marks the device offline.
+
+Other stages share this one connection: :meth:`Publisher.subscribe` adds
+topics subscribed on every connection (their handler runs on paho's network
+thread and only queues), :meth:`Publisher.send` publishes a message of
+theirs (gallery acks), and :meth:`Publisher.request_status` sends the status
+now rather than at the next interval.
 """
 
 from __future__ import annotations
@@ -114,6 +120,10 @@ class Publisher:
         self.refused = 0
         self.connections = 0
         self.peak_inflight = 0
+        # Other stages' topics and messages (see subscribe and send).
+        self._subscriptions: tuple[tuple[str, int, Callable[[str, bytes], None]], ...] = ()
+        self._outgoing: list[tuple[str, bytes, int, bool]] = []  # publisher thread only
+        self._outgoing_mids: dict[int, tuple[str, bytes, int, bool]] = {}
 
     @classmethod
     def from_config(cls, config: KioskConfig, outbox: Outbox, **kwargs) -> "Publisher":
@@ -184,6 +194,28 @@ class Publisher:
             "peak_inflight": self.peak_inflight,
         }
 
+    def subscribe(self, topics: list[str], handler: Callable[[str, bytes], None], *, qos: int = 1) -> None:
+        """Subscribe to ``topics`` now (if connected) and on every later connection.
+
+        ``handler(topic, payload)`` runs on paho's network thread: it must
+        only hand the message to a queue.
+        """
+        self._subscriptions = self._subscriptions + tuple((t, qos, handler) for t in topics)
+        self._queue.put(("resubscribe",))
+
+    def send(self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish another stage's message on this connection, when connected.
+
+        While offline, a retained message replaces an older one still waiting
+        for the same topic; one not taken by the broker is not sent again.
+        """
+        data = payload.encode("utf-8") if isinstance(payload, str) else bytes(payload)
+        self._queue.put(("send", topic, data, qos, retain))
+
+    def request_status(self) -> None:
+        """Publish the retained status now (its fields changed)."""
+        self._queue.put(("status_now",))
+
     def wait_drained(self, timeout: float) -> bool:
         """Wait until the outbox has nothing undelivered; True if it got there."""
         deadline = time.monotonic() + timeout
@@ -205,6 +237,18 @@ class Publisher:
         client.on_connect = lambda c, u, flags, rc, props: q.put(("connack", gen, reason_value(rc), str(rc)))
         client.on_disconnect = lambda c, u, flags, rc, props: q.put(("disconnect", gen, reason_value(rc), str(rc)))
         client.on_publish = lambda c, u, mid, rc, props: q.put(("puback", gen, mid, reason_value(rc), str(rc)))
+        client.on_subscribe = lambda c, u, mid, rcs, props: q.put(("suback", gen, [(reason_value(r), str(r)) for r in rcs]))
+        client.on_message = self._on_message
+
+    def _on_message(self, client, userdata, msg) -> None:
+        """On paho's network thread: hand the message to the handler of its subscription."""
+        for topic, _qos, handler in self._subscriptions:
+            if mqtt.topic_matches_sub(topic, msg.topic):
+                try:
+                    handler(msg.topic, msg.payload)
+                except Exception:
+                    log.exception("handler for %s failed", topic)
+                return
 
     # -- the publisher thread -------------------------------------------------
 
@@ -233,6 +277,7 @@ class Publisher:
             )
         if self._connected:
             self._fill_window()
+            self._send_outgoing()
             alarm = self.outbox.alarm
             if self._clock() >= self._next_status or alarm != self._last_alarm:
                 self._publish_status()
@@ -273,6 +318,9 @@ class Publisher:
             if kind == "wake":
                 self._wake_pending.clear()
                 continue
+            if kind in ("send", "resubscribe", "status_now"):
+                self._local(item)
+                continue
             if item[1] != self._gen:
                 continue  # from a client already torn down
             if kind == "puback":
@@ -281,11 +329,48 @@ class Publisher:
                 self._on_connack(item[2], item[3])
             elif kind == "disconnect":
                 self._on_disconnect(item[2], item[3])
+            elif kind == "suback":
+                for rc, text in item[2]:
+                    if rc >= FAILURE:
+                        log.error("broker refused a subscription: %s", text)
         if acked:
             self.delivered += self.outbox.mark_delivered_many(acked)
         return stop
 
+    def _local(self, item: tuple) -> None:
+        """Requests from other stages (publisher thread)."""
+        kind = item[0]
+        if kind == "send":
+            msg = item[1:]
+            if msg[3]:  # retained: only the newest per topic matters
+                self._outgoing = [m for m in self._outgoing if not (m[3] and m[0] == msg[0])]
+            self._outgoing.append(msg)
+        elif kind == "resubscribe":
+            if self._connected:
+                self._subscribe_all()
+        elif kind == "status_now":
+            self._next_status = 0.0
+
+    def _subscribe_all(self) -> None:
+        subs = self._subscriptions
+        if subs:
+            self._client.subscribe([(topic, qos) for topic, qos, _ in subs])
+
+    def _send_outgoing(self) -> None:
+        while self._outgoing:
+            msg = self._outgoing[0]
+            info = self._client.publish(msg[0], msg[1], qos=msg[2], retain=msg[3])
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return  # the link went away; its disconnect is on the queue
+            self._outgoing.pop(0)
+            self._outgoing_mids[info.mid] = msg
+
     def _on_puback(self, mid: int, rc: int, text: str, acked: list[int]) -> None:
+        msg = self._outgoing_mids.pop(mid, None)
+        if msg is not None:
+            if rc >= FAILURE:
+                log.error("broker refused a message on %s: %s", msg[0], text)
+            return
         if mid in self._status_mids:
             self._status_mids.discard(mid)
             if rc >= FAILURE:
@@ -314,6 +399,7 @@ class Publisher:
         self.last_error = None
         log.info("connected to %s; %d events to send", self.settings.url, self.outbox.depth())
         self._next_status = 0.0
+        self._subscribe_all()
 
     def _on_disconnect(self, rc: int, text: str) -> None:
         if self._connected:
@@ -400,6 +486,11 @@ class Publisher:
         self._connect_deadline = None
         self._inflight.clear()
         self._status_mids.clear()
+        # Other stages' messages not yet taken go out on the next connection.
+        again = [m for m in self._outgoing_mids.values()
+                 if not (m[3] and any(n[3] and n[0] == m[0] for n in self._outgoing))]
+        self._outgoing = again + self._outgoing
+        self._outgoing_mids.clear()
         self.connected_since = None
         if client is not None:
             _teardown(client)

@@ -1,0 +1,260 @@
+"""The device's side of gallery updates: subscribe, verify, apply, swap, acknowledge.
+
+It shares the publisher's MQTT connection (one connection per device):
+:meth:`Publisher.subscribe` delivers ``PREFIX/SITE/gallery`` and
+``PREFIX/SITE/DEVICE/gallery`` messages on paho's network thread, where
+they are only put on a bounded queue. This stage's own thread ("gallery")
+takes them from there, puts parts back together, decrypts and verifies
+(:class:`~kiosk.sync.updates.UpdateReceiver`), applies the update in one
+transaction (:func:`~kiosk.sync.gallery_apply.apply_update`) on its own
+database connection, swaps the recogniser's gallery in one step while
+recognition runs, and answers on ``PREFIX/SITE/DEVICE/ack`` (retained, signed
+with the device key, never holding a name, template or resident id).
+
+A version gap (or a gallery that would not hash to the admin's digest)
+sets ``wants_snapshot`` in the retained status, published at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..config import KioskConfig
+from ..errors import UpdateRejected
+from ..match.gallery import GalleryStore, open_store
+from . import keys as keymod
+from .gallery_apply import apply_update, held_version
+from .keys import KeyRing, PartyKeys
+from .updates import UpdateReceiver, ack_claims, sign_ack
+
+log = logging.getLogger(__name__)
+
+#: Reasons after which the device asks for a snapshot.
+WANTS_SNAPSHOT = frozenset({"version_gap", "base_mismatch", "digest_mismatch"})
+#: Seconds the old gallery is kept intact after a swap, at most, before its
+#: templates are overwritten (the frame in progress may still search it).
+SCRUB_WAIT_S = 5.0
+
+_STOP = object()
+
+
+def gallery_topics(prefix: str, site: str, device: str) -> tuple[str, str, str]:
+    """(site topic, device topic, ack topic)."""
+    return f"{prefix}/{site}/gallery", f"{prefix}/{site}/{device}/gallery", f"{prefix}/{site}/{device}/ack"
+
+
+class GallerySync:
+    """Takes gallery updates for one device.
+
+    :param store: a :class:`GalleryStore` on its own database connection.
+    :param recognizer: what searches the gallery: ``swap_gallery(g)``,
+        ``gallery`` and ``stats.frames`` (to know when the old gallery is unused).
+    :param link: the publisher (``subscribe``, ``send``, ``request_status``).
+    :param device_keys: this device's private keys (decrypt updates, sign acks).
+    :param admins: the admins' public keys, pinned.
+    """
+
+    def __init__(self, store: GalleryStore, recognizer, link, device_keys: PartyKeys, admins: KeyRing, config: KioskConfig,
+                 *, wall_clock: Callable[[], float] = time.time, clock: Callable[[], float] = time.monotonic,
+                 queue_size: int | None = None):
+        self.store = store
+        self.recognizer = recognizer
+        self.link = link
+        self.device_keys = device_keys
+        self.site = config.device.site
+        self.device = config.device.device_id
+        self.limits = config.gallery
+        self.receiver = UpdateReceiver(device_keys, admins, self.limits, clock=clock)
+        self.site_topic, self.device_topic, self.ack_topic = gallery_topics(config.mqtt.topic_prefix, self.site, self.device)
+        self._wall = wall_clock
+        # Enough room for the parts of two updates of the largest size.
+        size = queue_size or max(64, 2 * self.limits.max_update_bytes // self.limits.max_message_bytes + 8)
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._retired: list[tuple[Any, int | None, float]] = []  # (gallery, frame count, deadline)
+        # Read by other threads (status): plain values replaced whole.
+        self.version = held_version(store)
+        self.digest = recognizer.gallery.digest()
+        self.wants_snapshot = False
+        self.snapshot_reason: str | None = None
+        self.last: dict[str, Any] | None = None
+        self.applied = 0
+        self.refused = 0
+        self.dropped = 0
+
+    @classmethod
+    def from_config(cls, config: KioskConfig, recognizer, link, **kwargs) -> "GallerySync | None":
+        """Built from the config, on its own database connection; None when updates are off.
+
+        Raises :class:`~kiosk.errors.KeyFileError` for an admin key file that
+        is malformed or a device key that is missing or unsafe; an absent
+        admin key file turns updates off (logged, and shown in the status).
+        """
+        if not (config.gallery.enabled and config.mqtt.enabled):
+            return None
+        base = config.device.state_dir
+        admin_path = keymod.resolve(config.keys.admin_public_key, base)
+        if not Path(admin_path).is_file():
+            log.warning("gallery updates off: no admin public key at %s (keys.admin_public_key)", admin_path)
+            return None
+        admins = KeyRing.from_files([admin_path])
+        device, _backend = keymod.load_device_keys(config)
+        store = open_store(config)
+        try:
+            return cls(store, recognizer, link, device, admins, config, **kwargs)
+        except BaseException:
+            store.db.close()
+            raise
+
+    # -- life cycle -----------------------------------------------------------
+
+    def start(self) -> None:
+        if self._closed:
+            raise RuntimeError("gallery sync is closed")
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="gallery", daemon=True)
+        self._thread.start()
+        self.link.subscribe([self.site_topic, self.device_topic], self._on_message)
+        log.info("taking gallery updates on %s and %s (version %d)", self.site_topic, self.device_topic, self.version)
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        t = self._thread
+        if t is None:
+            return True
+        self._put(_STOP, block=True)
+        t.join(timeout)
+        if t.is_alive():
+            log.warning("gallery sync did not stop within %.1fs", timeout)
+            return False
+        self._thread = None
+        return True
+
+    def close(self) -> None:
+        """Stop and close the database connection; safe to call twice."""
+        if self._closed:
+            return
+        self.stop()
+        self._closed = True
+        self.store.db.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def status(self) -> dict[str, Any]:
+        """The ``gallery`` part of the retained device status (no personal data)."""
+        return {
+            "version": self.version, "digest": self.digest, "wants_snapshot": self.wants_snapshot,
+            "snapshot_reason": self.snapshot_reason, "applied": self.applied, "refused": self.refused,
+            "dropped": self.dropped, "last": self.last,
+        }
+
+    # -- paho's network thread ------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        self._put((topic, payload))
+
+    def _put(self, item, block: bool = False) -> None:
+        try:
+            self._queue.put(item, block=block, timeout=5.0 if block else None)
+        except queue.Full:
+            self.dropped += 1  # its update will be refused as parts_missing, or never acked
+
+    # -- the gallery thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.05 if self._retired else 1.0)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                self.scrub_retired(force=True)
+                return
+            try:
+                if item is not None:
+                    self.handle(item[1])
+                for e in self.receiver.expire():
+                    self._refuse(e, None)
+                self.scrub_retired()
+            except Exception:  # never let one message end the stage
+                log.exception("gallery update handling failed")
+
+    def handle(self, payload: bytes) -> dict[str, Any] | None:
+        """Take one message (gallery thread, or a test's); the ack sent, or None while parts are missing."""
+        try:
+            received = self.receiver.offer(payload)
+        except UpdateRejected as e:
+            return self._refuse(e, None)
+        if received is None:
+            return None
+        update = received.update
+        try:
+            applied = apply_update(self.store, update, site=self.site, device=self.device, now=self._wall(),
+                                   skew=self.limits.clock_skew_s)
+        except UpdateRejected as e:
+            e.sha256 = received.message_sha256
+            return self._refuse(e, update)
+        old = self.recognizer.gallery
+        self.recognizer.swap_gallery(applied.gallery)  # one step; recognition keeps running
+        self.version, self.digest = applied.version, applied.digest
+        self.applied += 1
+        was_waiting = self.wants_snapshot
+        self.wants_snapshot, self.snapshot_reason = False, None
+        log.info(
+            "gallery %s version %d applied in %.2fs by %s: %d upserted, %d erased (%d check-ins purged), %d residents",
+            update.kind, applied.version, applied.seconds, received.signer_kid, applied.upserted, applied.erased,
+            applied.checkins_purged, len(applied.gallery),
+        )
+        if not applied.reclaimed:
+            log.warning("erased pages are not all reclaimed yet (WAL busy)")
+        ack = self._ack("applied", update, None, None, received.message_sha256)
+        if was_waiting:
+            self.link.request_status()
+        if old is not applied.gallery and hasattr(old, "matrix"):
+            self._retired.append((old, getattr(getattr(self.recognizer, "stats", None), "frames", None),
+                                  time.monotonic() + SCRUB_WAIT_S))
+        return ack
+
+    def _refuse(self, e: UpdateRejected, update) -> dict[str, Any]:
+        self.refused += 1
+        log.warning("gallery update refused: %s", e)
+        if e.reason in WANTS_SNAPSHOT:
+            self.wants_snapshot, self.snapshot_reason = True, e.reason
+            self.link.request_status()
+        return self._ack("refused", update, e.reason, str(e), getattr(e, "sha256", None))
+
+    def _ack(self, result: str, update, reason, detail, sha) -> dict[str, Any]:
+        claims = ack_claims(site=self.site, device=self.device, result=result, version=self.version,
+                            digest=self.digest, now=self._wall(), update=update, reason=reason, detail=detail,
+                            message_sha256=sha)
+        self.last = {k: claims[k] for k in ("result", "reason", "update_id", "offered_version", "time")}
+        self.link.send(self.ack_topic, sign_ack(claims, self.device_keys), qos=1, retain=True)
+        return claims
+
+    def scrub_retired(self, force: bool = False) -> int:
+        """Overwrite the templates of galleries swapped out, once no frame can be searching them.
+
+        The frame in progress at the swap finishes on the old gallery; two
+        frames begun since (or ``SCRUB_WAIT_S``) mean it has. Returns how
+        many were overwritten.
+        """
+        frames = getattr(getattr(self.recognizer, "stats", None), "frames", None)
+        now = time.monotonic()
+        done, keep = 0, []
+        for old, at, deadline in self._retired:
+            if force or at is None or frames is None or frames >= at + 2 or now >= deadline:
+                old.matrix.fill(0)
+                done += 1
+            else:
+                keep.append((old, at, deadline))
+        self._retired = keep
+        return done

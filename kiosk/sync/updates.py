@@ -1,0 +1,567 @@
+"""Gallery updates: what an admin sends a site's devices, and how a device takes it.
+
+An update is a JSON claim set (:class:`GalleryUpdate`): the target (site,
+optionally devices), a strictly increasing ``version``, the ``base`` version
+it applies on (or ``"snapshot"``: the whole gallery), issue time and expiry,
+the SHA-256 the gallery must hash to afterwards, and operations ``upsert``
+(id, name, templates, validity) and ``erase`` (id).
+
+On the wire, each layer does one job::
+
+    claims ──sign──▶ compact JWS (Ed25519, typ kiosk-gallery+jwt, the admin's kid)
+           ──encrypt──▶ JWE JSON (A256GCM; one ECDH-ES+A256KW recipient per device)
+           ──frame──▶ {"v":1,"sha256":…,"part":i,"parts":n,"data":…} messages
+
+so the broker sees neither names nor templates. The frame's SHA-256 only
+puts parts back together; trust comes from the signature alone, checked
+against the admins' pinned public keys.
+
+A refusal is an :class:`~kiosk.errors.UpdateRejected` whose ``reason`` is
+one of :data:`REASONS`; its message never holds a name, a template or a
+resident id, since acknowledgements travel signed but not encrypted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+from jwcrypto import jwe, jwk, jws
+from jwcrypto.common import JWException
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PlainValidator, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from ..config import GallerySettings
+from ..errors import UpdateRejected
+from ..match.embed import DIMENSIONS
+from .envelope import sign_compact, verify_compact
+from .keys import CONTENT_ENC, KEY_ALG, SIG_ALG, KeyRing, PartyKeys
+
+GALLERY_TYP = "kiosk-gallery+jwt"
+ACK_TYP = "kiosk-gallery-ack+jwt"
+FORMAT_VERSION = 1
+SNAPSHOT = "snapshot"
+
+#: Why an update was refused (the ``reason`` in an ack) and what it means.
+REASONS = {
+    "too_large": "a message or the whole update is over the configured size",
+    "malformed": "not a gallery message (not JSON, not a frame, not a JWE or JWS)",
+    "checksum_mismatch": "the parts put together do not hash to the frame's SHA-256",
+    "parts_mixed": "parts disagree on their count, or a part came twice with different data",
+    "parts_missing": "not every part arrived within gallery.part_timeout_s",
+    "wrong_recipient": "not encrypted to this device's key",
+    "not_decryptable": "the ciphertext does not decrypt (truncated or tampered)",
+    "wrong_type": "a signed message of another kind",
+    "unknown_signer": "signed by a key that is not a pinned admin key",
+    "bad_signature": "the signature does not verify",
+    "schema": "the claims do not follow the update format",
+    "unknown_operation": "an operation other than upsert or erase",
+    "bad_template": "a template that is not 128 finite float32 values",
+    "duplicate_resident": "the same resident twice in one update",
+    "wrong_site": "for another site",
+    "not_for_this_device": "for other devices of this site",
+    "expired": "past its expiry",
+    "not_yet_valid": "issued in the future",
+    "replayed": "this update was already applied",
+    "rollback": "a version at or below the one held",
+    "version_gap": "applies on a version this device does not have yet (a snapshot is asked for)",
+    "base_mismatch": "applies on an older version than the one held (a snapshot is asked for)",
+    "digest_mismatch": "the gallery would not hash to the admin's digest (nothing applied; a snapshot is asked for)",
+    "storage": "the database refused the change (nothing applied)",
+}
+
+TEMPLATE_BYTES = DIMENSIONS * 4
+_TEMPLATE_CHARS = -(-TEMPLATE_BYTES * 4 // 3)  # base64url, no padding
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_ID = r"^[A-Za-z0-9_.-]{1,64}$"
+_HEX64 = r"^[0-9a-f]{64}$"
+
+
+def reject(reason: str, message: str) -> UpdateRejected:
+    assert reason in REASONS, reason
+    return UpdateRejected(reason, f"{reason}: {message}")
+
+
+# -- the claim set -------------------------------------------------------------
+
+
+def encode_template(vector: np.ndarray) -> str:
+    """A template as base64url (no padding) of 128 little-endian float32."""
+    v = np.asarray(vector, dtype="<f4")
+    if v.shape != (DIMENSIONS,) or not np.all(np.isfinite(v)):
+        raise ValueError(f"a template is {DIMENSIONS} finite numbers")
+    return base64.urlsafe_b64encode(v.tobytes()).rstrip(b"=").decode("ascii")
+
+
+def _template(value: Any) -> bytes:
+    def bad(msg: str) -> PydanticCustomError:
+        return PydanticCustomError("bad_template", msg)
+
+    if not isinstance(value, str):
+        raise bad("a template is a base64url string")
+    if len(value) != _TEMPLATE_CHARS:
+        raise bad(f"a template is {_TEMPLATE_CHARS} base64url characters ({DIMENSIONS} float32), not {len(value)}")
+    if not _B64URL.fullmatch(value):
+        raise bad("a template is base64url without padding")
+    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != value:
+        raise bad("a template's base64url is not canonical")
+    if not np.all(np.isfinite(np.frombuffer(raw, dtype="<f4"))):
+        raise bad("a template holds NaN or infinite values")
+    return raw
+
+
+Template = Annotated[bytes, PlainValidator(_template)]
+ResidentId = Annotated[str, Field(pattern=_ID)]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Upsert(_Strict):
+    """Add a resident, or replace their name, validity and every template."""
+
+    op: Literal["upsert"]
+    id: ResidentId
+    name: Name
+    templates: list[Template] = Field(min_length=1)
+    valid_from: FiniteFloat | None = None
+    valid_until: FiniteFloat | None = None
+
+    @model_validator(mode="after")
+    def _checks(self, info):
+        limits = (info.context or {}).get("limits")
+        if limits is not None and len(self.templates) > limits.max_templates_per_resident:
+            raise PydanticCustomError(
+                "schema", "more than {n} templates for one resident", {"n": limits.max_templates_per_resident}
+            )
+        if self.valid_from is not None and self.valid_until is not None and self.valid_until <= self.valid_from:
+            raise PydanticCustomError("schema", "valid_until must be after valid_from")
+        return self
+
+    def vectors(self) -> list[np.ndarray]:
+        return [np.frombuffer(t, dtype="<f4").astype(np.float32) for t in self.templates]
+
+
+class Erase(_Strict):
+    """Erase a resident: templates, row and delivered check-ins."""
+
+    op: Literal["erase"]
+    id: ResidentId
+
+
+Operation = Annotated[Union[Upsert, Erase], Field(discriminator="op")]
+
+
+class GalleryUpdate(_Strict):
+    """One gallery update, as signed by an admin."""
+
+    v: Literal[1]
+    update_id: Annotated[str, Field(pattern=_ID)]
+    site: Annotated[str, Field(pattern=_ID)]
+    devices: list[Annotated[str, Field(pattern=_ID)]] | None = Field(None, min_length=1)
+    version: int = Field(ge=1, le=2**53)
+    base: Annotated[int, Field(ge=0)] | Literal["snapshot"]
+    iat: FiniteFloat
+    exp: FiniteFloat
+    digest: Annotated[str, Field(pattern=_HEX64)]
+    ops: list[Operation]
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.exp <= self.iat:
+            raise PydanticCustomError("schema", "exp must be after iat")
+        if self.base != SNAPSHOT and self.base >= self.version:
+            raise PydanticCustomError("schema", "base must be below version")
+        if self.snapshot and any(isinstance(op, Erase) for op in self.ops):
+            raise PydanticCustomError("schema", "a snapshot lists the whole gallery: upserts only")
+        first: dict[str, int] = {}
+        for i, op in enumerate(self.ops):
+            if op.id in first:
+                raise PydanticCustomError(
+                    "duplicate_resident", "ops[{i}] names the same resident as ops[{j}]", {"i": i, "j": first[op.id]}
+                )
+            first[op.id] = i
+        return self
+
+    @property
+    def snapshot(self) -> bool:
+        return self.base == SNAPSHOT
+
+    @property
+    def kind(self) -> str:
+        return SNAPSHOT if self.snapshot else "delta"
+
+
+_TYPE_REASONS = {"union_tag_invalid": "unknown_operation", "bad_template": "bad_template",
+                 "duplicate_resident": "duplicate_resident"}
+
+
+def _strict_json(data: bytes | str) -> Any:
+    """JSON without NaN/Infinity and without repeated keys (two readers could disagree on them)."""
+
+    def pairs(items):
+        out = {}
+        for k, v in items:
+            if k in out:
+                raise ValueError(f"key {k[:40]!r} appears twice")
+            out[k] = v
+        return out
+
+    def constant(name):
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(data, object_pairs_hook=pairs, parse_constant=constant)
+
+
+def parse_update(payload: bytes | str, limits: GallerySettings | None = None) -> GalleryUpdate:
+    """Check a claim set (JSON text) against the format; raise :class:`UpdateRejected` with the reason."""
+    try:
+        data = _strict_json(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise reject("malformed", f"claims are not strict JSON: {e}") from None
+    try:
+        return GalleryUpdate.model_validate(data, context={"limits": limits or GallerySettings()})
+    except ValidationError as e:
+        errors = e.errors(include_input=False, include_url=False)
+        reason = _TYPE_REASONS.get(errors[0]["type"], "schema")
+        shown = [f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg'][:120]}" for err in errors[:3]]
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        raise reject(reason, "; ".join(shown) + more) from None
+
+
+# -- building and sealing (the admin's side) -----------------------------------
+
+
+def upsert_op(resident, vectors: Iterable[np.ndarray]) -> dict[str, Any]:
+    op = {"op": "upsert", "id": resident.id, "name": resident.name, "templates": [encode_template(v) for v in vectors]}
+    if resident.valid_from is not None:
+        op["valid_from"] = float(resident.valid_from)
+    if resident.valid_until is not None:
+        op["valid_until"] = float(resident.valid_until)
+    return op
+
+
+def erase_op(resident_id: str) -> dict[str, Any]:
+    return {"op": "erase", "id": resident_id}
+
+
+def new_update(
+    *, site: str, version: int, base: int | str, ops: list[dict], digest: str, devices: list[str] | None = None,
+    lifetime_s: float = 7 * 86400, now: float | None = None, update_id: str | None = None,
+) -> dict[str, Any]:
+    """The claim set of an update (checked against the format before it is returned)."""
+    iat = time.time() if now is None else now
+    claims = {"v": FORMAT_VERSION, "update_id": update_id or str(uuid.uuid4()), "site": site, "version": version,
+              "base": base, "iat": round(iat, 3), "exp": round(iat + lifetime_s, 3), "digest": digest, "ops": ops}
+    if devices is not None:
+        claims["devices"] = sorted(devices)
+    GalleryUpdate.model_validate(claims, context={"limits": GallerySettings(max_templates_per_resident=1000)})
+    return claims
+
+
+def seal_update(claims: dict[str, Any], admin: PartyKeys, recipients: Iterable[jwk.JWK]) -> str:
+    """Sign ``claims`` with the admin's key and encrypt them to each device's public P-256 key (JWE JSON)."""
+    inner = sign_compact(claims, admin.signing, typ=GALLERY_TYP)
+    sealed = jwe.JWE(inner.encode("ascii"), protected=json.dumps({"enc": CONTENT_ENC, "cty": "JWT"}))
+    count = 0
+    for key in recipients:
+        sealed.add_recipient(key, header=json.dumps({"alg": KEY_ALG, "kid": key.get("kid")}))
+        count += 1
+    if not count:
+        raise ValueError("an update needs at least one recipient device")
+    return sealed.serialize(compact=False)
+
+
+def to_frames(sealed: str, max_message_bytes: int) -> list[bytes]:
+    """The sealed update as framed MQTT payloads, each at most ``max_message_bytes``."""
+    digest = hashlib.sha256(sealed.encode("utf-8")).hexdigest()
+    # Room for the frame's own fields, and for escaping the JWE's few quotes
+    # (the base64url bulk needs no escaping).
+    chunk = max_message_bytes - 200 - sealed.count('"') - sealed.count("\\")
+    if chunk < 1024:
+        raise ValueError(f"max_message_bytes {max_message_bytes} is too small for an update's frames")
+    chunks = [sealed[i : i + chunk] for i in range(0, len(sealed), chunk)] or [""]
+    frames = []
+    for i, data in enumerate(chunks):
+        frame = json.dumps({"v": 1, "sha256": digest, "part": i, "parts": len(chunks), "data": data},
+                           separators=(",", ":")).encode("utf-8")
+        if len(frame) > max_message_bytes:
+            raise ValueError(f"frame of {len(frame)} bytes over max_message_bytes {max_message_bytes}")
+        frames.append(frame)
+    return frames
+
+
+# -- opening (the device's side) -------------------------------------------------
+
+
+class Frame(_Strict):
+    v: Literal[1]
+    sha256: Annotated[str, Field(pattern=_HEX64)]
+    part: int = Field(ge=0)
+    parts: int = Field(ge=1, le=1_000_000)
+    data: str
+
+    @model_validator(mode="after")
+    def _index(self):
+        if self.part >= self.parts:
+            raise ValueError("part must be below parts")
+        return self
+
+
+@dataclass
+class _Pending:
+    parts: int
+    first_seen: float
+    chunks: dict[int, str] = field(default_factory=dict)
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Received:
+    """A verified update and the SHA-256 of the message(s) it came in."""
+
+    update: GalleryUpdate
+    message_sha256: str
+    signer_kid: str
+
+
+class UpdateReceiver:
+    """Turns gallery messages into verified updates: frames, parts, JWE, JWS, format.
+
+    Not thread-safe: one worker thread feeds it. Holds at most
+    ``max_pending`` part-assembled updates, each for ``part_timeout_s``.
+    """
+
+    def __init__(self, device_keys: PartyKeys, admins: KeyRing, limits: GallerySettings, *,
+                 clock: Callable[[], float] = time.monotonic, max_pending: int = 4):
+        if not device_keys.has_private:
+            raise ValueError("the device's private keys are needed to decrypt updates")
+        self.device_keys = device_keys
+        self.admins = admins
+        self.limits = limits
+        self._clock = clock
+        self._max_pending = max_pending
+        self._pending: dict[str, _Pending] = {}
+
+    def offer(self, payload: bytes | str) -> Received | None:
+        """One MQTT payload: the update once complete, None while parts are missing.
+
+        Raises :class:`UpdateRejected`; ``sha256`` on it names the message when known.
+        """
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        if len(payload) > self.limits.max_message_bytes:
+            raise reject("too_large", f"message of {len(payload)} bytes over {self.limits.max_message_bytes}")
+        try:
+            frame = Frame.model_validate(_strict_json(payload))
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:  # ValidationError is a ValueError
+            detail = e.errors(include_input=False, include_url=False)[0]["msg"] if isinstance(e, ValidationError) else str(e)
+            raise reject("malformed", f"not a gallery frame: {detail[:120]}") from None
+        try:
+            text = self._assemble(frame)
+            if text is None:
+                return None
+            update, kid = self.open(text)
+        except UpdateRejected as e:
+            e.sha256 = frame.sha256
+            raise
+        return Received(update, frame.sha256, kid)
+
+    def _assemble(self, frame: Frame) -> str | None:
+        if frame.parts == 1:
+            text = frame.data
+        else:
+            p = self._pending.get(frame.sha256)
+            if p is None:
+                if len(self._pending) >= self._max_pending:
+                    oldest = min(self._pending, key=lambda k: self._pending[k].first_seen)
+                    del self._pending[oldest]
+                p = self._pending[frame.sha256] = _Pending(frame.parts, self._clock())
+            if p.parts != frame.parts:
+                del self._pending[frame.sha256]
+                raise reject("parts_mixed", f"a part says {frame.parts} parts, an earlier one {p.parts}")
+            old = p.chunks.get(frame.part)
+            if old is not None and old != frame.data:
+                del self._pending[frame.sha256]
+                raise reject("parts_mixed", f"part {frame.part} came twice with different data")
+            if old is None:
+                p.chunks[frame.part] = frame.data
+                p.size += len(frame.data)
+            if p.size > self.limits.max_update_bytes:
+                del self._pending[frame.sha256]
+                raise reject("too_large", f"update over {self.limits.max_update_bytes} bytes")
+            if len(p.chunks) < p.parts:
+                return None
+            del self._pending[frame.sha256]
+            text = "".join(p.chunks[i] for i in range(p.parts))
+        if hashlib.sha256(text.encode("utf-8")).hexdigest() != frame.sha256:
+            raise reject("checksum_mismatch", "the update's parts do not hash to its SHA-256")
+        return text
+
+    def expire(self) -> list[UpdateRejected]:
+        """Drop part-assembled updates older than the part timeout; one refusal each."""
+        now = self._clock()
+        out = []
+        for sha, p in list(self._pending.items()):
+            if now - p.first_seen > self.limits.part_timeout_s:
+                del self._pending[sha]
+                e = reject("parts_missing", f"{p.parts - len(p.chunks)} of {p.parts} parts missing after "
+                           f"{self.limits.part_timeout_s:g}s")
+                e.sha256 = sha
+                out.append(e)
+        return out
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def open(self, text: str) -> tuple[GalleryUpdate, str]:
+        """Decrypt, verify and parse a whole sealed update; (update, signing key id)."""
+        inner = self._decrypt(text)
+        payload, kid = self._verify(inner)
+        return parse_update(payload, self.limits), kid
+
+    def _decrypt(self, text: str) -> str:
+        try:
+            outer = _strict_json(text)
+        except (ValueError, RecursionError) as e:
+            raise reject("malformed", f"not a JWE (JSON serialization): {e}") from None
+        if not isinstance(outer, dict):
+            raise reject("malformed", "not a JWE (JSON serialization)")
+        if "recipients" in outer:  # general serialization; one recipient gives the flattened form
+            recipients = outer["recipients"]
+            if not isinstance(recipients, list) or "header" in outer or "encrypted_key" in outer:
+                raise reject("malformed", "JWE recipients are not a list")
+        else:
+            recipients = [{"header": outer.get("header"), "encrypted_key": outer.get("encrypted_key")}]
+        try:
+            protected = _strict_json(base64.urlsafe_b64decode(_padded(outer["protected"])))
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
+            raise reject("malformed", f"unreadable JWE protected header: {e}") from None
+        if not isinstance(protected, dict) or protected.get("enc") != CONTENT_ENC or "zip" in protected:
+            raise reject("malformed", f"JWE content encryption must be {CONTENT_ENC}, uncompressed")
+        if "unprotected" in outer or "aad" in outer:
+            raise reject("malformed", "unexpected JWE members")
+        mine = self.device_keys.encryption_kid
+        ours = [r for r in recipients if isinstance(r, dict) and isinstance(r.get("header"), dict)
+                and r["header"].get("kid") == mine]
+        if not ours:
+            raise reject("wrong_recipient", "not encrypted to this device's key")
+        header = ours[0]["header"]
+        if header.get("alg") != KEY_ALG or "zip" in header or "enc" in header:
+            raise reject("malformed", f"JWE key management must be {KEY_ALG}")
+        flat = {k: outer[k] for k in ("protected", "iv", "ciphertext", "tag") if k in outer}
+        flat.update(header=header, encrypted_key=ours[0].get("encrypted_key", ""))
+        try:
+            token = jwe.JWE(algs=[KEY_ALG, CONTENT_ENC])
+            token.deserialize(json.dumps(flat))
+            token.decrypt(self.device_keys.encryption)
+            return token.payload.decode("ascii")
+        except (JWException, ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
+            raise reject("not_decryptable", f"cannot decrypt: {type(e).__name__}") from None
+
+    def _verify(self, inner: str) -> tuple[bytes, str]:
+        if inner.count(".") != 2:
+            raise reject("malformed", "encrypted content is not a compact JWS")
+        try:
+            signed = jws.JWS()
+            signed.deserialize(inner)
+            protected = _strict_json(signed.objects["protected"])
+        except (JWException, ValueError, TypeError, KeyError) as e:
+            raise reject("malformed", f"unreadable JWS: {type(e).__name__}") from None
+        if not isinstance(protected, dict) or set(protected) - {"alg", "kid", "typ"}:
+            raise reject("malformed", "JWS header must hold alg, kid and typ only")
+        if protected.get("alg") != SIG_ALG:
+            raise reject("bad_signature", f"signature algorithm {str(protected.get('alg'))[:40]!r} is not {SIG_ALG}")
+        kid = protected.get("kid")
+        found = self.admins.signer(kid) if isinstance(kid, str) else None
+        if found is None:
+            raise reject("unknown_signer", "signed by a key that is not a pinned admin key")
+        try:
+            signed.verify(found[1], alg=SIG_ALG)
+        except (JWException, ValueError, TypeError):
+            raise reject("bad_signature", "the signature does not verify") from None
+        # Typed after the signature: a forged type never gets this far.
+        if protected.get("typ") != GALLERY_TYP:
+            raise reject("wrong_type", f"message type {str(protected.get('typ'))[:40]!r}, not {GALLERY_TYP}")
+        return signed.payload, kid
+
+
+def _padded(text: str) -> str:
+    if not isinstance(text, str) or not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    return text + "=" * (-len(text) % 4)
+
+
+# -- target, expiry and version ----------------------------------------------------
+
+
+def check_target(update: GalleryUpdate, *, site: str, device: str, now: float, skew: float) -> None:
+    if update.site != site:
+        raise reject("wrong_site", "the update is for another site")
+    if update.devices is not None and device not in update.devices:
+        raise reject("not_for_this_device", "the update names other devices of this site")
+    if now > update.exp + skew:
+        raise reject("expired", f"expired {now - update.exp:.0f}s ago")
+    if now < update.iat - skew:
+        raise reject("not_yet_valid", f"issued {update.iat - now:.0f}s in the future")
+
+
+def check_version(update: GalleryUpdate, held: int, applied: Callable[[str], bool]) -> None:
+    """Versions only go up; a delta applies only on the version it names."""
+    if update.version <= held:
+        if applied(update.update_id):
+            raise reject("replayed", f"update version {update.version} was already applied")
+        raise reject("rollback", f"version {update.version} is not above the version held, {held}")
+    if update.snapshot:
+        return
+    if update.base > held:
+        raise reject("version_gap", f"applies on version {update.base}; this device holds {held}")
+    if update.base < held:
+        raise reject("base_mismatch", f"applies on version {update.base}; this device holds {held}")
+
+
+# -- acknowledgements ------------------------------------------------------------------
+
+
+def ack_claims(
+    *, site: str, device: str, result: str, version: int, digest: str, now: float,
+    update: GalleryUpdate | None = None, reason: str | None = None, detail: str | None = None,
+    message_sha256: str | None = None,
+) -> dict[str, Any]:
+    """What a device answers to an update: the result, the version and gallery hash it now holds."""
+    return {
+        "v": FORMAT_VERSION, "site": site, "device": device, "result": result, "reason": reason,
+        "detail": detail, "update_id": update.update_id if update else None,
+        "offered_version": update.version if update else None, "kind": update.kind if update else None,
+        "version": version, "digest": digest, "message_sha256": message_sha256, "time": round(now, 3),
+    }
+
+
+def sign_ack(claims: dict[str, Any], device_keys: PartyKeys) -> str:
+    return sign_compact(claims, device_keys.signing, typ=ACK_TYP)
+
+
+def verify_ack(token: bytes | str, devices: KeyRing) -> dict[str, Any]:
+    """An ack's claims, checked against the devices' public keys; raises EnvelopeError (or ValueError)."""
+
+    def signer(kid: str):
+        hit = devices.signer(kid)
+        return hit[1] if hit else None
+
+    claims, kid = verify_compact(token, signer, typ=ACK_TYP, max_bytes=16384)
+    owner = devices.signer(kid)[0]
+    if owner != f"{claims.get('site')}/{claims.get('device')}":
+        raise ValueError(f"ack signed by {owner!r} names another device")
+    return claims
