@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "events",
     "provision",
     "qrtoken",
+    "gallery",
 ]
 
 
