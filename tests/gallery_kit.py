@@ -1,0 +1,96 @@
+"""Helpers for the gallery-update tests: keys, residents, updates sealed right and wrong.
+
+:class:`Admin` builds updates as ``kiosk-admin gallery publish`` does, and
+also the forgeries the catalogue needs: claims that break the format,
+JWS headers and payloads written by hand, ciphertexts cut or flipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+from jwcrypto import jwe, jws
+
+from kiosk.match.gallery import Resident, gallery_digest
+from kiosk.sync import keys as keymod
+from kiosk.sync.updates import GALLERY_TYP, SNAPSHOT, erase_op, new_update, seal_update, to_frames, upsert_op
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def vectors(rng: np.random.Generator, n: int = 1) -> list[np.ndarray]:
+    """Unit-length-ish descriptors like dlib's (norm about 1), float32."""
+    out = []
+    for _ in range(n):
+        v = rng.normal(size=128).astype(np.float32)
+        out.append((v / np.linalg.norm(v)).astype(np.float32))
+    return out
+
+
+class World:
+    """A gallery as the admin holds it: residents and their template vectors."""
+
+    def __init__(self):
+        self.residents: dict[str, Resident] = {}
+        self.vectors: dict[str, list[np.ndarray]] = {}
+
+    def put(self, resident: Resident, vecs: list[np.ndarray]) -> None:
+        self.residents[resident.id] = resident
+        self.vectors[resident.id] = list(vecs)
+
+    def drop(self, rid: str) -> None:
+        self.residents.pop(rid)
+        self.vectors.pop(rid)
+
+    def digest(self) -> str:
+        return gallery_digest(self.residents, {r: [v.astype("<f4").tobytes() for v in vs] for r, vs in self.vectors.items()})
+
+    def upserts(self, ids=None) -> list[dict]:
+        return [upsert_op(self.residents[r], self.vectors[r]) for r in sorted(ids if ids is not None else self.residents)]
+
+
+class Admin:
+    """Signs and seals updates for devices (right, and on request wrong)."""
+
+    def __init__(self, keys: keymod.PartyKeys | None = None):
+        self.keys = keys or keymod.generate("admin")
+
+    def claims(self, world: World, *, site: str, version: int, base, ops=None, **kw) -> dict:
+        if ops is None:
+            ops = world.upserts()
+        return new_update(site=site, version=version, base=base, ops=ops, digest=kw.pop("digest", world.digest()), **kw)
+
+    def seal(self, claims: dict, *devices: keymod.PartyKeys) -> str:
+        return seal_update(claims, self.keys, [keymod.public_key(d.encryption) for d in devices])
+
+    def frames(self, claims: dict, *devices: keymod.PartyKeys, max_bytes: int = 262144) -> list[bytes]:
+        return to_frames(self.seal(claims, *devices), max_bytes)
+
+    def seal_raw(self, payload: bytes, *devices: keymod.PartyKeys, header: dict | None = None, signer=None) -> str:
+        """Sign any bytes (any JWS header) and encrypt them as an update would be."""
+        key = (signer or self.keys).signing
+        signed = jws.JWS(payload)
+        hdr = header or {"alg": "Ed25519", "kid": key.get("kid"), "typ": GALLERY_TYP}
+        signed.add_signature(key, alg="Ed25519", protected=json.dumps(hdr))
+        return encrypt_raw(signed.serialize(compact=True).encode("ascii"), *devices)
+
+
+def encrypt_raw(plaintext: bytes, *devices: keymod.PartyKeys, protected: dict | None = None) -> str:
+    e = jwe.JWE(plaintext, protected=json.dumps(protected or {"enc": "A256GCM", "cty": "JWT"}))
+    for d in devices:
+        e.add_recipient(keymod.public_key(d.encryption), header=json.dumps({"alg": "ECDH-ES+A256KW", "kid": d.encryption_kid}))
+    return e.serialize(compact=False)
+
+
+def frame(text: str, *, sha: str | None = None, part: int = 0, parts: int = 1) -> bytes:
+    import hashlib
+
+    return json.dumps({"v": 1, "sha256": sha or hashlib.sha256(text.encode()).hexdigest(), "part": part,
+                       "parts": parts, "data": text}, separators=(",", ":")).encode()
+
+
+__all__ = ["Admin", "World", "vectors", "frame", "encrypt_raw", "b64url", "SNAPSHOT", "erase_op", "upsert_op"]

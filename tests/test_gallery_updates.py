@@ -1,0 +1,261 @@
+"""Gallery updates in process: format, sealing, parts, one-transaction apply, acks, the admin's plan."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+
+import numpy as np
+import pytest
+
+from gallery_kit import Admin, World, erase_op, frame, vectors
+from kiosk.config import GallerySettings
+from kiosk.db import open_database
+from kiosk.errors import UpdateRejected
+from kiosk.match.decide import Decision, Outcome
+from kiosk.match.gallery import GalleryStore, Resident
+from kiosk.match.templates import TemplateCipher
+from kiosk.sync import keys as keymod
+from kiosk.sync.gallery_apply import apply_update, held_version
+from kiosk.sync.gallery_pub import AdminGallery, DeviceView, Ledger, plan
+from kiosk.sync.outbox import Outbox
+from kiosk.sync.updates import (
+    REASONS, UpdateReceiver, ack_claims, parse_update, sign_ack, to_frames, verify_ack,
+)
+
+SITE, DEVICE = "elm-court", "door-1"
+
+
+@pytest.fixture(scope="module")
+def parties():
+    return Admin(), keymod.generate(f"{SITE}/{DEVICE}")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = GalleryStore(open_database(tmp_path / "device.db"), TemplateCipher.from_file(tmp_path / "template.key"))
+    yield s
+    s.db.close()
+
+
+def receive(parties, frames, limits=None):
+    admin, device = parties
+    rx = UpdateReceiver(device, keymod.KeyRing([admin.keys]), limits or GallerySettings())
+    got = None
+    for f in frames:
+        got = rx.offer(f)
+    return got
+
+
+def apply(store, update, now=None):
+    return apply_update(store, update, site=SITE, device=DEVICE, now=now or time.time(), skew=300)
+
+
+def world_of(rng, n, per=1):
+    w = World()
+    for i in range(n):
+        w.put(Resident(f"R-{i:04d}", f"Resident number {i}"), vectors(rng, per))
+    return w
+
+
+def test_snapshot_then_delta_reach_the_admins_digest(parties, store):
+    admin, device = parties
+    rng = np.random.default_rng(1)
+    w = world_of(rng, 5, per=2)
+    got = receive(parties, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device))
+    a = apply(store, got.update)
+    assert a.version == 1 and a.digest == w.digest() == store.digest() and len(a.gallery) == 5
+    # A delta: one changed (name, validity, new templates), one new, one erased.
+    w.put(Resident("R-0001", "Renamed", valid_until=time.time() + 3600), vectors(rng, 3))
+    w.put(Resident("R-0100", "New"), vectors(rng, 1))
+    w.drop("R-0002")
+    ops = w.upserts(["R-0001", "R-0100"]) + [erase_op("R-0002")]
+    got = receive(parties, admin.frames(admin.claims(w, site=SITE, version=2, base=1, ops=ops), device))
+    a = apply(store, got.update)
+    assert (a.upserted, a.erased) == (2, 1)
+    assert a.digest == w.digest() == store.digest() == a.gallery.digest()
+    assert held_version(store) == 2 and a.gallery.version == "2"
+    assert store.residents()["R-0001"].name == "Renamed"
+    assert store.db.execute("SELECT COUNT(*) FROM templates WHERE resident_id = 'R-0001'").fetchone()[0] == 3
+    # The searched gallery finds a resident by their template.
+    assert a.gallery.search(w.vectors["R-0100"][0]).resident_id == "R-0100"
+
+
+def test_large_snapshot_in_shuffled_parts(parties, store):
+    admin, device = parties
+    w = world_of(np.random.default_rng(2), 300)
+    frames = admin.frames(admin.claims(w, site=SITE, version=3, base="snapshot"), device, max_bytes=16384)
+    assert len(frames) > 10 and all(len(f) <= 16384 for f in frames)
+    random.Random(3).shuffle(frames)
+    admin_, device_ = parties
+    rx = UpdateReceiver(device_, keymod.KeyRing([admin_.keys]), GallerySettings(max_message_bytes=16384))
+    results = [rx.offer(f) for f in frames]
+    assert all(r is None for r in results[:-1]) and results[-1] is not None and rx.pending == 0
+    assert apply(store, results[-1].update).digest == w.digest()
+
+
+def test_multi_recipient_update_opens_for_each_device_only(parties):
+    admin, d1 = parties
+    d2, stranger = keymod.generate(f"{SITE}/door-2"), keymod.generate(f"{SITE}/door-3")
+    w = world_of(np.random.default_rng(4), 2)
+    frames = admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), d1, d2)
+    for dev in (d1, d2):
+        rx = UpdateReceiver(dev, keymod.KeyRing([admin.keys]), GallerySettings())
+        assert rx.offer(frames[0]).update.digest == w.digest()
+    with pytest.raises(UpdateRejected) as e:
+        UpdateReceiver(stranger, keymod.KeyRing([admin.keys]), GallerySettings()).offer(frames[0])
+    assert e.value.reason == "wrong_recipient"
+
+
+def test_the_broker_sees_neither_names_nor_templates(parties):
+    admin, device = parties
+    w = World()
+    v = vectors(np.random.default_rng(5), 1)
+    w.put(Resident("R-secret-id", "Ada Lovelace"), v)
+    wire = b"".join(admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device))
+    for needle in (b"Ada Lovelace", b"R-secret-id", v[0].tobytes()[:16]):
+        assert needle not in wire
+    from gallery_kit import b64url
+
+    assert b64url(v[0].tobytes())[:40].encode() not in wire
+
+
+def test_failure_half_way_applies_nothing(parties, store):
+    admin, device = parties
+    rng = np.random.default_rng(6)
+    w = world_of(rng, 3)
+    apply(store, receive(parties, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device)).update)
+    before = (store.digest(), held_version(store), store.db.execute("SELECT COUNT(*) FROM templates").fetchone())
+    # A valid delta whose digest is not what the gallery would hash to: refused after every row was written.
+    w2 = world_of(rng, 3)
+    bad = admin.claims(w2, site=SITE, version=2, base=1, ops=w2.upserts(), digest="0" * 64)
+    with pytest.raises(UpdateRejected) as e:
+        apply(store, receive(parties, admin.frames(bad, device)).update)
+    assert e.value.reason == "digest_mismatch"
+    assert (store.digest(), held_version(store), store.db.execute("SELECT COUNT(*) FROM templates").fetchone()) == before
+    assert not store.db.conn.in_transaction
+
+
+def test_version_rules(parties, store):
+    admin, device = parties
+    w = world_of(np.random.default_rng(7), 2)
+    first = receive(parties, admin.frames(admin.claims(w, site=SITE, version=4, base="snapshot"), device)).update
+    apply(store, first)
+    cases = [
+        (first, "replayed"),
+        (admin.claims(w, site=SITE, version=3, base="snapshot"), "rollback"),
+        (admin.claims(w, site=SITE, version=4, base=3), "rollback"),
+        (admin.claims(w, site=SITE, version=9, base=6), "version_gap"),
+        (admin.claims(w, site=SITE, version=9, base=2), "base_mismatch"),
+        (admin.claims(w, site=SITE, version=5, base=4, now=time.time() - 30 * 86400), "expired"),
+        (admin.claims(w, site=SITE, version=5, base=4, now=time.time() + 3600), "not_yet_valid"),
+        (admin.claims(w, site="other-site", version=5, base=4), "wrong_site"),
+        (admin.claims(w, site=SITE, version=5, base=4, devices=["door-9"]), "not_for_this_device"),
+    ]
+    for claims, reason in cases:
+        update = claims if not isinstance(claims, dict) else parse_update(json.dumps(claims))
+        with pytest.raises(UpdateRejected) as e:
+            apply(store, update)
+        assert e.value.reason == reason
+        assert held_version(store) == 4
+    # Named devices including this one: taken.
+    ok = parse_update(json.dumps(admin.claims(w, site=SITE, version=5, base=4, devices=[DEVICE, "door-2"])))
+    assert apply(store, ok).version == 5
+
+
+def test_erase_purges_delivered_checkins_and_expiry_needs_no_update(parties, store, tmp_path):
+    admin, device = parties
+    rng = np.random.default_rng(8)
+    w = world_of(rng, 2)
+    w.put(Resident("R-expired", "Gone by now", valid_until=time.time() - 60), vectors(rng))
+    a = apply(store, receive(parties, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device)).update)
+    # Past valid-until: in the gallery, yet never matched.
+    assert "R-expired" in a.gallery.residents
+    assert a.gallery.search(w.vectors["R-expired"][0]).resident_id != "R-expired"
+    outbox = Outbox(store.db, site=SITE, device=DEVICE)
+    delivered = outbox.commit(Decision(Outcome.ACCEPTED, 1, "R-0000", 0.3, 0.1, 3))
+    outbox.mark_delivered(delivered.seq)
+    waiting = outbox.commit(Decision(Outcome.ACCEPTED, 2, "R-0000", 0.3, 0.1, 3))
+    other = outbox.commit(Decision(Outcome.ACCEPTED, 3, "R-0001", 0.3, 0.1, 3))
+    outbox.mark_delivered(other.seq)
+    w.drop("R-0000")
+    a = apply(store, receive(parties, admin.frames(
+        admin.claims(w, site=SITE, version=2, base=1, ops=[erase_op("R-0000")]), device)).update)
+    assert (a.erased, a.checkins_purged, a.reclaimed) == (1, 1, True)
+    left = {c.seq for c in outbox.all()}
+    assert left == {waiting.seq, other.seq}  # the undelivered one stays until delivered
+
+
+def test_acks_are_signed_and_hold_no_personal_data(parties, store):
+    admin, device = parties
+    w = World()
+    w.put(Resident("R-private", "Private Name"), vectors(np.random.default_rng(9)))
+    claims = admin.claims(w, site=SITE, version=1, base="snapshot")
+    claims["ops"].append(dict(claims["ops"][0]))  # the same resident twice
+    with pytest.raises(UpdateRejected) as e:
+        receive(parties, [frame(admin.seal_raw(json.dumps(claims).encode(), device))])
+    assert e.value.reason == "duplicate_resident"
+    ack = ack_claims(site=SITE, device=DEVICE, result="refused", version=0, digest=store.digest(), now=time.time(),
+                     reason=e.value.reason, detail=str(e.value))
+    token = sign_ack(ack, device)
+    assert b"R-private" not in token.encode() and b"Private Name" not in token.encode()
+    assert verify_ack(token, keymod.KeyRing([device.public()]))["reason"] == "duplicate_resident"
+    with pytest.raises(Exception):
+        verify_ack(token, keymod.KeyRing([keymod.generate(f"{SITE}/{DEVICE}").public()]))
+
+
+def test_every_reason_is_explained():
+    assert all(isinstance(v, str) and v for v in REASONS.values()) and len(REASONS) >= 20
+
+
+def test_frames_never_exceed_the_limit():
+    text = '{"a":"' + "x" * 100_000 + '"}'
+    for limit in (4096, 10_000, 65536):
+        frames = to_frames(text, limit)
+        assert all(len(f) <= limit for f in frames)
+        assert "".join(json.loads(f)["data"] for f in frames) == text
+
+
+# -- the admin's side ------------------------------------------------------------------
+
+
+def admin_store(tmp_path, name="admin"):
+    d = tmp_path / name
+    d.mkdir()
+    return GalleryStore(open_database(d / "kiosk.db"), TemplateCipher.from_file(d / "template.key"))
+
+
+def test_plan_deltas_against_the_ledger(tmp_path):
+    store = admin_store(tmp_path)
+    rng = np.random.default_rng(10)
+    for i in range(3):
+        store.enroll(Resident(f"R-{i}", f"N{i}"), [(v, None) for v in vectors(rng, 2)])
+    ledger = Ledger(store, SITE)
+    devices = ["door-1", "door-2"]
+    p = plan(AdminGallery.read(store), ledger, devices, {})
+    [send] = p.sends
+    assert send.claims["version"] == 1 and send.claims["base"] == 0 and len(send.claims["ops"]) == 3
+    ledger.record(*p.record, AdminGallery.read(store))
+    assert plan(AdminGallery.read(store), ledger, devices, {}).sends == []
+    # A change and an erasure: only they travel.
+    store.upsert_resident(Resident("R-1", "Renamed"))
+    store.erase("R-2")
+    g = AdminGallery.read(store)
+    p = plan(g, ledger, devices, {"door-2": DeviceView("door-2", version=0)})
+    site, snap = p.sends
+    assert [op["op"] for op in site.claims["ops"]] == ["upsert", "erase"]
+    assert (site.claims["version"], site.claims["base"], site.claims["digest"]) == (2, 1, g.digest)
+    # door-2 is behind (version 0): it also gets a snapshot of version 2, for it alone.
+    assert (snap.device, snap.recipients, snap.claims["base"], snap.claims["devices"]) == ("door-2", ["door-2"], "snapshot", ["door-2"])
+    ledger.record(*p.record, g)
+    # Nothing changed, a device still behind: a snapshot of the current version.
+    p = plan(g, ledger, devices, {"door-1": DeviceView("door-1", version=1, wants_snapshot=True)})
+    assert [(s.device, s.claims["version"], s.claims["base"]) for s in p.sends] == [("door-1", 2, "snapshot")]
+    assert p.record is None
+    # A device at the right version with another hash: a site-wide snapshot of a new version.
+    p = plan(g, ledger, devices, {"door-1": DeviceView("door-1", version=2, digest="f" * 64)})
+    assert [(s.device, s.claims["version"], s.claims["base"]) for s in p.sends] == [(None, 3, "snapshot")]
+    # --snapshot.
+    p = plan(g, ledger, devices, {}, force_snapshot=True)
+    assert p.sends[0].claims["version"] == 3 and len(p.sends[0].claims["ops"]) == 2
