@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from .result import RunResult
 from .search import SearchResult
+from .videos import PRESENT
 
 CPU_TARGET = 8.0
 SEARCH_TARGET = 5.0
@@ -20,8 +21,16 @@ class VideoRow:
     baseline: RunResult
 
     @property
+    def present(self) -> set[str]:
+        return PRESENT.get(self.label, set())
+
+    @property
     def missed(self) -> set[str]:
-        return set(self.baseline.identities) - set(self.ours.identities)
+        """People the loop recognised correctly and we did not."""
+        return (set(self.baseline.identities) & self.present) - set(self.ours.identities)
+
+    def false_accepts(self, run: RunResult) -> set[str]:
+        return set(run.identities) - self.present
 
 
 def _ratio(a: float, b: float) -> str:
@@ -59,9 +68,17 @@ def verdicts(rows: list[VideoRow], search: SearchResult | None) -> list[tuple[st
     )]
     missed = {r.label: sorted(r.missed) for r in rows if r.missed}
     out.append((
-        "every identity the loop recognises is recognised too",
+        "every identity the loop recognises (correctly) is recognised too",
         not missed,
         "all recognised" if not missed else "; ".join(f"{v}: {', '.join(ids)}" for v, ids in missed.items()),
+    ))
+    ours_fa = {r.label: sorted(r.false_accepts(r.ours)) for r in rows if r.false_accepts(r.ours)}
+    base_fa = {r.label: sorted(r.false_accepts(r.baseline)) for r in rows if r.false_accepts(r.baseline)}
+    out.append((
+        "no identity accepted in a video they are not in (ours)",
+        not ours_fa,
+        "none" + (f"; the loop falsely matched {base_fa}" if base_fa else "")
+        if not ours_fa else f"ours: {ours_fa}; the loop: {base_fa}",
     ))
     if search is not None:
         out.append((

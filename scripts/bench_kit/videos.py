@@ -27,6 +27,16 @@ VIDEOS = [
 ]
 
 
+# Who is really in each video, among the enrolled people (what the SOURCES say
+# and what the clips show); a match to anyone else is a false accept.
+PRESENT = {
+    "single_face": {"pyfeat_webcam"},
+    "face_noface": {"pyfeat_webcam"},
+    "noface_face": {"pyfeat_webcam"},
+    "short_hamilton": {"lin_manuel_miranda"},
+}
+
+
 @dataclass(frozen=True)
 class Video:
     label: str
