@@ -93,4 +93,34 @@ def frame(text: str, *, sha: str | None = None, part: int = 0, parts: int = 1) -
                        "parts": parts, "data": text}, separators=(",", ":")).encode()
 
 
-__all__ = ["Admin", "World", "vectors", "frame", "encrypt_raw", "b64url", "SNAPSHOT", "erase_op", "upsert_op"]
+
+
+
+def device_state(root, site: str, device: str, admin_public: keymod.PartyKeys, backend: keymod.PartyKeys | None = None):
+    """A device's state folder with its keys, the back end's and the admin's public keys; (path, device keys)."""
+    from pathlib import Path
+
+    state = Path(root)
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    keys = keymod.generate(f"{site}/{device}")
+    keymod.save_private(state / "device.jwks", keys)
+    keymod.save_public(state / "backend.pub.jwks", backend or keymod.generate("backend"))
+    keymod.save_public(state / "admin.pub.jwks", admin_public)
+    return state, keys
+
+
+def mqtt_toml(broker, cn: str) -> str:
+    """An [mqtt] table for ``broker`` with a client certificate for ``cn``."""
+    cert, key = broker.pki.client(cn)
+    return (
+        f'[mqtt]\nenabled = true\nurl = "{broker.url}"\nca_file = "{broker.pki.ca_file}"\n'
+        f'client_cert = "{cert}"\nclient_key = "{key}"\nkeepalive = 5\nconnect_timeout = 3.0\n'
+        "reconnect_backoff_initial = 0.1\nreconnect_backoff_max = 1.0\nstatus_interval = 60.0\n"
+    )
+
+
+def device_toml(state, site: str, device: str, broker, extra: str = "") -> str:
+    return (
+        f'[device]\nsite = "{site}"\ndevice_id = "{device}"\nstate_dir = "{state}"\n'
+        "[logging]\njournald = false\n" + mqtt_toml(broker, device) + extra
+    )
