@@ -377,4 +377,4 @@ def cmd_run(args) -> int:
 
 def _printer(d: Decision, checkin: CheckIn) -> None:
     stamp = time.strftime("%H:%M:%S", time.localtime(checkin.claims["time"]))
-    print(f"{stamp} seq={checkin.seq:<4} {d.describe()}", flush=True)
+    print(f"{stamp} seq={checkin.seq:<4} {d.describe()} event={checkin.event_id}", flush=True)

