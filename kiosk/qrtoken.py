@@ -150,15 +150,13 @@ class QrVerifier:
 class QrCheckIn:
     """Reads residents' codes from frames: every Nth frame, each showing once.
 
-    The same code seen again within ``repeat_window_s`` is the same showing
-    (a phone held up for a few seconds), not a replay.
+    The same code seen again within ``repeat_window_s`` (of frame time) is
+    the same showing (a phone held up for a few seconds), not a replay.
     """
 
-    def __init__(self, verifier: QrVerifier, settings: QrCredentialSettings,
-                 *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, verifier: QrVerifier, settings: QrCredentialSettings):
         self.verifier = verifier
         self.settings = settings
-        self._clock = clock
         self._seen: dict[bytes, float] = {}
         self.frames = 0
         self.looks = 0
@@ -173,7 +171,7 @@ class QrCheckIn:
         payloads = decode_qr(frame.image, thorough=False)
         if not payloads:
             return []
-        now = self._clock()
+        now = frame.timestamp
         window = self.settings.repeat_window_s
         self._seen = {k: t for k, t in self._seen.items() if now - t <= window}
         out = []
