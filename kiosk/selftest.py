@@ -337,8 +337,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_selftest)
 
 
+def _with_provisioning(cfg: KioskConfig) -> KioskConfig:
+    """What the daemon runs on: the config with the stored provisioning applied (site, location, broker, keys)."""
+    from .errors import KioskError
+    from .provisioning.startup import provisioned_config
+
+    try:
+        return provisioned_config(cfg)[0]
+    except KioskError as e:  # the daemon would refuse to start on it: say so, check the rest
+        print(f"kiosk selftest: provisioning: {e}", file=sys.stderr)
+        return cfg
+
+
 def cmd_selftest(args) -> int:
-    cfg = load_config(args.config)
+    cfg = _with_provisioning(load_config(args.config))
     if args.source:
         cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"source": args.source})})
     results = run_checks(Context(cfg, camera_timeout=args.camera_timeout), args.only)

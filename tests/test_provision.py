@@ -336,3 +336,14 @@ def test_kiosk_provision_without_a_root_key_is_a_config_error(state_dir, tmp_pat
     cfg.write_text(f'[device]\nstate_dir = "{state_dir}"\n[provisioning]\nfleet_root_key = "{tmp_path}/none.pub"\n')
     assert kiosk_main(["provision", "--config", str(cfg), "--status"]) == 78
     assert "no fleet root key" in capsys.readouterr().err
+
+
+def test_selftest_checks_what_the_provisioning_says(fleet, state_dir, capsys):
+    cfg = fleet.config_file(state_dir)
+    assert kiosk_main(["selftest", "--config", str(cfg), "--only", "location", "--json"]) == 0
+    (check,) = json.loads(capsys.readouterr().out)["checks"]
+    assert check["status"] == "skipped"  # no service location before provisioning
+    ProvisioningStore(fleet.config(state_dir)).install(fleet.code())
+    assert kiosk_main(["selftest", "--config", str(cfg), "--only", "location", "--json"]) == 0
+    (check,) = json.loads(capsys.readouterr().out)["checks"]
+    assert check["status"] == "ok" and f"{LAT:.5f},{LON:.5f} within 120 m" in check["detail"]
