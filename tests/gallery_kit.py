@@ -124,3 +124,37 @@ def device_toml(state, site: str, device: str, broker, extra: str = "") -> str:
         f'[device]\nsite = "{site}"\ndevice_id = "{device}"\nstate_dir = "{state}"\n'
         "[logging]\njournald = false\n" + mqtt_toml(broker, device) + extra
     )
+
+
+class RecordingLink:
+    """Stands in for the publisher: records subscriptions, sent messages and status requests."""
+
+    def __init__(self):
+        self.subscriptions: list[tuple[str, object]] = []
+        self.sent: list[tuple[str, bytes, int, bool]] = []
+        self.status_requests = 0
+
+    def subscribe(self, topics, handler, *, qos=1):
+        self.subscriptions += [(t, handler) for t in topics]
+
+    def send(self, topic, payload, *, qos=1, retain=False):
+        self.sent.append((topic, payload.encode() if isinstance(payload, str) else payload, qos, retain))
+
+    def request_status(self):
+        self.status_requests += 1
+
+
+class RecordingRecognizer:
+    """Stands in for the recogniser: holds a gallery, records swaps; ``frames`` advances on demand."""
+
+    class _Stats:
+        frames = 0
+
+    def __init__(self, gallery):
+        self.gallery = gallery
+        self.swaps: list = []
+        self.stats = self._Stats()
+
+    def swap_gallery(self, gallery):
+        self.swaps.append(gallery)
+        self.gallery = gallery

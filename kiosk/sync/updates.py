@@ -286,12 +286,17 @@ def seal_update(claims: dict[str, Any], admin: PartyKeys, recipients: Iterable[j
 def to_frames(sealed: str, max_message_bytes: int) -> list[bytes]:
     """The sealed update as framed MQTT payloads, each at most ``max_message_bytes``."""
     digest = hashlib.sha256(sealed.encode("utf-8")).hexdigest()
-    # Room for the frame's own fields, and for escaping the JWE's few quotes
-    # (the base64url bulk needs no escaping).
-    chunk = max_message_bytes - 200 - sealed.count('"') - sealed.count("\\")
-    if chunk < 1024:
+    room = max_message_bytes - 200  # the frame's own fields
+    if room < 1024:
         raise ValueError(f"max_message_bytes {max_message_bytes} is too small for an update's frames")
-    chunks = [sealed[i : i + chunk] for i in range(0, len(sealed), chunk)] or [""]
+    chunks, pos = [], 0
+    while pos < len(sealed) or not chunks:
+        end = min(len(sealed), pos + room)
+        # JSON escaping may lengthen a chunk (the JWE's quotes; anything else in odd input).
+        while end - pos > 1 and len(json.dumps(sealed[pos:end])) > room:
+            end = pos + (end - pos) * 3 // 4
+        chunks.append(sealed[pos:end])
+        pos = end
     frames = []
     for i, data in enumerate(chunks):
         frame = json.dumps({"v": 1, "sha256": digest, "part": i, "parts": len(chunks), "data": data},
