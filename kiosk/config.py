@@ -220,7 +220,7 @@ class ProvisioningSettings(Section):
     enabled: bool = True
     fleet_root_key: Path = Path("/etc/kiosk/fleet-root.pub")
     directory: Path = Path("provisioning")
-    scan_every: int = Field(3, ge=1, le=100)
+    scan_every: int = Field(5, ge=1, le=100)
     clock_skew_s: float = Field(300.0, ge=0, le=86400)
 
 

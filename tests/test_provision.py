@@ -347,3 +347,15 @@ def test_selftest_checks_what_the_provisioning_says(fleet, state_dir, capsys):
     assert kiosk_main(["selftest", "--config", str(cfg), "--only", "location", "--json"]) == 0
     (check,) = json.loads(capsys.readouterr().out)["checks"]
     assert check["status"] == "ok" and f"{LAT:.5f},{LON:.5f} within 120 m" in check["detail"]
+
+
+def test_codes_that_are_not_text_are_refused_not_raised(fleet, state_dir):
+    store = ProvisioningStore(fleet.config(state_dir))
+    for payload in (b"\xc3\x28 not UTF-8 or ASCII", "caf\u00e9".encode(), b""):
+        with pytest.raises(ProvisioningRefused) as e:
+            store.install(payload)
+        assert e.value.reason == "malformed"
+    (store.directory).mkdir()
+    (store.directory / "bundle.jws").write_bytes(b"\xff\xfe")
+    with pytest.raises(NotProvisioned):
+        store.load()

@@ -106,7 +106,8 @@ def _from_camera(cfg, take, timeout: float):
     capture = CaptureThread(open_source(cfg.capture.source, cfg.capture), cfg.capture)
     capture.start()
     try:
-        return scan(capture.get, CodeScanner(take, every=1, on_refused=refused), timeout=timeout)
+        scanner = CodeScanner(take, every=cfg.provisioning.scan_every, on_refused=refused)
+        return scan(capture.get, scanner, timeout=timeout)
     finally:
         capture.stop()
 

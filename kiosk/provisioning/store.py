@@ -78,7 +78,7 @@ class ProvisioningStore:
             return None
         if not self.root_key_path.is_file():
             raise NotProvisioned(f"{self.directory} holds a provisioning but the fleet root key {self.root_key_path} is missing")
-        code = (self.directory / BUNDLE_FILE).read_text(encoding="ascii").strip()
+        code = (self.directory / BUNDLE_FILE).read_bytes().strip()
         try:
             bundle = read_bundle(code, self.roots(), check_expiry=False)
         except ProvisioningRefused as e:
@@ -102,8 +102,8 @@ class ProvisioningStore:
         """
         if self.provisioned:
             raise refused("already_provisioned", f"site {self._stored_site()}")
-        text = code.decode("ascii") if isinstance(code, bytes) else code
-        bundle = self.verify(text)
+        bundle = self.verify(code)
+        text = code.decode("ascii") if isinstance(code, bytes) else code  # ASCII: it verified
         device_id = bundle.device_id or self.config.device.device_id
         device_keys = keymod.generate(keymod.device_owner(bundle.site, device_id))
         parent = self.directory.parent
