@@ -208,11 +208,6 @@ PATTERNS = {
         RED: [(0, OFF), (0, ON), (0.5, OFF), (0.5, ON), (0.5, OFF), (0.5, ON), (0.5, OFF)],
         BUZZER: [(0, OFF), (0, ON), (0.6, OFF)],
     },
-    Outcome.QR_REFUSED: {
-        GREEN: [(0, OFF)],
-        RED: [(0, OFF), (0, ON), (2.0, OFF)],
-        BUZZER: [(0, OFF), (0, ON), (0.1, OFF), (0.1, ON), (0.1, OFF)],
-    },
 }
 
 
