@@ -33,26 +33,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def run_command(prog: str, fn, args) -> int:
+    """Run a sub-command; a kiosk error becomes a message and an exit status (78 for config)."""
     try:
-        if args.validate_config:
-            load_config(args.validate_config)
-            print(f"{args.validate_config}: OK")
-            return 0
-        if not args.command:
-            parser.print_help()
-            return 2
-        return int(args.func(args) or 0)
+        return int(fn(args) or 0)
     except ConfigError as e:
-        print(f"kiosk: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return ConfigError.exit_status
     except KioskError as e:
-        print(f"kiosk: {e}", file=sys.stderr)
+        print(f"{prog}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.validate_config:
+        return run_command("kiosk", _validate, args)
+    if not args.command:
+        parser.print_help()
+        return 2
+    return run_command("kiosk", args.func, args)
+
+
+def _validate(args) -> int:
+    load_config(args.validate_config)
+    print(f"{args.validate_config}: OK")
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

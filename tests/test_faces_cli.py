@@ -41,3 +41,12 @@ def test_compare_same_person_under_threshold_other_over(test_data, capsys):
         assert r["distance"] < threshold and r["match"] is True
     r = _distance(test_data, capsys, "obama.jpg", "biden.jpg")
     assert r["distance"] > threshold and r["match"] is False
+
+
+def test_missing_or_unreadable_images_are_clear_errors(tmp_path, capsys):
+    assert admin_main(["compare", str(tmp_path / "missing.jpg"), str(tmp_path / "b.jpg")]) == 1
+    assert "missing.jpg: No such file or directory" in capsys.readouterr().err
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image")
+    assert admin_main(["faces", str(junk)]) == 1
+    assert "not an image OpenCV can read" in capsys.readouterr().out

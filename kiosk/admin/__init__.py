@@ -12,7 +12,7 @@ import importlib
 import logging
 import sys
 
-from ..errors import ConfigError, KioskError
+from ..cli import run_command
 from ..logs import setup_logging
 
 #: Modules that provide sub-commands, in the order --help lists them.
@@ -47,16 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging("DEBUG" if args.verbose else "WARNING", journald=False)
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as e:
-        print(f"kiosk-admin: {e}", file=sys.stderr)
-        return ConfigError.exit_status
-    except KioskError as e:
-        print(f"kiosk-admin: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return run_command("kiosk-admin", args.func, args)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -44,8 +44,11 @@ class Template:
 
 def read_image(path: Path | str) -> np.ndarray:
     """A BGR image from any format OpenCV decodes (by content, not by name)."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as e:
+        raise EnrollmentRefused("unreadable", f"{path}: {e.strerror}") from None
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise EnrollmentRefused("unreadable", f"{path}: not an image OpenCV can read")
     return img
