@@ -14,7 +14,7 @@ from kiosk.config import GallerySettings
 from kiosk.db import open_database
 from kiosk.errors import UpdateRejected
 from kiosk.match.decide import Decision, Outcome
-from kiosk.match.gallery import GalleryStore, Resident
+from kiosk.match.gallery import Gallery, GalleryStore, Resident
 from kiosk.match.templates import TemplateCipher
 from kiosk.sync import keys as keymod
 from kiosk.sync.gallery_apply import apply_update, held_version
@@ -259,3 +259,44 @@ def test_plan_deltas_against_the_ledger(tmp_path):
     # --snapshot.
     p = plan(g, ledger, devices, {}, force_snapshot=True)
     assert p.sends[0].claims["version"] == 3 and len(p.sends[0].claims["ops"]) == 2
+
+
+def test_gallery_derived_in_memory_equals_the_one_loaded_from_the_rows(parties, store):
+    admin, device = parties
+    rng = np.random.default_rng(11)
+    w = world_of(rng, 30, per=2)
+    a = apply_update(store, receive(parties, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"),
+                                                          device)).update,
+                     site=SITE, device=DEVICE, now=time.time(), skew=300, current=Gallery.empty())
+    for step in range(2, 5):
+        w.put(Resident(f"R-{step:04d}", f"Changed {step}", valid_from=1.0), vectors(rng, 3))
+        w.put(Resident(f"N-{step}", "New"), vectors(rng, 1))
+        w.drop(f"R-{step + 10:04d}")
+        ops = w.upserts([f"R-{step:04d}", f"N-{step}"]) + [erase_op(f"R-{step + 10:04d}")]
+        u = receive(parties, admin.frames(admin.claims(w, site=SITE, version=step, base=step - 1, ops=ops), device)).update
+        a = apply_update(store, u, site=SITE, device=DEVICE, now=time.time(), skew=300, current=a.gallery)
+        loaded = store.load()
+        assert a.digest == a.gallery.digest() == loaded.digest() == w.digest()
+        assert a.gallery.ids == loaded.ids and np.array_equal(a.gallery.starts, loaded.starts)
+        assert a.gallery.residents == loaded.residents and a.gallery.version == loaded.version
+        for rid in a.gallery.ids:  # the same templates per resident (order within a resident may differ)
+            i, j = a.gallery.ids.index(rid), loaded.ids.index(rid)
+            ends = lambda g, k: g.starts[k + 1] if k + 1 < len(g.ids) else g.matrix.shape[0]  # noqa: E731
+            mine = sorted(r.tobytes() for r in a.gallery.matrix[a.gallery.starts[i]:ends(a.gallery, i)])
+            theirs = sorted(r.tobytes() for r in loaded.matrix[loaded.starts[j]:ends(loaded, j)])
+            assert mine == theirs
+
+
+def test_database_changed_behind_the_searched_gallery_is_noticed(parties, store):
+    admin, device = parties
+    rng = np.random.default_rng(12)
+    w = world_of(rng, 4)
+    a = apply(store, receive(parties, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device)).update)
+    store.enroll(Resident("R-local", "Enrolled on the device"), [(v, None) for v in vectors(rng, 1)])
+    w.put(Resident("R-0009", "New"), vectors(rng))
+    u = receive(parties, admin.frames(admin.claims(w, site=SITE, version=2, base=1, ops=w.upserts(["R-0009"])),
+                                      device)).update
+    before = store.digest()
+    with pytest.raises(UpdateRejected) as e:  # the rows say otherwise than the searched gallery: they win
+        apply_update(store, u, site=SITE, device=DEVICE, now=time.time(), skew=300, current=a.gallery)
+    assert e.value.reason == "digest_mismatch" and store.digest() == before and held_version(store) == 1

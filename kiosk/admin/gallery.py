@@ -205,7 +205,8 @@ def cmd_status(args) -> int:
         ledger = Ledger(store, site)
         last = ledger.last()
         with _link(cfg, args, site, keymod.KeyRing(devices.values())) as link:
-            link.wait(lambda views: all(d in views for d in devices), args.wait)
+            # Retained messages come at once; wait (up to --wait) for both of each device.
+            link.wait(lambda views: all(d in views and views[d].state and views[d].ack for d in devices), args.wait)
             views = link.views()
         rows = []
         for device in sorted(devices):

@@ -152,7 +152,7 @@ class GallerySync:
     def status(self) -> dict[str, Any]:
         """The ``gallery`` part of the retained device status (no personal data)."""
         return {
-            "version": self.version, "digest": self.digest, "wants_snapshot": self.wants_snapshot,
+            "updates": "on", "version": self.version, "digest": self.digest, "wants_snapshot": self.wants_snapshot,
             "snapshot_reason": self.snapshot_reason, "applied": self.applied, "refused": self.refused,
             "dropped": self.dropped, "last": self.last,
         }
@@ -199,7 +199,7 @@ class GallerySync:
         update = received.update
         try:
             applied = apply_update(self.store, update, site=self.site, device=self.device, now=self._wall(),
-                                   skew=self.limits.clock_skew_s)
+                                   skew=self.limits.clock_skew_s, current=self.recognizer.gallery)
         except UpdateRejected as e:
             e.sha256 = received.message_sha256
             return self._refuse(e, update)
@@ -210,13 +210,17 @@ class GallerySync:
         was_waiting = self.wants_snapshot
         self.wants_snapshot, self.snapshot_reason = False, None
         log.info(
-            "gallery %s version %d applied in %.2fs by %s: %d upserted, %d erased (%d check-ins purged), %d residents",
-            update.kind, applied.version, applied.seconds, received.signer_kid, applied.upserted, applied.erased,
+            "gallery %s version %d applied in %.2fs (%.2fs in the transaction) by %s: %d upserted, %d erased"
+            " (%d check-ins purged), %d residents",
+            update.kind, applied.version, applied.seconds, applied.locked_s, received.signer_kid, applied.upserted,
+            applied.erased,
             applied.checkins_purged, len(applied.gallery),
         )
         if not applied.reclaimed:
             log.warning("erased pages are not all reclaimed yet (WAL busy)")
         ack = self._ack("applied", update, None, None, received.message_sha256)
+        self.last["apply_s"] = round(applied.seconds, 3)
+        self.last["locked_s"] = round(applied.locked_s, 3)
         if was_waiting:
             self.link.request_status()
         if old is not applied.gallery and hasattr(old, "matrix"):
