@@ -103,10 +103,11 @@ class Gallery:
 
     def digest(self) -> str:
         """The same SHA-256 as :meth:`GalleryStore.digest` of the rows this gallery was loaded from."""
-        vectors: dict[str, list[bytes]] = {}
-        ends = list(self.starts[1:]) + [self.matrix.shape[0]]
-        for rid, start, end in zip(self.ids, self.starts, ends):
-            vectors[rid] = [row.astype("<f4").tobytes() for row in self.matrix[start:end]]
+        raw = np.ascontiguousarray(self.matrix, dtype="<f4").tobytes()
+        size = self.matrix.shape[1] * 4
+        ends = self.starts[1:].tolist() + [self.matrix.shape[0]]
+        vectors = {rid: [raw[i * size : (i + 1) * size] for i in range(start, end)]
+                   for rid, start, end in zip(self.ids, self.starts.tolist(), ends)}
         return gallery_digest(self.residents, vectors)
 
     @property
