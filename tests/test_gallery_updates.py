@@ -300,3 +300,48 @@ def test_database_changed_behind_the_searched_gallery_is_noticed(parties, store)
     with pytest.raises(UpdateRejected) as e:  # the rows say otherwise than the searched gallery: they win
         apply_update(store, u, site=SITE, device=DEVICE, now=time.time(), skew=300, current=a.gallery)
     assert e.value.reason == "digest_mismatch" and store.digest() == before and held_version(store) == 1
+
+
+def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(parties, tmp_path):
+    from gallery_kit import RecordingLink, RecordingRecognizer
+    from kiosk.config import parse_config
+    from kiosk.match.gallery import open_store
+    from kiosk.sync.gallery_sub import GallerySync
+
+    admin, device = parties
+    config = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "{DEVICE}"\nstate_dir = "{tmp_path}"\n'
+                          "[mqtt]\nenabled = true\n")
+    store = open_store(config)
+    recognizer, link = RecordingRecognizer(store.load()), RecordingLink()
+    sync = GallerySync(store, recognizer, link, device, keymod.KeyRing([admin.keys]), config)
+    rng = np.random.default_rng(13)
+    w = world_of(rng, 3)
+    first = recognizer.gallery
+    ack = None
+    for f in admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device):
+        ack = sync.handle(f)
+    assert ack["result"] == "applied" and recognizer.swaps == [recognizer.gallery] and recognizer.gallery is not first
+    topic, token, qos, retain = link.sent[-1]
+    assert (topic, qos, retain) == (f"kiosk/{SITE}/{DEVICE}/ack", 1, True)
+    assert verify_ack(token, keymod.KeyRing([device.public()]))["digest"] == w.digest()
+    recognizer.stats.frames += 2
+    assert sync.scrub_retired() == 1  # the empty gallery it started with
+    # The old gallery stays intact while a frame may still be searching it, then is overwritten.
+    second = recognizer.gallery
+    w.put(Resident("R-0001", "Changed"), vectors(rng, 2))
+    sync.handle(admin.frames(admin.claims(w, site=SITE, version=2, base=1, ops=w.upserts(["R-0001"])), device)[0])
+    assert np.any(second.matrix) and sync.scrub_retired() == 0
+    recognizer.stats.frames += 2
+    assert sync.scrub_retired() == 1 and not np.any(second.matrix)
+    assert np.any(recognizer.gallery.matrix) and recognizer.gallery.digest() == w.digest()
+    # A gap: refused, the status asks for a snapshot at once; a snapshot clears it.
+    ack = sync.handle(admin.frames(admin.claims(w, site=SITE, version=9, base=8), device)[0])
+    assert (ack["result"], ack["reason"]) == ("refused", "version_gap") and link.status_requests == 1
+    assert sync.status()["wants_snapshot"] and sync.status()["snapshot_reason"] == "version_gap"
+    ack = sync.handle(admin.frames(admin.claims(w, site=SITE, version=10, base="snapshot"), device)[0])
+    assert ack["result"] == "applied" and not sync.status()["wants_snapshot"] and link.status_requests == 2
+    status = sync.status()
+    assert (status["version"], status["digest"], status["applied"], status["refused"]) == (10, w.digest(), 3, 1)
+    assert "R-0001" not in json.dumps(status) and "Changed" not in json.dumps(status)
+    sync.close()
+    sync.close()  # safe twice
