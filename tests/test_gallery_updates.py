@@ -20,9 +20,8 @@ from kiosk.sync import keys as keymod
 from kiosk.sync.gallery_apply import apply_update, held_version
 from kiosk.sync.gallery_pub import AdminGallery, DeviceView, Ledger, plan
 from kiosk.sync.outbox import Outbox
-from kiosk.sync.updates import (
-    REASONS, UpdateReceiver, ack_claims, parse_update, sign_ack, to_frames, verify_ack,
-)
+from kiosk.sync.gallery_receive import UpdateReceiver
+from kiosk.sync.updates import REASONS, ack_claims, parse_update, sign_ack, to_frames, verify_ack
 
 SITE, DEVICE = "elm-court", "door-1"
 

@@ -9,7 +9,6 @@ the rows) exactly as it was, and leave the daemon running.
 
 from __future__ import annotations
 
-import base64
 import copy
 import hashlib
 import json
@@ -18,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from jwcrypto import jwe, jws
+from jwcrypto import jws
 
 from broker import Broker, MqttProbe
 from gallery_kit import Admin, World, b64url, device_state, device_toml, encrypt_raw, erase_op, frame, vectors
@@ -27,7 +26,7 @@ from kiosk.config import parse_config
 from kiosk.daemon import Kiosk
 from kiosk.match.gallery import Resident, open_store
 from kiosk.sync import keys as keymod
-from kiosk.sync.updates import to_frames, verify_ack
+from kiosk.sync.updates import verify_ack
 
 pytestmark = pytest.mark.e2e
 

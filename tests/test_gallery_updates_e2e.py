@@ -15,11 +15,9 @@ the next delta for its gap, asks for a snapshot and gets one.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -24,7 +24,7 @@ from kiosk.match.templates import TemplateCipher
 from kiosk.sync import keys as keymod
 from kiosk.sync.gallery_apply import apply_update
 from kiosk.sync.outbox import Outbox
-from kiosk.sync.updates import UpdateReceiver
+from kiosk.sync.gallery_receive import UpdateReceiver
 
 SITE, DEVICE = "elm-court", "door-1"
 TARGETS = ["R-forget-me-0042", "R-forget-me-0117", "R-forget-me-0199"]

@@ -31,7 +31,8 @@ from ..match.gallery import GalleryStore, open_store
 from . import keys as keymod
 from .gallery_apply import apply_update, held_version
 from .keys import KeyRing, PartyKeys
-from .updates import UpdateReceiver, ack_claims, sign_ack
+from .gallery_receive import UpdateReceiver
+from .updates import ack_claims, sign_ack
 
 log = logging.getLogger(__name__)
 
