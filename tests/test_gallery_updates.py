@@ -344,3 +344,19 @@ def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(
     assert "R-0001" not in json.dumps(status) and "Changed" not in json.dumps(status)
     sync.close()
     sync.close()  # safe twice
+
+
+def test_parts_held_stay_under_one_updates_worth_of_memory(parties):
+    admin, device = parties
+    limits = GallerySettings(max_message_bytes=8192, max_update_bytes=20_000)
+    rx = UpdateReceiver(device, keymod.KeyRing([admin.keys]), limits)
+    rng = np.random.default_rng(14)
+    first, second = (admin.frames(admin.claims(world_of(rng, 12), site=SITE, version=1, base="snapshot"), device,
+                                  max_bytes=8192) for _ in range(2))
+    assert 2 < len(first) and sum(map(len, first)) < 20_000 < sum(map(len, first[:-1] + second[:-1]))
+    for f in first[:-1] + second[:-1]:
+        assert rx.offer(f) is None
+    # The older update made room for the newer one, and is refused for it.
+    [evicted] = rx.expire()
+    assert evicted.reason == "parts_missing" and evicted.sha256 == json.loads(first[0])["sha256"]
+    assert rx.offer(second[-1]) is not None and rx.pending == 0

@@ -77,6 +77,7 @@ class UpdateReceiver:
         self._clock = clock
         self._max_pending = max_pending
         self._pending: dict[str, _Pending] = {}
+        self._evicted: list[UpdateRejected] = []
 
     def offer(self, payload: bytes | str) -> Received | None:
         """One MQTT payload: the update once complete, None while parts are missing.
@@ -109,8 +110,7 @@ class UpdateReceiver:
             p = self._pending.get(frame.sha256)
             if p is None:
                 if len(self._pending) >= self._max_pending:
-                    oldest = min(self._pending, key=lambda k: self._pending[k].first_seen)
-                    del self._pending[oldest]
+                    self._evict(self._oldest(), "more updates in parts at once than the device holds")
                 p = self._pending[frame.sha256] = _Pending(frame.parts, self._clock())
             if p.parts != frame.parts:
                 del self._pending[frame.sha256]
@@ -125,6 +125,9 @@ class UpdateReceiver:
             if p.size > self.limits.max_update_bytes:
                 del self._pending[frame.sha256]
                 raise reject("too_large", f"update over {self.limits.max_update_bytes} bytes")
+            # All the parts held, together, stay under one update's worth of memory.
+            while sum(q.size for q in self._pending.values()) > self.limits.max_update_bytes:
+                self._evict(self._oldest(but=frame.sha256), "parts of newer updates took their room")
             if len(p.chunks) < p.parts:
                 return None
             del self._pending[frame.sha256]
@@ -133,10 +136,19 @@ class UpdateReceiver:
             raise reject("checksum_mismatch", "the update's parts do not hash to its SHA-256")
         return text
 
+    def _oldest(self, but: str | None = None) -> str:
+        return min((k for k in self._pending if k != but), key=lambda k: self._pending[k].first_seen)
+
+    def _evict(self, sha: str, why: str) -> None:
+        p = self._pending.pop(sha)
+        e = reject("parts_missing", f"{p.parts - len(p.chunks)} of {p.parts} parts missing: {why}")
+        e.sha256 = sha
+        self._evicted.append(e)
+
     def expire(self) -> list[UpdateRejected]:
-        """Drop part-assembled updates older than the part timeout; one refusal each."""
+        """Drop part-assembled updates older than the part timeout (or evicted); one refusal each."""
         now = self._clock()
-        out = []
+        out, self._evicted = self._evicted, []
         for sha, p in list(self._pending.items()):
             if now - p.first_seen > self.limits.part_timeout_s:
                 del self._pending[sha]

@@ -74,8 +74,8 @@ class GallerySync:
         self.receiver = UpdateReceiver(device_keys, admins, self.limits, clock=clock)
         self.site_topic, self.device_topic, self.ack_topic = gallery_topics(config.mqtt.topic_prefix, self.site, self.device)
         self._wall = wall_clock
-        # Enough room for the parts of two updates of the largest size.
-        size = queue_size or max(64, 2 * self.limits.max_update_bytes // self.limits.max_message_bytes + 8)
+        # Room for the parts of one update of the largest size (their bytes, at most that again).
+        size = queue_size or max(16, self.limits.max_update_bytes // self.limits.max_message_bytes + 8)
         self._queue: queue.Queue = queue.Queue(maxsize=size)
         self._thread: threading.Thread | None = None
         self._closed = False
