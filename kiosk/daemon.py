@@ -222,8 +222,6 @@ class Kiosk:
             where = self.location.claims()
             if d.outcome is Outcome.ACCEPTED and self.location.policy() == "refuse":
                 d = replace(d, outcome=Outcome.REFUSED_LOCATION, reason=f"location_{self.location.state.value.lower()}")
-        if d.method != "face":
-            where["method"] = d.method
         # Committed first: the door, the log and MQTT only follow a stored event.
         checkin = self.outbox.commit(
             d, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where

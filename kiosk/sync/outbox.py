@@ -53,12 +53,19 @@ CLAIM_FIELDS = (
     "reason",
     "liveness",
     "location_state",
+    "location_distance_m",
+    "location_accuracy_m",
+    "location_flagged",
+    "method",
     "gallery_version",
     "model_id",
     "time",
     "v",
 )
-_OWN_CLAIMS = frozenset(CLAIM_FIELDS) - {"location_state", "gallery_version", "model_id"}
+# Claims the daemon fills as ``extra`` (the rest are the outbox's own).
+_EXTRA_CLAIMS = {"location_state", "location_distance_m", "location_accuracy_m", "location_flagged",
+                 "gallery_version", "model_id"}
+_OWN_CLAIMS = frozenset(CLAIM_FIELDS) - _EXTRA_CLAIMS
 
 _MB = 1024 * 1024
 #: Undelivered rows dropped per step when the budget is reached (few: each is a loss).
@@ -153,7 +160,11 @@ class Outbox:
             "frames": decision.frames,
             "reason": decision.reason,
             "liveness": {k: _num(v) for k, v in decision.liveness.items()} or None,
+            "method": decision.method,
             "location_state": None,
+            "location_distance_m": None,
+            "location_accuracy_m": None,
+            "location_flagged": None,
             "gallery_version": None,
             "model_id": None,
             "time": now,
@@ -385,6 +396,7 @@ class _Notice:
     margin: None = None
     frames: int = 0
     liveness: dict = field(default_factory=dict)
+    method: None = None
 
 
 def _row_to_checkin(row) -> CheckIn:
