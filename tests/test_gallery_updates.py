@@ -360,3 +360,43 @@ def test_parts_held_stay_under_one_updates_worth_of_memory(parties):
     [evicted] = rx.expire()
     assert evicted.reason == "parts_missing" and evicted.sha256 == json.loads(first[0])["sha256"]
     assert rx.offer(second[-1]) is not None and rx.pending == 0
+
+
+def test_admin_commands_without_a_broker(tmp_path, capsys):
+    import stat
+
+    from kiosk.admin import main as admin_main
+
+    state = tmp_path / "admin-state"
+    assert admin_main(["gallery", "admin-key", "--out", str(tmp_path / "admin.jwks")]) == 0
+    assert stat.S_IMODE((tmp_path / "admin.jwks").stat().st_mode) == 0o600
+    assert keymod.load_public_one(tmp_path / "admin.pub.jwks").owner == "admin"
+    assert admin_main(["gallery", "admin-key", "--out", str(tmp_path / "admin.jwks")]) == 1  # never overwritten
+    door = keymod.generate(f"{SITE}/door-1")
+    keymod.save_public(tmp_path / "door-1.pub.jwks", door)
+    keymod.save_public(tmp_path / "other.pub.jwks", keymod.generate("other-site/door-9"))
+    store = open_store_at(state)
+    store.enroll(Resident("R-1", "One"), [(v, None) for v in vectors(np.random.default_rng(15), 2)])
+    store.db.close()
+    capsys.readouterr()
+    common = ["gallery", "publish", "--state-dir", str(state), "--site", SITE, "--key", str(tmp_path / "admin.jwks")]
+    assert admin_main(common + ["--devices", str(tmp_path / "door-1.pub.jwks"), "--dry-run"]) == 0
+    assert "delta version 1 on 0: 1 operation(s) to site (1 device(s))" in capsys.readouterr().out
+    assert admin_main(common + ["--devices", str(tmp_path / "other.pub.jwks"), "--dry-run"]) == 1
+    assert "not of a device of site" in capsys.readouterr().err
+    # validity: dates, Unix seconds, none; refused when it ends before it starts.
+    v = ["gallery", "validity", "--state-dir", str(state), "--id", "R-1"]
+    assert admin_main(v + ["--from", "2030-01-01T00:00:00+00:00", "--until", "1900000000"]) == 0
+    r = open_store_at(state)
+    assert (r.residents()["R-1"].valid_from, r.residents()["R-1"].valid_until) == (1893456000.0, 1900000000.0)
+    r.db.close()
+    assert admin_main(v + ["--until", "2029-01-01T00:00:00+00:00"]) == 2
+    assert admin_main(v + ["--from", "none", "--until", "none"]) == 0
+    assert admin_main(["gallery", "validity", "--state-dir", str(state), "--id", "R-nobody", "--until", "none"]) == 1
+
+
+def open_store_at(state):
+    from kiosk.config import parse_config
+    from kiosk.match.gallery import open_store
+
+    return open_store(parse_config(f'[device]\nsite = "{SITE}"\nstate_dir = "{state}"\n'))
