@@ -236,6 +236,10 @@ def test_admin_publishes_and_the_kiosk_follows_on_real_video(broker, resident_st
         row = json.loads(out.strip().splitlines()[-1])
         assert (status, row["device"], row["acked_version"], row["result"], row["in_step"], row["state"]) == (
             0, DEVICE, 4, "applied", True, "online")
+        status, out = admin(capsys, "--config", str(admin_toml), "gallery", "status", "--devices",
+                            str(admin_dir / "door-1.pub.jwks"))
+        assert status == 0 and "published version 4 (snapshot" in out
+        assert out.strip().splitlines()[-1].split()[:5] == [DEVICE, "online", "4", "applied", "yes"]
         assert door.runner.is_alive() and door.kiosk.capture.healthy
         recognised_during = door.kiosk.recognizer.stats.frames
         assert recognised_during > 100  # frames kept flowing through the recogniser all along
