@@ -8,7 +8,7 @@
 #                                              kiosk-firstboot.service)
 #
 # Safe to run again: existing config is kept, everything else is brought up
-# to date. See docs/appliance.md.
+# to date. See README.md, "The appliance".
 set -euo pipefail
 
 usage() {
@@ -251,7 +251,7 @@ firstboot_unit() {
   cat <<'EOF'
 [Unit]
 Description=Clock-in kiosk: finish installing on first boot
-Documentation=file:/opt/kiosk/share/appliance.md
+Documentation=file:/opt/kiosk/share/README.md
 Wants=network-online.target
 After=network-online.target time-sync.target
 Before=kiosk.service
@@ -274,8 +274,8 @@ install_units() {
   dir 0755 "$prefix/libexec"
   put 0644 "$(share_file systemd/kiosk.service)" "$prefix/share/kiosk.service"
   put 0644 "$(share_file config/kiosk.toml)" "$prefix/share/kiosk.toml"
-  if [ -f "$here/docs/appliance.md" ]; then
-    put 0644 "$here/docs/appliance.md" "$prefix/share/appliance.md"
+  if [ -f "$here/README.md" ]; then
+    put 0644 "$here/README.md" "$prefix/share/README.md"
   fi
   if [ "$0" != "$R$prefix/libexec/install.sh" ]; then
     put 0755 "$0" "$prefix/libexec/install.sh"
