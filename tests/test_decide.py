@@ -73,3 +73,10 @@ def test_no_votes_after_the_budget():
     b = box(*[("x", 0.9, math.inf)] * 10)
     b.add(Vote("a", 0.1, 0.5, 9.0))
     assert len(b.votes) == 10 and b.full
+
+
+def test_settled_once_k_votes_agree():
+    b = box(("a", 0.3, 0.3), ("a", 0.3, 0.3))
+    assert not b.settled
+    b.add(Vote("a", 0.3, 0.3, 3.0))
+    assert b.settled

@@ -37,7 +37,7 @@ def test_enrolled_resident_is_accepted_once(resident_state, test_data):
     assert d.margin >= rec.config.match.margin
     assert d.frames >= rec.config.match.votes_k
     # Descriptors only for the undecided visit, not for all 72 frames.
-    assert rec.stats.descriptors <= rec.config.match.votes_m
+    assert rec.stats.descriptors == rec.config.match.votes_k  # no more once K votes agree
     assert rec.stats.frames == 72
 
 

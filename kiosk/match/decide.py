@@ -106,6 +106,11 @@ class VoteBox:
         return len(self.votes) >= self.settings.max_votes
 
     @property
+    def settled(self) -> bool:
+        """K votes already agree: more descriptors would change nothing."""
+        return self.leader()[1] >= self.settings.votes_k
+
+    @property
     def window(self) -> list[Vote]:
         return self.votes[-self.settings.votes_m :]
 

@@ -107,7 +107,10 @@ class Recognizer:
                 continue
             if self.liveness is not None:
                 self.liveness.observe(track, frame, grey, face)
-            if face.ok and not track.votes.full and (track.good_frames - 1) % self.config.track.embed_every == 0:
+            # Descriptors only while they can still change the verdict (not while
+            # an accepted face waits for the liveness check).
+            wanted = not track.votes.full and not track.votes.settled
+            if face.ok and wanted and (track.good_frames - 1) % self.config.track.embed_every == 0:
                 if rgb is None:
                     rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
                 desc = self.embedder.embed(rgb, face)
