@@ -94,12 +94,7 @@ def open_sealed(token: str | bytes, recipient: PartyKeys, senders: KeyRing, *, t
         raise _fail("not_decryptable", f"cannot decrypt: {e}") from None
     if inner_text.count(".") != 2:
         raise _fail("malformed", "encrypted content is not a compact JWS")
-    try:
-        inner = jws.JWS()
-        inner.deserialize(inner_text)
-        protected = json.loads(inner.objects["protected"])
-    except (JWException, ValueError, TypeError, KeyError) as e:
-        raise _fail("malformed", f"unreadable JWS: {e}") from None
+    inner, protected = _parse_jws(inner_text)
     kid = protected.get("kid")
     if protected.get("alg") != SIG_ALG:
         raise _fail("bad_signature", f"signature algorithm {protected.get('alg')!r} is not {SIG_ALG}")
@@ -113,13 +108,7 @@ def open_sealed(token: str | bytes, recipient: PartyKeys, senders: KeyRing, *, t
         raise _fail("bad_signature", f"signature does not verify: {e}") from None
     if protected.get("typ") != typ:
         raise _fail("wrong_type", f"message type {protected.get('typ')!r}, expected {typ!r}")
-    try:
-        claims = json.loads(inner.payload)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise _fail("malformed", f"claims are not JSON: {e}") from None
-    if not isinstance(claims, dict):
-        raise _fail("malformed", "claims are not a JSON object")
-    return Opened(claims=claims, signer=owner, signing_kid=kid, typ=typ)
+    return Opened(claims=_claims_of(inner), signer=owner, signing_kid=kid, typ=typ)
 
 
 def sign_compact(claims: dict[str, Any], key: jwk.JWK, *, typ: str) -> str:
@@ -153,14 +142,7 @@ def verify_compact(
     token = token.strip()
     if len(token) > max_bytes or token.count(".") != 2:
         raise _fail("malformed", "not a compact JWS")
-    try:
-        signed = jws.JWS()
-        signed.deserialize(token)
-        protected = json.loads(signed.objects["protected"])
-    except (JWException, ValueError, TypeError, KeyError) as e:
-        raise _fail("malformed", f"unreadable JWS: {e}") from None
-    if not isinstance(protected, dict):
-        raise _fail("malformed", "JWS header is not a JSON object")
+    signed, protected = _parse_jws(token)
     # The type is read before the signature is checked only to tell someone
     # else's code from a forged one of ours; nothing is accepted on it.
     if protected.get("typ") != typ:
@@ -175,13 +157,31 @@ def verify_compact(
         signed.verify(key, alg=SIG_ALG)
     except (JWException, ValueError, TypeError) as e:
         raise _fail("bad_signature", f"signature does not verify: {e}") from None
+    return _claims_of(signed), kid
+
+
+def _parse_jws(text: str) -> tuple[jws.JWS, dict[str, Any]]:
+    """A compact JWS and its protected header, not yet verified."""
     try:
-        claims = json.loads(signed.payload)
+        signed = jws.JWS()
+        signed.deserialize(text)
+        protected = json.loads(signed.objects["protected"])
+    except (JWException, ValueError, TypeError, KeyError) as e:
+        raise _fail("malformed", f"unreadable JWS: {e}") from None
+    if not isinstance(protected, dict):
+        raise _fail("malformed", "JWS header is not a JSON object")
+    return signed, protected
+
+
+def _claims_of(verified: jws.JWS) -> dict[str, Any]:
+    """The claims of a verified JWS, which must be a JSON object."""
+    try:
+        claims = json.loads(verified.payload)
     except (ValueError, UnicodeDecodeError) as e:
         raise _fail("malformed", f"claims are not JSON: {e}") from None
     if not isinstance(claims, dict):
         raise _fail("malformed", "claims are not a JSON object")
-    return claims, kid
+    return claims
 
 
 def _fail(reason: str, message: str) -> EnvelopeError:
