@@ -112,9 +112,13 @@ class ScriptedLiveness:
         return LivenessResult(None, {"scripted": 0.0}, "insufficient_liveness_evidence")
 
 
-@pytest.mark.parametrize("live_from, outcome", [(40, Outcome.ACCEPTED), (None, Outcome.LOOK_AT_CAMERA)])
-def test_unsure_liveness_prompts_once_and_the_visit_goes_on(resident_state, test_data, live_from, outcome):
-    cfg = parse_config(f'[device]\nstate_dir = "{resident_state}"\n')
+@pytest.mark.parametrize("live_from, outcome, wait", [
+    (40, Outcome.ACCEPTED, 3.0),
+    (None, Outcome.LOOK_AT_CAMERA, 3.0),  # the clip (2.4 s) ends first
+    (None, Outcome.LOOK_AT_CAMERA, 0.5),  # the second wait runs out first
+])
+def test_unsure_liveness_prompts_once_and_the_visit_goes_on(resident_state, test_data, live_from, outcome, wait):
+    cfg = parse_config(f'[device]\nstate_dir = "{resident_state}"\n[liveness]\nmax_wait_s = {wait}\n')
     store = open_store(cfg)
     prompts = []
     live = ScriptedLiveness(live_from)
@@ -128,7 +132,9 @@ def test_unsure_liveness_prompts_once_and_the_visit_goes_on(resident_state, test
     assert prompts == [1], "asked to look at the camera once, while the visit went on"
     assert [d.outcome for d in decisions] == [outcome]
     assert decisions[0].resident_id == WEBCAM_RESIDENT
-    if outcome is Outcome.LOOK_AT_CAMERA:
+    if outcome is Outcome.LOOK_AT_CAMERA and wait > 2.4:
         assert live.asked[-1] is True  # only the end of the visit made it final
+    elif outcome is Outcome.LOOK_AT_CAMERA:
+        assert live.asked[-1] is False and decisions[0].timestamp < 2.0  # decided while the visit went on
     else:
         assert decisions[0].liveness == {"scripted": 1.0}

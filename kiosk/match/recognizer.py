@@ -160,14 +160,17 @@ class Recognizer:
             if live is None:
                 return None  # wait for more evidence while the visit goes on
             if live.live is None and not final:
-                # Not a decision yet: prompt once, keep gathering evidence; the
-                # visit ends LOOK_AT_CAMERA only if it ends still unsure.
-                if not track.extras.get("prompted"):
+                # Not a decision yet: prompt once and keep gathering evidence for
+                # one more wait (bounded, so an attacker gets no endless tries);
+                # still unsure then, or at the end of the visit: LOOK_AT_CAMERA.
+                prompted_at = track.extras.setdefault("prompted_at", t)
+                if prompted_at == t and not track.extras.get("prompted"):
                     track.extras["prompted"] = True
                     self.stats.prompts += 1
                     if self.on_prompt is not None:
                         self.on_prompt(track, live)
-                return None
+                if t - prompted_at < self.config.liveness.max_wait_s:
+                    return None
             if live.live is False:
                 outcome, reason = Outcome.SPOOF, live.reason or "presentation_attack"
             elif live.live is None:
