@@ -74,8 +74,10 @@ def annotate(image: np.ndarray, faces, cfg: KioskConfig) -> np.ndarray:
 
 
 def _label(img: np.ndarray, text: str, org: tuple[int, int], colour) -> None:
-    # Dark outline first, so the text reads on any background.
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 2, cv2.LINE_AA)
+    # On a dark box, so the text reads on any background.
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    x, y = org
+    cv2.rectangle(img, (x - 2, y - h - 3), (x + w + 2, y + base), (0, 0, 0), cv2.FILLED)
     cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
 
 
