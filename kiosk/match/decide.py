@@ -2,7 +2,7 @@
 
 A visit (one track) casts a vote per descriptor: the nearest resident, its
 distance, and the margin to the nearest *other* resident. The visit is
-ACCEPTED for resident R only when K of its first M votes name R with a
+ACCEPTED for resident R only when K of its last M votes name R with a
 distance under the threshold and a margin over the configured one.
 """
 
