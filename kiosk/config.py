@@ -301,6 +301,22 @@ class KioskConfig(Section):
     def database_path(self) -> Path:
         return self.state_path(self.storage.database)
 
+    def with_overrides(self, *, state_dir: Path | str | None = None, source: str | None = None) -> "KioskConfig":
+        """This config with a command line's ``--state-dir`` and ``--source`` applied."""
+        cfg = self
+        if state_dir:
+            cfg = cfg.model_copy(update={"device": cfg.device.model_copy(update={"state_dir": Path(state_dir)})})
+        if source:
+            cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"source": source})})
+        return cfg
+
+
+def config_from_args(args) -> KioskConfig:
+    """The config a command's ``--config``, ``--state-dir`` and ``--source`` options name."""
+    return load_config(args.config).with_overrides(
+        state_dir=getattr(args, "state_dir", None), source=getattr(args, "source", None)
+    )
+
 
 def _line_of(text: str, loc: tuple) -> int | None:
     """Best-effort line number of a dotted key in TOML text."""

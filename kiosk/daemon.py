@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import queue
 import signal
-import sys
 import threading
 import time
 from dataclasses import replace
@@ -22,7 +21,7 @@ from typing import Callable
 from .capture import open_source
 from .capture.base import FrameSource
 from .capture.reader import CaptureThread
-from .config import KioskConfig, load_config
+from .config import KioskConfig, config_from_args, load_config
 from .errors import ConfigError, KioskError, NotProvisioned
 from .logs import setup_logging
 from .match.decide import Decision, Outcome
@@ -367,11 +366,7 @@ def register(sub) -> None:
 
 
 def cmd_run(args) -> int:
-    cfg = load_config(args.config)
-    if args.state_dir:
-        cfg = cfg.model_copy(update={"device": cfg.device.model_copy(update={"state_dir": args.state_dir})})
-    if args.source:
-        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"source": args.source})})
+    cfg = config_from_args(args)
     setup_logging(cfg.logging.level, journald=cfg.logging.journald)
     on_decision = _printer if args.print_decisions else None
     kiosk = Kiosk(cfg, on_decision=on_decision)

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .config import KioskConfig, load_config
+from .config import KioskConfig, config_from_args
 from .errors import CameraUnavailable, KioskError, SourceExhausted
 
 log = logging.getLogger(__name__)
@@ -116,9 +116,7 @@ def register(subparsers) -> None:
 
 
 def cmd_preview(args) -> int:
-    cfg = load_config(args.config)
-    if args.source:
-        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"source": args.source})})
+    cfg = config_from_args(args)
     frame, faces = snapshot(cfg, args.snapshot, args.settle)
     h, w = frame.image.shape[:2]
     if args.json:

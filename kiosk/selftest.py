@@ -154,8 +154,6 @@ def check_gpio(ctx: Context) -> str:
 
 
 def check_broker(ctx: Context) -> str:
-    import paho.mqtt.client as mqtt
-
     from .sync.mqtt import new_client, reason_value, tls_files
 
     cfg = ctx.config
@@ -350,9 +348,7 @@ def _with_provisioning(cfg: KioskConfig) -> KioskConfig:
 
 
 def cmd_selftest(args) -> int:
-    cfg = _with_provisioning(load_config(args.config))
-    if args.source:
-        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"source": args.source})})
+    cfg = _with_provisioning(load_config(args.config)).with_overrides(source=args.source)
     results = run_checks(Context(cfg, camera_timeout=args.camera_timeout), args.only)
     failed = any(r.status == FAIL for r in results)
     if args.json:

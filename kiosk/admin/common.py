@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from ..config import KioskConfig, load_config
+from ..config import KioskConfig, config_from_args
 
 
 def config_of(args) -> KioskConfig:
-    cfg = load_config(args.config)
-    if getattr(args, "state_dir", None):
-        cfg = cfg.model_copy(update={"device": cfg.device.model_copy(update={"state_dir": args.state_dir})})
-    return cfg
+    """The admin's config: ``--config`` and, where the command has it, ``--state-dir``."""
+    return config_from_args(args)

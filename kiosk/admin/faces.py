@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 
 from ..errors import EnrollmentRefused
 from ..match.detect import FaceDetector
-from ..match.embed import Embedder
 from ..match.enroll import Enroller, read_image
 from .common import config_of
 
@@ -56,7 +54,7 @@ def cmd_faces(args) -> int:
 
 def cmd_compare(args) -> int:
     cfg = config_of(args)
-    enroller = Enroller(cfg.detect, detector=FaceDetector(cfg.detect, scale=1.0, upsample=1), embedder=Embedder(cfg.detect))
+    enroller = Enroller(cfg.detect)  # full scale, upsampled once: as enrollment sees photos
     vecs = []
     for name in (args.image_a, args.image_b):
         img = read_image(name)

@@ -147,11 +147,11 @@ def render_attack(photo: np.ndarray, kind: str, n: int, rng: np.random.Generator
     if kind not in ATTACK_TYPES:
         raise ValueError(f"unknown attack type {kind!r}; expected one of {', '.join(ATTACK_TYPES)}")
     if kind == "print":
-        picture, up = _print_look(photo, rng), 1
+        picture = _print_look(photo, rng)
     elif kind == "screen":
-        picture, up = _screen_look(photo, rng)
+        picture, _ = _screen_look(photo, rng)
     else:
-        picture, up = cv2.copyMakeBorder(photo, 6, 6, 6, 6, cv2.BORDER_CONSTANT, value=(245, 245, 245)).astype(np.float32), 1
+        picture = cv2.copyMakeBorder(photo, 6, 6, 6, 6, cv2.BORDER_CONSTANT, value=(245, 245, 245)).astype(np.float32)
     ph, pw = picture.shape[:2]
     back = wall(rng, out_size)
     W, H = out_size

@@ -203,7 +203,7 @@ def plot_roc(ev: Evaluation, threshold: float, path: Path, title: str, baseline:
     ax2.hist(ev.genuine, bins=bins, alpha=0.6, density=True, label=f"genuine ({len(ev.genuine)})")
     ax2.hist(ev.impostor, bins=bins, alpha=0.6, density=True, label=f"impostor ({len(ev.impostor)})")
     ax2.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
-    ax2.axvline(baseline, color="r", ls=":", lw=1, label=f"0.6 baseline")
+    ax2.axvline(baseline, color="r", ls=":", lw=1, label=f"{baseline:g} baseline")
     ax2.set_xlabel("descriptor distance")
     ax2.set_title("distance distributions")
     ax2.legend(fontsize=8)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import sqlite_utils
 
-from ..errors import StorageError
 from .embed import DIMENSIONS
 from .templates import TemplateCipher
 

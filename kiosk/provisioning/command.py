@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import load_config
+from ..config import config_from_args
 from ..errors import ConfigError, NotProvisioned, ProvisioningRefused
 from ..logs import setup_logging
 from .scan import CodeScanner, scan
@@ -41,12 +41,7 @@ def register(sub) -> None:
 
 
 def _config(args):
-    cfg = load_config(args.config)
-    if args.state_dir:
-        cfg = cfg.model_copy(update={"device": cfg.device.model_copy(update={"state_dir": args.state_dir})})
-    if args.source:
-        cfg = cfg.model_copy(update={"capture": cfg.capture.model_copy(update={"source": args.source})})
-    return cfg
+    return config_from_args(args)
 
 
 def cmd_provision(args) -> int:
