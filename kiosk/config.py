@@ -193,7 +193,8 @@ class LivenessSettings(Section):
     blink_drop: float = Field(0.26, gt=0, lt=1)
     min_motion: float = Field(0.1, gt=0, le=5)
     min_moves: int = Field(3, ge=1, le=100)
-    follow_min: float = Field(0.85, gt=0, le=1)
+    full_moves: int = Field(5, ge=1, le=100)
+    follow_min: float = Field(0.75, gt=0, le=1)
     static_max: float = Field(0.45, ge=0, lt=1)
     moire_threshold: float = Field(3.4, ge=0, le=100)
     moire_ramp: float = Field(0.3, gt=0, le=100)
@@ -207,6 +208,8 @@ class LivenessSettings(Section):
     def _ramp_order(self):
         if self.follow_min <= self.static_max:
             raise ValueError("follow_min must be > static_max")
+        if self.full_moves < self.min_moves:
+            raise ValueError("full_moves must be >= min_moves")
         return self
 
 

@@ -12,7 +12,7 @@ from kiosk.errors import ConfigError
 from kiosk.match.attacks import crop_portrait, render_attack, video_windows
 from kiosk.match.decide import VoteBox
 from kiosk.match.detect import FaceDetector, to_grey
-from kiosk.match.liveness import Liveness, eye_aspect_ratio, surround_coherence
+from kiosk.match.liveness import Evidence, Liveness, eye_aspect_ratio, surround_coherence
 from kiosk.match.track import Track
 
 
@@ -51,6 +51,43 @@ def test_surround_follows_a_moving_picture_and_stays_behind_a_moving_head():
     head[180:300, 240:380] = moved[180:300, 240:380]
     person, _ = surround_coherence(texture, ref_pts, head, pts)
     assert picture > 0.9 and person < 0.2
+
+
+def test_surround_follows_a_tilting_picture():
+    # A held picture tilted a little: a perspective warp of the whole frame, face and surround alike.
+    texture = scene(2)
+    src = np.float32([[0, 0], [640, 0], [640, 480], [0, 480]])
+    H = cv2.getPerspectiveTransform(src, np.float32([[14, 6], [630, 18], [622, 470], [6, 478]]))
+    moved = cv2.warpPerspective(texture, H, (640, 480), borderMode=cv2.BORDER_REFLECT)
+    ref_pts = face_points(300, 240)
+    pts = cv2.perspectiveTransform(ref_pts[None].astype(np.float32), H)[0].astype(np.float64)
+    share, votes = surround_coherence(texture, ref_pts, moved, pts)
+    assert share > 0.8 and votes >= 50
+
+
+def evidence_track(coherence, ears=(0.3, 0.3)):
+    cfg = KioskConfig()
+    track = Track(1, None, 0.0, 1.0, VoteBox(cfg.match))
+    ev = Evidence(first=0.0, last=1.0, points=[face_points(300, 240)] * len(ears), ears=list(ears), coherence=list(coherence))
+    track.extras["liveness"] = ev
+    return track
+
+
+def test_surround_evidence_grows_with_the_number_of_moves():
+    s = LivenessSettings()
+    check = Liveness(s, shape_predictor=lambda *a: None)
+    static = s.static_max / 2  # clearly "the scene stays put"
+    few = check.scores(evidence_track([static] * s.min_moves))
+    enough = check.scores(evidence_track([static] * s.full_moves))
+    none = check.scores(evidence_track([static] * (s.min_moves - 1)))
+    assert none["parallax"] == 0.0
+    assert few["parallax"] == pytest.approx(s.min_moves / s.full_moves)
+    assert enough["parallax"] == 1.0 and enough["score"] >= s.live_score
+
+
+def test_settings_refuse_full_moves_below_min_moves():
+    with pytest.raises(ConfigError, match="full_moves must be >= min_moves"):
+        parse_config("[liveness]\nmin_moves = 4\nfull_moves = 3\n")
 
 
 def test_surround_without_texture_gives_no_vote():
