@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..match.evaluate import Describer, describe_all, labelled_images, pair_distances, plot_roc
+from ..match.evaluate import Describer, describe_all, labelled_images, pair_distances, plot_roc, visit_distances
 from .common import config_of
 
 
@@ -26,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, help="threshold to report (default: match.threshold)")
     p.add_argument("--baseline", type=float, default=0.6, help="comparison threshold (default 0.6)")
     p.add_argument("--jitter", type=int, default=0, help="jittered descriptor passes per photo")
+    p.add_argument("--visit", type=int, default=0, metavar="K",
+                   help="also report visits: the mean of K photos of a person against one photo (at match.visit_threshold)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write the ROC curve and histograms as PNG")
     p.add_argument("--cache", type=Path, metavar="NPZ", help="reuse/stash descriptors in this file")
@@ -60,6 +62,12 @@ def cmd_evaluate(args) -> int:
     if not len(ev.genuine) or not len(ev.impostor):
         raise SystemExit("kiosk-admin: need at least two identities with two photos each")
     report = {"directory": str(root), **ev.summary(threshold, args.baseline)}
+    if args.visit > 0:
+        vev = visit_distances(samples, args.visit)
+        if len(vev.genuine) and len(vev.impostor):
+            report["visit"] = {"photos": args.visit, **vev.summary(min(cfg.match.visit_threshold, threshold), args.baseline)}
+        else:
+            report["visit"] = {"photos": args.visit, "error": f"no identity has more than {args.visit} photos"}
     if args.plot:
         plot_roc(ev, threshold, args.plot, root.name, args.baseline)
         report["plot"] = str(args.plot)
@@ -81,5 +89,11 @@ def _print_text(r: dict) -> None:
     for a in r["at_far"]:
         note = "" if a["resolvable"] else " (too few impostor pairs to resolve)"
         print(f"TAR at FAR {a['far_target']:.2%}: {a['tar']:.2%} (threshold {a['threshold']:.4f}){note}")
+    v = r.get("visit")
+    if v and "error" in v:
+        print(f"visits of {v['photos']} photos: {v['error']}")
+    elif v:
+        print(f"visits (mean of {v['photos']} photos vs one photo): {v['genuine_pairs']} genuine, {v['impostor_pairs']} impostor")
+        print(f"at visit threshold {v['threshold']:g}: TAR {v['tar']:.2%}  FAR {v['far']:.4%}  (impostor min {v['impostor_distance']['min']:.3f})")
     if "plot" in r:
         print(f"plot: {r['plot']}")

@@ -166,6 +166,43 @@ def pair_distances(samples: list[Sample]) -> Evaluation:
     )
 
 
+def visit_distances(samples: list[Sample], k: int) -> Evaluation:
+    """Pairs as a visit sees them: the mean of ``k`` photos of one person against one photo of a resident.
+
+    For each identity with more than ``k`` usable photos, each photo in turn
+    is the enrolled template and the ``k`` photos after it (in order, wrapping
+    round) are the visit; the visit's mean descriptor is a genuine pair with
+    that template and an impostor pair with every photo of every other
+    identity. Byte-identical copies are dropped first.
+    """
+    seen, usable = set(), []
+    for s in samples:
+        if s.vector is not None and s.sha256 not in seen:
+            seen.add(s.sha256)
+            usable.append(s)
+    if not usable:
+        return Evaluation(np.zeros(0), np.zeros(0), len(samples), 0)
+    V = np.vstack([s.vector for s in usable]).astype(np.float64)
+    ids = np.array([s.identity for s in usable])
+    genuine, impostor = [], []
+    for ident in sorted(set(ids)):
+        mine = np.flatnonzero(ids == ident)
+        if len(mine) <= k:
+            continue
+        others = V[ids != ident]
+        for j, t in enumerate(mine):
+            probe = [mine[(j + 1 + i) % len(mine)] for i in range(k)]
+            mean = V[probe].mean(0)
+            genuine.append(np.linalg.norm(mean - V[t]))
+            impostor.append(np.linalg.norm(others - mean, axis=1))
+    return Evaluation(
+        genuine=np.asarray(genuine),
+        impostor=np.concatenate(impostor) if impostor else np.zeros(0),
+        images=len(samples),
+        identities=len(set(ids)),
+    )
+
+
 def describe_all(samples: list[Sample], describer: Describer, progress=None) -> None:
     for s in samples:
         try:
