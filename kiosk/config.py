@@ -54,6 +54,8 @@ class CaptureSettings(Section):
 class DetectSettings(Section):
     scale: float = Field(0.5, gt=0.05, le=2.0)
     upsample: int = Field(0, ge=0, le=2)
+    far_scale: float = Field(1.0, ge=0, le=2.0)
+    far_every: int = Field(3, ge=1, le=100)
     landmarks: Literal[5, 68] = 5
     min_face_px: int = Field(80, ge=20, le=2000)
     min_sharpness: float = Field(25.0, ge=0)
@@ -64,7 +66,7 @@ class DetectSettings(Section):
 class TrackSettings(Section):
     iou_min: float = Field(0.25, gt=0, lt=1)
     max_gap_s: float = Field(1.0, gt=0, le=60)
-    embed_every: int = Field(1, ge=1, le=100)
+    embed_every: int = Field(3, ge=1, le=100)
     min_frames: int = Field(3, ge=1, le=100)
 
 
@@ -73,7 +75,8 @@ class MatchSettings(Section):
     margin: float = Field(0.06, ge=0, le=2.0)
     votes_k: int = Field(3, ge=1, le=50)
     votes_m: int = Field(5, ge=1, le=50)
-    max_votes: int = Field(10, ge=1, le=200)
+    max_votes: int = Field(15, ge=1, le=200)
+    visit_threshold: float = Field(0.42, ge=0, le=2.0)
     repeat_interval_s: float = Field(30.0, ge=0, le=86400)
 
     @model_validator(mode="after")

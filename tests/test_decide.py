@@ -1,13 +1,16 @@
-"""K-of-M voting with threshold and margin."""
+"""K-of-M voting with threshold and margin, and the visit's mean descriptor."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+import pytest
+
 from kiosk.config import MatchSettings
 from kiosk.match.decide import Outcome, Vote, VoteBox
 
-S = MatchSettings(threshold=0.45, margin=0.06, votes_k=3, votes_m=5)
+S = MatchSettings(threshold=0.45, margin=0.06, votes_k=3, votes_m=5, max_votes=10, visit_threshold=0.42)
 
 
 def box(*votes):
@@ -80,3 +83,54 @@ def test_settled_once_k_votes_agree():
     assert not b.settled
     b.add(Vote("a", 0.3, 0.3, 3.0))
     assert b.settled
+
+
+def visit_box(nearest, settings=S):
+    """Votes over the threshold (no K-of-M acceptance), each with a descriptor."""
+    b = VoteBox(settings)
+    for i, rid in enumerate(nearest):
+        b.add(Vote(rid, 0.47, 0.1, float(i)), np.full(128, float(i)))
+    return b
+
+
+def test_visit_mean_waits_for_m_descriptors_and_averages_them():
+    b = visit_box(["a"] * (S.votes_m - 1))
+    assert b.mean() is None
+    b.add(Vote("a", 0.47, 0.1, 9.0), np.full(128, 10.0))
+    assert b.mean() == pytest.approx(np.full(128, (0 + 1 + 2 + 3 + 10) / 5))
+
+
+def test_visit_mean_under_the_visit_threshold_accepts():
+    b = visit_box(["a"] * 5)
+    assert b.verdict() is None  # no single vote is under 0.45
+    b.set_visit(Vote("a", 0.40, 0.2, 5.0))
+    assert b.settled
+    assert b.verdict() == (Outcome.ACCEPTED, "a", 0.40, 0.2)
+
+
+@pytest.mark.parametrize(
+    "visit, nearest",
+    [
+        (Vote("a", 0.43, 0.2, 5.0), ["a"] * 5),  # over the visit threshold (though under the single one)
+        (Vote("a", 0.40, 0.05, 5.0), ["a"] * 5),  # too small a margin
+        (Vote("a", 0.40, 0.2, 5.0), ["a", "a", "b", "b", "b"]),  # most single descriptors say someone else
+        (Vote(None, 0.40, 0.2, 5.0), ["a"] * 5),  # nobody (an empty gallery)
+    ],
+)
+def test_visit_mean_refused(visit, nearest):
+    b = visit_box(nearest)
+    b.set_visit(visit)
+    assert not b.settled and b.verdict() is None
+    assert b.verdict(final=True)[0] is Outcome.UNKNOWN
+
+
+def test_visit_rule_off_at_zero():
+    b = visit_box(["a"] * 5, MatchSettings(visit_threshold=0))
+    assert b.mean() is None
+
+
+
+def test_visit_threshold_never_exceeds_the_threshold():
+    b = visit_box(["a"] * 5, MatchSettings(threshold=0.38, visit_threshold=0.42))
+    b.set_visit(Vote("a", 0.40, 0.2, 5.0))
+    assert b.verdict() is None

@@ -2,8 +2,18 @@
 
 A visit (one track) casts a vote per descriptor: the nearest resident, its
 distance, and the margin to the nearest *other* resident. The visit is
-ACCEPTED for resident R only when K of its last M votes name R with a
-distance under the threshold and a margin over the configured one.
+ACCEPTED for resident R when K of its last M votes name R with a distance
+under the threshold and a margin over the configured one, or when the mean
+of its descriptors (once it has M) names R under the stricter visit
+threshold, with the margin, and R is the nearest resident of most of its
+single descriptors.
+
+The mean is the visit's own template: averaging several looks at a face
+cancels much of what varies from frame to frame (pose, expression, blur),
+so a resident seen from a few metres, whose single frames each fall just
+over the threshold, is still recognised. It also draws an impostor's
+descriptor a little closer to everyone, which is why its threshold is
+lower (see README, "Decision quality").
 """
 
 from __future__ import annotations
@@ -11,6 +21,8 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from ..config import MatchSettings
 
@@ -95,10 +107,26 @@ class VoteBox:
     def __init__(self, settings: MatchSettings):
         self.settings = settings
         self.votes: list[Vote] = []
+        self._sum: np.ndarray | None = None  # of the visit's descriptors
+        self.visit: Vote | None = None  # the mean descriptor's answer (see set_visit)
 
-    def add(self, vote: Vote) -> None:
-        if not self.full:
-            self.votes.append(vote)
+    def add(self, vote: Vote, descriptor: np.ndarray | None = None) -> None:
+        if self.full:
+            return
+        self.votes.append(vote)
+        if descriptor is not None:
+            d = np.asarray(descriptor, np.float64)
+            self._sum = d.copy() if self._sum is None else self._sum + d
+
+    def mean(self) -> np.ndarray | None:
+        """The visit's mean descriptor, once M descriptors voted and the visit rule is on."""
+        if self.settings.visit_threshold <= 0 or self._sum is None or len(self.votes) < self.settings.votes_m:
+            return None
+        return self._sum / len(self.votes)
+
+    def set_visit(self, vote: Vote) -> None:
+        """The gallery's answer for :meth:`mean`."""
+        self.visit = vote
 
     @property
     def full(self) -> bool:
@@ -108,7 +136,7 @@ class VoteBox:
     @property
     def settled(self) -> bool:
         """K votes already agree: more descriptors would change nothing."""
-        return self.leader()[1] >= self.settings.votes_k
+        return self.leader()[1] >= self.settings.votes_k or self._visit_good()
 
     @property
     def window(self) -> list[Vote]:
@@ -117,6 +145,13 @@ class VoteBox:
     def _good(self, v: Vote) -> bool:
         s = self.settings
         return v.resident_id is not None and v.distance <= s.threshold and v.margin >= s.margin
+
+    def _visit_good(self) -> bool:
+        """The mean descriptor names a resident clearly, and most single descriptors agree on who is nearest."""
+        v, s = self.visit, self.settings
+        if v is None or v.resident_id is None or v.distance > min(s.visit_threshold, s.threshold) or v.margin < s.margin:
+            return False
+        return 2 * sum(x.resident_id == v.resident_id for x in self.votes) > len(self.votes)
 
     def leader(self) -> tuple[str | None, int]:
         """The resident with most good votes in the window, and how many."""
@@ -136,6 +171,8 @@ class VoteBox:
             dist = sorted(v.distance for v in mine)[len(mine) // 2]
             margin = sorted(v.margin for v in mine)[len(mine) // 2]
             return Outcome.ACCEPTED, rid, dist, margin
+        if self._visit_good():
+            return Outcome.ACCEPTED, self.visit.resident_id, self.visit.distance, self.visit.margin
         if (final or self.full) and self.votes:
             best = min(self.votes, key=lambda v: v.distance)
             return Outcome.UNKNOWN, None, best.distance, best.margin

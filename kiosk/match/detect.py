@@ -155,3 +155,37 @@ class FaceDetector:
         if edge < s.edge_margin:
             reasons.append(PARTLY_OUTSIDE)
         return Face(box=box, score=score, sharpness=sharp, edge_distance=edge, reasons=tuple(reasons))
+
+
+class SceneDetector:
+    """Two passes for a scene: the downscaled pass on every frame, a finer one for faces too small for it.
+
+    The near pass (``detect.scale``) is sized for a resident at the door.
+    When it finds no face, the far pass (``detect.far_scale``) looks for
+    smaller, farther faces on every ``far_every``-th frame, and on every
+    frame while it keeps finding them; so a resident still a few metres away
+    is tracked and recognised, at the finer pass's cost only while someone is
+    that far. One per recognising thread (it keeps that state).
+    """
+
+    def __init__(self, settings: DetectSettings):
+        self.settings = settings
+        self.near = FaceDetector(settings)
+        far = settings.far_scale
+        self.far = FaceDetector(settings, scale=far) if far > self.near.scale else None
+        self._skipped = 0  # frames since the far pass last ran
+        self._far_seen = False  # its last run found faces
+
+    def detect(self, image: np.ndarray, grey: np.ndarray | None = None) -> list[Face]:
+        grey = to_grey(image) if grey is None else grey
+        faces = self.near.detect(image, grey)
+        if faces or self.far is None:
+            self._far_seen = False
+            return faces
+        if not self._far_seen and self._skipped + 1 < self.settings.far_every:
+            self._skipped += 1
+            return faces
+        self._skipped = 0
+        faces = self.far.detect(image, grey)
+        self._far_seen = bool(faces)
+        return faces

@@ -21,7 +21,7 @@ import numpy as np
 from ..capture.base import Frame
 from ..config import KioskConfig
 from .decide import Decision, Outcome, Vote
-from .detect import Face, FaceDetector, to_grey
+from .detect import Face, FaceDetector, SceneDetector, to_grey
 from .embed import Embedder
 from .gallery import Gallery
 from .track import Track, Tracker
@@ -61,7 +61,7 @@ class Recognizer:
         config: KioskConfig,
         gallery: Gallery,
         *,
-        detector: FaceDetector | None = None,
+        detector: FaceDetector | SceneDetector | None = None,
         embedder: Embedder | None = None,
         liveness: LivenessCheck | None = None,
         on_prompt: Callable[[Track, LivenessResult], None] | None = None,
@@ -71,7 +71,7 @@ class Recognizer:
         # Called (once per visit) when liveness cannot tell yet: the resident is
         # asked to look at the camera while the visit goes on.
         self.on_prompt = on_prompt
-        self.detector = detector or FaceDetector(config.detect)
+        self.detector = detector or SceneDetector(config.detect)
         self.embedder = embedder or Embedder(config.detect)
         self.tracker = Tracker(config.track, config.match)
         self.liveness = liveness
@@ -120,8 +120,13 @@ class Recognizer:
                     rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
                 desc = self.embedder.embed(rgb, face)
                 self.stats.descriptors += 1
-                m = gallery.search(desc, now=self._wall())
-                track.votes.add(Vote(m.resident_id, m.distance, m.margin, frame.timestamp))
+                now = self._wall()
+                m = gallery.search(desc, now=now)
+                track.votes.add(Vote(m.resident_id, m.distance, m.margin, frame.timestamp), desc)
+                mean = track.votes.mean()
+                if mean is not None:
+                    v = gallery.search(mean, now=now)
+                    track.votes.set_visit(Vote(v.resident_id, v.distance, v.margin, frame.timestamp))
             d = self._decide(track, frame.timestamp, final=False)
             if d:
                 decisions.append(d)
