@@ -194,6 +194,7 @@ class LivenessSettings(Section):
     min_frames: int = Field(8, ge=2, le=120)
     max_wait_s: float = Field(3.0, gt=0, le=60)
     blink_drop: float = Field(0.26, gt=0, lt=1)
+    blink_steady: float = Field(0.15, gt=0, le=10)
     min_motion: float = Field(0.1, gt=0, le=5)
     min_moves: int = Field(3, ge=1, le=100)
     full_moves: int = Field(5, ge=1, le=100)

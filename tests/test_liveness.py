@@ -85,6 +85,25 @@ def test_surround_evidence_grows_with_the_number_of_moves():
     assert enough["parallax"] == 1.0 and enough["score"] >= s.live_score
 
 
+def test_a_blink_counts_only_on_a_steady_face():
+    s = LivenessSettings()
+    check = Liveness(s, shape_predictor=lambda *a: None)
+    ears = [0.3, 0.3, 0.3, 0.15, 0.3, 0.3, 0.3, 0.3]  # one frame at half the usual opening
+
+    def track(jump):
+        # The face holds still except for a jump of ``jump`` interocular distances at the dip.
+        pts = face_points(300, 240)
+        io = np.linalg.norm(pts[36:42].mean(0) - pts[42:48].mean(0))
+        points = [pts + (jump * io if i >= 3 else 0.0) for i in range(len(ears))]
+        t = evidence_track([], ears)
+        t.extras["liveness"].points = points
+        return t
+
+    assert check.scores(track(0.0))["blink"] == 1.0
+    assert check.scores(track(s.blink_steady * 0.5))["blink"] == 1.0
+    assert check.scores(track(s.blink_steady * 3))["blink"] == 0.0
+
+
 def test_settings_refuse_full_moves_below_min_moves():
     with pytest.raises(ConfigError, match="full_moves must be >= min_moves"):
         parse_config("[liveness]\nmin_moves = 4\nfull_moves = 3\n")

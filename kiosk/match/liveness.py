@@ -5,7 +5,9 @@ negative: a presentation attack, 0: no information) and combined by the
 configured weights:
 
 - ``blink``: the eye aspect ratio (EAR, from the 68 landmarks) dips well
-  below the visit's usual value and comes back. A picture does not blink.
+  below the visit's usual value and comes back, while the face is steady.
+  A picture does not blink; but while a face moves fast, its landmarks
+  jitter and lag enough to fake a one-frame dip, so dips then do not count.
 - ``parallax``: when a held picture moves, what is printed around the face
   moves with it, by the same plane motion as the face's landmarks; when a
   head moves, the scene behind it stays put. Each time the face has moved,
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 _KEY = "liveness"
 _LEFT_EYE = slice(36, 42)
 _RIGHT_EYE = slice(42, 48)
+_NOT_EYES = np.r_[0:36, 48:68]  # jaw, brows, nose, mouth: how the face itself moves
 _PATCH = 64  # side of the cheek-and-nose patch the texture cue looks at
 # Landmark sets kept per visit: enough for several seconds at camera rate.
 _MAX_FRAMES = 120
@@ -72,6 +75,17 @@ def _affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     H = np.eye(3)
     H[:2, :] = M.T
     return H
+
+
+def face_speed(points: list[np.ndarray]) -> np.ndarray:
+    """Per frame, how far the face moved between its neighbouring frames (RMS of the
+    landmarks other than the eyes, in interocular distances)."""
+    n = len(points)
+    out = np.zeros(n)
+    for i in range(n):
+        a, b = points[max(0, i - 1)], points[min(n - 1, i + 1)]
+        out[i] = _rms(a[_NOT_EYES], b[_NOT_EYES]) / (interocular(points[i]) or 1.0)
+    return out
 
 
 def surround_coherence(ref_grey: np.ndarray, ref_pts: np.ndarray, grey: np.ndarray, pts: np.ndarray, *, noise: float = 6.0) -> tuple[float, int] | None:
@@ -202,10 +216,12 @@ class Liveness:
         if not ev or len(ev.points) < 2:
             out.update(blink=0.0, parallax=0.0, moire=0.0, score=0.0)
             return out
-        # Blink: the deepest dip below the visit's usual eye opening, if the eyes opened again after it.
+        # Blink: the deepest dip below the visit's usual eye opening on a steady face, if the
+        # eyes opened again after it.
         ears = np.asarray(ev.ears)
         usual = float(np.median(ears))
-        low = int(np.argmin(ears))
+        steady = face_speed(ev.points) <= s.blink_steady
+        low = int(np.argmin(np.where(steady, ears, np.inf))) if steady.any() else int(np.argmax(ears))
         dip = (usual - ears[low]) / usual if usual > 0 else 0.0
         reopened = ears[low:].max() >= usual * (1 - s.blink_drop / 2) and ears[: low + 1].max() >= usual * (1 - s.blink_drop / 2)
         out["blink_dip"] = round(float(dip), 4)
