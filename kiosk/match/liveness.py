@@ -95,10 +95,10 @@ def surround_coherence(ref_grey: np.ndarray, ref_pts: np.ndarray, grey: np.ndarr
     its landmarks: the first-order motion of a plane over a region the size
     of the ring. (A full homography fitted to landmarks that span only the
     face extrapolates its noise into the ring: on the generated attack sets
-    it let the surround of a close-up print look static.) Every textured pixel of a ring around the face then votes
-    for the hypothesis that explains it better: "follows the face" (the
-    ring warped by that homography matches) or "static" (it matches
-    unwarped). Returns the share of "follows" votes and the number of votes.
+    it let the surround of a close-up print look static.) Every textured
+    pixel of a ring around the face then votes for the hypothesis that
+    explains it better: "follows the face" (the ring warped by that map
+    matches) or "static" (it matches unwarped). Returns the share of "follows" votes and the number of votes.
     Motion correlation between face and background is a classic photo-attack
     counter-measure (Anjos and Marcel, IJCB 2011).
     """

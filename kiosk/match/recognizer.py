@@ -1,9 +1,10 @@
 """The recognising stage: frame → faces → tracks → descriptors → votes → decisions.
 
-Detection runs on every frame it is given (cheap, downscaled); descriptors
-only for undecided tracks, on faces that pass the quality gates, and at most
-``votes_m`` per visit. A decided track is followed without further work
-until it ends.
+Detection runs on every frame it is given (cheap, downscaled, with a finer
+pass for far faces only when the cheap one finds nobody: ``SceneDetector``);
+descriptors only for undecided tracks, on every ``embed_every``-th face that
+passes the quality gates, and at most ``max_votes`` per visit. A decided
+track is followed without further work until it ends.
 """
 
 from __future__ import annotations
