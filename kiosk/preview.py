@@ -83,10 +83,11 @@ def _label(img: np.ndarray, text: str, org: tuple[int, int], colour) -> None:
 
 def snapshot(cfg: KioskConfig, path: Path, settle_frames: int = 10):
     """Grab, detect, annotate and write ``path``; returns the faces found."""
-    from .match.detect import FaceDetector
+    from .match.detect import SceneDetector
 
     frame = grab_frame(cfg, settle_frames)
-    faces = FaceDetector(cfg.detect).detect(frame.image)
+    # What the kiosk would find, the far pass included (one frame: no frames to skip).
+    faces = SceneDetector(cfg.detect.model_copy(update={"far_every": 1})).detect(frame.image)
     try:
         written = cv2.imwrite(str(path), annotate(frame.image, faces, cfg))
     except cv2.error:

@@ -57,3 +57,19 @@ def test_command_line(config, test_data, tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["width"] == 640 and len(doc["faces"]) == 1 and doc["faces"][0]["width"] > 80
     assert cli.main(["preview", "--source", src, "--snapshot", str(tmp_path / "aim.xyz")]) == 1
+
+
+def test_snapshot_shows_far_faces_the_kiosk_would_find(config, test_data, tmp_path):
+    # A frame of the Hamilton stage clip, as a one-image folder: faces too small for the
+    # half-scale pass, which the far pass finds.
+    cap = cv2.VideoCapture(str(test_data / "faces/face_recognition/examples/short_hamilton_clip.mp4"))
+    for _ in range(100):
+        ok, img = cap.read()
+        assert ok
+    cap.release()
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "000.png"), img)
+    frame, faces = snapshot(with_source(config, str(folder)), tmp_path / "aim.png")
+    assert faces and all(f.box.width < 160 for f in faces)
+    assert snapshot(with_source(config, str(folder), far_scale=0), tmp_path / "aim2.png")[1] == []
