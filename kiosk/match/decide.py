@@ -107,7 +107,7 @@ class VoteBox:
     def __init__(self, settings: MatchSettings):
         self.settings = settings
         self.votes: list[Vote] = []
-        self._sum: np.ndarray | None = None  # of the visit's descriptors
+        self.descriptors: list[np.ndarray] = []  # those that came with their votes
         self.visit: Vote | None = None  # the mean descriptor's answer (see set_visit)
 
     def add(self, vote: Vote, descriptor: np.ndarray | None = None) -> None:
@@ -115,14 +115,13 @@ class VoteBox:
             return
         self.votes.append(vote)
         if descriptor is not None:
-            d = np.asarray(descriptor, np.float64)
-            self._sum = d.copy() if self._sum is None else self._sum + d
+            self.descriptors.append(descriptor)
 
     def mean(self) -> np.ndarray | None:
         """The visit's mean descriptor, once M descriptors voted and the visit rule is on."""
-        if self.settings.visit_threshold <= 0 or self._sum is None or len(self.votes) < self.settings.votes_m:
+        if self.settings.visit_threshold <= 0 or len(self.descriptors) < self.settings.votes_m:
             return None
-        return self._sum / len(self.votes)
+        return np.mean(self.descriptors, axis=0)
 
     def set_visit(self, vote: Vote) -> None:
         """The gallery's answer for :meth:`mean`."""
