@@ -31,9 +31,9 @@ from .match.motion import MotionGate
 from .match.recognizer import Recognizer
 from .notify import Notifier
 from .sync.keys import check_key_files
-from .sync.outbox import CheckIn, Outbox
-from .sync.gallery_sub import GallerySync
-from .sync.publisher import Publisher
+from .sync.events.outbox import CheckIn, Outbox
+from .sync.updates.device import GallerySync
+from .sync.events.publisher import Publisher
 from .location import LocationGuard, open_guard
 from .qrtoken import QrCheckIn, open_qr_checkin
 

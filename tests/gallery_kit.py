@@ -15,7 +15,7 @@ from jwcrypto import jwe, jws
 
 from kiosk.match.gallery import Resident, gallery_digest
 from kiosk.sync import keys as keymod
-from kiosk.sync.updates import GALLERY_TYP, erase_op, new_update, seal_update, to_frames, upsert_op  # noqa: F401 (erase_op for the tests)
+from kiosk.sync.updates.format import GALLERY_TYP, erase_op, new_update, seal_update, to_frames, upsert_op  # noqa: F401 (erase_op for the tests)
 
 
 def b64url(data: bytes) -> str:

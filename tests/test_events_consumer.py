@@ -13,11 +13,11 @@ import pytest
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
-from kiosk.sync.consumer import EventConsumer, SeenIds
+from kiosk.sync.events.consumer import EventConsumer, SeenIds
 from kiosk.sync.envelope import seal
 from kiosk.sync.mqtt import tls_files
-from kiosk.sync.outbox import CLAIM_FIELDS, Outbox
-from kiosk.sync.publisher import Publisher
+from kiosk.sync.events.outbox import CLAIM_FIELDS, Outbox
+from kiosk.sync.events.publisher import Publisher
 
 SITE = "test-site"
 TOPIC_T1 = f"kiosk/{SITE}/kiosk-t1/events"

@@ -7,7 +7,7 @@ exactly once after de-duplication by event id, nothing left undelivered, and
 - the broker stopped (SIGTERM) for a while and restarted, during production;
 - the network link cut (reset, then refused for a while) in the middle of publishing;
 - the producing process SIGKILLed at random moments while it commits and
-  publishes: 22 times a fast producer (``python -m kiosk.sync.loadgen``: the
+  publishes: 22 times a fast producer (``python -m kiosk.sync.events.loadgen``: the
   real Outbox and Publisher fed with synthetic decisions), and 20 times the
   real daemon, ``kiosk run``, recognising an enrolled resident on real frames.
 """
@@ -29,10 +29,10 @@ from broker import TcpProxy
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
-from kiosk.sync.consumer import EventConsumer
+from kiosk.sync.events.consumer import EventConsumer
 from kiosk.sync.mqtt import tls_files
-from kiosk.sync.outbox import Outbox
-from kiosk.sync.publisher import Publisher
+from kiosk.sync.events.outbox import Outbox
+from kiosk.sync.events.publisher import Publisher
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -223,7 +223,7 @@ def test_sigkill_at_random_moments(broker, tmp_path, device_keys, backend_keys, 
     kills = 0
     for _ in range(22):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "kiosk.sync.loadgen", "--config", str(cfg), "--rate", "60"],
+            [sys.executable, "-m", "kiosk.sync.events.loadgen", "--config", str(cfg), "--rate", "60"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
         )
         lines: list[str] = []
@@ -240,7 +240,7 @@ def test_sigkill_at_random_moments(broker, tmp_path, device_keys, backend_keys, 
     assert kills >= 20
     # A last, clean run with nothing new delivers what the kills left behind.
     done = subprocess.run(
-        [sys.executable, "-m", "kiosk.sync.loadgen", "--config", str(cfg), "--events", "0", "--drain", "--timeout", "60"],
+        [sys.executable, "-m", "kiosk.sync.events.loadgen", "--config", str(cfg), "--events", "0", "--drain", "--timeout", "60"],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr} (seed {seed})"
@@ -304,7 +304,7 @@ def test_daemon_sigkilled_at_random_moments(broker, tmp_path, device_keys, backe
         acknowledged |= {ln.rsplit("event=", 1)[1].strip() for ln in lines if "event=" in ln}
     assert kills >= 20, f"only {kills} kills landed (seed {seed})"
     done = subprocess.run(
-        [sys.executable, "-m", "kiosk.sync.loadgen", "--config", str(cfg), "--events", "0", "--drain", "--timeout", "60"],
+        [sys.executable, "-m", "kiosk.sync.events.loadgen", "--config", str(cfg), "--events", "0", "--drain", "--timeout", "60"],
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr} (seed {seed})"

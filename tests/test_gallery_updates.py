@@ -17,11 +17,11 @@ from kiosk.match.decide import Decision, Outcome
 from kiosk.match.gallery import Gallery, GalleryStore, Resident
 from kiosk.match.templates import TemplateCipher
 from kiosk.sync import keys as keymod
-from kiosk.sync.gallery_apply import apply_update, held_version
-from kiosk.sync.gallery_pub import AdminGallery, DeviceView, Ledger, plan
-from kiosk.sync.outbox import Outbox
-from kiosk.sync.gallery_receive import UpdateReceiver
-from kiosk.sync.updates import REASONS, ack_claims, parse_update, sign_ack, to_frames, verify_ack
+from kiosk.sync.updates.apply import apply_update, held_version
+from kiosk.sync.updates.admin import AdminGallery, DeviceView, Ledger, plan
+from kiosk.sync.events.outbox import Outbox
+from kiosk.sync.updates.receive import UpdateReceiver
+from kiosk.sync.updates.format import REASONS, ack_claims, parse_update, sign_ack, to_frames, verify_ack
 
 SITE, DEVICE = "elm-court", "door-1"
 
@@ -305,7 +305,7 @@ def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(
     from gallery_kit import RecordingLink, RecordingRecognizer
     from kiosk.config import parse_config
     from kiosk.match.gallery import open_store
-    from kiosk.sync.gallery_sub import GallerySync
+    from kiosk.sync.updates.device import GallerySync
 
     admin, device = parties
     config = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "{DEVICE}"\nstate_dir = "{tmp_path}"\n'

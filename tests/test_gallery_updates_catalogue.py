@@ -26,7 +26,7 @@ from kiosk.config import parse_config
 from kiosk.daemon import Kiosk
 from kiosk.match.gallery import Resident, open_store
 from kiosk.sync import keys as keymod
-from kiosk.sync.updates import verify_ack
+from kiosk.sync.updates.format import verify_ack
 
 pytestmark = pytest.mark.e2e
 

@@ -33,8 +33,8 @@ from kiosk.daemon import Kiosk
 from kiosk.match.decide import Outcome
 from kiosk.match.gallery import open_store
 from kiosk.sync import keys as keymod
-from kiosk.sync.gallery_pub import AdminGallery, Ledger
-from kiosk.sync.updates import verify_ack
+from kiosk.sync.updates.admin import AdminGallery, Ledger
+from kiosk.sync.updates.format import verify_ack
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

@@ -22,9 +22,9 @@ from kiosk.match.decide import Decision, Outcome
 from kiosk.match.gallery import GalleryStore, Resident, open_store
 from kiosk.match.templates import TemplateCipher
 from kiosk.sync import keys as keymod
-from kiosk.sync.gallery_apply import apply_update
-from kiosk.sync.outbox import Outbox
-from kiosk.sync.gallery_receive import UpdateReceiver
+from kiosk.sync.updates.apply import apply_update
+from kiosk.sync.events.outbox import Outbox
+from kiosk.sync.updates.receive import UpdateReceiver
 
 SITE, DEVICE = "elm-court", "door-1"
 TARGETS = ["R-forget-me-0042", "R-forget-me-0117", "R-forget-me-0199"]

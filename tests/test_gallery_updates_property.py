@@ -32,9 +32,9 @@ from kiosk.config import parse_config
 from kiosk.errors import UpdateRejected
 from kiosk.match.gallery import Resident, open_store
 from kiosk.sync import keys as keymod
-from kiosk.sync.gallery_apply import apply_update, held_version
-from kiosk.sync.gallery_sub import GallerySync
-from kiosk.sync.updates import REASONS, parse_update, to_frames, verify_ack
+from kiosk.sync.updates.apply import apply_update, held_version
+from kiosk.sync.updates.device import GallerySync
+from kiosk.sync.updates.format import REASONS, parse_update, to_frames, verify_ack
 
 pytestmark = pytest.mark.slow  # about a minute: 10,000 inputs through the device's path
 

@@ -14,10 +14,10 @@ from kiosk.db import open_database
 from kiosk.errors import ConfigError, KeyFileError
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
-from kiosk.sync.consumer import EventConsumer
+from kiosk.sync.events.consumer import EventConsumer
 from kiosk.sync.mqtt import tls_files
-from kiosk.sync.outbox import Outbox
-from kiosk.sync.publisher import Publisher
+from kiosk.sync.events.outbox import Outbox
+from kiosk.sync.events.publisher import Publisher
 
 SITE, DEVICE = "test-site", "kiosk-t1"
 

@@ -277,7 +277,7 @@ def test_reset_refusals(fleet, state_dir, tmp_path):
 
 def test_reset_refused_while_events_are_undelivered(fleet, state_dir):
     from kiosk.db import open_database
-    from kiosk.sync.outbox import Outbox
+    from kiosk.sync.events.outbox import Outbox
 
     store = provisioned(fleet, state_dir)
     db = open_database(state_dir / "kiosk.db")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from ..config import MqttSettings
 from ..sync import keys as keymod
-from ..sync.consumer import Event, EventConsumer, Invalid, SeenIds
+from ..sync.events.consumer import Event, EventConsumer, Invalid, SeenIds
 from ..sync.mqtt import tls_files
-from ..sync.outbox import CLAIM_FIELDS
+from ..sync.events.outbox import CLAIM_FIELDS
 from .common import config_of
 
 #: Exit status when some messages failed verification.

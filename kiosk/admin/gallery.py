@@ -12,7 +12,7 @@ from ..errors import KeyFileError
 from ..match.erasure import erase_resident, reclaim
 from ..match.gallery import Resident, open_store
 from ..sync import keys as keymod
-from ..sync.gallery_pub import AdminGallery, AdminLink, Ledger, frames_for, plan
+from ..sync.updates.admin import AdminGallery, AdminLink, Ledger, frames_for, plan
 from ..sync.mqtt import tls_files
 from .common import config_of
 

@@ -1,6 +1,6 @@
 """A synthetic event producer: the real outbox and publisher without a camera.
 
-``python -m kiosk.sync.loadgen --config FILE`` commits made-up decisions
+``python -m kiosk.sync.events.loadgen --config FILE`` commits made-up decisions
 (check-ins of residents r-1 … r-5 and unknown visitors) into the outbox
 named by the config and publishes them as the daemon does. It prints
 ``committed SEQ EVENT_ID`` after each commit returns, so a test that kills
@@ -16,10 +16,10 @@ import sys
 import threading
 import time
 
-from ..config import load_config
-from ..db import open_database
-from ..logs import setup_logging
-from ..match.decide import Decision, Outcome
+from ...config import load_config
+from ...db import open_database
+from ...logs import setup_logging
+from ...match.decide import Decision, Outcome
 from .outbox import Outbox
 from .publisher import Publisher
 
@@ -31,7 +31,7 @@ def _decision(i: int) -> Decision:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m kiosk.sync.loadgen", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m kiosk.sync.events.loadgen", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="kiosk config file ([device], [mqtt], [keys], [outbox])")
     p.add_argument("--events", type=int, default=-1, help="events to commit (default: until stopped; 0: none)")
     p.add_argument("--rate", type=float, default=50.0, help="events per second (default 50)")

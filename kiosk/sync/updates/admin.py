@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 import paho.mqtt.client as mqtt
 
-from ..config import MqttSettings
-from ..errors import BrokerUnavailable, EnvelopeError
-from ..match.gallery import GalleryStore, Resident, gallery_digest
-from .keys import KeyRing, PartyKeys
-from .mqtt import FAILURE, TlsFiles, new_client, reason_value
-from .updates import SNAPSHOT, erase_op, new_update, seal_update, to_frames, upsert_op, verify_ack
+from ...config import MqttSettings
+from ...errors import BrokerUnavailable, EnvelopeError
+from ...match.gallery import GalleryStore, Resident, gallery_digest
+from ..keys import KeyRing, PartyKeys
+from ..mqtt import FAILURE, TlsFiles, new_client, reason_value
+from .format import SNAPSHOT, erase_op, new_update, seal_update, to_frames, upsert_op, verify_ack
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,10 @@ from typing import Any
 import sqlite_utils
 import uuid6
 
-from ..config import OutboxSettings
-from ..db import get_meta, set_meta
-from ..errors import OutboxFull
-from ..match.decide import Decision, Outcome
+from ...config import OutboxSettings
+from ...db import get_meta, set_meta
+from ...errors import OutboxFull
+from ...match.decide import Decision, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class Outbox:
         Its own connection keeps the publisher's transactions apart from
         those of other stages that share the database file.
         """
-        from ..db import open_database
+        from ...db import open_database
 
         ob = cls(open_database(path), site=site, device=device, settings=settings, **kwargs)
         ob._owns_db = True

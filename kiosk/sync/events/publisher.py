@@ -37,12 +37,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..config import KioskConfig, MqttSettings
-from ..errors import KeyFileError
-from . import keys as keymod
-from .envelope import seal
-from .keys import PartyKeys, load_device_keys
-from .mqtt import FAILURE, Topics, force_close, new_client, reason_value, tls_files
+from ...config import KioskConfig, MqttSettings
+from ...errors import KeyFileError
+from .. import keys as keymod
+from ..envelope import seal
+from ..keys import PartyKeys, load_device_keys
+from ..mqtt import FAILURE, Topics, force_close, new_client, reason_value, tls_files
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)

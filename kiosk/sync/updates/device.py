@@ -5,8 +5,8 @@ It shares the publisher's MQTT connection (one connection per device):
 ``PREFIX/SITE/DEVICE/gallery`` messages on paho's network thread, where
 they are only put on a bounded queue. This stage's own thread ("gallery")
 takes them from there, puts parts back together, decrypts and verifies
-(:class:`~kiosk.sync.updates.UpdateReceiver`), applies the update in one
-transaction (:func:`~kiosk.sync.gallery_apply.apply_update`) on its own
+(:class:`~kiosk.sync.updates.receive.UpdateReceiver`), applies the update in one
+transaction (:func:`~kiosk.sync.updates.apply.apply_update`) on its own
 database connection, swaps the recogniser's gallery in one step while
 recognition runs, and answers on ``PREFIX/SITE/DEVICE/ack`` (retained, signed
 with the device key, never holding a name, template or resident id).
@@ -25,14 +25,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..config import KioskConfig
-from ..errors import UpdateRejected
-from ..match.gallery import GalleryStore, open_store
-from . import keys as keymod
-from .gallery_apply import apply_update, held_version
-from .keys import KeyRing, PartyKeys
-from .gallery_receive import UpdateReceiver
-from .updates import ack_claims, sign_ack
+from ...config import KioskConfig
+from ...errors import UpdateRejected
+from ...match.gallery import GalleryStore, open_store
+from .. import keys as keymod
+from ..keys import KeyRing, PartyKeys
+from .apply import apply_update, held_version
+from .format import ack_claims, sign_ack
+from .receive import UpdateReceiver
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..db import set_meta
-from ..errors import StorageError, UpdateRejected
-from ..match.erasure import erase_resident, reclaim
-from ..match.embed import DIMENSIONS
-from ..match.gallery import Gallery, GalleryStore, Resident
-from .updates import GalleryUpdate, Upsert, check_target, check_version, reject
+from ...db import set_meta
+from ...errors import StorageError, UpdateRejected
+from ...match.erasure import erase_resident, reclaim
+from ...match.embed import DIMENSIONS
+from ...match.gallery import Gallery, GalleryStore, Resident
+from .format import GalleryUpdate, Upsert, check_target, check_version, reject
 
 log = logging.getLogger(__name__)
 

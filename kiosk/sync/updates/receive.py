@@ -1,12 +1,12 @@
 """Opening gallery updates on a device: frames, parts, JWE, JWS, format.
 
 :class:`UpdateReceiver` takes MQTT payloads one by one and hands back a
-verified :class:`~kiosk.sync.updates.GalleryUpdate` once every part of it
+verified :class:`~kiosk.sync.updates.format.GalleryUpdate` once every part of it
 is in: the JWE must hold a recipient with this device's key id and decrypt,
 the JWS inside must be signed by a pinned admin key and typed as a gallery
 update, and the claims must follow the format. Every failure is an
 :class:`~kiosk.errors.UpdateRejected` with its reason (see
-:data:`~kiosk.sync.updates.REASONS`).
+:data:`~kiosk.sync.updates.format.REASONS`).
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from jwcrypto import jwe, jws
 from jwcrypto.common import JWException
 from pydantic import Field, ValidationError, model_validator
 
-from ..config import GallerySettings
-from ..errors import UpdateRejected
-from .keys import CONTENT_ENC, KEY_ALG, SIG_ALG, KeyRing, PartyKeys
-from .updates import _B64URL, _HEX64, GALLERY_TYP, GalleryUpdate, _Strict, _strict_json, parse_update, reject
+from ...config import GallerySettings
+from ...errors import UpdateRejected
+from ..keys import CONTENT_ENC, KEY_ALG, SIG_ALG, KeyRing, PartyKeys
+from .format import _B64URL, _HEX64, GALLERY_TYP, GalleryUpdate, _Strict, _strict_json, parse_update, reject
 
 
 class Frame(_Strict):

@@ -37,11 +37,11 @@ from jwcrypto import jwe, jwk
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..config import GallerySettings
-from ..errors import UpdateRejected
-from ..match.embed import DIMENSIONS
-from .envelope import sign_compact, verify_compact
-from .keys import CONTENT_ENC, KEY_ALG, KeyRing, PartyKeys
+from ...config import GallerySettings
+from ...errors import UpdateRejected
+from ...match.embed import DIMENSIONS
+from ..envelope import sign_compact, verify_compact
+from ..keys import CONTENT_ENC, KEY_ALG, KeyRing, PartyKeys
 
 GALLERY_TYP = "kiosk-gallery+jwt"
 ACK_TYP = "kiosk-gallery-ack+jwt"

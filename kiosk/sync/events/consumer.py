@@ -29,11 +29,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ..config import MqttSettings
-from ..errors import BrokerUnavailable, EnvelopeError
-from .envelope import EVENT_TYP, open_sealed
-from .keys import KeyRing, PartyKeys
-from .mqtt import FAILURE, TlsFiles, new_client, parse_event_topic, reason_value
+from ...config import MqttSettings
+from ...errors import BrokerUnavailable, EnvelopeError
+from ..envelope import EVENT_TYP, open_sealed
+from ..keys import KeyRing, PartyKeys
+from ..mqtt import FAILURE, TlsFiles, new_client, parse_event_topic, reason_value
 
 log = logging.getLogger(__name__)
 
