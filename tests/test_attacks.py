@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kiosk.admin import main as admin_main
-from kiosk.match.attacks import (
+from kiosk.evaluation.attacks import (
     ATTACK_TYPES, ClipEntry, Pose, hand_path, plane_homography, read_manifest, render_attack, write_clip, write_manifest,
 )
 

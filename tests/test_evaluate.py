@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kiosk.admin import main as admin_main
-from kiosk.match.evaluate import Sample, pair_distances, visit_distances
+from kiosk.evaluation.pairs import Sample, pair_distances, visit_distances
 
 
 def sample(identity, vector, sha=None):

@@ -9,7 +9,7 @@ import pytest
 from kiosk.capture.base import Frame
 from kiosk.config import KioskConfig, LivenessSettings, parse_config
 from kiosk.errors import ConfigError
-from kiosk.match.attacks import crop_portrait, render_attack, video_windows
+from kiosk.evaluation.attacks import crop_portrait, render_attack, video_windows
 from kiosk.match.decide import VoteBox
 from kiosk.match.detect import FaceDetector, to_grey
 from kiosk.match.liveness import Evidence, Liveness, eye_aspect_ratio, surround_coherence
@@ -185,7 +185,7 @@ def test_evaluate_liveness_reports_iso_rates(tmp_path, webcam_still, test_data, 
     import json
 
     from kiosk.admin import main as admin_main
-    from kiosk.match.attacks import ClipEntry, write_clip, write_manifest
+    from kiosk.evaluation.attacks import ClipEntry, write_clip, write_manifest
 
     rng = np.random.default_rng(3)
     write_clip(render_attack(webcam_still, "screen", 20, rng), tmp_path / "screen/000")

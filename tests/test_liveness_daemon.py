@@ -10,7 +10,7 @@ from conftest import WEBCAM_RESIDENT
 from kiosk.capture.folder import FolderSource
 from kiosk.config import KioskConfig, parse_config
 from kiosk.daemon import Kiosk
-from kiosk.match.attacks import crop_portrait, render_attack, write_clip
+from kiosk.evaluation.attacks import crop_portrait, render_attack, write_clip
 from kiosk.match.decide import Outcome
 from kiosk.match.detect import FaceDetector
 

@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import KioskConfig
-from ..match.attacks import ATTACK_TYPES, ClipEntry, crop_portrait, render_attack, video_windows, write_clip, write_manifest
+from ..evaluation.attacks import ATTACK_TYPES, ClipEntry, crop_portrait, render_attack, video_windows, write_clip, write_manifest
 from ..match.detect import FaceDetector
 from ..match.enroll import read_image
 from ..errors import EnrollmentRefused

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..match.evaluate import Describer, describe_all, labelled_images, pair_distances, plot_roc, visit_distances
+from ..evaluation.pairs import Describer, describe_all, labelled_images, pair_distances, plot_roc, visit_distances
 from .common import config_of
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ..capture.base import Frame
 from ..capture.folder import decode_image, list_images
 from ..config import KioskConfig
-from ..match.attacks import ATTACK_TYPES, ClipEntry, read_manifest
+from ..evaluation.attacks import ATTACK_TYPES, ClipEntry, read_manifest
 from ..match.decide import VoteBox
 from ..match.detect import FaceDetector, to_grey
 from ..match.liveness import Liveness

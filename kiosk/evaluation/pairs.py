@@ -17,9 +17,9 @@ import numpy as np
 
 from ..config import DetectSettings
 from ..errors import EnrollmentRefused
-from .detect import FaceDetector
-from .embed import Embedder
-from .enroll import read_image
+from ..match.detect import FaceDetector
+from ..match.embed import Embedder
+from ..match.enroll import read_image
 
 log = logging.getLogger(__name__)
 
