@@ -11,13 +11,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..errors import EnrollmentRefused
-from ..match.enroll import VIDEO_SUFFIXES, Enroller
+from ..capture.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..match.enroll import Enroller
 from ..match.gallery import Resident, open_store
 from .common import config_of
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp", ".tif", ".tiff"}
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 

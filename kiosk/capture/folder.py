@@ -12,11 +12,9 @@ import numpy as np
 
 from ..errors import CameraUnavailable, SourceExhausted
 from .base import BaseSource, Frame, to_bgr
+from .formats import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
-
-#: Suffixes picked up (case-insensitive). The content decides how a file is decoded.
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".pbm", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 def natural_key(name: str) -> list:

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..capture.formats import IMAGE_SUFFIXES
 from ..config import DetectSettings
 from ..errors import EnrollmentRefused
 from ..match.detect import FaceDetector
@@ -23,7 +24,6 @@ from ..match.enroll import read_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".pgm", ".bmp", ".webp"}
 FAR_TARGETS = (0.01, 0.001, 0.0001)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..capture.formats import VIDEO_SUFFIXES
 from ..config import DetectSettings
 from ..errors import EnrollmentRefused
 from .detect import BLURRED, NO_FACE, PARTLY_OUTSIDE, SEVERAL_FACES, TOO_SMALL, Face, FaceDetector
@@ -22,7 +23,6 @@ from .embed import Embedder
 
 log = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".gif", ".m4v"}
 # Photos are shrunk to this longest side before detection (speed); boxes map back.
 _MAX_SIDE = 1600
 
