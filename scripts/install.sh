@@ -8,7 +8,7 @@
 #                                              kiosk-firstboot.service)
 #
 # Safe to run again: existing config is kept, everything else is brought up
-# to date. See README.md, "The appliance".
+# to date. See docs/appliance.md.
 set -euo pipefail
 
 usage() {
@@ -251,7 +251,7 @@ firstboot_unit() {
   cat <<'EOF'
 [Unit]
 Description=Clock-in kiosk: finish installing on first boot
-Documentation=file:/opt/kiosk/share/README.md
+Documentation=file:/opt/kiosk/share/docs/appliance.md
 Wants=network-online.target
 After=network-online.target time-sync.target
 Before=kiosk.service
@@ -276,6 +276,13 @@ install_units() {
   put 0644 "$(share_file config/kiosk.toml)" "$prefix/share/kiosk.toml"
   if [ -f "$here/README.md" ]; then
     put 0644 "$here/README.md" "$prefix/share/README.md"
+  fi
+  if [ -d "$here/docs" ]; then
+    # The pages the README links to, so that the installed kiosk explains itself.
+    dir 0755 "$prefix/share/docs"
+    for page in "$here"/docs/*.md; do
+      put 0644 "$page" "$prefix/share/docs/$(basename "$page")"
+    done
   fi
   if [ "$0" != "$R$prefix/libexec/install.sh" ]; then
     put 0755 "$0" "$prefix/libexec/install.sh"

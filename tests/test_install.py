@@ -91,6 +91,11 @@ def test_stages_files_with_their_modes(tmp_path):
     assert mode(libexec) == 0o755 and libexec.read_bytes() == INSTALL.read_bytes()
     (whl,) = (root / "opt/kiosk/wheels").glob("kiosk-*.whl")
     assert mode(whl) == 0o644 and whl.stat().st_size > 10_000
+    # The installed kiosk explains itself: the README and every page it links to.
+    share = root / "opt/kiosk/share"
+    pages = sorted(p.name for p in (INSTALL.parent.parent / "docs").glob("*.md"))
+    assert pages and sorted(p.name for p in (share / "docs").glob("*.md")) == pages
+    assert mode(share / "docs/appliance.md") == 0o644 and (share / "README.md").is_file()
 
     sysusers = (root / "etc/sysusers.d/kiosk.conf").read_text()
     assert "u kiosk" in sysusers and "m kiosk video" in sysusers and "m kiosk gpio" in sysusers

@@ -27,7 +27,7 @@ def register(sub) -> None:
         help="publish residents to a site's devices over MQTT (signed, encrypted), and see what they hold",
         description="Gallery updates: the admin's enrollment database (the one `kiosk-admin enroll` fills; "
         "--state-dir or device.state_dir of --config) is published to a site's devices, signed with the admin's "
-        "key and encrypted to each device's key. See the README, section Gallery updates over MQTT.",
+        "key and encrypted to each device's key. See docs/gallery-updates.md.",
     )
     gs = p.add_subparsers(dest="gallery_command", metavar="WHAT", required=True)
 

@@ -34,7 +34,7 @@ def register(sub) -> None:
         description="Write a provisioning code for an installer: the site, its service address and position, "
         "the clock-in radius, the broker and its CA fingerprint, the back end's and the admins' public keys, "
         "and an expiry, signed with the fleet root key, as a QR code PNG. An unprovisioned kiosk shown the "
-        "code takes it (see the README, section Provisioning a kiosk with a QR code).",
+        "code takes it (see docs/provisioning.md).",
     )
     p.add_argument("--fleet-key", type=Path, required=True, metavar="FILE", help="the fleet's private root key (0600)")
     p.add_argument("--site", required=True, help="site id (letters, digits, '.', '_', '-')")

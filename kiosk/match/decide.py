@@ -13,7 +13,7 @@ cancels much of what varies from frame to frame (pose, expression, blur),
 so a resident seen from a few metres, whose single frames each fall just
 over the threshold, is still recognised. It also draws an impostor's
 descriptor a little closer to everyone, which is why its threshold is
-lower (see README, "Decision quality").
+lower (see docs/recognition.md).
 """
 
 from __future__ import annotations

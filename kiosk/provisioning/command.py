@@ -21,7 +21,7 @@ def register(sub) -> None:
         "it against the fleet root key, then writes its site, service location, broker, the back end's and "
         "admins' keys and a new key pair of its own, in one step. A forged, expired, damaged or foreign code "
         "is refused with the reason. Re-provisioning needs a signed reset (--reset). Run it as the daemon's "
-        "user with the daemon stopped; see the README, section Provisioning a kiosk with a QR code.",
+        "user with the daemon stopped; see docs/provisioning.md.",
     )
     p.add_argument("--config", metavar="FILE", help="config file (default: built-in defaults)")
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="override device.state_dir")
