@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
+from .atomicfile import write_atomic
 from .errors import KeyFileError
 
 
@@ -37,26 +37,8 @@ def read_secret(path: Path | str) -> bytes:
 
 
 def write_secret(path: Path | str, data: bytes, *, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` as 0600, atomically (temp file, fsync, rename)."""
+    """Write ``data`` to ``path`` as 0600, atomically and durably (see :func:`~kiosk.atomicfile.write_atomic`)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path}: exists; refusing to overwrite a key")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return path
+    return write_atomic(path, data, mode=0o600)

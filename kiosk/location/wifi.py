@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..atomicfile import write_atomic
 from ..errors import ConfigError
 from .base import Fix, ServiceLocation
 
@@ -55,11 +56,7 @@ def take_fingerprint(scan: Callable[[], dict[str, float]], path: Path, *, scans:
         raise RuntimeError("no access points seen: a Wi-Fi fingerprint needs some")
     fp = {"v": 1, "taken_at": int(time.time()),
           "access_points": {b: round(sum(r) / len(r), 1) for b, r in sorted(seen.items())}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(fp, indent=2) + "\n")
-    tmp.chmod(0o644)
-    tmp.replace(path)
+    write_atomic(path, json.dumps(fp, indent=2) + "\n", mode=0o644)
     return fp
 
 

@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..atomicfile import fsync_dir, write_atomic
 from ..config import KioskConfig
 from ..errors import KeyFileError, NotProvisioned, ProvisioningRefused
 from ..sync import keys as keymod
@@ -110,18 +111,16 @@ class ProvisioningStore:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.directory.name}-", dir=parent))
         try:
-            (tmp / BUNDLE_FILE).write_text(text.strip() + "\n", encoding="ascii")
+            # Each file is written durably (write_atomic); the folder is renamed into place in one step.
+            write_atomic(tmp / BUNDLE_FILE, text.strip() + "\n", mode=0o644)
             _write_public(tmp / BACKEND_FILE, bundle.backend.to_jwks(private=False))
             _write_public(tmp / ADMIN_FILE, bundle.admin.to_jwks(private=False))
             keymod.save_private(tmp / DEVICE_FILE, device_keys)
             _write_public(tmp / DEVICE_PUBLIC_FILE, device_keys.to_jwks(private=False))
-            for p in tmp.iterdir():
-                _fsync(p)
-            _fsync(tmp)
             if self.directory.exists():  # appeared meanwhile: never replace it
                 raise refused("already_provisioned")
             os.rename(tmp, self.directory)
-            _fsync(parent)
+            fsync_dir(parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -168,7 +167,7 @@ class ProvisioningStore:
             raise refused("undelivered_events", f"{pending} undelivered; connect to the broker first, or discard them")
         gone = self.directory.with_name(f".{self.directory.name}-reset-{os.getpid()}-{int(self._wall())}")
         os.rename(self.directory, gone)
-        _fsync(self.directory.parent)
+        fsync_dir(self.directory.parent)
         cfg = self.config
         for path in (cfg.database_path, Path(f"{cfg.database_path}-wal"), Path(f"{cfg.database_path}-shm"),
                      cfg.state_path(cfg.storage.template_key)):
@@ -251,17 +250,9 @@ def certificates_in(pem: bytes) -> list[bytes]:
 
 
 def _write_public(path: Path, content) -> None:
+    """A public file (0644), replaced atomically: a power cut leaves the old one or the new one."""
     data = content if isinstance(content, bytes) else (json.dumps(content, indent=2) + "\n").encode()
-    path.write_bytes(data)
-    path.chmod(0o644)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_atomic(path, data, mode=0o644)
 
 
 def _own_like(directory: Path, state_dir: Path) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from jwcrypto import jwk
 
+from ..atomicfile import write_atomic
 from ..errors import KeyFileError
 from ..keyfile import check_private, write_secret
 from ..sync.keys import SIG_ALG
@@ -43,11 +44,7 @@ def save_root(private_path: Path | str, public_path: Path | str, key: jwk.JWK, *
     if public_path.exists() and not overwrite:
         raise KeyFileError(f"{public_path}: exists; refusing to overwrite a key")
     write_secret(private_path, _jwks([json.loads(key.export_private())]), overwrite=overwrite)
-    public_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = public_path.with_name(f".{public_path.name}.tmp")
-    tmp.write_bytes(_jwks([json.loads(key.export_public())]))
-    tmp.chmod(0o644)
-    tmp.replace(public_path)
+    write_atomic(public_path, _jwks([json.loads(key.export_public())]), mode=0o644)
 
 
 def _jwks(keys: list[dict]) -> bytes:

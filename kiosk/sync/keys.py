@@ -24,6 +24,7 @@ from jwcrypto.common import base64url_decode, base64url_encode
 
 from ..config import KioskConfig
 from ..errors import KeyFileError
+from ..atomicfile import write_atomic
 from ..keyfile import check_private, credential_path, write_secret
 
 log = logging.getLogger(__name__)
@@ -119,12 +120,7 @@ def save_public(path: Path | str, keys: PartyKeys, *, overwrite: bool = False) -
     path = Path(path)
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path}: exists; refusing to overwrite a key")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(keys.to_jwks(private=False), indent=2) + "\n", encoding="utf-8")
-    tmp.chmod(0o644)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, json.dumps(keys.to_jwks(private=False), indent=2) + "\n", mode=0o644)
 
 
 def resolve(path: Path | str, base: Path | None = None) -> Path:
