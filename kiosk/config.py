@@ -7,13 +7,14 @@ that names the file, the line and the dotted key.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 
@@ -142,7 +143,8 @@ class MotionSettings(Section):
 
 class MqttSettings(Section):
     enabled: bool = False
-    url: str = Field("mqtts://localhost:8883", pattern=r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$")
+    # HOST is a name, an IPv4 address or a bracketed IPv6 address ([fd00::1]).
+    url: str = Field("mqtts://localhost:8883", pattern=r"^mqtts?://([^/:\s\[\]]+|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?/?$")
     ca_file: Path = Path("mqtt-ca.pem")
     client_cert: Path = Path("mqtt-client.pem")
     client_key: Path = Path("mqtt-client.key")
@@ -154,11 +156,19 @@ class MqttSettings(Section):
     topic_prefix: str = Field("kiosk", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
     status_interval: float = Field(60.0, ge=1, le=86400)
 
+    @field_validator("url")
+    @classmethod
+    def _ipv6(cls, url: str) -> str:
+        netloc = url.split("://", 1)[1]
+        if netloc.startswith("[") and getattr(_ip(netloc[1:].partition("]")[0]), "version", 0) != 6:
+            raise ValueError(f"{netloc.partition(']')[0]}] is not an IPv6 address")
+        return url
+
     @model_validator(mode="after")
     def _checks(self):
         if self.reconnect_backoff_max < self.reconnect_backoff_initial:
             raise ValueError("reconnect_backoff_max must be >= reconnect_backoff_initial")
-        if self.scheme == "mqtt" and self.host not in ("localhost", "127.0.0.1"):
+        if self.scheme == "mqtt" and not _on_this_device(self.host):
             raise ValueError("plain mqtt:// is only allowed to a broker on this device (a local bridge); use mqtts://")
         if not 0 < self.port < 65536:
             raise ValueError("port must be 1..65535")
@@ -170,16 +180,38 @@ class MqttSettings(Section):
 
     @property
     def host(self) -> str:
-        return self.url.split("://", 1)[1].rstrip("/").partition(":")[0]
+        """The broker's name or address, as a socket takes it (an IPv6 address without brackets)."""
+        netloc = self.url.split("://", 1)[1].rstrip("/")
+        if netloc.startswith("["):
+            return netloc[1:].partition("]")[0]
+        return netloc.partition(":")[0]
 
     @property
     def port(self) -> int:
-        port = self.url.split("://", 1)[1].rstrip("/").partition(":")[2]
+        netloc = self.url.split("://", 1)[1].rstrip("/")
+        port = netloc.rpartition("]")[2].partition(":")[2]
         return int(port) if port else (8883 if self.tls else 1883)
+
+    @property
+    def address(self) -> str:
+        """HOST:PORT for messages, with an IPv6 address in brackets."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     @property
     def tls(self) -> bool:
         return self.scheme == "mqtts"
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _on_this_device(host: str) -> bool:
+    ip = _ip(host)
+    return host == "localhost" or (ip is not None and ip.is_loopback)
 
 
 class OutboxSettings(Section):

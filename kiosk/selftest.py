@@ -175,21 +175,21 @@ def check_broker(ctx: Context) -> str:
     try:
         client.connect(m.host, m.port, keepalive=m.keepalive)
     except OSError as e:
-        raise RuntimeError(f"cannot connect to {m.host}:{m.port}: {e}") from e
+        raise RuntimeError(f"cannot connect to {m.address}: {e}") from e
     client.loop_start()
     try:
         if not done.wait(timeout):
-            raise RuntimeError(f"no CONNACK from {m.host}:{m.port} within {timeout:.0f} s")
+            raise RuntimeError(f"no CONNACK from {m.address} within {timeout:.0f} s")
         rc = result["rc"]
         if reason_value(rc) != 0:
-            raise RuntimeError(f"{m.host}:{m.port} refused the connection: {rc}")
+            raise RuntimeError(f"{m.address} refused the connection: {rc}")
         sock = client.socket()
         version = sock.version() if tls is not None and hasattr(sock, "version") else None
         client.disconnect()
     finally:
         client.loop_stop()
     how = f"TLS ({version}, client certificate)" if tls is not None else "plain MQTT (local bridge)"
-    return f"connected to {m.host}:{m.port} over {how} in {time.monotonic() - t0:.1f} s"
+    return f"connected to {m.address} over {how} in {time.monotonic() - t0:.1f} s"
 
 
 # adjtimex(2): the kernel's view of clock discipline, as NTP daemons leave it.

@@ -97,7 +97,8 @@ def _cert(subject_cn: str, issuer_name, issuer_key, public_key, *, ca: bool, ser
         )
     elif server:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                         x509.IPAddress(ipaddress.ip_address("::1"))]),
             critical=False,
         ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
     else:
@@ -141,11 +142,12 @@ class Pki:
 class Broker:
     """One Mosquitto process with its own config, on a loopback port; stopped by PID."""
 
-    def __init__(self, workdir: Path, pki: Pki, *, port: int | None = None, acl: str = DEFAULT_ACL, extra_conf: str = ""):
+    def __init__(self, workdir: Path, pki: Pki, *, port: int | None = None, acl: str = DEFAULT_ACL, extra_conf: str = "",
+                 host: str = "127.0.0.1"):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pki = pki
-        self.host = "127.0.0.1"
+        self.host = host  # "::1" for IPv6 loopback
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
         self.log_path = self.dir / "mosquitto.log"
@@ -188,7 +190,8 @@ use_identity_as_username true
 
     @property
     def url(self) -> str:
-        return f"mqtts://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"mqtts://{host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
