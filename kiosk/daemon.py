@@ -25,6 +25,7 @@ from .config import KioskConfig, config_from_args, load_config
 from .errors import ConfigError, KioskError, NotProvisioned
 from .logs import setup_logging
 from .match.decide import Decision, Outcome
+from .match.evidence import EvidenceCrops
 from .match.gallery import GalleryStore, open_store
 from .match.models import MODEL_ID
 from .match.motion import MotionGate
@@ -73,6 +74,7 @@ class Kiosk:
         self.recognizer: Recognizer | None = None
         self.capture: CaptureThread | None = None
         self.motion: MotionGate | None = None
+        self.crops: EvidenceCrops | None = None  # with [outbox] evidence_crop
         self.panel = None
         self.decisions: list[Decision] = []
         self._last_watchdog = 0.0
@@ -108,6 +110,7 @@ class Kiosk:
                 self.location.provider.start()
                 self._on_stop("location", self.location.close)
             gallery = self.store.load()
+            self.crops = EvidenceCrops() if self.outbox.settings.evidence_crop else None
             self.notifier.status("starting: loading models")
             self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), on_prompt=self._prompt,
                                          wall_clock=self._wall)
@@ -213,8 +216,12 @@ class Kiosk:
                     decisions += self.qr.offer(frame)
             else:  # nobody there: no detection, but open visits still end
                 decisions = self.recognizer.process(frame, faces=[])
+            if self.crops is not None:
+                self.crops.see(frame.image, frame.timestamp, self.recognizer.tracker.tracks.values())
             for d in decisions:
                 self._handle(d)
+            if self.crops is not None:
+                self.crops.forget(self.recognizer.tracker.tracks)
             self._tick(frame_flowing=True)
         return status
 
@@ -234,8 +241,9 @@ class Kiosk:
             if d.outcome is Outcome.ACCEPTED and self.location.policy() == "refuse":
                 d = replace(d, outcome=Outcome.REFUSED_LOCATION, reason=f"location_{self.location.state.value.lower()}")
         # Committed first: the door, the log and MQTT only follow a stored event.
+        evidence = self.crops.take(d.track_id) if self.crops is not None and d.method == "face" else None
         checkin = self.outbox.commit(
-            d, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where
+            d, evidence=evidence, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where
         )
         self.decisions.append(d)
         log.info("decision %s seq=%d", d.describe(), checkin.seq, extra={"resident_id": d.resident_id})
