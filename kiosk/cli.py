@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "preview",
     "door",
     "provisioning.command",
+    "bench.command",
 ]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet import fleet, make_ca  # noqa: F401
+from fleet import fleet  # noqa: F401
 from kiosk import atomicfile
 from kiosk.atomicfile import write_atomic
 from kiosk.errors import KeyFileError
