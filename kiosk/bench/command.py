@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -24,7 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--config", metavar="FILE", help="kiosk config file (default: built-in defaults)")
     p.add_argument("--source", metavar="SPEC", help="override capture.source (e.g. a clip: --source FILE)")
     p.add_argument("--state-dir", type=Path, metavar="DIR", help="override device.state_dir")
-    p.add_argument("--frames", type=int, default=45, metavar="N", help="frames to measure on (default 45)")
+    p.add_argument("--frames", type=_frames, default=45, metavar="N", help="frames to measure on (default 45, at least 2)")
     p.add_argument("--gallery-size", type=int, metavar="N",
                    help="search a synthetic gallery of N residents (3 templates each) instead of this device's")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -32,6 +33,13 @@ def register(subparsers) -> None:
                    "time (steadier on a machine busy with other work)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_bench)
+
+
+def _frames(text: str) -> int:
+    n = int(text)
+    if n < 2:
+        raise argparse.ArgumentTypeError("at least 2")
+    return n
 
 
 def _with_provisioning(cfg: KioskConfig) -> KioskConfig:
@@ -47,10 +55,6 @@ def _with_provisioning(cfg: KioskConfig) -> KioskConfig:
 
 
 def cmd_bench(args) -> int:
-    from ..errors import ConfigError
-
-    if args.frames < 2:
-        raise ConfigError("--frames: at least 2")
     cfg = config_from_args(args)
     cfg = _with_provisioning(cfg).with_overrides(source=args.source)
     if args.gallery_size is not None:

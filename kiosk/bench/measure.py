@@ -25,7 +25,7 @@ import numpy as np
 
 from ..capture.base import Frame, FrameSource
 from ..config import DetectSettings, KioskConfig, LivenessSettings, MotionSettings
-from ..errors import KioskError, SourceExhausted
+from ..errors import CameraUnavailable, KioskError, SourceExhausted
 from ..match.decide import Decision, Outcome, VoteBox
 from ..match.detect import Box, Face, to_grey
 from ..match.embed import DIMENSIONS
@@ -301,7 +301,11 @@ def _capture(st: Stages, cfg: KioskConfig, frames: int, clock, cpu_clock):
     walls: list[float] = []
     cpus: list[float] = []
     try:
-        source.start()
+        try:
+            source.start()
+        except CameraUnavailable as e:
+            raise CameraUnavailable(f"{e} (the bench needs the camera to itself: is the kiosk daemon running? "
+                                    "sudo systemctl stop kiosk)") from e
         for _ in range(frames):
             c0, t0 = cpu_clock(), clock()
             try:
