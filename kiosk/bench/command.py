@@ -72,7 +72,8 @@ def cmd_bench(args) -> int:
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     costs = measure(cfg, frames=args.frames, gallery=gallery, gallery_kind=kind, clock=clock, say=say)
     if args.clock == "cpu":
-        costs.notes.append("stages timed by CPU time (--clock cpu): waiting for a busy CPU is not counted")
+        costs.notes.append("stages timed by CPU time (--clock cpu): waiting for a busy CPU, or for the disk "
+                           "(the commit's flush), is not counted")
     say("modelling visits")
     plan = recommend(cfg, costs)
     if args.json:
