@@ -178,10 +178,11 @@ def images(test_data):
 
 
 def measured(images, *, camera_fps=30.0, near=10.0, far=lambda s: 40.0 * s * s, descriptor=80.0, liveness=5.0,
-             motion=0.5, cfg=None) -> tuple[KioskConfig, Costs]:
+             motion=0.5, cfg=None, faces=True) -> tuple[KioskConfig, Costs]:
     cfg = cfg or KioskConfig().with_overrides(state_dir="/nonexistent/kiosk-bench-test")
     clock = FakeClock()
     face = [Face(box=Box(top=100, right=330, bottom=330, left=100), score=1.0, sharpness=100.0, edge_distance=0.2)]
+    face = face if faces else []
     stages = Stages(
         source=lambda c: Camera(clock, camera_fps, images),
         motion=lambda s: Costly(clock, motion, True),
@@ -348,3 +349,10 @@ def test_the_device_gallery_is_read_from_a_copy_and_its_size_kept_when_its_key_i
     (resident_state / "template.key").chmod(0o600)
     assert snapshot(resident_state) == before
     assert device_gallery(KioskConfig().with_overrides(state_dir=resident_state / "none")) == (None, "none", 0, 0)
+
+
+def test_with_nobody_in_front_the_descriptor_is_timed_on_the_middle_of_the_frame(images):
+    _, c = measured(images, faces=False, descriptor=70.0)
+    assert c.faces_near == 0 and c.faces_far == 0
+    assert c.descriptor.median_ms == pytest.approx(70.0) and c.liveness.calls == 12
+    assert any("no face in the frames" in n for n in c.notes)

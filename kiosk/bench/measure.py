@@ -212,38 +212,15 @@ def measure(
     t_motion = [_timed(clock, gate.update, f)[1] for f in shots]
 
     say(f"detection at detect.scale = {cfg.detect.scale:g}")
-    near = st.detector(cfg.detect, cfg.detect.scale)
-    near.detect(shots[0].image, greys[0])  # warm-up
-    found: list[list[Face]] = []
-    t_near = []
-    for f, g in zip(shots, greys):
-        faces, dt = _timed(clock, near.detect, f.image, g)
-        found.append(faces)
-        t_near.append(dt)
-
+    found, t_near = _detect(st, cfg, cfg.detect.scale, shots, greys, clock)
     far: dict[float, Timing] = {}
     far_found: list[list[Face]] = []
-    for i, scale in enumerate(far_scales(cfg.detect)):
+    for scale in far_scales(cfg.detect):
         say(f"far pass at {scale:g} (faces from {smallest_face_px(cfg.detect, scale)} px)")
-        det = st.detector(cfg.detect, scale)
-        det.detect(shots[0].image, greys[0])  # warm-up
-        times = []
-        for j, (f, g) in enumerate(zip(shots[:far_frames], greys)):
-            faces, dt = _timed(clock, det.detect, f.image, g)
-            times.append(dt)
-            if i == 0:
-                far_found.append(faces)
+        faces, times = _detect(st, cfg, scale, shots[:far_frames], greys, clock)
+        far_found = far_found or faces  # the largest scale's
         far[scale] = Timing.of(times)
-
-    # The faces the later stages work on: the near pass's, else the far pass's.
-    faces = [(k, (fs or (far_found[k] if k < len(far_found) else []))[:1]) for k, fs in enumerate(found)]
-    looks = [(k, fs[0]) for k, fs in faces if fs]
-    if not looks:
-        notes.append("no face in the frames: descriptor and liveness were timed on a box in the middle of the "
-                     "frame (they cost about the same); stand in front of the camera for a real face")
-        side = max(cfg.detect.min_face_px, min(w, h) // 3)
-        box = Box(top=(h - side) // 2, right=(w + side) // 2, bottom=(h + side) // 2, left=(w - side) // 2)
-        looks = [(k, Face(box=box, score=0.0, sharpness=100.0, edge_distance=0.2)) for k in range(len(shots))]
+    looks = _looks(cfg, shots, found, far_found, notes)
 
     say("descriptor")
     emb = st.embedder(cfg.detect)
@@ -293,6 +270,37 @@ def measure(
         gallery_residents=len(gallery), gallery_templates=gallery.template_count, gallery_kind=gallery_kind,
         faces_near=sum(1 for fs in found if fs), faces_far=sum(1 for fs in far_found if fs), notes=notes,
     )
+
+
+def _detect(st: Stages, cfg: KioskConfig, scale: float, shots: list[Frame], greys: list, clock):
+    """Each frame's faces at ``scale``, and the time each detection took."""
+    det = st.detector(cfg.detect, scale)
+    det.detect(shots[0].image, greys[0])  # warm-up
+    found, times = [], []
+    for f, g in zip(shots, greys):
+        faces, dt = _timed(clock, det.detect, f.image, g)
+        found.append(faces)
+        times.append(dt)
+    return found, times
+
+
+def _looks(cfg: KioskConfig, shots: list[Frame], near: list[list[Face]], far: list[list[Face]],
+           notes: list[str]) -> list[tuple[int, Face]]:
+    """The faces the later stages work on, as (frame number, face): the near pass's, else the far pass's;
+    with no face at all, a box in the middle of the frame (landmarks and descriptor cost about the same)."""
+    looks = []
+    for k, faces in enumerate(near):
+        faces = faces or (far[k] if k < len(far) else [])
+        if faces:
+            looks.append((k, faces[0]))
+    if looks:
+        return looks
+    notes.append("no face in the frames: descriptor and liveness were timed on a box in the middle of the "
+                 "frame (they cost about the same); stand in front of the camera for a real face")
+    h, w = shots[0].image.shape[:2]
+    side = max(cfg.detect.min_face_px, min(w, h) // 3)
+    box = Box(top=(h - side) // 2, right=(w + side) // 2, bottom=(h + side) // 2, left=(w - side) // 2)
+    return [(k, Face(box=box, score=0.0, sharpness=100.0, edge_distance=0.2)) for k in range(len(shots))]
 
 
 def _capture(st: Stages, cfg: KioskConfig, frames: int, clock, cpu_clock):

@@ -260,31 +260,46 @@ def recommend(cfg: KioskConfig, costs: Costs) -> Plan:
     warnings: list[str] = []
     reasons: dict[str, str] = {}
     budget = frame_budget_ms(cfg)
+    fps, times = _frame_rate(cfg, costs, budget, reasons, warnings)
+    far_scale, periods = _far_scale(cfg, costs, fps, budget, reasons)
+    near = simulate(cfg, costs, fps=fps, far_scale=far_scale)
+    if near.period_ms > budget:
+        warnings.append(f"even with a face at the door the loop takes {near.period_ms:.0f} ms a frame, over the "
+                        f"{budget:.0f} ms the visit rules allow: visits may end early or wait on liveness "
+                        "(a lower detect.scale or a faster device)")
+    slowest = max([near.period_ms] + ([periods[far_scale]] if far_scale else []))
+    enabled, hold, idle = _motion_gate(cfg, costs, fps, far_scale, slowest, reasons)
+    return Plan(fps, far_scale, enabled, hold, round(budget, 1), reasons,
+                _visits(cfg, costs, cfg.capture.fps, cfg.detect.far_scale), _visits(cfg, costs, fps, far_scale),
+                times, periods, idle, warnings)
 
-    # capture.fps: the lowest rate at which a resident at the door is decided as soon as at any rate.
-    # Rates the camera delivers (a file: up to 30), preferably fast enough for the visit rules.
+
+def _frame_rate(cfg: KioskConfig, costs: Costs, budget: float, reasons: dict, warnings: list):
+    """The lowest rate at which a resident at the door is decided (within TOLERANCE) as soon as at any
+    rate the camera delivers (a file: up to 30), preferably fast enough for the visit rules."""
     ceiling = min(FPS_CANDIDATES[-1], costs.delivered_fps * 1.05)
     least = 1000 / budget
     allowed = sorted({f for f in (*FPS_CANDIDATES, cfg.capture.fps) if f <= ceiling}) or [round(ceiling, 1)]
     candidates = [f for f in allowed if f >= least] or allowed
-    far_now = cfg.detect.far_scale
-    times = {f: simulate(cfg, costs, fps=f, far_scale=far_now).seconds for f in candidates}
+    times = {f: simulate(cfg, costs, fps=f, far_scale=cfg.detect.far_scale).seconds for f in candidates}
     decided = {f: t for f, t in times.items() if t is not None}
-    if decided:
-        best = min(decided.values())
-        fps = min(f for f, t in decided.items() if t <= best * (1 + TOLERANCE))
-        reasons["capture.fps"] = (f"a resident at the door is decided in {decided[fps]:.2f} s at {fps:g} fps, "
-                                  f"within {TOLERANCE:.0%} of the soonest any rate up to {max(candidates):g} fps "
-                                  f"gives ({best:.2f} s); a faster camera costs capture work for less than that")
-    else:
-        fps = cfg.capture.fps
-        reasons["capture.fps"] = "no rate tried let a visit be decided: kept as configured"
-        warnings.append("no frame rate lets a visit be decided within a minute on this device")
     if costs.live and costs.delivered_fps < least:
         warnings.append(f"the camera delivers {costs.delivered_fps:g} fps, fewer than the {least:g} the visit rules "
                         "need (track.max_gap_s, liveness.max_wait_s / min_frames)")
+    if not decided:
+        reasons["capture.fps"] = "no rate tried let a visit be decided: kept as configured"
+        warnings.append("no frame rate lets a visit be decided within a minute on this device")
+        return cfg.capture.fps, times
+    best = min(decided.values())
+    fps = min(f for f, t in decided.items() if t <= best * (1 + TOLERANCE))
+    reasons["capture.fps"] = (f"a resident at the door is decided in {decided[fps]:.2f} s at {fps:g} fps, "
+                              f"within {TOLERANCE:.0%} of the soonest any rate up to {max(candidates):g} fps "
+                              f"gives ({best:.2f} s); a faster camera costs capture work for less than that")
+    return fps, times
 
-    # detect.far_scale: the largest useful one that keeps a far visit within the frame budget.
+
+def _far_scale(cfg: KioskConfig, costs: Costs, fps: float, budget: float, reasons: dict):
+    """The largest useful far scale with which a face only the far pass finds stays within the frame budget."""
     periods: dict[float, float] = {}
     far_scale = 0.0
     useful = [s for s in sorted(costs.far, reverse=True) if s <= useful_far_scale(cfg.detect)]
@@ -292,7 +307,6 @@ def recommend(cfg: KioskConfig, costs: Costs) -> Plan:
         periods[scale] = simulate(cfg, costs, fps=fps, far_scale=scale, scenario="far").period_ms
         if periods[scale] <= budget and far_scale == 0.0:
             far_scale = scale
-
     if far_scale:
         reasons["detect.far_scale"] = (
             f"with a face only the far pass finds, a frame every {periods[far_scale]:.0f} ms, within the "
@@ -303,11 +317,12 @@ def recommend(cfg: KioskConfig, costs: Costs) -> Plan:
             f"{budget:.0f} ms the visit rules allow: off (0)")
     else:
         reasons["detect.far_scale"] = "the near pass already finds every face the quality gate takes: off (0)"
+    return far_scale, periods
 
-    # The motion gate: on when it costs less than the detection it saves; held long enough to span
-    # the slowest frame, or a resident standing still loses the gate between two frames.
-    near = simulate(cfg, costs, fps=fps, far_scale=far_scale)
-    slowest = max([near.period_ms] + ([periods[far_scale]] if far_scale else []))
+
+def _motion_gate(cfg: KioskConfig, costs: Costs, fps: float, far_scale: float, slowest: float, reasons: dict):
+    """On when the gate costs less than the detection it saves with nobody there; held at least twice the
+    slowest frame, or a resident standing still loses the gate between two frames."""
     searching = costs.near.median_ms + (costs.far[far_scale].median_ms / cfg.detect.far_every if far_scale else 0.0)
     per_frame = costs.capture_cpu.median_ms + costs.grey.median_ms
     idle = {"gate_on": round((per_frame + costs.motion.median_ms) * fps / 1000, 3),
@@ -318,15 +333,7 @@ def recommend(cfg: KioskConfig, costs: Costs) -> Plan:
                          f"{searching:.1f} ms of detection: {idle['gate_on']:.0%} of a core instead of "
                          f"{idle['gate_off']:.0%}; held {hold:g} s, at least twice the slowest frame "
                          f"({slowest:.0f} ms)")
-    if near.period_ms > budget:
-        warnings.append(f"even with a face at the door the loop takes {near.period_ms:.0f} ms a frame, over the "
-                        f"{budget:.0f} ms the visit rules allow: visits may end early or wait on liveness "
-                        "(a lower detect.scale or a faster device)")
-
-    configured = _visits(cfg, costs, cfg.capture.fps, cfg.detect.far_scale)
-    recommended = _visits(cfg, costs, fps, far_scale)
-    return Plan(fps, far_scale, enabled, hold, round(budget, 1), reasons, configured, recommended, times, periods,
-                idle, warnings)
+    return enabled, hold, idle
 
 
 def _visits(cfg: KioskConfig, costs: Costs, fps: float, far_scale: float) -> dict[str, Visit]:
