@@ -68,7 +68,12 @@ class Admin:
         return seal_update(claims, self.keys, [keymod.public_key(d.encryption) for d in devices])
 
     def frames(self, claims: dict, *devices: keymod.PartyKeys, max_bytes: int = 262144) -> list[bytes]:
-        return to_frames(self.seal(claims, *devices), max_bytes)
+        """The head, then the parts, as ``kiosk-admin gallery publish`` sends them."""
+        return to_frames(self.seal(claims, *devices), claims, self.keys, max_bytes)
+
+    def wrap(self, sealed: str, claims: dict, max_bytes: int = 262144) -> list[bytes]:
+        """Any text (a forgery inside) framed behind a head this admin signs for ``claims``."""
+        return to_frames(sealed, claims, self.keys, max_bytes)
 
     def seal_raw(self, payload: bytes, *devices: keymod.PartyKeys, header: dict | None = None, signer=None) -> str:
         """Sign any bytes (any JWS header) and encrypt them as an update would be."""
@@ -86,11 +91,12 @@ def encrypt_raw(plaintext: bytes, *devices: keymod.PartyKeys, protected: dict | 
     return e.serialize(compact=False)
 
 
-def frame(text: str, *, sha: str | None = None, part: int = 0, parts: int = 1) -> bytes:
+def part_frame(data: str, *, sha: str | None = None, part: int = 0) -> bytes:
+    """A part frame as anyone can write one (no head, no signature)."""
     import hashlib
 
-    return json.dumps({"v": 1, "sha256": sha or hashlib.sha256(text.encode()).hexdigest(), "part": part,
-                       "parts": parts, "data": text}, separators=(",", ":")).encode()
+    return json.dumps({"v": 2, "sha256": sha or hashlib.sha256(data.encode()).hexdigest(), "part": part,
+                       "data": data}, separators=(",", ":")).encode()
 
 
 
@@ -158,3 +164,121 @@ class RecordingRecognizer:
     def swap_gallery(self, gallery):
         self.swaps.append(gallery)
         self.gallery = gallery
+
+
+class KioskSite:
+    """A running kiosk (:class:`kiosk.daemon.Kiosk`, MQTT on, a live camera on an empty scene), its admin,
+    and the back end's MQTT client (``probe``), for tests that send it updates over a real broker."""
+
+    def __init__(self, broker, root, *, site: str = "elm-court", device: str = "door-1", max_message: int = 65536,
+                 extra: str = ""):
+        import threading
+
+        from broker import MqttProbe
+        from kiosk.capture.replay import ReplaySource
+        from kiosk.config import parse_config
+        from kiosk.daemon import Kiosk
+
+        self.site, self.device = site, device
+        self.admin = Admin()
+        self.state, self.keys = device_state(root / "state", site, device, self.admin.keys.public())
+        self.config = parse_config(device_toml(self.state, site, device, broker,
+                                               f"[liveness]\nenabled = false\n[gallery]\npart_timeout_s = 1.5\n"
+                                               f"max_message_bytes = {max_message}\n" + extra))
+        self.max_message = max_message
+        self.world = World()
+        self.rng = np.random.default_rng(2024)
+        source = ReplaySource([np.zeros((240, 320, 3), np.uint8)], live=True, loop=True, fps=10.0)
+        self.kiosk = Kiosk(self.config, source=source)
+        self.kiosk.start()
+        self.runner = threading.Thread(target=self.kiosk.run, name="kiosk-under-test", daemon=True)
+        self.runner.start()
+        self.probe = MqttProbe(broker, "backend")
+        self.ack_topic = f"kiosk/{site}/{device}/ack"
+        self.status_topic = f"kiosk/{site}/{device}/status"
+        self.site_topic = f"kiosk/{site}/gallery"
+        self.device_topic = f"kiosk/{site}/{device}/gallery"
+        self.probe.subscribe(self.ack_topic)
+        self.probe.subscribe(self.status_topic)
+        self.ring = keymod.KeyRing([self.keys.public()])
+
+    @property
+    def sync(self):
+        return self.kiosk.gallery_sync
+
+    @property
+    def version(self) -> int:
+        return self.sync.version
+
+    def acks(self) -> list[bytes]:
+        return [p for t, p, _ in self.probe.messages if t == self.ack_topic]
+
+    def answers(self, since: int = 0) -> list[dict]:
+        """The device's acks after the first ``since`` (verified), but for the ``holding`` it sends at start."""
+        from kiosk.sync.updates.format import verify_ack
+
+        return [a for a in (verify_ack(p, self.ring) for p in self.acks()[since:]) if a["result"] != "holding"]
+
+    def send(self, frames: list[bytes], topic: str | None = None, timeout: float = 15.0) -> dict:
+        """Publish ``frames`` as the back end and return the device's next answer (verified)."""
+        import time
+
+        n = len(self.acks())
+        for f in frames:
+            assert self.probe.publish(topic or self.site_topic, f) == 0
+        deadline = time.monotonic() + timeout
+        while not self.answers(n) and time.monotonic() < deadline:
+            self.probe.wait_messages(len(self.probe.messages) + 1, timeout=0.2)
+        got = self.answers(n)
+        assert got, "the device did not answer"
+        return got[0]
+
+    def snapshot(self):
+        """What must not change on a refusal."""
+        from kiosk.match.gallery import open_store
+
+        store = open_store(self.config)
+        try:
+            rows = store.db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
+            return (self.sync.version, self.sync.digest, id(self.kiosk.recognizer.gallery), store.digest(),
+                    store.version(), rows)
+        finally:
+            store.db.close()
+
+    def claims(self, *, ops=None, version=None, base=None, world=None, **kw) -> dict:
+        """A valid delta on the held version (one new resident unless ``ops``), without changing the world."""
+        import copy
+
+        w = copy.deepcopy(world or self.world)
+        if ops is None:
+            rid = f"R-{len(w.residents) + 100:04d}"
+            w.put(Resident(rid, f"Name {rid}"), vectors(self.rng, 1))
+            ops = w.upserts([rid])
+        v = self.version
+        return self.admin.claims(w, site=self.site, version=version or v + 1, base=v if base is None else base,
+                                 ops=ops, **kw)
+
+    def frames(self, claims: dict, *devices) -> list[bytes]:
+        return self.admin.frames(claims, *(devices or (self.keys,)), max_bytes=self.max_message)
+
+    def apply_good(self, n: int = 1) -> dict:
+        """Enroll ``n`` new residents with a valid delta; the world follows."""
+        ids = []
+        for _ in range(n):
+            rid = f"R-{len(self.world.residents) + 100:04d}"
+            self.world.put(Resident(rid, f"Name {rid}"), vectors(self.rng, 2))
+            ids.append(rid)
+        v = self.version
+        claims = self.admin.claims(self.world, site=self.site, version=v + 1, base=v, ops=self.world.upserts(ids))
+        ack = self.send(self.frames(claims))
+        assert ack["result"] == "applied" and ack["digest"] == self.world.digest(), ack
+        return claims
+
+    def alive(self) -> bool:
+        return self.runner.is_alive() and self.sync.alive and self.kiosk.capture.healthy
+
+    def close(self) -> None:
+        self.probe.close()
+        self.kiosk.request_stop()
+        self.runner.join(10)
+        self.kiosk.stop()

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from gallery_kit import Admin, World, erase_op, frame, vectors
+from gallery_kit import Admin, World, erase_op, part_frame, vectors
 from kiosk.config import GallerySettings
 from kiosk.db import open_database
 from kiosk.errors import UpdateRejected
@@ -86,12 +86,31 @@ def test_large_snapshot_in_shuffled_parts(parties, store):
     w = world_of(np.random.default_rng(2), 300)
     frames = admin.frames(admin.claims(w, site=SITE, version=3, base="snapshot"), device, max_bytes=16384)
     assert len(frames) > 10 and all(len(f) <= 16384 for f in frames)
-    random.Random(3).shuffle(frames)
+    head, parts = frames[0], frames[1:]
+    random.Random(3).shuffle(parts)
     admin_, device_ = parties
     rx = UpdateReceiver(device_, keymod.KeyRing([admin_.keys]), GallerySettings(max_message_bytes=16384))
-    results = [rx.offer(f) for f in frames]
+    results = [rx.offer(f) for f in [head, *parts]]
     assert all(r is None for r in results[:-1]) and results[-1] is not None and rx.pending == 0
     assert apply(store, results[-1].update).digest == w.digest()
+
+
+def test_parts_before_their_head_are_not_kept(parties):
+    """The head comes first (MQTT keeps one publisher's order on a topic); parts before it are dropped."""
+    admin, device = parties
+    frames = admin.frames(admin.claims(world_of(np.random.default_rng(2), 40), site=SITE, version=3, base="snapshot"),
+                          device, max_bytes=8192)
+    rx = UpdateReceiver(device, keymod.KeyRing([admin.keys]), GallerySettings(max_message_bytes=8192))
+    with pytest.raises(UpdateRejected) as first:
+        rx.offer(frames[2])
+    assert first.value.reason == "unannounced" and not first.value.quiet
+    with pytest.raises(UpdateRejected) as second:
+        rx.offer(frames[3])
+    assert second.value.reason == "unannounced" and second.value.quiet  # answered once per update
+    assert rx.pending == 0 and rx.held_bytes == 0 and rx.stray == 2
+    assert rx.offer(frames[0]) is None and rx.pending == 1 and rx.held_bytes == 0  # the head keeps no part
+    got = [rx.offer(f) for f in frames[1:]]
+    assert got[-1] is not None and rx.pending == 0
 
 
 def test_multi_recipient_update_opens_for_each_device_only(parties):
@@ -100,10 +119,9 @@ def test_multi_recipient_update_opens_for_each_device_only(parties):
     w = world_of(np.random.default_rng(4), 2)
     frames = admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), d1, d2)
     for dev in (d1, d2):
-        rx = UpdateReceiver(dev, keymod.KeyRing([admin.keys]), GallerySettings())
-        assert rx.offer(frames[0]).update.digest == w.digest()
+        assert receive((admin, dev), frames).update.digest == w.digest()
     with pytest.raises(UpdateRejected) as e:
-        UpdateReceiver(stranger, keymod.KeyRing([admin.keys]), GallerySettings()).offer(frames[0])
+        receive((admin, stranger), frames)
     assert e.value.reason == "wrong_recipient"
 
 
@@ -193,7 +211,7 @@ def test_acks_are_signed_and_hold_no_personal_data(parties, store):
     claims = admin.claims(w, site=SITE, version=1, base="snapshot")
     claims["ops"].append(dict(claims["ops"][0]))  # the same resident twice
     with pytest.raises(UpdateRejected) as e:
-        receive(parties, [frame(admin.seal_raw(json.dumps(claims).encode(), device))])
+        receive(parties, admin.wrap(admin.seal_raw(json.dumps(claims).encode(), device), claims))
     assert e.value.reason == "duplicate_resident"
     ack = ack_claims(site=SITE, device=DEVICE, result="refused", version=0, digest=store.digest(), now=time.time(),
                      reason=e.value.reason, detail=str(e.value))
@@ -209,11 +227,14 @@ def test_every_reason_is_explained():
 
 
 def test_frames_never_exceed_the_limit():
+    admin = Admin()
     text = '{"a":"' + "x" * 100_000 + '"}'
+    claims = admin.claims(World(), site=SITE, version=1, base="snapshot")
     for limit in (4096, 10_000, 65536):
-        frames = to_frames(text, limit)
+        frames = to_frames(text, claims, admin.keys, limit)
         assert all(len(f) <= limit for f in frames)
-        assert "".join(json.loads(f)["data"] for f in frames) == text
+        assert "".join(json.loads(f)["data"] for f in frames[1:]) == text
+        assert "data" not in json.loads(frames[0])  # the head: the signed description of what follows
 
 
 # -- the admin's side ------------------------------------------------------------------
@@ -301,6 +322,14 @@ def test_database_changed_behind_the_searched_gallery_is_noticed(parties, store)
     assert e.value.reason == "digest_mismatch" and store.digest() == before and held_version(store) == 1
 
 
+def send(sync, frames):
+    """Each frame through the device's path; the last answer (None while parts are missing)."""
+    ack = None
+    for f in frames:
+        ack = sync.handle(f)
+    return ack
+
+
 def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(parties, tmp_path):
     from gallery_kit import RecordingLink, RecordingRecognizer
     from kiosk.config import parse_config
@@ -328,16 +357,16 @@ def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(
     # The old gallery stays intact while a frame may still be searching it, then is overwritten.
     second = recognizer.gallery
     w.put(Resident("R-0001", "Changed"), vectors(rng, 2))
-    sync.handle(admin.frames(admin.claims(w, site=SITE, version=2, base=1, ops=w.upserts(["R-0001"])), device)[0])
+    send(sync, admin.frames(admin.claims(w, site=SITE, version=2, base=1, ops=w.upserts(["R-0001"])), device))
     assert np.any(second.matrix) and sync.scrub_retired() == 0
     recognizer.stats.frames += 2
     assert sync.scrub_retired() == 1 and not np.any(second.matrix)
     assert np.any(recognizer.gallery.matrix) and recognizer.gallery.digest() == w.digest()
     # A gap: refused, the status asks for a snapshot at once; a snapshot clears it.
-    ack = sync.handle(admin.frames(admin.claims(w, site=SITE, version=9, base=8), device)[0])
+    ack = send(sync, admin.frames(admin.claims(w, site=SITE, version=9, base=8), device))
     assert (ack["result"], ack["reason"]) == ("refused", "version_gap") and link.status_requests == 1
     assert sync.status()["wants_snapshot"] and sync.status()["snapshot_reason"] == "version_gap"
-    ack = sync.handle(admin.frames(admin.claims(w, site=SITE, version=10, base="snapshot"), device)[0])
+    ack = send(sync, admin.frames(admin.claims(w, site=SITE, version=10, base="snapshot"), device))
     assert ack["result"] == "applied" and not sync.status()["wants_snapshot"] and link.status_requests == 2
     status = sync.status()
     assert (status["version"], status["digest"], status["applied"], status["refused"]) == (10, w.digest(), 3, 1)
@@ -353,13 +382,25 @@ def test_parts_held_stay_under_one_updates_worth_of_memory(parties):
     rng = np.random.default_rng(14)
     first, second = (admin.frames(admin.claims(world_of(rng, 12), site=SITE, version=1, base="snapshot"), device,
                                   max_bytes=8192) for _ in range(2))
-    assert 2 < len(first) and sum(map(len, first)) < 20_000 < sum(map(len, first[:-1] + second[:-1]))
+    assert 3 < len(first) and sum(map(len, first)) < 20_000 < sum(map(len, first[1:] + second[1:]))
     for f in first[:-1] + second[:-1]:
         assert rx.offer(f) is None
-    # The older update made room for the newer one, and is refused for it.
+    # The older update made room for the newer one (at its head), and is refused for it.
     [evicted] = rx.expire()
-    assert evicted.reason == "parts_missing" and evicted.sha256 == json.loads(first[0])["sha256"]
+    assert evicted.reason == "parts_missing" and evicted.sha256 == json.loads(first[1])["sha256"]
+    assert rx.held_bytes <= limits.max_update_bytes
+    with pytest.raises(UpdateRejected) as late:
+        rx.offer(first[-1])
+    assert late.value.quiet  # a part of an update already answered
     assert rx.offer(second[-1]) is not None and rx.pending == 0
+
+
+def test_empty_parts_are_not_frames(parties):
+    admin, device = parties
+    rx = UpdateReceiver(device, keymod.KeyRing([admin.keys]), GallerySettings())
+    with pytest.raises(UpdateRejected) as e:
+        rx.offer(part_frame("", sha="0" * 64))
+    assert e.value.reason == "malformed" and rx.pending == 0
 
 
 def test_admin_commands_without_a_broker(tmp_path, capsys):

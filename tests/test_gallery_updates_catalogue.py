@@ -12,125 +12,30 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import threading
 import time
 
 import numpy as np
 import pytest
 from jwcrypto import jws
 
-from broker import Broker, MqttProbe
-from gallery_kit import Admin, World, b64url, device_state, device_toml, encrypt_raw, erase_op, frame, vectors
-from kiosk.capture.replay import ReplaySource
-from kiosk.config import parse_config
-from kiosk.daemon import Kiosk
+from broker import Broker
+from gallery_kit import Admin, KioskSite, World, b64url, encrypt_raw, erase_op, part_frame, vectors
 from kiosk.match.gallery import Resident, open_store
 from kiosk.sync import keys as keymod
-from kiosk.sync.updates.format import verify_ack
+from kiosk.sync.envelope import sign_compact
+from kiosk.sync.updates.format import HEAD_TYP, update_head
 
 pytestmark = pytest.mark.e2e
 
 SITE, DEVICE = "elm-court", "door-1"
 MAX_MESSAGE = 65536
-
-
-class Site:
-    """The running device, the admin and the back end's MQTT client, driven by the tests."""
-
-    def __init__(self, broker: Broker, root):
-        self.admin = Admin()
-        self.state, self.keys = device_state(root / "state", SITE, DEVICE, self.admin.keys.public())
-        self.config = parse_config(device_toml(self.state, SITE, DEVICE, broker,
-                                               f"[liveness]\nenabled = false\n[gallery]\npart_timeout_s = 1.5\n"
-                                               f"max_message_bytes = {MAX_MESSAGE}\n"))
-        self.world = World()
-        self.rng = np.random.default_rng(2024)
-        source = ReplaySource([np.zeros((240, 320, 3), np.uint8)], live=True, loop=True, fps=10.0)
-        self.kiosk = Kiosk(self.config, source=source)
-        self.kiosk.start()
-        self.runner = threading.Thread(target=self.kiosk.run, name="kiosk-under-test", daemon=True)
-        self.runner.start()
-        self.probe = MqttProbe(broker, "backend")
-        self.ack_topic = f"kiosk/{SITE}/{DEVICE}/ack"
-        self.status_topic = f"kiosk/{SITE}/{DEVICE}/status"
-        self.site_topic = f"kiosk/{SITE}/gallery"
-        self.device_topic = f"kiosk/{SITE}/{DEVICE}/gallery"
-        self.probe.subscribe(self.ack_topic)
-        self.probe.subscribe(self.status_topic)
-        self.ring = keymod.KeyRing([self.keys.public()])
-
-    @property
-    def sync(self):
-        return self.kiosk.gallery_sync
-
-    @property
-    def version(self) -> int:
-        return self.sync.version
-
-    def acks(self) -> list[bytes]:
-        return [p for t, p, _ in self.probe.messages if t == self.ack_topic]
-
-    def send(self, frames: list[bytes], topic: str | None = None, timeout: float = 15.0) -> dict:
-        """Publish ``frames`` as the back end and return the device's next ack (verified)."""
-        n = len(self.acks())
-        for f in frames:
-            assert self.probe.publish(topic or self.site_topic, f) == 0
-        deadline = time.monotonic() + timeout
-        while len(self.acks()) <= n and time.monotonic() < deadline:
-            self.probe.wait_messages(len(self.probe.messages) + 1, timeout=0.2)
-        assert len(self.acks()) > n, "the device did not answer"
-        return verify_ack(self.acks()[n], self.ring)
-
-    def snapshot(self):
-        """What must not change on a refusal."""
-        store = open_store(self.config)
-        try:
-            rows = store.db.execute("SELECT COUNT(*) FROM templates").fetchone()[0]
-            return (self.sync.version, self.sync.digest, id(self.kiosk.recognizer.gallery), store.digest(),
-                    store.version(), rows)
-        finally:
-            store.db.close()
-
-    def claims(self, *, ops=None, version=None, base=None, world=None, **kw) -> dict:
-        """A valid delta on the held version (one new resident unless ``ops``), without changing the world."""
-        w = copy.deepcopy(world or self.world)
-        if ops is None:
-            rid = f"R-{len(w.residents) + 100:04d}"
-            w.put(Resident(rid, f"Name {rid}"), vectors(self.rng, 1))
-            ops = w.upserts([rid])
-        v = self.version
-        return self.admin.claims(w, site=SITE, version=version or v + 1, base=v if base is None else base, ops=ops, **kw)
-
-    def frames(self, claims: dict, *devices) -> list[bytes]:
-        return self.admin.frames(claims, *(devices or (self.keys,)), max_bytes=MAX_MESSAGE)
-
-    def apply_good(self, n: int = 1) -> dict:
-        """Enroll ``n`` new residents with a valid delta; the world follows."""
-        ids = []
-        for _ in range(n):
-            rid = f"R-{len(self.world.residents) + 100:04d}"
-            self.world.put(Resident(rid, f"Name {rid}"), vectors(self.rng, 2))
-            ids.append(rid)
-        v = self.version
-        claims = self.admin.claims(self.world, site=SITE, version=v + 1, base=v, ops=self.world.upserts(ids))
-        ack = self.send(self.frames(claims))
-        assert ack["result"] == "applied" and ack["digest"] == self.world.digest(), ack
-        return claims
-
-    def alive(self) -> bool:
-        return self.runner.is_alive() and self.sync.alive and self.kiosk.capture.healthy
-
-    def close(self) -> None:
-        self.probe.close()
-        self.kiosk.request_stop()
-        self.runner.join(10)
-        self.kiosk.stop()
+Site = KioskSite
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, broker_pki):
     broker = Broker(tmp_path_factory.mktemp("mosquitto"), broker_pki).start()
-    s = Site(broker, tmp_path_factory.mktemp("site"))
+    s = Site(broker, tmp_path_factory.mktemp("site"), max_message=MAX_MESSAGE)
     try:
         s.apply_good(3)  # connected, subscribed, a gallery to keep intact
         yield s
@@ -158,12 +63,14 @@ def jws_parts(site: Site, claims: dict) -> list[str]:
     return signed.serialize(compact=True).split(".")
 
 
-def jwe_of(site: Site, claims: dict) -> dict:
-    return json.loads(site.admin.seal(claims, site.keys))
+def reframe(site: Site, obj, claims: dict) -> list[bytes]:
+    """Any sealed text (a forgery inside) behind a head the admin signs for ``claims``."""
+    return site.admin.wrap(obj if isinstance(obj, str) else json.dumps(obj), claims, MAX_MESSAGE)
 
 
-def reframe(obj) -> list[bytes]:
-    return [frame(obj if isinstance(obj, str) else json.dumps(obj))]
+def sealed(site: Site, claims: dict, head: dict | None = None) -> list[bytes]:
+    """``claims`` sealed as they are (even when broken), behind a head for ``head`` (default: the claims)."""
+    return reframe(site, site.admin.seal(claims, site.keys), head or claims)
 
 
 def flip(text: str, at: int) -> str:
@@ -179,58 +86,101 @@ def test_not_json(site):
 
 
 def test_frame_of_the_wrong_shape(site):
-    refused(site, [json.dumps({"v": 1, "part": 0, "parts": 1}).encode()], "malformed")
+    refused(site, [json.dumps({"v": 2, "part": 0}).encode()], "malformed")
+
+
+def test_frame_of_the_first_format(site):
+    refused(site, [json.dumps({"v": 1, "sha256": "0" * 64, "part": 0, "parts": 1, "data": "x"}).encode()], "malformed")
+
+
+def test_parts_without_a_head(site):
+    frames = site.frames(site.claims())
+    ack = refused(site, frames[1:], "unannounced")
+    assert ack["message_sha256"] == json.loads(frames[1])["sha256"] and site.sync.receiver.pending == 0
+
+
+def test_head_signed_by_an_unpinned_admin_key(site):
+    c = site.claims()
+    refused(site, Admin().wrap(site.admin.seal(c, site.keys), c, MAX_MESSAGE), "unknown_signer")
+
+
+def test_head_with_a_forged_signature(site):
+    frames = site.frames(site.claims())
+    head = json.loads(frames[0])
+    h, p, s = head["head"].split(".")
+    head["head"] = f"{h}.{p}.{flip(s, 4)}"
+    refused(site, [json.dumps(head).encode()] + frames[1:], "bad_signature")
+
+
+def test_head_over_the_update_size_limit(site):
+    c = site.claims()
+    head = update_head(c, "x", ["x"])
+    head["size"] = site.sync.limits.max_update_bytes + 1
+    token = sign_compact(head, site.admin.keys.signing, typ=HEAD_TYP)
+    ack = refused(site, [json.dumps({"v": 2, "head": token}).encode()], "too_large")
+    assert ack["update_id"] == c["update_id"]  # the head is signed: the refusal can name the update
+
+
+def test_head_and_update_that_disagree(site):
+    c = site.claims()
+    other = dict(c, update_id="not-the-same-update")
+    refused(site, sealed(site, c, head=other), "head_mismatch")
 
 
 def test_frame_holding_something_other_than_a_jwe(site):
-    refused(site, reframe("hello, kiosk"), "malformed")
+    refused(site, reframe(site, "hello, kiosk", site.claims()), "malformed")
 
 
 def test_claims_of_the_wrong_schema(site):
     c = site.claims()
+    head = dict(c)
     del c["digest"]
     c["version"] = str(c["version"])
-    refused(site, [frame(site.admin.seal(c, site.keys))], "schema")
+    refused(site, sealed(site, c, head), "schema")
 
 
 def test_unknown_operation(site):
     c = site.claims()
     c["ops"][0]["op"] = "promote"
-    refused(site, [frame(site.admin.seal(c, site.keys))], "unknown_operation")
+    refused(site, sealed(site, c), "unknown_operation")
 
 
 def test_wrong_signature(site):
-    h, p, s = jws_parts(site, site.claims())
-    refused(site, reframe(encrypt_raw(f"{h}.{p}.{flip(s, 5)}".encode(), site.keys)), "bad_signature")
+    c = site.claims()
+    h, p, s = jws_parts(site, c)
+    refused(site, reframe(site, encrypt_raw(f"{h}.{p}.{flip(s, 5)}".encode(), site.keys), c), "bad_signature")
 
 
 def test_payload_swapped_under_a_signature(site):
-    h, _, s = jws_parts(site, site.claims())
+    c = site.claims()
+    h, _, s = jws_parts(site, c)
     _, p2, _ = jws_parts(site, site.claims())
-    refused(site, reframe(encrypt_raw(f"{h}.{p2}.{s}".encode(), site.keys)), "bad_signature")
+    refused(site, reframe(site, encrypt_raw(f"{h}.{p2}.{s}".encode(), site.keys), c), "bad_signature")
 
 
 def test_unsigned_alg_none(site):
+    c = site.claims()
     header = b64url(json.dumps({"alg": "none", "typ": "kiosk-gallery+jwt"}).encode())
-    body = b64url(json.dumps(site.claims()).encode())
-    refused(site, reframe(encrypt_raw(f"{header}.{body}.".encode(), site.keys)), "bad_signature")
+    body = b64url(json.dumps(c).encode())
+    refused(site, reframe(site, encrypt_raw(f"{header}.{body}.".encode(), site.keys), c), "bad_signature")
 
 
 def test_signed_by_an_unpinned_admin_key(site):
-    rogue = Admin()
-    refused(site, reframe(rogue.seal(site.claims(), site.keys)), "unknown_signer")
+    rogue, c = Admin(), site.claims()
+    refused(site, reframe(site, rogue.seal(c, site.keys), c), "unknown_signer")
 
 
 def test_signed_by_the_device_itself(site):
-    token = site.admin.seal_raw(json.dumps(site.claims()).encode(), site.keys, signer=site.keys)
-    refused(site, reframe(token), "unknown_signer")
+    c = site.claims()
+    token = site.admin.seal_raw(json.dumps(c).encode(), site.keys, signer=site.keys)
+    refused(site, reframe(site, token, c), "unknown_signer")
 
 
 def test_signed_message_of_another_type(site):
-    key = site.admin.keys.signing
-    token = site.admin.seal_raw(json.dumps(site.claims()).encode(), site.keys,
+    key, c = site.admin.keys.signing, site.claims()
+    token = site.admin.seal_raw(json.dumps(c).encode(), site.keys,
                                 header={"alg": "Ed25519", "kid": key.get("kid"), "typ": "kiosk-event+jwt"})
-    refused(site, reframe(token), "wrong_type")
+    refused(site, reframe(site, token, c), "wrong_type")
 
 
 def test_for_another_site(site):
@@ -238,6 +188,13 @@ def test_for_another_site(site):
     c2 = site.admin.claims(World(), site="other-site", version=c["version"], base=c["base"], ops=c["ops"],
                            digest=c["digest"])
     refused(site, site.frames(c2), "wrong_site")
+
+
+def test_for_another_site_behind_a_head_for_this_one(site):
+    c = site.claims()
+    c2 = site.admin.claims(World(), site="other-site", version=c["version"], base=c["base"], ops=c["ops"],
+                           digest=c["digest"])
+    refused(site, sealed(site, c2, head=c), "head_mismatch")
 
 
 def test_for_other_devices_of_the_site(site):
@@ -283,40 +240,40 @@ def test_delta_on_an_older_base(site):
     refused(site, site.frames(site.claims(version=v + 1, base=v - 1)), "base_mismatch")
 
 
+def _jwe_attack(site: Site, change) -> list[bytes]:
+    c = site.claims()
+    e = json.loads(site.admin.seal(c, site.keys))
+    change(e)
+    return reframe(site, e, c)
+
+
 def test_truncated_ciphertext(site):
-    e = jwe_of(site, site.claims())
-    e["ciphertext"] = e["ciphertext"][: len(e["ciphertext"]) // 2]
-    refused(site, reframe(e), "not_decryptable")
+    refused(site, _jwe_attack(site, lambda e: e.update(ciphertext=e["ciphertext"][: len(e["ciphertext"]) // 2])),
+            "not_decryptable")
 
 
 def test_tampered_ciphertext(site):
-    e = jwe_of(site, site.claims())
-    e["ciphertext"] = flip(e["ciphertext"], 40)
-    refused(site, reframe(e), "not_decryptable")
+    refused(site, _jwe_attack(site, lambda e: e.update(ciphertext=flip(e["ciphertext"], 40))), "not_decryptable")
 
 
 def test_tampered_authentication_tag(site):
-    e = jwe_of(site, site.claims())
-    e["tag"] = flip(e["tag"], 3)
-    refused(site, reframe(e), "not_decryptable")
+    refused(site, _jwe_attack(site, lambda e: e.update(tag=flip(e["tag"], 3))), "not_decryptable")
 
 
 def test_tampered_wrapped_key(site):
-    e = jwe_of(site, site.claims())
-    e["encrypted_key"] = flip(e["encrypted_key"], 7)
-    refused(site, reframe(e), "not_decryptable")
+    refused(site, _jwe_attack(site, lambda e: e.update(encrypted_key=flip(e["encrypted_key"], 7))), "not_decryptable")
 
 
 def test_downgraded_content_encryption(site):
-    e = jwe_of(site, site.claims())
-    e["protected"] = b64url(json.dumps({"enc": "A128GCM", "cty": "JWT"}).encode())
-    refused(site, reframe(e), "malformed")
+    refused(site, _jwe_attack(site, lambda e: e.update(protected=b64url(json.dumps({"enc": "A128GCM", "cty": "JWT"})
+                                                                                  .encode()))), "malformed")
 
 
 def test_compressed_content_is_refused(site):
-    h, p, s = jws_parts(site, site.claims())
+    c = site.claims()
+    h, p, s = jws_parts(site, c)
     token = encrypt_raw(f"{h}.{p}.{s}".encode(), site.keys, protected={"enc": "A256GCM", "cty": "JWT", "zip": "DEF"})
-    refused(site, reframe(token), "malformed")
+    refused(site, reframe(site, token, c), "malformed")
 
 
 def test_encrypted_to_another_devices_key(site):
@@ -327,7 +284,7 @@ def test_encrypted_to_another_devices_key(site):
 def test_template_of_the_wrong_length(site):
     c = site.claims()
     c["ops"][0]["templates"][0] = b64url(np.zeros(64, "<f4").tobytes())
-    refused(site, [frame(site.admin.seal(c, site.keys))], "bad_template")
+    refused(site, sealed(site, c), "bad_template")
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
@@ -336,39 +293,39 @@ def test_template_with_non_finite_values(site, value):
     v = vectors(site.rng, 1)[0]
     v[17] = value
     c["ops"][0]["templates"][0] = b64url(v.astype("<f4").tobytes())
-    refused(site, [frame(site.admin.seal(c, site.keys))], "bad_template")
+    refused(site, sealed(site, c), "bad_template")
 
 
 def test_nan_literal_in_the_claims(site):
     c = site.claims()
     c["ops"][0]["valid_from"] = 12345.0
     payload = json.dumps(c).replace("12345.0", "NaN").encode()
-    refused(site, reframe(site.admin.seal_raw(payload, site.keys)), "malformed")
+    refused(site, reframe(site, site.admin.seal_raw(payload, site.keys), c), "malformed")
 
 
 def test_duplicate_resident_ids(site):
     c = site.claims()
     c["ops"].append(erase_op(c["ops"][0]["id"]))
-    refused(site, [frame(site.admin.seal(c, site.keys))], "duplicate_resident")
+    refused(site, sealed(site, c), "duplicate_resident")
 
 
 def test_duplicate_json_keys(site):
     c = site.claims()
     payload = json.dumps(c)[:-1] + ', "version": 1}'
-    refused(site, reframe(site.admin.seal_raw(payload.encode(), site.keys)), "malformed")
+    refused(site, reframe(site, site.admin.seal_raw(payload.encode(), site.keys), c), "malformed")
 
 
 def test_snapshot_that_erases(site):
     c = site.claims(version=site.version + 1, base="snapshot", ops=site.world.upserts())
     c["ops"].append(erase_op("R-0000"))
-    refused(site, [frame(site.admin.seal(c, site.keys))], "schema")
+    refused(site, sealed(site, c), "schema")
 
 
 def test_too_many_templates_for_one_resident(site):
     w = copy.deepcopy(site.world)
     w.put(Resident("R-many", "Many"), vectors(site.rng, 21))
     c = site.claims(ops=w.upserts(["R-many"]), world=w)
-    refused(site, [frame(site.admin.seal(c, site.keys))], "schema")
+    refused(site, sealed(site, c), "schema")
 
 
 def test_gallery_that_would_not_hash_to_the_admins_digest(site):
@@ -376,8 +333,14 @@ def test_gallery_that_would_not_hash_to_the_admins_digest(site):
 
 
 def test_oversized_message(site):
-    big = frame("x" * (MAX_MESSAGE + 1))
-    refused(site, [big], "too_large")
+    refused(site, [part_frame("x" * (MAX_MESSAGE + 1))], "too_large")
+
+
+def _in_parts(site: Site, rid: str, n: int = 20) -> tuple[list[bytes], World]:
+    """A delta adding ``rid`` with ``n`` templates, in parts of 8 KiB; and the world it makes."""
+    w = copy.deepcopy(site.world)
+    w.put(Resident(rid, "Parts"), vectors(site.rng, n))
+    return site.admin.frames(site.claims(ops=w.upserts([rid]), world=w), site.keys, max_bytes=8192), w
 
 
 def test_parts_missing(site):
@@ -389,34 +352,29 @@ def test_parts_missing(site):
     frames = site.admin.frames(site.claims(ops=w.upserts(ids), world=w), site.keys, max_bytes=8192)
     assert len(frames) > 4
     ack = refused(site, frames[:2] + frames[3:], "parts_missing")  # answered once part_timeout_s is over
-    assert ack["message_sha256"] == json.loads(frames[0])["sha256"]
-
-
-def test_parts_that_disagree_on_their_count(site):
-    w = copy.deepcopy(site.world)
-    w.put(Resident("R-parts", "Parts"), vectors(site.rng, 20))
-    frames = site.admin.frames(site.claims(ops=w.upserts(["R-parts"]), world=w), site.keys, max_bytes=8192)
-    forged = json.loads(frames[1])
-    forged["parts"] += 1
-    refused(site, [frames[0], json.dumps(forged).encode()], "parts_mixed")
-
-
-def test_parts_of_two_updates_mixed(site):
-    w = copy.deepcopy(site.world)
-    w.put(Resident("R-mix", "Mix"), vectors(site.rng, 20))
-    a = site.admin.frames(site.claims(ops=w.upserts(["R-mix"]), world=w), site.keys, max_bytes=8192)
-    b = site.admin.frames(site.claims(ops=w.upserts(["R-mix"]), world=w), site.keys, max_bytes=8192)
-    assert len(a) == len(b) > 2
-    stray = json.loads(b[1])
-    stray["sha256"] = json.loads(a[0])["sha256"]
-    refused(site, [a[0], json.dumps(stray).encode()] + a[2:], "checksum_mismatch")
+    assert ack["message_sha256"] == json.loads(frames[1])["sha256"]
 
 
 def test_frame_whose_data_was_changed(site):
-    [f] = site.frames(site.claims())
-    obj = json.loads(f)
-    obj["data"] = obj["data"].replace('"iv":"', '"iv":"A', 1)
-    refused(site, [json.dumps(obj).encode()], "checksum_mismatch")
+    frames, _ = _in_parts(site, "R-changed")
+    obj = json.loads(frames[1])
+    obj["data"] = obj["data"][:-1] + ("A" if obj["data"][-1] != "A" else "B")
+    stray = site.sync.receiver.stray
+    refused(site, [frames[0], json.dumps(obj).encode()] + frames[2:], "parts_missing")  # the changed part is not kept
+    assert site.sync.receiver.stray == stray + 1
+
+
+def test_stray_parts_do_not_spoil_an_update(site):
+    """Parts of another update, or forged ones, under this update's SHA-256 are dropped; the genuine parts still fit."""
+    (a, world), (b, _) = _in_parts(site, "R-mix"), _in_parts(site, "R-other")
+    assert len(a) > 3 and len(b) > 3
+    forged = json.loads(b[1])
+    forged["sha256"] = json.loads(a[1])["sha256"]
+    stray = site.sync.receiver.stray
+    ack = site.send([a[0], json.dumps(forged).encode(), part_frame("x" * 100, sha=forged["sha256"], part=2)] + a[1:])
+    assert ack["result"] == "applied" and ack["digest"] == world.digest(), ack
+    assert site.sync.receiver.stray == stray + 2
+    site.world = world
 
 
 def test_a_good_update_still_applies_after_the_catalogue(site):

@@ -226,9 +226,9 @@ def plan(gallery: AdminGallery, ledger: Ledger, devices: list[str], views: dict[
 
 
 def frames_for(send: Send, admin: PartyKeys, device_keys: dict[str, PartyKeys], max_message_bytes: int) -> list[bytes]:
-    """The MQTT payloads of one send: sealed to its recipients, framed."""
+    """The MQTT payloads of one send: sealed to its recipients, framed behind the head the admin signs."""
     recipients = [device_keys[d].encryption for d in send.recipients]
-    return to_frames(seal_update(send.claims, admin, recipients), max_message_bytes)
+    return to_frames(seal_update(send.claims, admin, recipients), send.claims, admin, max_message_bytes)
 
 
 # -- the admin's MQTT link ---------------------------------------------------------------

@@ -12,7 +12,9 @@ recognition runs, and answers on ``PREFIX/SITE/DEVICE/ack`` (retained, signed
 with the device key, never holding a name, template or resident id).
 
 A version gap (or a gallery that would not hash to the admin's digest)
-sets ``wants_snapshot`` in the retained status, published at once.
+sets ``wants_snapshot`` in the retained status, published at once. At
+start the device says what it holds in a signed ack (``"result":
+"holding"``): the admin's plan rests on signed acks alone.
 """
 
 from __future__ import annotations
@@ -30,19 +32,40 @@ from ...errors import UpdateRejected
 from ...match.gallery import GalleryStore, open_store
 from .. import keys as keymod
 from ..keys import KeyRing, PartyKeys
-from .apply import apply_update, held_version
-from .format import ack_claims, sign_ack
+from .apply import apply_update, held_version, was_applied
+from .format import UpdateHead, ack_claims, check_fresh, check_target, sign_ack
 from .receive import UpdateReceiver
 
 log = logging.getLogger(__name__)
 
 #: Reasons after which the device asks for a snapshot.
 WANTS_SNAPSHOT = frozenset({"version_gap", "base_mismatch", "digest_mismatch"})
+#: Refusals of messages no admin vouched for (no verified head: junk, forgeries, stray
+#: parts) are answered and logged at most this many at once, then this many a second;
+#: the rest are only counted (``unanswered`` in the status), so that a flood on the
+#: gallery topic costs the device no signature, no message and no journal line each.
+ANSWER_BURST, ANSWER_RATE = 20, 1.0
 #: Seconds the old gallery is kept intact after a swap, at most, before its
 #: templates are overwritten (the frame in progress may still search it).
 SCRUB_WAIT_S = 5.0
 
 _STOP = object()
+
+
+def head_screen(site: str, device: str, limits, *, held: Callable[[], int], applied: Callable[[str], bool],
+                wall_clock: Callable[[], float] = time.time) -> Callable[[UpdateHead], None]:
+    """The device's checks on an update's signed head, before any of its parts is kept.
+
+    The same checks as on the update itself: for this site and device, in
+    date, and above the version held (a replay or rollback is refused on
+    its head, its parts never kept).
+    """
+
+    def screen(head: UpdateHead) -> None:
+        check_target(head, site=site, device=device, now=wall_clock(), skew=limits.clock_skew_s)
+        check_fresh(head, held(), applied)
+
+    return screen
 
 
 def gallery_topics(prefix: str, site: str, device: str) -> tuple[str, str, str]:
@@ -71,9 +94,15 @@ class GallerySync:
         self.site = config.device.site
         self.device = config.device.device_id
         self.limits = config.gallery
-        self.receiver = UpdateReceiver(device_keys, admins, self.limits, clock=clock)
+        self.receiver = UpdateReceiver(
+            device_keys, admins, self.limits, clock=clock,
+            screen=head_screen(self.site, self.device, self.limits, held=lambda: self.version,
+                               applied=lambda u: was_applied(store, u), wall_clock=wall_clock))
         self.site_topic, self.device_topic, self.ack_topic = gallery_topics(config.mqtt.topic_prefix, self.site, self.device)
         self._wall = wall_clock
+        self._clock = clock
+        self._budget, self._budget_at = float(ANSWER_BURST), clock()
+        self._quiet_since, self._quiet_logged = 0, clock()
         # Room for the parts of one update of the largest size (their bytes, at most that again).
         size = queue_size or max(16, self.limits.max_update_bytes // self.limits.max_message_bytes + 8)
         self._queue: queue.Queue = queue.Queue(maxsize=size)
@@ -89,6 +118,7 @@ class GallerySync:
         self.applied = 0
         self.refused = 0
         self.dropped = 0
+        self.unanswered = 0
 
     @classmethod
     def from_config(cls, config: KioskConfig, recognizer, link, **kwargs) -> "GallerySync | None":
@@ -124,6 +154,7 @@ class GallerySync:
         self._thread = threading.Thread(target=self._run, name="gallery", daemon=True)
         self._thread.start()
         self.link.subscribe([self.site_topic, self.device_topic], self._on_message)
+        self._ack("holding", None, None, None, None)  # what it holds, signed: the admin's plan reads it
         log.info("taking gallery updates on %s and %s (version %d)", self.site_topic, self.device_topic, self.version)
 
     def stop(self, timeout: float = 10.0) -> bool:
@@ -155,7 +186,8 @@ class GallerySync:
         return {
             "updates": "on", "version": self.version, "digest": self.digest, "wants_snapshot": self.wants_snapshot,
             "snapshot_reason": self.snapshot_reason, "applied": self.applied, "refused": self.refused,
-            "dropped": self.dropped, "last": self.last,
+            "dropped": self.dropped, "stray_parts": self.receiver.stray, "unanswered": self.unanswered,
+            "last": self.last,
         }
 
     # -- paho's network thread ------------------------------------------------
@@ -184,7 +216,7 @@ class GallerySync:
                 if item is not None:
                     self.handle(item[1])
                 for e in self.receiver.expire():
-                    self._refuse(e, None)
+                    self._refuse(e, getattr(e, "head", None))
                 self.scrub_retired()
             except Exception:  # never let one message end the stage
                 log.exception("gallery update handling failed")
@@ -194,7 +226,10 @@ class GallerySync:
         try:
             received = self.receiver.offer(payload)
         except UpdateRejected as e:
-            return self._refuse(e, None)
+            if getattr(e, "quiet", False):  # a stray part: counted, not answered
+                log.debug("gallery part dropped: %s", e)
+                return None
+            return self._refuse(e, getattr(e, "head", None))
         if received is None:
             return None
         update = received.update
@@ -229,19 +264,37 @@ class GallerySync:
                                   time.monotonic() + SCRUB_WAIT_S))
         return ack
 
-    def _refuse(self, e: UpdateRejected, update) -> dict[str, Any]:
+    def _refuse(self, e: UpdateRejected, update) -> dict[str, Any] | None:
         self.refused += 1
+        if update is None and not self._may_answer():
+            self.unanswered += 1
+            return None
         log.warning("gallery update refused: %s", e)
         if e.reason in WANTS_SNAPSHOT:
             self.wants_snapshot, self.snapshot_reason = True, e.reason
             self.link.request_status()
         return self._ack("refused", update, e.reason, str(e), getattr(e, "sha256", None))
 
+    def _may_answer(self) -> bool:
+        """A token for answering a message nobody vouched for (see ANSWER_BURST)."""
+        now = self._clock()
+        self._budget = min(float(ANSWER_BURST), self._budget + (now - self._budget_at) * ANSWER_RATE)
+        self._budget_at = now
+        if self._budget >= 1.0:
+            self._budget -= 1.0
+            return True
+        if now - self._quiet_logged >= 60.0:
+            log.warning("gallery: %d unsigned messages refused without an answer since the last report "
+                        "(a flood on the gallery topic?)", self.unanswered + 1 - self._quiet_since)
+            self._quiet_since, self._quiet_logged = self.unanswered + 1, now
+        return False
+
     def _ack(self, result: str, update, reason, detail, sha) -> dict[str, Any]:
         claims = ack_claims(site=self.site, device=self.device, result=result, version=self.version,
                             digest=self.digest, now=self._wall(), update=update, reason=reason, detail=detail,
                             message_sha256=sha)
-        self.last = {k: claims[k] for k in ("result", "reason", "update_id", "offered_version", "time")}
+        if result != "holding":
+            self.last = {k: claims[k] for k in ("result", "reason", "update_id", "offered_version", "time")}
         self.link.send(self.ack_topic, sign_ack(claims, self.device_keys), qos=1, retain=True)
         return claims
 

@@ -10,11 +10,15 @@ On the wire, each layer does one job::
 
     claims ──sign──▶ compact JWS (Ed25519, typ kiosk-gallery+jwt, the admin's kid)
            ──encrypt──▶ JWE JSON (A256GCM; one ECDH-ES+A256KW recipient per device)
-           ──frame──▶ {"v":1,"sha256":…,"part":i,"parts":n,"data":…} messages
+           ──frame──▶ {"v":2,"head":JWS} then {"v":2,"sha256":…,"part":i,"data":…} messages
 
-so the broker sees neither names nor templates. The frame's SHA-256 only
-puts parts back together; trust comes from the signature alone, checked
-against the admins' pinned public keys.
+so the broker sees neither names nor templates. Trust comes from the
+signatures alone, checked against the admins' pinned public keys. The head
+(:class:`UpdateHead`, compact JWS, ``typ`` kiosk-gallery-head+jwt) is small
+and signed by the admin: it names the update (site, devices, version, times)
+and its size, SHA-256 and the SHA-256 of every part, so that a device keeps
+no byte of a part, and decrypts nothing, that an admin did not announce
+(anyone may encrypt to a device: its key is public).
 
 A refusal is an :class:`~kiosk.errors.UpdateRejected` whose ``reason`` is
 one of :data:`REASONS`; its message never holds a name, a template or a
@@ -44,16 +48,22 @@ from ..envelope import sign_compact, verify_compact
 from ..keys import CONTENT_ENC, KEY_ALG, KeyRing, PartyKeys
 
 GALLERY_TYP = "kiosk-gallery+jwt"
+HEAD_TYP = "kiosk-gallery-head+jwt"
 ACK_TYP = "kiosk-gallery-ack+jwt"
 FORMAT_VERSION = 1
+#: The frames' format: 2 since updates are announced by a signed head.
+FRAME_FORMAT = 2
+#: Bytes a part frame takes beside its data (its other fields).
+_FRAME_ROOM = 200
 SNAPSHOT = "snapshot"
 
 #: Why an update was refused (the ``reason`` in an ack) and what it means.
 REASONS = {
     "too_large": "a message or the whole update is over the configured size",
     "malformed": "not a gallery message (not JSON, not a frame, not a JWE or JWS)",
-    "checksum_mismatch": "the parts put together do not hash to the frame's SHA-256",
-    "parts_mixed": "parts disagree on their count, or a part came twice with different data",
+    "unannounced": "a part of an update no admin-signed head announced (nothing of it is kept)",
+    "checksum_mismatch": "a part, or the parts put together, do not hash to the head's SHA-256",
+    "head_mismatch": "the update does not say what its signed head says (id, site, devices, version, times)",
     "parts_missing": "not every part arrived within gallery.part_timeout_s",
     "wrong_recipient": "not encrypted to this device's key",
     "not_decryptable": "the ciphertext does not decrypt (truncated or tampered)",
@@ -201,6 +211,43 @@ class GalleryUpdate(_Strict):
         return SNAPSHOT if self.snapshot else "delta"
 
 
+class UpdateHead(_Strict):
+    """What an admin signs about an update before a device keeps any of it (the first frame)."""
+
+    v: Literal[1]
+    update_id: Annotated[str, Field(pattern=_ID)]
+    site: Annotated[str, Field(pattern=_ID)]
+    devices: list[Annotated[str, Field(pattern=_ID)]] | None = Field(None, min_length=1)
+    version: int = Field(ge=1, le=2**53)
+    base: Annotated[int, Field(ge=0)] | Literal["snapshot"]
+    iat: FiniteFloat
+    exp: FiniteFloat
+    size: int = Field(ge=1)
+    sha256: Annotated[str, Field(pattern=_HEX64)]
+    parts: list[Annotated[str, Field(pattern=_HEX64)]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _checks(self):
+        if self.exp <= self.iat:
+            raise PydanticCustomError("schema", "exp must be after iat")
+        if len(self.parts) > self.size:
+            raise PydanticCustomError("schema", "more parts than bytes: a part is never empty")
+        return self
+
+    @property
+    def snapshot(self) -> bool:
+        return self.base == SNAPSHOT
+
+    @property
+    def kind(self) -> str:
+        return SNAPSHOT if self.snapshot else "delta"
+
+    def announces(self, update: "GalleryUpdate") -> bool:
+        """The update is the one this head names (same id, target, version, base and times)."""
+        return all(getattr(self, k) == getattr(update, k)
+                   for k in ("update_id", "site", "devices", "version", "base", "iat", "exp"))
+
+
 _TYPE_REASONS = {"union_tag_invalid": "unknown_operation", "bad_template": "bad_template",
                  "duplicate_resident": "duplicate_resident"}
 
@@ -281,10 +328,22 @@ def seal_update(claims: dict[str, Any], admin: PartyKeys, recipients: Iterable[j
     return sealed.serialize(compact=False)
 
 
-def to_frames(sealed: str, max_message_bytes: int) -> list[bytes]:
-    """The sealed update as framed MQTT payloads, each at most ``max_message_bytes``."""
-    digest = hashlib.sha256(sealed.encode("utf-8")).hexdigest()
-    room = max_message_bytes - 200  # the frame's own fields
+def update_head(claims: dict[str, Any], sealed: str, chunks: list[str]) -> dict[str, Any]:
+    """The head's claims: the update's target, version and times, its size and the SHA-256 of it and of each part."""
+    head = {"v": FORMAT_VERSION, **{k: claims[k] for k in ("update_id", "site", "version", "base", "iat", "exp")},
+            "size": len(sealed.encode("utf-8")), "sha256": _sha256(sealed), "parts": [_sha256(c) for c in chunks]}
+    if claims.get("devices") is not None:
+        head["devices"] = claims["devices"]
+    return head
+
+
+def to_frames(sealed: str, claims: dict[str, Any], admin: PartyKeys, max_message_bytes: int) -> list[bytes]:
+    """The sealed update as MQTT payloads of at most ``max_message_bytes``: the signed head, then the parts.
+
+    ``claims`` are the update's (the head repeats its target, version and
+    times); ``admin`` signs the head.
+    """
+    room = max_message_bytes - _FRAME_ROOM
     if room < 1024:
         raise ValueError(f"max_message_bytes {max_message_bytes} is too small for an update's frames")
     chunks, pos = [], 0
@@ -295,20 +354,28 @@ def to_frames(sealed: str, max_message_bytes: int) -> list[bytes]:
             end = pos + (end - pos) * 3 // 4
         chunks.append(sealed[pos:end])
         pos = end
-    frames = []
+    head = update_head(claims, sealed, chunks)
+    frames = [json.dumps({"v": FRAME_FORMAT, "head": sign_compact(head, admin.signing, typ=HEAD_TYP)},
+                         separators=(",", ":")).encode("ascii")]
+    if len(frames[0]) > max_message_bytes:
+        raise ValueError(f"the head of an update in {len(chunks)} parts is over max_message_bytes "
+                         f"{max_message_bytes}: allow larger messages")
     for i, data in enumerate(chunks):
-        frame = json.dumps({"v": 1, "sha256": digest, "part": i, "parts": len(chunks), "data": data},
-                           separators=(",", ":")).encode("utf-8")
-        if len(frame) > max_message_bytes:
-            raise ValueError(f"frame of {len(frame)} bytes over max_message_bytes {max_message_bytes}")
-        frames.append(frame)
+        frames.append(json.dumps({"v": FRAME_FORMAT, "sha256": head["sha256"], "part": i, "data": data},
+                                 separators=(",", ":")).encode("utf-8"))
+        if len(frames[-1]) > max_message_bytes:
+            raise ValueError(f"frame of {len(frames[-1])} bytes over max_message_bytes {max_message_bytes}")
     return frames
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 # -- target, expiry and version ----------------------------------------------------
 
 
-def check_target(update: GalleryUpdate, *, site: str, device: str, now: float, skew: float) -> None:
+def check_target(update: GalleryUpdate | UpdateHead, *, site: str, device: str, now: float, skew: float) -> None:
     if update.site != site:
         raise reject("wrong_site", "the update is for another site")
     if update.devices is not None and device not in update.devices:
@@ -319,12 +386,17 @@ def check_target(update: GalleryUpdate, *, site: str, device: str, now: float, s
         raise reject("not_yet_valid", f"issued {update.iat - now:.0f}s in the future")
 
 
-def check_version(update: GalleryUpdate, held: int, applied: Callable[[str], bool]) -> None:
-    """Versions only go up; a delta applies only on the version it names."""
+def check_fresh(update: GalleryUpdate | UpdateHead, held: int, applied: Callable[[str], bool]) -> None:
+    """Versions only go up (checked on the head too, before any part is kept)."""
     if update.version <= held:
         if applied(update.update_id):
             raise reject("replayed", f"update version {update.version} was already applied")
         raise reject("rollback", f"version {update.version} is not above the version held, {held}")
+
+
+def check_version(update: GalleryUpdate, held: int, applied: Callable[[str], bool]) -> None:
+    """Versions only go up; a delta applies only on the version it names."""
+    check_fresh(update, held, applied)
     if update.snapshot:
         return
     if update.base > held:
@@ -338,10 +410,14 @@ def check_version(update: GalleryUpdate, held: int, applied: Callable[[str], boo
 
 def ack_claims(
     *, site: str, device: str, result: str, version: int, digest: str, now: float,
-    update: GalleryUpdate | None = None, reason: str | None = None, detail: str | None = None,
+    update: GalleryUpdate | UpdateHead | None = None, reason: str | None = None, detail: str | None = None,
     message_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """What a device answers to an update: the result, the version and gallery hash it now holds."""
+    """What a device answers to an update: the result, the version and gallery hash it now holds.
+
+    ``result`` is ``applied``, ``refused``, or ``holding`` (sent at start:
+    what the device holds, no update named).
+    """
     return {
         "v": FORMAT_VERSION, "site": site, "device": device, "result": result, "reason": reason,
         "detail": detail, "update_id": update.update_id if update else None,
