@@ -106,13 +106,19 @@ def _link(cfg, args, site: str, ring) -> AdminLink:
 
 
 def _devices(paths: list[Path], site: str) -> dict[str, keymod.PartyKeys]:
-    out = {}
+    """The site's devices' public keys; two different keys for one device are refused (one code, two kiosks?)."""
+    out: dict[str, keymod.PartyKeys] = {}
+    where: dict[str, Path] = {}
     for path in paths:
         for party in keymod.load_public(path):
             dsite, _, device = party.owner.partition("/")
             if dsite != site or not device:
                 raise KeyFileError(f"{path}: keys of {party.owner!r}, not of a device of site {site!r}")
-            out[device] = party
+            if device in out and out[device].signing_kid != party.signing_kid:
+                raise KeyFileError(
+                    f"{path} and {where[device]}: two different keys for {party.owner} (two kiosks provisioned as "
+                    "one device?). Only one kiosk may hold an identity: reset the other and give it its own code")
+            out[device], where[device] = party, path
     return out
 
 
@@ -146,8 +152,9 @@ def cmd_publish(args) -> int:
         ring = keymod.KeyRing(devices.values())
         with _link(cfg, args, site, ring) as link:
             link.wait(lambda views: all(d in views for d in devices), 2.0)  # retained acks and statuses
-            p = plan(gallery, ledger, sorted(devices), link.views(), force_snapshot=args.snapshot, lifetime_s=lifetime)
-            _print_plan(p, site)
+            known = ledger.known(link.views(), sorted(devices))  # signed acks only, the newest ever seen
+            p = plan(gallery, ledger, sorted(devices), known, force_snapshot=args.snapshot, lifetime_s=lifetime)
+            _print_plan(p, site, known)
             if not p.sends:
                 return 0
             expect: dict[str, str] = {}
@@ -165,13 +172,18 @@ def cmd_publish(args) -> int:
 
             link.wait(answered, args.wait)
             views = link.views()
+            ledger.known(views, sorted(devices))
     finally:
         store.db.close()
     return _print_acks(expect, views)
 
 
-def _print_plan(p, site: str) -> None:
+def _print_plan(p, site: str, views=None) -> None:
     print(f"site {site}: {p.why}")
+    for device, v in sorted((views or {}).items()):
+        if v.ack_error:
+            held = f"version {v.version} (ack of {v.time:.0f})" if v.ack else "nothing known"
+            print(f"  warning: {device}: {v.ack_error}; planned on its last verified ack: {held}")
     for send in p.sends:
         c = send.claims
         where = f"device {send.device}" if send.device else f"site ({len(send.recipients)} device(s))"
@@ -207,7 +219,7 @@ def cmd_status(args) -> int:
         with _link(cfg, args, site, keymod.KeyRing(devices.values())) as link:
             # Retained messages come at once; wait (up to --wait) for both of each device.
             link.wait(lambda views: all(d in views and views[d].state and views[d].ack for d in devices), args.wait)
-            views = link.views()
+            views = ledger.known(link.views(), sorted(devices))
         rows = []
         for device in sorted(devices):
             v = views.get(device)

@@ -5,7 +5,11 @@ the source. Its ledger (``gallery_publications``, ``gallery_published``)
 remembers, per site, each version published and every resident's
 fingerprint as last published, so that the next update is a delta against
 what the site holds. Each device's own word on what it holds comes from its
-signed acks and its retained status.
+signed acks alone (an ack after each update, and one at start: ``holding``),
+checked against its public key; the newest verified ack of each device is
+remembered in the ledger, so that a retained ack or status someone else
+wrote on its topics (forged, replayed, or another device's) changes nothing.
+The retained status only tells online from offline, for display.
 
 :func:`plan` decides what to send:
 
@@ -30,6 +34,7 @@ import numpy as np
 import paho.mqtt.client as mqtt
 
 from ...config import MqttSettings
+from ...db import get_meta, set_meta
 from ...errors import BrokerUnavailable, EnvelopeError
 from ...match.gallery import GalleryStore, Resident, gallery_digest
 from ..keys import KeyRing, PartyKeys
@@ -100,6 +105,34 @@ class Ledger:
         return dict(self.db.execute("SELECT resident_id, fingerprint FROM gallery_published WHERE site = ?",
                                     [self.site]).fetchall())
 
+    def known(self, views: dict[str, DeviceView], devices) -> dict[str, DeviceView]:
+        """Each device's view on the newest verified ack ever seen: the retained one or the one remembered.
+
+        A retained ack that does not verify (or an older one, replayed)
+        leaves the remembered one in force; a newer verified one is
+        remembered from now on.
+        """
+        out = {}
+        for device in devices:
+            view = views.get(device) or DeviceView(device)
+            key = f"gallery_ack/{self.site}/{device}"
+            stored = get_meta(self.db, key)
+            if stored:
+                try:
+                    claims = json.loads(stored)
+                except ValueError:
+                    claims = None
+                if isinstance(claims, dict):
+                    before = view.ack
+                    view.take_ack(claims)
+                    if view.ack is not before and view.ack_error is None and before is not None:
+                        view.ack_error = "a retained ack older than the one remembered (replayed?)"
+            if view.ack is not None:
+                with self.db.atomic():
+                    set_meta(self.db, key, json.dumps(view.ack, sort_keys=True))
+            out[device] = view
+        return out
+
     def record(self, version: int, kind: str, update_id: str, gallery: AdminGallery, now: float | None = None) -> None:
         """The site now holds ``gallery`` as ``version`` (one transaction)."""
         with self.db.atomic():
@@ -118,35 +151,32 @@ class Ledger:
 
 @dataclass
 class DeviceView:
-    """A device's latest word: from its signed ack and its retained status."""
+    """A device's latest word, from its signed acks (the status only says online/offline, for display)."""
 
     device: str
     version: int | None = None
     digest: str | None = None
     wants_snapshot: bool = False
     time: float = 0.0
-    state: str | None = None  # online/offline, from the status
+    state: str | None = None  # online/offline, from the (unsigned) status: never planned on
     ack: dict[str, Any] | None = None
     ack_error: str | None = None
 
     def take_ack(self, claims: dict[str, Any]) -> None:
-        self.ack = claims
-        if claims.get("time", 0) >= self.time:
-            self.time = claims.get("time", 0)
-            self.version, self.digest = _int(claims.get("version")), claims.get("digest")
-            if claims.get("result") == "applied":
-                self.wants_snapshot = False
-            elif claims.get("reason") in ("version_gap", "base_mismatch", "digest_mismatch"):
-                self.wants_snapshot = True
+        """A verified ack of this device; an older one than held changes nothing."""
+        t = claims.get("time")
+        if not isinstance(t, (int, float)) or (self.ack is not None and t < self.time):
+            return
+        self.ack, self.time = claims, float(t)
+        self.version, self.digest = _int(claims.get("version")), claims.get("digest")
+        if claims.get("result") in ("applied", "holding"):
+            self.wants_snapshot = False
+        elif claims.get("reason") in ("version_gap", "base_mismatch", "digest_mismatch"):
+            self.wants_snapshot = True
 
     def take_status(self, status: dict[str, Any]) -> None:
-        self.state = status.get("state")
-        g = status.get("gallery")
-        if isinstance(g, dict) and status.get("time", 0) >= self.time:
-            self.time = status.get("time", 0)
-            self.version = _int(g.get("version"))
-            self.digest = g.get("digest") or self.digest
-            self.wants_snapshot = bool(g.get("wants_snapshot"))
+        state = status.get("state")
+        self.state = state if isinstance(state, str) else None
 
 
 def _int(v) -> int | None:
@@ -332,7 +362,7 @@ class AdminLink:
                                     "is this client allowed to write gallery topics?")
 
     def views(self) -> dict[str, DeviceView]:
-        """Each device's latest ack (verified) and status, as seen so far."""
+        """Each device's latest verified ack (and online/offline from its status), as seen so far."""
         with self._cond:
             raw = {d: dict(v) for d, v in self._raw.items()}
         out = {}
@@ -343,7 +373,7 @@ class AdminLink:
                     status = json.loads(got["status"])
                     if isinstance(status, dict):
                         v.take_status(status)
-                except ValueError:
+                except (ValueError, RecursionError):
                     pass
             if "ack" in got:
                 try:
@@ -351,9 +381,9 @@ class AdminLink:
                     if claims.get("site") == self.site and claims.get("device") == device:
                         v.take_ack(claims)
                     else:
-                        v.ack_error = "ack names another device"
+                        v.ack_error = "the retained ack names another device"
                 except (EnvelopeError, ValueError) as e:
-                    v.ack_error = f"ack does not verify: {e}"
+                    v.ack_error = f"the retained ack does not verify ({str(e)[:80]}): is another client writing its topic?"
             out[device] = v
         return out
 
