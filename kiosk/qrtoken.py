@@ -2,14 +2,17 @@
 
 For residents who cannot or will not use their face. The back end issues a
 compact JWS (``typ`` "kiosk-qr+jwt", Ed25519, signed by its key) to the
-resident's phone::
+resident's phone, for one door::
 
-    {"sub": RESIDENT_ID, "site": SITE, "iat": ISSUED, "exp": EXPIRES, "nonce": RANDOM}
+    {"sub": RESIDENT_ID, "site": SITE, "aud": "SITE/DEVICE", "iat": ISSUED, "exp": EXPIRES, "nonce": RANDOM}
 
-The phone shows it as a QR code. The kiosk checks signature, site and
-expiry without the network, and refuses a nonce it has seen before: used
-nonces are kept in SQLite until the code expires, so a replay is refused
-after a restart too. An accepted code is a check-in of type ``qr``.
+The phone shows it as a QR code. The kiosk checks signature, site, door
+(``aud``: its own site and device id) and expiry without the network, and
+refuses a nonce it has seen before: used nonces are kept in SQLite until
+the code expires, so a replay is refused after a restart too. The audience
+is what makes "once" hold across the site: the kiosks share no state, so a
+code good at every door would open each of them once; bound to its door, it
+opens that one door, once. An accepted code is a check-in of type ``qr``.
 """
 
 from __future__ import annotations
@@ -41,20 +44,29 @@ MAX_TOKEN_BYTES = 1500
 
 _RESIDENT = re.compile(r"^[A-Za-z0-9_.@:-]{1,64}$")
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+_DOOR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 #: Refusals an event is recorded for (a code of ours that is not good); other
 #: codes (someone else's QR code, an unreadable one) are ignored.
-RECORDED = frozenset({"forged", "expired", "not_yet_valid", "too_long", "wrong_site", "replayed", "bad_claims"})
+RECORDED = frozenset({"forged", "expired", "not_yet_valid", "too_long", "wrong_site", "wrong_door", "replayed",
+                      "bad_claims"})
 
 
-def issue_token(backend: PartyKeys, resident_id: str, site: str, *, lifetime_s: float = 120,
+def audience(site: str, device: str) -> str:
+    """The ``aud`` of a credential for one door: ``SITE/DEVICE``."""
+    return f"{site}/{device}"
+
+
+def issue_token(backend: PartyKeys, resident_id: str, site: str, device: str, *, lifetime_s: float = 120,
                 now: float | None = None) -> str:
-    """A resident's credential, signed with the back end's private key (what the back end does)."""
+    """A resident's credential for one door, signed with the back end's private key (what the back end does)."""
     if not _RESIDENT.match(resident_id):
         raise ValueError(f"bad resident id {resident_id!r}")
+    if not _DOOR.match(site) or not _DOOR.match(device):
+        raise ValueError(f"bad site or device id {site!r}/{device!r}")
     now = int(time.time() if now is None else now)
-    claims = {"sub": resident_id, "site": site, "iat": now, "exp": int(now + lifetime_s),
-              "nonce": secrets.token_urlsafe(16)}
+    claims = {"sub": resident_id, "site": site, "aud": audience(site, device), "iat": now,
+              "exp": int(now + lifetime_s), "nonce": secrets.token_urlsafe(16)}
     return sign_compact(claims, backend.signing, typ=QR_TYP)
 
 
@@ -62,6 +74,7 @@ def issue_token(backend: PartyKeys, resident_id: str, site: str, *, lifetime_s: 
 class QrCredential:
     resident_id: str
     site: str
+    audience: str
     issued_at: int
     expires_at: int
     nonce: str
@@ -96,9 +109,10 @@ class QrVerifier:
     """Checks residents' credentials for one site, offline."""
 
     def __init__(self, backend_keys: KeyRing | PartyKeys, site: str, settings: QrCredentialSettings,
-                 nonces: NonceCache, *, wall_clock: Callable[[], float] = time.time):
+                 nonces: NonceCache, *, device: str, wall_clock: Callable[[], float] = time.time):
         self.ring = backend_keys if isinstance(backend_keys, KeyRing) else KeyRing([backend_keys])
         self.site = site
+        self.audience = audience(site, device)
         self.settings = settings
         self.nonces = nonces
         self._wall = wall_clock
@@ -111,8 +125,9 @@ class QrVerifier:
         """The credential, used up; :class:`TokenRefused` with a ``reason`` otherwise.
 
         Reasons: ``not_ours`` (not a kiosk credential), ``forged``,
-        ``bad_claims``, ``too_long``, ``not_yet_valid``, ``expired``,
-        ``wrong_site``, ``replayed``. A refused credential's nonce is not used up.
+        ``bad_claims`` (no door named, among others), ``too_long``,
+        ``not_yet_valid``, ``expired``, ``wrong_site``, ``wrong_door``,
+        ``replayed``. A refused credential's nonce is not used up.
         """
         try:
             claims, kid = verify_compact(token, self._signer, typ=QR_TYP, max_bytes=MAX_TOKEN_BYTES)
@@ -120,9 +135,11 @@ class QrVerifier:
             reason = getattr(e, "reason", "malformed")
             raise TokenRefused("not_ours" if reason in ("malformed", "wrong_type") else "forged", str(e)) from None
         try:
-            cred = QrCredential(claims["sub"], claims["site"], claims["iat"], claims["exp"], claims["nonce"], kid)
+            cred = QrCredential(claims["sub"], claims["site"], claims["aud"], claims["iat"], claims["exp"],
+                                claims["nonce"], kid)
             ok = (isinstance(cred.resident_id, str) and _RESIDENT.match(cred.resident_id)
-                  and isinstance(cred.site, str) and isinstance(cred.nonce, str) and _NONCE.match(cred.nonce)
+                  and isinstance(cred.site, str) and isinstance(cred.audience, str)
+                  and isinstance(cred.nonce, str) and _NONCE.match(cred.nonce)
                   and all(type(t) is int for t in (cred.issued_at, cred.expires_at)))
         except (KeyError, TypeError):
             ok = False
@@ -136,8 +153,10 @@ class QrVerifier:
             problem = "not_yet_valid", "issued in the future (is the clock right?)"
         elif now > cred.expires_at + s.clock_skew_s:
             problem = "expired", f"expired {now - cred.expires_at:.0f} s ago"
-        elif cred.site != self.site:
-            problem = "wrong_site", f"for site {cred.site!r}"
+        elif cred.site != self.site or not cred.audience.startswith(f"{self.site}/"):
+            problem = "wrong_site", "for another site"
+        elif cred.audience != self.audience:
+            problem = "wrong_door", "for another door of this site"
         elif not self.nonces.use(cred.nonce, cred.expires_at + s.clock_skew_s):
             problem = "replayed", "this code was used before"
         if problem:
@@ -218,5 +237,6 @@ def open_qr_checkin(config, db: sqlite_utils.Database, *, wall_clock: Callable[[
     ring = KeyRing(p for p in load_public(path) if p.owner == BACKEND)
     if not len(ring):
         raise KeyFileError(f"{path}: holds no back-end keys (qr_credential needs them)")
-    verifier = QrVerifier(ring, config.device.site, s, NonceCache(db, wall_clock=wall_clock), wall_clock=wall_clock)
+    verifier = QrVerifier(ring, config.device.site, s, NonceCache(db, wall_clock=wall_clock),
+                          device=config.device.device_id, wall_clock=wall_clock)
     return QrCheckIn(verifier, s)

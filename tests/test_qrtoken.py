@@ -23,6 +23,7 @@ from kiosk.sync import keys as keymod
 from kiosk.sync.envelope import sign_compact
 
 SITE = "block-7"
+DOOR = "door-1"
 RESIDENT = "r-0815"
 
 
@@ -39,7 +40,7 @@ def db(tmp_path):
 
 
 def verifier(backend, db, **settings) -> QrVerifier:
-    return QrVerifier(backend.public(), SITE, QrCredentialSettings(**settings), NonceCache(db))
+    return QrVerifier(backend.public(), SITE, QrCredentialSettings(**settings), NonceCache(db), device=DOOR)
 
 
 def refused(v: QrVerifier, token) -> str:
@@ -50,15 +51,15 @@ def refused(v: QrVerifier, token) -> str:
 
 def test_valid_token_is_accepted_once(backend, db):
     v = verifier(backend, db)
-    token = issue_token(backend, RESIDENT, SITE)
+    token = issue_token(backend, RESIDENT, SITE, DOOR)
     cred = v.verify(token)
     assert (cred.resident_id, cred.site) == (RESIDENT, SITE) and cred.signed_by == backend.signing_kid
     assert refused(v, token) == "replayed"
-    assert v.verify(issue_token(backend, RESIDENT, SITE)).resident_id == RESIDENT  # a new code works
+    assert v.verify(issue_token(backend, RESIDENT, SITE, DOOR)).resident_id == RESIDENT  # a new code works
 
 
 def test_used_nonces_survive_a_restart(backend, tmp_path):
-    token = issue_token(backend, RESIDENT, SITE)
+    token = issue_token(backend, RESIDENT, SITE, DOOR)
     db = open_database(tmp_path / "k.db")
     verifier(backend, db).verify(token)
     db.close()
@@ -71,28 +72,28 @@ def test_used_nonces_survive_a_restart(backend, tmp_path):
 
 def test_expired_and_future_and_long_lived_tokens_are_refused(backend, db):
     v = verifier(backend, db, clock_skew_s=30, max_lifetime_s=300)
-    assert refused(v, issue_token(backend, RESIDENT, SITE, lifetime_s=120, now=time.time() - 200)) == "expired"
-    assert v.verify(issue_token(backend, RESIDENT, SITE, lifetime_s=120, now=time.time() - 140))  # within skew
-    assert refused(v, issue_token(backend, RESIDENT, SITE, now=time.time() + 120)) == "not_yet_valid"
-    assert refused(v, issue_token(backend, RESIDENT, SITE, lifetime_s=3600)) == "too_long"
+    assert refused(v, issue_token(backend, RESIDENT, SITE, DOOR, lifetime_s=120, now=time.time() - 200)) == "expired"
+    assert v.verify(issue_token(backend, RESIDENT, SITE, DOOR, lifetime_s=120, now=time.time() - 140))  # within skew
+    assert refused(v, issue_token(backend, RESIDENT, SITE, DOOR, now=time.time() + 120)) == "not_yet_valid"
+    assert refused(v, issue_token(backend, RESIDENT, SITE, DOOR, lifetime_s=3600)) == "too_long"
 
 
 def test_other_site_is_refused_and_its_nonce_not_used_up(backend, db):
     v = verifier(backend, db)
-    token = issue_token(backend, RESIDENT, "block-8")
+    token = issue_token(backend, RESIDENT, "block-8", DOOR)
     assert refused(v, token) == "wrong_site"
     assert len(v.nonces) == 0
 
 
 def test_forged_tokens_are_refused(backend, db):
     v = verifier(backend, db)
-    h, p, s = issue_token(backend, RESIDENT, SITE).split(".")
-    other = issue_token(backend, "r-9999", SITE).split(".")[1]
+    h, p, s = issue_token(backend, RESIDENT, SITE, DOOR).split(".")
+    other = issue_token(backend, "r-9999", SITE, DOOR).split(".")[1]
     assert refused(v, f"{h}.{other}.{s}") == "forged"  # another resident's claims, this signature
     impostor = keymod.generate(keymod.BACKEND)  # a back-end key nobody pinned
-    assert refused(v, issue_token(impostor, RESIDENT, SITE)) == "forged"
+    assert refused(v, issue_token(impostor, RESIDENT, SITE, DOOR)) == "forged"
     device = keymod.generate("block-7/door-1")  # a device's key is not the back end's
-    assert refused(v, issue_token(device, RESIDENT, SITE)) == "forged"
+    assert refused(v, issue_token(device, RESIDENT, SITE, DOOR)) == "forged"
     # A valid signature over claims that are not a credential.
     claims = {"sub": RESIDENT, "site": SITE, "iat": int(time.time()), "exp": "soon", "nonce": "n" * 22}
     assert refused(v, sign_compact(claims, backend.signing, typ="kiosk-qr+jwt")) == "bad_claims"
@@ -120,16 +121,17 @@ def test_qr_token_command(backend, tmp_path, capsys):
     key = tmp_path / "backend.jwks"
     keymod.save_private(key, backend)
     assert admin_main(["qr-token", "--backend-key", str(key), "--resident", RESIDENT, "--site", SITE,
-                       "--lifetime", "90", "--out", str(tmp_path / "t.png")]) == 0
+                       "--door", DOOR, "--lifetime", "90", "--out", str(tmp_path / "t.png")]) == 0
     token = capsys.readouterr().out.strip()
     claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-    assert claims["sub"] == RESIDENT and claims["exp"] - claims["iat"] == 90
+    assert claims["sub"] == RESIDENT and claims["exp"] - claims["iat"] == 90 and claims["aud"] == f"{SITE}/{DOOR}"
     import cv2
 
     assert decode_qr(cv2.imread(str(tmp_path / "t.png"))) == [token.encode()]
     device = tmp_path / "device.jwks"
     keymod.save_private(device, keymod.generate("block-7/door-1"))
-    assert admin_main(["qr-token", "--backend-key", str(device), "--resident", RESIDENT, "--site", SITE]) == 2
+    assert admin_main(["qr-token", "--backend-key", str(device), "--resident", RESIDENT, "--site", SITE,
+                       "--door", DOOR]) == 2
 
 
 # -- on real frames ----------------------------------------------------------------------
@@ -155,14 +157,14 @@ def shown(frames, tmp_path, tokens: dict[range, str]) -> list:
 
 
 def test_real_frames_valid_once_then_replay_expired_site_forged(backend, db, frames, tmp_path):
-    good = issue_token(backend, RESIDENT, SITE)
-    h, _, s = issue_token(backend, RESIDENT, SITE).split(".")
-    forged = f"{h}.{issue_token(backend, 'r-0001', SITE).split('.')[1]}.{s}"
+    good = issue_token(backend, RESIDENT, SITE, DOOR)
+    h, _, s = issue_token(backend, RESIDENT, SITE, DOOR).split(".")
+    forged = f"{h}.{issue_token(backend, 'r-0001', SITE, DOOR).split('.')[1]}.{s}"
     video = shown(frames, tmp_path, {
         range(0, 6): good,  # held up for six frames (1.5 s): one showing
         range(10, 14): good,  # shown again 1.5 s after it was last seen: a replay
-        range(16, 20): issue_token(backend, RESIDENT, SITE, now=time.time() - 600),
-        range(22, 26): issue_token(backend, RESIDENT, "block-8"),
+        range(16, 20): issue_token(backend, RESIDENT, SITE, DOOR, now=time.time() - 600),
+        range(22, 26): issue_token(backend, RESIDENT, "block-8", DOOR),
         range(28, 32): forged,
     })
     reader = QrCheckIn(verifier(backend, db), QrCredentialSettings(every_n_frames=2, repeat_window_s=1.0))
@@ -192,8 +194,9 @@ def test_daemon_records_qr_check_ins_and_refuses_a_replay_after_restart(backend,
         f'[device]\nsite = "{SITE}"\ndevice_id = "door-1"\nstate_dir = "{state_dir}"\n[logging]\njournald = false\n'
         "[qr_credential]\nevery_n_frames = 2\nrepeat_window_s = 1.0\n"
     )
-    good = issue_token(backend, RESIDENT, SITE)
-    video = shown(frames[:24], tmp_path, {range(2, 8): good, range(14, 18): issue_token(backend, RESIDENT, "elsewhere")})
+    good = issue_token(backend, RESIDENT, SITE, DOOR)
+    elsewhere = issue_token(backend, RESIDENT, "elsewhere", DOOR)
+    video = shown(frames[:24], tmp_path, {range(2, 8): good, range(14, 18): elsewhere})
 
     class Panel:
         motion_sensor = None

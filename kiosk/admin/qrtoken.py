@@ -16,13 +16,14 @@ def register(sub) -> None:
         "qr-token",
         help="issue a resident's short-lived QR credential (for testing)",
         description="Issue a resident's QR credential as the back end would: a compact JWS signed with the back "
-        "end's private key, naming the resident, the site, an expiry a few minutes ahead and a random nonce. "
-        "Prints the token; --out also writes it as a QR code PNG to show to a kiosk's camera. Each token "
-        "opens the door once.",
+        "end's private key, naming the resident, the site, the door (device) it is for, an expiry a few "
+        "minutes ahead and a random nonce. Prints the token; --out also writes it as a QR code PNG to show to "
+        "that kiosk's camera. Each token opens that one door, once; every other door refuses it.",
     )
     p.add_argument("--backend-key", type=Path, required=True, metavar="FILE", help="the back end's private keys (0600)")
     p.add_argument("--resident", required=True, metavar="ID", help="the resident's opaque id")
     p.add_argument("--site", required=True, help="the site the credential is good for")
+    p.add_argument("--door", required=True, metavar="DEVICE", help="the device id of the one door it opens")
     p.add_argument("--lifetime", type=float, default=120.0, help="seconds until it expires (default 120)")
     p.add_argument("--out", type=Path, metavar="PNG", help="also write it as a QR code picture")
     p.add_argument("--scale", type=int, default=6, help="pixels per QR module in the PNG (default 6)")
@@ -35,7 +36,7 @@ def cmd_qr_token(args) -> int:
         print(f"kiosk-admin qr-token: {args.backend_key}: keys of {backend.owner!r}, not the back end's", file=sys.stderr)
         return 2
     try:
-        token = issue_token(backend, args.resident, args.site, lifetime_s=args.lifetime)
+        token = issue_token(backend, args.resident, args.site, args.door, lifetime_s=args.lifetime)
     except ValueError as e:
         print(f"kiosk-admin qr-token: {e}", file=sys.stderr)
         return 2
