@@ -261,6 +261,7 @@ class ProvisioningSettings(Section):
     directory: Path = Path("provisioning")
     scan_every: int = Field(5, ge=1, le=100)
     clock_skew_s: float = Field(300.0, ge=0, le=86400)
+    hardware_id: str = Field("", max_length=64, pattern=r"^[A-Za-z0-9_.:-]*$")
 
 
 #: What a check-in gets in a location state: accepted, accepted and flagged, or refused.

@@ -81,6 +81,10 @@ class NotProvisioned(KioskError, RuntimeError):
     """The device has not been provisioned (or its provisioning state is unusable)."""
 
 
+class PinnedKeyMismatch(ConfigError):
+    """A stored key or identity is not what the signed provisioning code says: the kiosk must not run (exit 78)."""
+
+
 class TokenRefused(KioskError, ValueError):
     """A resident's QR credential was refused; ``reason`` says why."""
 

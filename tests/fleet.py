@@ -26,6 +26,8 @@ from kiosk.sync import keys as keymod
 
 SITE = "block-7"
 DEVICE = "door-1"
+#: The test kiosk's hardware id (provisioning.hardware_id in its config); codes are bound to it by default.
+HARDWARE = "kiosk-hw-0001"
 LAT, LON = 31.2304, 121.4737
 
 
@@ -72,7 +74,7 @@ class Fleet:
             latitude=LAT, longitude=LON, radius_m=120.0, broker_url="mqtts://broker.example.org:8883",
             ca_sha256=bmod.ca_fingerprint(certificates_in(self.ca.read_bytes())[0]),
             backend=keymod.load_public_one(self.backend_public), admin=keymod.load_public_one(self.admin_public),
-            valid_s=3600,
+            valid_s=3600, hardware_id=HARDWARE,
         )
         args.update(overrides)
         return bmod.make_bundle(**args)
@@ -83,14 +85,14 @@ class Fleet:
     def config(self, state_dir: Path, extra: str = "") -> KioskConfig:
         return parse_config(
             f'[device]\nstate_dir = "{state_dir}"\n[logging]\njournald = false\n'
-            f'[provisioning]\nfleet_root_key = "{self.root_public}"\nscan_every = 2\n{extra}'
+            f'[provisioning]\nfleet_root_key = "{self.root_public}"\nscan_every = 2\nhardware_id = "{HARDWARE}"\n{extra}'
         )
 
     def config_file(self, state_dir: Path, extra: str = "") -> Path:
         path = self.dir / "kiosk.toml"
         path.write_text(
             f'[device]\nstate_dir = "{state_dir}"\n[logging]\njournald = false\n'
-            f'[provisioning]\nfleet_root_key = "{self.root_public}"\n{extra}'
+            f'[provisioning]\nfleet_root_key = "{self.root_public}"\nhardware_id = "{HARDWARE}"\n{extra}'
         )
         return path
 

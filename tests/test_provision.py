@@ -176,11 +176,19 @@ def test_install_writes_everything_in_one_step(fleet, state_dir):
 
 
 def test_without_a_device_id_in_the_code_the_configured_one_is_kept(fleet, state_dir):
-    cfg = fleet.config(state_dir, "")
+    cfg = fleet.config(state_dir, "").model_copy(update={"device": fleet.config(state_dir).device.model_copy(
+        update={"device_id": "door-9"})})
     store = ProvisioningStore(cfg)
     bundle = store.install(fleet.code(device_id=None))
-    assert store.apply(cfg, bundle).device.device_id == cfg.device.device_id == "kiosk"
-    assert keymod.load_private(store.directory / "device.jwks").owner == f"{SITE}/kiosk"
+    assert store.apply(cfg, bundle).device.device_id == cfg.device.device_id == "door-9"
+    assert keymod.load_private(store.directory / "device.jwks").owner == f"{SITE}/door-9"
+
+
+def test_without_a_device_id_anywhere_the_code_is_refused(fleet, state_dir):
+    store = ProvisioningStore(fleet.config(state_dir))
+    with pytest.raises(ProvisioningRefused) as e:
+        store.install(fleet.code(device_id=None))
+    assert e.value.reason == "no_device" and not store.provisioned
 
 
 @pytest.mark.parametrize("bad", ["forged", "expired", "truncated", "foreign"])
@@ -250,7 +258,7 @@ def test_signed_reset_unprovisions_and_erases(fleet, state_dir):
     (state_dir / "template.key").write_bytes(b"k" * 32)
     store.reset(bmod.sign_reset(SITE, DEVICE, fleet.root))
     assert not store.provisioned
-    assert sorted(p.name for p in state_dir.iterdir()) == []
+    assert sorted(p.name for p in state_dir.iterdir()) == ["provisioning.resets.json"]  # the reset's nonce, kept
     store.install(fleet.code(site="block-8"))  # and it takes a new code
     assert store.load().site == "block-8"
 

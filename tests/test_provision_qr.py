@@ -21,7 +21,9 @@ import time
 
 import pytest
 
-from fleet import DEVICE, LAT, LON, SITE, expired_code, fleet, held_up, make_fleet, qr_picture, video_frames  # noqa: F401
+from fleet import (  # noqa: F401
+    DEVICE, HARDWARE, LAT, LON, SITE, expired_code, fleet, held_up, make_fleet, qr_picture, video_frames,
+)
 from kiosk.capture.replay import ReplaySource
 from kiosk.daemon import Kiosk
 from kiosk.errors import NotProvisioned
@@ -108,7 +110,7 @@ def render_with_cli(fleet, path) -> object:
     r = subprocess.run([
         sys.executable, "-c", "import sys; from kiosk.admin import main; sys.exit(main(sys.argv[1:]))",
         "provision-qr", "--fleet-key", str(fleet.root_private), "--site", SITE, "--device", DEVICE,
-        "--name", "Riverside Gardens Block 7", "--address", "12 River Road, Xuhui, Shanghai",
+        "--hardware", HARDWARE, "--name", "Riverside Gardens Block 7", "--address", "12 River Road, Xuhui, Shanghai",
         "--lat", str(LAT), "--lon", str(LON), "--radius", "120", "--broker", "mqtts://broker.example.org:8883",
         "--ca-file", str(fleet.ca), "--backend", str(fleet.backend_public), "--admin", str(fleet.admin_public),
         "--out", str(path), "--scale", "4",

@@ -39,6 +39,9 @@ def register(sub) -> None:
     p.add_argument("--fleet-key", type=Path, required=True, metavar="FILE", help="the fleet's private root key (0600)")
     p.add_argument("--site", required=True, help="site id (letters, digits, '.', '_', '-')")
     p.add_argument("--device", help="device id for this kiosk (default: the one in the kiosk's config)")
+    p.add_argument("--hardware", metavar="ID", help="the one kiosk the code is for: its hardware id, as `kiosk "
+                   "provision --status` or the waiting kiosk's status prints it. The daemon alone at its camera "
+                   "takes only a code bound to it (this, or the site and device its config names)")
     p.add_argument("--name", required=True, help="the site's name, as the installer knows it")
     p.add_argument("--address", required=True, help="the service address")
     p.add_argument("--lat", type=float, required=True, help="latitude of the service location (degrees, WGS 84)")
@@ -130,7 +133,8 @@ def cmd_provision_qr(args) -> int:
         return 2
     try:
         bundle = bmod.make_bundle(
-            site=args.site, device_id=args.device, name=args.name, address=args.address, latitude=args.lat,
+            site=args.site, device_id=args.device, hardware_id=args.hardware.lower() if args.hardware else None,
+            name=args.name, address=args.address, latitude=args.lat,
             longitude=args.lon, radius_m=args.radius, broker_url=args.broker, ca_sha256=ca,
             backend=backend, admin=admin, valid_s=args.valid_hours * 3600,
         )

@@ -6,6 +6,7 @@ claims are short, because they must fit a QR code a camera can read:
 =========  ==========================================================
 ``v``      format version (1)
 ``site``   site id; ``dev``: device id (optional: else the configured one)
+``hw``     the one kiosk it is for: its hardware id (optional; see :mod:`.binding`)
 ``name``   the site's name; ``addr``: its service address
 ``lat``    latitude, ``lon`` longitude (degrees, WGS 84), ``r`` clock-in radius (m)
 ``mqtt``   broker URL; ``ca``: SHA-256 of its CA certificate (DER, base64url)
@@ -45,6 +46,8 @@ ADMIN = "admin"
 MAX_CODE_BYTES = 2900
 
 _ID = r"^[A-Za-z0-9_.-]+$"
+_HW = r"^[A-Za-z0-9_.:-]+$"
+_NONCE = r"^[A-Za-z0-9_-]{16,64}$"
 _B64_SHA256 = r"^[A-Za-z0-9_-]{43}$"
 _COMPACT_KEYS = r"^[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{44}$"
 
@@ -59,6 +62,12 @@ MESSAGES = {
     "wrong_device": "this reset code is for another site or device",
     "stale_reset": "this reset code was issued before the current provisioning",
     "not_provisioned": "the device is not provisioned: there is nothing to reset",
+    "reset_used": "this reset code was used already: ask for a new one",
+    "wrong_identity": "this code is for another site or device than this kiosk's config names",
+    "no_device": "this code names no device, and this kiosk's config names none (device.device_id)",
+    "other_kiosk": "this code is for another kiosk (it names another hardware id)",
+    "not_bound": "this code is not bound to this kiosk: it names neither its hardware id nor the site and device "
+                 "its config names (an installer at a shell may take it with `kiosk provision`)",
     "already_provisioned": "the device is already provisioned: re-provisioning needs a signed reset first",
     "undelivered_events": "check-in events have not reached the back end yet",
 }
@@ -72,6 +81,7 @@ class _BundleClaims(BaseModel):
     v: int = Field(ge=1, le=BUNDLE_VERSION)
     site: str = Field(min_length=1, max_length=64, pattern=_ID)
     dev: str | None = Field(None, min_length=1, max_length=64, pattern=_ID)
+    hw: str | None = Field(None, min_length=1, max_length=64, pattern=_HW)
     name: str = Field(min_length=1, max_length=120)
     addr: str = Field(min_length=1, max_length=200)
     lat: float = Field(ge=-90, le=90)
@@ -108,6 +118,7 @@ class Bundle:
     issued_at: int
     expires_at: int
     device_id: str | None = None
+    hardware_id: str | None = None  # the one kiosk it is for
     signed_by: str = ""  # key id of the fleet root key
 
     def claims(self) -> dict[str, Any]:
@@ -128,6 +139,8 @@ class Bundle:
         }
         if self.device_id:
             c["dev"] = self.device_id
+        if self.hardware_id:
+            c["hw"] = self.hardware_id
         return c
 
     def summary(self) -> dict[str, Any]:
@@ -135,6 +148,7 @@ class Bundle:
         return {
             "site": self.site,
             "device": self.device_id,
+            "hardware_id": self.hardware_id,
             "name": self.name,
             "address": self.address,
             "latitude": self.latitude,
@@ -164,6 +178,7 @@ def make_bundle(
     admin: PartyKeys,
     valid_s: float,
     device_id: str | None = None,
+    hardware_id: str | None = None,
     now: float | None = None,
 ) -> Bundle:
     """A bundle checked against the wire format (ValueError naming what is wrong)."""
@@ -171,7 +186,7 @@ def make_bundle(
     bundle = Bundle(
         site=site, name=name, address=address, latitude=latitude, longitude=longitude, radius_m=radius_m,
         broker_url=broker_url, ca_sha256=ca_sha256, backend=backend.public(), admin=admin.public(),
-        issued_at=now, expires_at=int(now + valid_s), device_id=device_id,
+        issued_at=now, expires_at=int(now + valid_s), device_id=device_id, hardware_id=hardware_id,
     )
     try:
         _BundleClaims.model_validate(bundle.claims())
@@ -207,11 +222,22 @@ def read_bundle(
     return Bundle(
         site=c.site, name=c.name, address=c.addr, latitude=c.lat, longitude=c.lon, radius_m=c.r,
         broker_url=c.mqtt, ca_sha256=c.ca, backend=backend, admin=admin, issued_at=c.iat, expires_at=c.exp,
-        device_id=c.dev, signed_by=kid,
+        device_id=c.dev, hardware_id=c.hw, signed_by=kid,
     )
 
 
 # -- resets --------------------------------------------------------------------
+
+
+class _ResetClaims(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    v: int = Field(ge=1, le=1)
+    site: str = Field(min_length=1, max_length=64, pattern=_ID)
+    dev: str = Field(min_length=1, max_length=64, pattern=_ID)
+    iat: int = Field(ge=0)
+    exp: int = Field(ge=0)
+    nonce: str = Field(pattern=_NONCE)
 
 
 @dataclass(frozen=True)
@@ -234,10 +260,10 @@ def sign_reset(site: str, device_id: str, root_key: jwk.JWK, *, valid_s: float =
 def read_reset(code: str | bytes, roots: RootKeys, *, now: float | None = None, skew_s: float = 0.0) -> Reset:
     claims, _ = _verify(code, roots, RESET_TYP)
     try:
-        r = Reset(str(claims["site"]), str(claims["dev"]), int(claims["iat"]), int(claims["exp"]),
-                  str(claims["nonce"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise refused("bad_content", f"reset claims: {e}") from None
+        c = _ResetClaims.model_validate(claims)
+    except ValidationError as e:
+        raise refused("bad_content", f"reset claims: {_problems(e)}") from None
+    r = Reset(c.site, c.dev, c.iat, c.exp, c.nonce)
     _check_expiry(r.expires_at, now, skew_s)
     return r
 

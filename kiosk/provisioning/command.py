@@ -33,6 +33,9 @@ def register(sub) -> None:
     what.add_argument("--reset", action="store_true",
                       help="take a signed reset code: forget provisioning, keys, gallery and events")
     what.add_argument("--ca-file", type=Path, metavar="PEM", help="install the broker's CA certificate (must match the pin)")
+    what.add_argument("--restore-keys", action="store_true",
+                      help="write the back end's and the admins' public key files again from the signed code "
+                      "(the kiosk refuses to start when they differ from it)")
     what.add_argument("--wifi-fingerprint", action="store_true",
                       help="record the Wi-Fi access points seen here (location.provider = \"wifi\")")
     p.add_argument("--discard-undelivered", action="store_true",
@@ -59,7 +62,17 @@ def cmd_provision(args) -> int:
         path = store.install_ca(args.ca_file.read_bytes())
         print(f"broker CA certificate installed: {path}")
         return 0
-    take = (lambda code: store.reset(code, discard_undelivered=args.discard_undelivered)) if args.reset else store.install
+    if args.restore_keys:
+        bundle = store.restore_keys()
+        print(f"restored from the provisioning code: back end {bundle.backend.signing_kid}, "
+              f"admins {bundle.admin.signing_kid}")
+        return 0
+    if args.reset:
+        def take(code):
+            return store.reset(code, discard_undelivered=args.discard_undelivered)
+    else:
+        def take(code):
+            return store.install(code, attended=True)
     if not args.reset and store.provisioned:
         raise ProvisioningRefused("already_provisioned", _already(store))
     try:
@@ -71,7 +84,7 @@ def cmd_provision(args) -> int:
         print(f"kiosk provision: no {'reset' if args.reset else 'provisioning'} code taken", file=sys.stderr)
         return 1
     if args.reset:
-        print(f"reset: {result.site}/{result.device_id or cfg.device.device_id} is unprovisioned; "
+        print(f"reset: {result.site}/{result.device_id or '(its device)'} is unprovisioned; "
               "run `kiosk provision` (or start the daemon) to provision it again")
         return 0
     print(json.dumps(result.summary(), indent=2))
@@ -108,11 +121,16 @@ def _from_camera(cfg, take, timeout: float):
 
 
 def _status(store: ProvisioningStore) -> int:
+    from .binding import hardware_id
+
     bundle = store.load()
     if bundle is None:
-        print(json.dumps({"provisioned": False, "fleet_root_keys": store.roots().kids}, indent=2))
+        print(json.dumps({"provisioned": False, "hardware_id": hardware_id(store.config),
+                          "fleet_root_keys": store.roots().kids}, indent=2))
         return 1
-    out = {"provisioned": True, **bundle.summary(), "directory": str(store.directory)}
+    site, device = store.identity(bundle)
+    out = {"provisioned": True, **bundle.summary(), "site": site, "device": device,
+           "this_hardware_id": hardware_id(store.config), "directory": str(store.directory)}
     pub = store.directory / DEVICE_PUBLIC_FILE
     if pub.is_file():
         out["device_keys"] = [k["kid"] for k in json.loads(pub.read_text())["keys"]]

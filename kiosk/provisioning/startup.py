@@ -47,9 +47,13 @@ def wait_for_code(store: ProvisioningStore, get_frame, *, stop: threading.Event,
     Keeps systemd's watchdog fed; a refused code is logged with its reason
     and flashes the panel's red light until the next code.
     """
-    log.warning(WAITING)
+    from .binding import hardware_id
+
+    hw = hardware_id(store.config)
+    waiting = WAITING + (f" (a code for this kiosk: hardware id {hw})" if hw else "")
+    log.warning(waiting)
     if notifier is not None:
-        notifier.ready(WAITING)  # ready to be provisioned; systemd must not time the start-up out
+        notifier.ready(waiting)  # ready to be provisioned; systemd must not time the start-up out
     last_ping = [0.0]
 
     def tick() -> None:

@@ -13,6 +13,13 @@ Everything a provisioning code brings lives in one folder
 The folder is written under a temporary name and renamed into place, so a
 device is either provisioned with all of it or not at all. A reset renames
 it away first for the same reason.
+
+At every start the code is verified again against the root key, and the
+stored back-end and admin keys against the keys the code names (by
+thumbprint): a key file changed behind the code's back stops the kiosk
+(:class:`~kiosk.errors.PinnedKeyMismatch`, exit status 78). The identity
+(site and device) is the one taken with the code, kept in the device key's
+id; a config that names another device id stops the kiosk too.
 """
 
 from __future__ import annotations
@@ -25,11 +32,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from jwcrypto import jwk
+
 from ..atomicfile import fsync_dir, write_atomic
 from ..config import KioskConfig
-from ..errors import KeyFileError, NotProvisioned, ProvisioningRefused
+from ..errors import KeyFileError, NotProvisioned, PinnedKeyMismatch, ProvisioningRefused
 from ..sync import keys as keymod
+from .binding import bound_device, configured_identity
 from .bundle import Bundle, ca_fingerprint, read_bundle, read_reset, refused
+from .resets import UsedResets
 from .trust import RootKeys
 
 log = logging.getLogger(__name__)
@@ -52,6 +63,8 @@ class ProvisioningStore:
         self.directory = config.state_path(self.settings.directory)
         self._wall = wall_clock
         self._roots: RootKeys | None = None
+        self.resets = UsedResets(self.directory.with_name(f"{self.directory.name}.resets.json"), wall_clock=wall_clock,
+                                 keep_s=self.settings.clock_skew_s)
 
     # -- asking ------------------------------------------------------------------
 
@@ -87,7 +100,31 @@ class ProvisioningStore:
         for name in (BACKEND_FILE, ADMIN_FILE, DEVICE_FILE):
             if not (self.directory / name).is_file():
                 raise NotProvisioned(f"{self.directory / name}: missing; re-provision (reset first)")
+        check_pinned(self.directory / BACKEND_FILE, bundle.backend, "the back end's")
+        check_pinned(self.directory / ADMIN_FILE, bundle.admin, "the admins'")
+        self.identity(bundle)
         return bundle
+
+    def identity(self, bundle: Bundle) -> tuple[str, str]:
+        """(site, device id) as provisioned: the owner of the device key made with the code.
+
+        Raises :class:`PinnedKeyMismatch` when it disagrees with the code, or
+        with a device id the config names (never silently one or the other).
+        """
+        path = self.directory / DEVICE_PUBLIC_FILE
+        try:
+            owner = keymod.load_public_one(path).owner
+        except KeyFileError as e:
+            raise NotProvisioned(f"{path}: {e}; re-provision (reset first)") from e
+        site, _, device = owner.partition("/")
+        if site != bundle.site or not device or (bundle.device_id and device != bundle.device_id):
+            raise PinnedKeyMismatch(f"{path}: the device key is for {owner!r}, not what the provisioning code says "
+                                    f"({bundle.site}/{bundle.device_id or '…'}); the kiosk does not run on it")
+        _, configured = configured_identity(self.config)
+        if configured is not None and configured != device:
+            raise PinnedKeyMismatch(f"this kiosk was provisioned as {owner} but its config names device_id "
+                                    f"{configured!r}: fix device.device_id, or reset and re-provision")
+        return site, device
 
     def verify(self, code: str | bytes) -> Bundle:
         """Check a provisioning code (signature, content, expiry) without taking it."""
@@ -95,17 +132,18 @@ class ProvisioningStore:
 
     # -- taking a code -------------------------------------------------------------
 
-    def install(self, code: str | bytes) -> Bundle:
+    def install(self, code: str | bytes, *, attended: bool = False) -> Bundle:
         """Verify a provisioning code and write it, with the keys, in one step.
 
-        Raises :class:`ProvisioningRefused` (bad code, or already provisioned)
-        and leaves the device as it was.
+        Raises :class:`ProvisioningRefused` (bad code, not for this kiosk, or
+        already provisioned) and leaves the device as it was. ``attended``:
+        an installer took the code at a shell (see :mod:`.binding`).
         """
         if self.provisioned:
             raise refused("already_provisioned", f"site {self._stored_site()}")
         bundle = self.verify(code)
+        device_id = bound_device(bundle, self.config, attended=attended)
         text = code.decode("ascii") if isinstance(code, bytes) else code  # ASCII: it verified
-        device_id = bundle.device_id or self.config.device.device_id
         device_keys = keymod.generate(keymod.device_owner(bundle.site, device_id))
         parent = self.directory.parent
         parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +167,20 @@ class ProvisioningStore:
             "provisioned for site %s as device %s (code signed by %s, device key %s)",
             bundle.site, device_id, bundle.signed_by, device_keys.signing_kid,
         )
+        return bundle
+
+    def restore_keys(self) -> Bundle:
+        """Write the back end's and the admins' public key files again from the stored, verified code."""
+        if not self.provisioned:
+            raise NotProvisioned("not provisioned: there are no keys to restore")
+        code = (self.directory / BUNDLE_FILE).read_bytes().strip()
+        try:
+            bundle = read_bundle(code, self.roots(), check_expiry=False)
+        except ProvisioningRefused as e:
+            raise NotProvisioned(f"{self.directory / BUNDLE_FILE}: stored provisioning does not verify: {e}") from e
+        for name, party in ((BACKEND_FILE, bundle.backend), (ADMIN_FILE, bundle.admin)):
+            _write_public(self.directory / name, party.to_jwks(private=False))  # atomic and durable
+        log.warning("the back end's and the admins' public keys were written again from the provisioning code")
         return bundle
 
     def install_ca(self, pem: bytes) -> Path:
@@ -157,14 +209,17 @@ class ProvisioningStore:
         if bundle is None:
             raise refused("not_provisioned")
         reset = read_reset(code, self.roots(), now=self._wall(), skew_s=self.settings.clock_skew_s)
-        device_id = bundle.device_id or self.config.device.device_id
+        _, device_id = self.identity(bundle)
         if (reset.site, reset.device_id) != (bundle.site, device_id):
             raise refused("wrong_device", f"for {reset.site}/{reset.device_id}, this is {bundle.site}/{device_id}")
         if reset.issued_at < bundle.issued_at:
             raise refused("stale_reset")
+        if self.resets.used(reset.nonce):
+            raise refused("reset_used")
         pending = self._undelivered()
         if pending and not discard_undelivered:
             raise refused("undelivered_events", f"{pending} undelivered; connect to the broker first, or discard them")
+        self.resets.record(reset.nonce, reset.expires_at)  # before anything goes: a reset code is good once
         gone = self.directory.with_name(f".{self.directory.name}-reset-{os.getpid()}-{int(self._wall())}")
         os.rename(self.directory, gone)
         fsync_dir(self.directory.parent)
@@ -201,9 +256,7 @@ class ProvisioningStore:
     def apply(self, config: KioskConfig, bundle: Bundle) -> KioskConfig:
         """``config`` with what the bundle says: identity, service location, broker, key files."""
         data = config.model_dump()
-        data["device"]["site"] = bundle.site
-        if bundle.device_id:
-            data["device"]["device_id"] = bundle.device_id
+        data["device"]["site"], data["device"]["device_id"] = self.identity(bundle)
         data["location"].update(latitude=bundle.latitude, longitude=bundle.longitude, radius_m=bundle.radius_m)
         data["mqtt"]["url"] = bundle.broker_url
         d = self.directory
@@ -225,6 +278,27 @@ class ProvisioningStore:
         certs = certificates_in(pem)
         if not certs or any(ca_fingerprint(c) != bundle.ca_sha256 for c in certs):
             raise KeyFileError(f"{path}: not the broker CA pinned by the provisioning code ({bundle.ca_sha256})")
+
+
+def check_pinned(path: Path, pinned: keymod.PartyKeys, whose: str) -> None:
+    """The public key file holds exactly the keys the provisioning code names (compared by thumbprint).
+
+    Raises :class:`PinnedKeyMismatch` otherwise: a key added, replaced or
+    removed behind the code's back must not be trusted, not even once.
+    """
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        found = {jwk.JWK(**k).thumbprint() for k in data["keys"]}
+    except Exception as e:  # unreadable JSON, not a JWK Set, a bad key: jwcrypto raises several types
+        raise PinnedKeyMismatch(f"{path}: {whose} public keys are unreadable ({type(e).__name__}); the kiosk does "
+                                "not run on them. `kiosk provision --restore-keys` writes them again from the "
+                                "signed code") from None
+    expected = {pinned.signing.thumbprint(), pinned.encryption.thumbprint()}
+    if found != expected:
+        raise PinnedKeyMismatch(
+            f"{path}: {whose} public keys are not the ones the signed provisioning code names (thumbprints "
+            f"{', '.join(sorted(found))}; the code names {', '.join(sorted(expected))}). The file was changed: the "
+            "kiosk does not run on it. `kiosk provision --restore-keys` writes it again from the signed code")
 
 
 def pinned_certificate(pem: bytes, fingerprint: str) -> bytes | None:
