@@ -246,7 +246,8 @@ class Kiosk:
             d, evidence=evidence, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where
         )
         self.decisions.append(d)
-        log.info("decision %s seq=%d", d.describe(), checkin.seq, extra={"resident_id": d.resident_id})
+        # Who it was stays in the check-in record (erasable), never in the journal (it is not).
+        log.info("decision %s seq=%d event=%s", replace(d, resident_id=None).describe(), checkin.seq, checkin.event_id)
         try:
             self.panel.show(d)
         except Exception:

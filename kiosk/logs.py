@@ -1,7 +1,10 @@
 """Logging set-up: stderr always, journald when it is running.
 
 Configured once, from ``main``. Modules use ``logging.getLogger(__name__)``.
-A record's ``resident_id`` extra becomes the journal field RESIDENT_ID.
+No resident id, name or other personal data goes to the journal, in the
+text or in a field: journald keeps what it is given until its own retention
+drops it, and cannot erase one resident. Who checked in is in the check-in
+records, which erasure and retention reach (docs/security.md).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ def journald_available() -> bool:
 
 
 class _JournalHandler(logging.Handler):
-    """Sends records to journald with the stage (thread) and resident id as fields."""
+    """Sends records to journald with the logger and the stage (thread) as fields."""
 
     def __init__(self):
         super().__init__()
@@ -35,9 +38,6 @@ class _JournalHandler(logging.Handler):
                 "THREAD_NAME": record.threadName,
                 "SYSLOG_IDENTIFIER": "kiosk",
             }
-            rid = getattr(record, "resident_id", None)
-            if rid:
-                fields["RESIDENT_ID"] = str(rid)
             self._send(self.format(record), **fields)
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)

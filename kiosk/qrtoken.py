@@ -214,7 +214,7 @@ class QrCheckIn:
                 log.debug("ignored a QR code that is not a resident credential: %s", e)
                 return None
             rid = getattr(e, "resident_id", None)
-            log.info("resident QR code refused: %s", e.reason, extra={"resident_id": rid})
+            log.info("resident QR code refused: %s", e.reason)  # who: in the qr_refused event, not the journal
             return Decision(Outcome.QR_REFUSED, 0, resident_id=rid, reason=e.reason, timestamp=t, method="qr")
         return Decision(Outcome.ACCEPTED, 0, resident_id=cred.resident_id, frames=1, timestamp=t, method="qr")
 
