@@ -392,6 +392,8 @@ def parse_config(text: str, path: Path | str = "<string>") -> KioskConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    except RecursionError:
+        raise ConfigError(f"{path}: not a kiosk config: arrays or tables nested too deeply") from None
     try:
         cfg = KioskConfig.model_validate(raw)
     except ValidationError as e:
@@ -418,4 +420,7 @@ def load_config(path: Path | str | None = None) -> KioskConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror}") from e
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.start})") from None
     return parse_config(text, path)
