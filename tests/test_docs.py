@@ -15,7 +15,7 @@ UNTESTED = {
     "events-keys-backend", "events-keys-device", "events-mosquitto", "events-device-toml", "events-consumer",
     "events-joserfc",
     "gallery-admin-key", "gallery-acl", "gallery-publish", "gallery-format", "gallery-tests",
-    "provisioning-fleet", "provisioning-qr", "provisioning-reset", "provisioning-qr-token",
+    "provisioning-fleet", "provisioning-reset",
     "appliance-install", "appliance-build-image", "appliance-wheelhouse", "appliance-selftest",
     "appliance-preview",
     "liveness-reproduce",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import time
@@ -224,6 +225,20 @@ def test_acks_are_signed_and_hold_no_personal_data(parties, store):
 
 def test_every_reason_is_explained():
     assert all(isinstance(v, str) and v for v in REASONS.values()) and len(REASONS) >= 20
+
+
+def test_the_documented_head_is_a_head(parties):
+    """docs/gallery-updates.md's head example follows the format, and names what a real head names."""
+    from docs import docs_snippet
+    from kiosk.sync.updates.format import UpdateHead
+
+    documented = json.loads(docs_snippet("gallery-head"))
+    head = UpdateHead.model_validate(documented)
+    assert head.kind == "delta" and len(head.parts) == 3
+    admin, device = parties
+    claims = admin.claims(World(), site=SITE, version=7, base=6)
+    real = json.loads(base64.urlsafe_b64decode(json.loads(admin.frames(claims, device)[0])["head"].split(".")[1] + "=="))
+    assert set(real) == set(documented) | ({"devices"} if "devices" in real else set())
 
 
 def test_frames_never_exceed_the_limit():

@@ -255,3 +255,34 @@ def test_a_replaced_back_end_key_is_refused_at_start(fleet, tmp_path, test_data)
         provisioned_config(parse_config(path.read_text()))
     assert getattr(e.value, "exit_status", None) == 78
     assert "back end's public keys are not the ones the signed provisioning code names" in str(e.value)
+
+
+def test_the_documented_command_makes_a_code_for_one_kiosk(fleet, tmp_path, monkeypatch):
+    """docs/provisioning.md's provision-qr command, verbatim: the kiosk it names takes the code, another does not."""
+    import shlex
+    import shutil
+
+    import cv2
+
+    from docs import docs_snippet, sh_lines
+    from kiosk.admin import main as admin_main
+    from kiosk.capture.qr import decode_qr
+
+    work = tmp_path / "operator"
+    work.mkdir()
+    for src, name in ((fleet.root_private, "fleet-root.jwks"), (fleet.ca, "broker-ca.pem"),
+                      (fleet.backend_public, "backend.pub.jwks"), (fleet.admin_public, "admin.pub.jwks")):
+        shutil.copy(src, work / name)
+    monkeypatch.chdir(work)
+    [line] = sh_lines(docs_snippet("provisioning-qr"))
+    argv = shlex.split(line)
+    assert argv[0] == "kiosk-admin" and admin_main(argv[1:]) == 0
+    [token] = decode_qr(cv2.imread(str(work / "elm-court-door-1.png")))
+    hw = argv[argv.index("--hardware") + 1]
+    other, _ = kiosk_config(fleet, tmp_path / "other", hardware="10000000ffffffff")
+    with pytest.raises(ProvisioningRefused) as e:
+        ProvisioningStore(other).install(token, attended=True)
+    assert e.value.reason == "other_kiosk"
+    mine, _ = kiosk_config(fleet, tmp_path / "mine", hardware=hw)
+    bundle = ProvisioningStore(mine).install(token)
+    assert (bundle.site, bundle.device_id, bundle.hardware_id) == ("elm-court", "door-1", hw)

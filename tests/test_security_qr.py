@@ -119,3 +119,39 @@ def test_kiosk_admin_issues_codes_for_one_door(backend, tmp_path, capsys):
     finally:
         db1.close()
         db2.close()
+
+
+def test_the_documented_command_issues_a_code_for_its_door(backend, tmp_path, monkeypatch):
+    """docs/provisioning.md's qr-token command, verbatim."""
+    import shlex
+
+    import cv2
+
+    from docs import docs_snippet, sh_lines
+    from kiosk.admin import main as admin_main
+    from kiosk.capture.qr import decode_qr
+    from kiosk.errors import TokenRefused
+
+    monkeypatch.chdir(tmp_path)
+    keymod.save_private(tmp_path / "backend.jwks", backend)
+    [line] = sh_lines(docs_snippet("provisioning-qr-token"))
+    argv = shlex.split(line)
+    assert argv[0] == "kiosk-admin" and admin_main(argv[1:]) == 0
+    [token] = decode_qr(cv2.imread(str(tmp_path / "r-0815.png")))
+    site, door = argv[argv.index("--site") + 1], argv[argv.index("--door") + 1]
+    readers = []
+    for device in (door, "door-2"):
+        state = tmp_path / device
+        state.mkdir()
+        keymod.save_public(state / "backend.pub.jwks", backend)
+        cfg = parse_config(f'[device]\nsite = "{site}"\ndevice_id = "{device}"\nstate_dir = "{state}"\n')
+        db = open_database(cfg.database_path)
+        readers.append((open_qr_checkin(cfg, db), db))
+    try:
+        assert readers[0][0].verifier.verify(token).resident_id == "r-0815"
+        with pytest.raises(TokenRefused) as e:
+            readers[1][0].verifier.verify(token)
+        assert e.value.reason == "wrong_door"
+    finally:
+        for _, db in readers:
+            db.close()
