@@ -85,7 +85,8 @@ class Fleet:
     def config(self, state_dir: Path, extra: str = "") -> KioskConfig:
         return parse_config(
             f'[device]\nstate_dir = "{state_dir}"\n[logging]\njournald = false\n'
-            f'[provisioning]\nfleet_root_key = "{self.root_public}"\nscan_every = 2\nhardware_id = "{HARDWARE}"\n{extra}'
+            f'[provisioning]\nfleet_root_key = "{self.root_public}"\nscan_every = 2\n'
+            f'hardware_id = "{HARDWARE}"\n{extra}'
         )
 
     def config_file(self, state_dir: Path, extra: str = "") -> Path:

@@ -72,7 +72,7 @@ def test_the_journal_handler_sends_no_resident_field():
     """Even a log call that passes a resident id along (as the decision log did) gets no RESIDENT_ID field."""
     import pytest
 
-    journal = pytest.importorskip("systemd.journal")  # noqa: F841 (the handler needs it)
+    pytest.importorskip("systemd.journal")  # the handler needs it
     from kiosk.logs import _JournalHandler
 
     sent = []

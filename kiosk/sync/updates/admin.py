@@ -383,7 +383,8 @@ class AdminLink:
                     else:
                         v.ack_error = "the retained ack names another device"
                 except (EnvelopeError, ValueError) as e:
-                    v.ack_error = f"the retained ack does not verify ({str(e)[:80]}): is another client writing its topic?"
+                    v.ack_error = (f"the retained ack does not verify ({str(e)[:80]}): "
+                                   "is another client writing its topic?")
             out[device] = v
         return out
 

@@ -193,7 +193,7 @@ class UpdateReceiver:
         if len(self._pending) >= self._max_pending:
             self._evict(self._oldest(), "more updates in parts at once than the device holds")
         # All the parts that may be held, together, stay under one update's worth of memory.
-        while self._pending and sum(q.head.size for q in self._pending.values()) + head.size > self.limits.max_update_bytes:
+        while self._pending and self._declared() + head.size > self.limits.max_update_bytes:
             self._evict(self._oldest(), "parts of newer updates took their room")
         self._pending[sha] = _Pending(head, self._clock())
 
@@ -210,7 +210,8 @@ class UpdateReceiver:
             self._remember(self._unknown, sha)
             raise _refusal("unannounced", "a part of an update no admin-signed head announced; nothing of it is kept",
                            sha256=sha, quiet=quiet)
-        if frame.part >= len(p.head.parts) or hashlib.sha256(frame.data.encode("utf-8")).hexdigest() != p.head.parts[frame.part]:
+        digest = hashlib.sha256(frame.data.encode("utf-8")).hexdigest()
+        if frame.part >= len(p.head.parts) or digest != p.head.parts[frame.part]:
             self.stray += 1
             raise _refusal("checksum_mismatch", f"part {frame.part} is not the one its head names", sha256=sha,
                            quiet=True)
@@ -233,6 +234,9 @@ class UpdateReceiver:
         recent.move_to_end(sha)
         while len(recent) > RECENT:
             recent.popitem(last=False)
+
+    def _declared(self) -> int:
+        return sum(p.head.size for p in self._pending.values())
 
     def _oldest(self) -> str:
         return min(self._pending, key=lambda k: self._pending[k].first_seen)
