@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 
-#: The documented default config shipped with the package sources.
-DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "config" / "kiosk.toml"
+#: The documented default config, shipped inside the package (a link to
+#: config/kiosk.toml in the source tree, a copy in the wheel).
+DEFAULT_CONFIG_PATH = Path(__file__).parent / "defaults" / "kiosk.toml"
 
 
 class Section(BaseModel):

@@ -91,3 +91,7 @@ class TokenRefused(KioskError, ValueError):
     def __init__(self, reason: str, message: str = ""):
         super().__init__(message or reason)
         self.reason = reason
+
+
+class MissingExtra(KioskError, ImportError):
+    """An admin command needs a package of an extra that is not installed (e.g. ``kiosk[admin]``)."""

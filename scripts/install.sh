@@ -45,10 +45,15 @@ enable_gpio=0
 dry_run=0
 firstboot=0
 
+# System packages the kiosk needs on any Debian 12 (Bookworm) system.
+apt_packages=(python3-venv python3-pip libzbar0 ca-certificates)
 # Raspberry Pi OS packages the daemon uses from the system: picamera2 and
 # libcamera are only packaged by apt (the venv sees them through
-# --system-site-packages), lgpio is gpiozero's pin library on Bookworm.
-apt_packages=(python3-venv python3-pip python3-picamera2 python3-lgpio libzbar0 ca-certificates)
+# --system-site-packages), lgpio is gpiozero's pin library on Bookworm. Only
+# Raspberry Pi OS's archive has them: elsewhere (plain Debian, as in the arm64
+# checks) they are skipped with a warning, and the camera must be an OpenCV
+# device or a stream.
+pi_packages=(python3-picamera2 python3-lgpio)
 
 while [ $# -gt 0 ]; do
   case $1 in
@@ -131,19 +136,39 @@ share_file() { # where a packaged file is: the source tree, or the staged copy
 }
 
 # ---------------------------------------------------------------- packages --
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+known_to_apt() { apt-cache --quiet=2 policy "$1" 2>/dev/null | grep -q '^ *Candidate: [^(]'; }
+
 install_apt() {
-  local missing=() p
-  for p in "${apt_packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
+  local missing=() pi_missing=() have=() p updated=0
+  for p in "${apt_packages[@]}"; do installed "$p" || missing+=("$p"); done
+  for p in "${pi_packages[@]}"; do installed "$p" || pi_missing+=("$p"); done
   if [ "$staging" -eq 1 ]; then
-    say "would run: apt-get install ${apt_packages[*]} (at first boot)"
-  elif [ ${#missing[@]} -gt 0 ]; then
-    host apt-get update -qq
-    host env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
-  else
-    say "system packages already installed"
+    say "would run: apt-get install ${apt_packages[*]} ${pi_packages[*]} (at first boot)"
+    return
   fi
+  if [ ${#missing[@]} -eq 0 ] && [ ${#pi_missing[@]} -eq 0 ]; then
+    say "system packages already installed"
+    return
+  fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    host apt-get update -qq
+    updated=1
+    host env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+  [ ${#pi_missing[@]} -gt 0 ] || return 0
+  if [ "$updated" -eq 0 ] && ! known_to_apt "${pi_missing[0]}"; then
+    host apt-get update -qq || say "warning: apt-get update failed (no network?)"
+  fi
+  for p in "${pi_missing[@]}"; do
+    if [ "$dry_run" -eq 1 ] || known_to_apt "$p"; then
+      have+=("$p")
+    else
+      say "warning: skipping $p: not in this system's package archive (not Raspberry Pi OS?)"
+    fi
+  done
+  [ ${#have[@]} -eq 0 ] ||
+    host env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${have[@]}"
 }
 
 # ------------------------------------------------------------ user, dirs ----
@@ -199,22 +224,37 @@ install_config() {
 
 # ---------------------------------------------------------- the package -----
 build_wheel() {
+  # PEP 517, in an isolated build environment: the host needs no setuptools
+  # or wheel of its own.
   local out=$work/wheel
   mkdir -p "$out"
-  "${PYTHON:-python3}" -m pip wheel -q --no-deps --no-build-isolation -w "$out" "$here" >&2
+  "${PYTHON:-python3}" -m pip wheel -q --disable-pip-version-check --no-deps -w "$out" "$here" >&2
   ls "$out"/kiosk-*.whl
+}
+
+# The packages the lock pins that have no wheel in a folder ("" if none).
+lock_missing() { # lock_missing PYTHON LOCK DIR
+  "$1" -c '
+import pathlib, re, sys
+norm = lambda n: re.sub(r"[-_.]+", "_", n).lower()
+pins = re.findall(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==", pathlib.Path(sys.argv[1]).read_text(), re.M)
+have = {norm(w.name.split("-")[0]) for w in pathlib.Path(sys.argv[2]).glob("*.whl")}
+print(" ".join(p for p in pins if norm(p) not in have))
+' "$2" "$3"
 }
 
 stage_wheels() {
   if [ -z "$wheel" ]; then
-    [ -f "$here/setup.py" ] || die "no --wheel given and $here is not a source tree"
+    [ -f "$here/pyproject.toml" ] || die "no --wheel given and $here is not a source tree"
     wheel=$(build_wheel)
   fi
   dir 0755 "$prefix/wheels"
+  dir 0755 "$prefix/share"
   if [ "$dry_run" -eq 0 ]; then
     rm -f "$R$prefix"/wheels/kiosk-*.whl  # one kiosk wheel: the one being installed
   fi
   put 0644 "$wheel" "$prefix/wheels/$(basename "$wheel")"
+  put 0644 "$(share_file requirements.lock)" "$prefix/share/requirements.lock"
   if [ -n "$wheelhouse" ]; then
     local w
     for w in "$wheelhouse"/*.whl; do
@@ -222,28 +262,45 @@ stage_wheels() {
       put 0644 "$w" "$prefix/wheels/$(basename "$w")"
     done
   fi
+  # face-recognition-models has no wheel on PyPI: without a wheelhouse, the
+  # one the lock pins is built here (once, cached), not by pip at install.
+  if ! compgen -G "$R$prefix/wheels/face_recognition_models-*.whl" >/dev/null; then
+    if [ "$dry_run" -eq 1 ]; then
+      say "would run: scripts/wheelhouse --models-only (the face-recognition-models wheel)"
+    else
+      local models
+      models=$("$here/scripts/wheelhouse" --models-only "${KIOSK_WHEEL_CACHE:-$HOME/.cache/kiosk-wheels}")
+      put 0644 "$models" "$prefix/wheels/$(basename "$models")"
+    fi
+  fi
 }
 
 install_venv() {
-  local venv=$prefix/venv pip_args=()
-  if [ "$staging" -eq 1 ]; then
-    say "would run: python3 -m venv --system-site-packages $venv (at first boot)"
-    say "would run: $venv/bin/pip install $prefix/wheels/kiosk-*.whl (at first boot)"
+  local venv=$prefix/venv lock=$prefix/share/requirements.lock pip_args=() missing
+  if [ "$staging" -eq 1 ] || [ "$dry_run" -eq 1 ]; then
+    local when=""
+    [ "$staging" -eq 0 ] || when=" (at first boot)"
+    say "would run: python3 -m venv --system-site-packages $venv$when"
+    say "would run: $venv/bin/pip install --require-hashes --only-binary=:all: -r $lock$when"
+    say "would run: $venv/bin/pip install --no-deps $prefix/wheels/kiosk-*.whl$when"
     return
   fi
   [ -x "$venv/bin/python" ] || host python3 -m venv --system-site-packages "$venv"
-  if [ "$dry_run" -eq 1 ]; then
-    say "would run: $venv/bin/pip install --find-links $prefix/wheels -c 'numpy<2' kiosk"
-    return
+  # Exactly the versions of the lock, each checked against its hash, wheels
+  # only: every kiosk runs the stack CI tests (numpy 2 and OpenCV 5; the
+  # lock's simplejpeg, built for numpy 2, shadows Raspberry Pi OS's build for
+  # picamera2: see docs/appliance.md).
+  pip_args=(--disable-pip-version-check --require-hashes --only-binary=:all: --find-links "$prefix/wheels")
+  missing=$(lock_missing "$venv/bin/python" "$lock" "$prefix/wheels")
+  if [ -z "$missing" ]; then
+    pip_args+=(--no-index)  # a complete wheelhouse: no network needed
+    say "installing the locked packages from $prefix/wheels (offline)"
+  else
+    say "installing the locked packages from the package index (no wheel here for: $missing)"
   fi
-  # A wheelhouse makes the install work without network; pip falls back to
-  # the index for anything missing when there is one.
-  pip_args=(--find-links "$prefix/wheels")
-  # picamera2's compiled helpers are built against Bookworm's numpy 1.x: a
-  # numpy 2 in the venv would shadow it and break them.
-  local constraints=$work/constraints.txt
-  echo "numpy<2" > "$constraints"
-  host "$venv/bin/pip" install -q --upgrade "${pip_args[@]}" -c "$constraints" "$(ls "$prefix"/wheels/kiosk-*.whl)"
+  host "$venv/bin/pip" install -q "${pip_args[@]}" -r "$lock"
+  host "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-index --force-reinstall \
+    "$(ls "$prefix"/wheels/kiosk-*.whl)"
 }
 
 # ------------------------------------------------------------- the units ----

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 from ..config import KioskConfig
 from ..evaluation.attacks import ATTACK_TYPES, ClipEntry, crop_portrait, render_attack, video_windows, write_clip, write_manifest
@@ -18,6 +17,7 @@ from ..match.detect import FaceDetector
 from ..match.enroll import read_image
 from ..errors import EnrollmentRefused
 from .common import config_of
+from .extra import need, tqdm
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def register(sub) -> None:
 
 
 def cmd_make_attacks(args) -> int:
+    need("make-attacks", "tqdm")
     cfg = config_of(args)
     if args.data is None or not (Path(args.data) / "faces").is_dir():
         raise SystemExit("kiosk-admin: --data DIR (or $KIOSK_TEST_DATA) must be the shared data folder (with faces/)")

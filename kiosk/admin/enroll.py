@@ -8,13 +8,13 @@ import re
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
 
 from ..errors import EnrollmentRefused
 from ..capture.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ..match.enroll import Enroller
 from ..match.gallery import Resident, open_store
 from .common import config_of
+from .extra import need, tqdm
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ def cmd_enroll(args) -> int:
 
 
 def cmd_enroll_dir(args) -> int:
+    need("enroll-dir", "tqdm")
     cfg = config_of(args)
     root = Path(args.directory)
     if not root.is_dir():

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..evaluation.pairs import Describer, describe_all, labelled_images, pair_distances, plot_roc, visit_distances
 from .common import config_of
+from .extra import need, tqdm
 
 
 def register(sub) -> None:
@@ -35,6 +35,7 @@ def register(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    need("evaluate", "tqdm", *(["matplotlib"] if args.plot else []))
     cfg = config_of(args)
     root = Path(args.directory)
     if not root.is_dir():

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..capture.base import Frame
 from ..capture.folder import decode_image, list_images
@@ -33,6 +32,7 @@ from ..match.detect import FaceDetector, to_grey
 from ..match.liveness import Liveness
 from ..match.track import Track
 from .common import config_of
+from .extra import need, tqdm
 
 ACCEPTED, SPOOF, LOOK, NO_FACE = "live", "spoof", "look_at_camera", "no_face"
 
@@ -129,6 +129,7 @@ def evaluate_dir(root: Path, cfg: KioskConfig, progress: bool = False) -> tuple[
 
 
 def cmd_evaluate_liveness(args) -> int:
+    need("evaluate-liveness", "tqdm", *(["matplotlib"] if args.plot else []))
     cfg = config_of(args)
     root = Path(args.directory)
     if not root.is_dir():
