@@ -16,7 +16,7 @@ UNTESTED = {
     "events-joserfc",
     "gallery-admin-key", "gallery-acl", "gallery-publish", "gallery-format", "gallery-tests",
     "provisioning-fleet", "provisioning-reset",
-    "appliance-install", "appliance-build-image", "appliance-wheelhouse", "appliance-selftest",
+    "appliance-install", "appliance-build-image", "appliance-selftest",
     "appliance-preview",
     "liveness-reproduce",
 }

@@ -14,6 +14,8 @@ import pytest
 from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from docs import docs_snippet, sh_lines
+
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "requirements.lock"
 #: Where the platforms' wheelhouses are kept between runs (scripts/arm64-* use the aarch64 one).
@@ -58,35 +60,23 @@ def test_the_tests_run_on_the_locked_versions():
     assert not wrong, f"locked vs installed: {wrong}"
 
 
-def _models_dir() -> Path:
-    r = subprocess.run([str(REPO / "scripts/wheelhouse"), "--models-only",
-                        os.environ.get("KIOSK_WHEEL_CACHE", str(Path.home() / ".cache/kiosk-wheels"))],
-                       capture_output=True, text=True, timeout=900)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    return Path(r.stdout.strip()).parent
-
-
 @pytest.mark.slow
 def test_the_lock_is_current_with_pyproject(tmp_path):
-    """scripts/lock with the current pins as preferences changes nothing: pyproject.toml and the lock agree."""
-    uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
-    if uv is None:
+    """The documented scripts/lock, run on a copy of the tree, changes nothing: pyproject.toml and the lock agree."""
+    if shutil.which("uv", path=str(Path(sys.executable).parent)) is None and shutil.which("uv") is None:
         pytest.skip("uv is not installed (scripts/bootstrap installs it)")
-    models = _models_dir()
-    for platform in ("aarch64", "x86_64"):
-        out = tmp_path / f"{platform}.lock"
-        shutil.copy(LOCK, out)
-        r = subprocess.run(
-            [uv, "pip", "compile", str(REPO / "pyproject.toml"), "--extra", "picamera2",
-             "--python-version", "3.11", "--python-platform", f"{platform}-manylinux_2_36",
-             "--generate-hashes", "--no-build", "--find-links", str(models), "--no-emit-find-links",
-             "--index-url", "https://pypi.org/simple", "--quiet", "-o", str(out)],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert r.returncode == 0, r.stderr
-        assert {n: v for n, (v, _) in pins(out.read_text()).items()} == {
-            n: v for n, (v, _) in pins(LOCK.read_text()).items()
-        }, f"{platform}: pyproject.toml changed: run scripts/lock"
+    tree = tmp_path / "tree"
+    (tree / "scripts").mkdir(parents=True)
+    for f in ("pyproject.toml", "requirements.lock", "scripts/lock", "scripts/wheelhouse"):
+        shutil.copy2(REPO / f, tree / f)
+    (tree / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    (command,) = sh_lines(docs_snippet("appliance-lock"))
+    r = subprocess.run(["bash", "-c", command], cwd=tree, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "wrote requirements.lock" in r.stdout
+    assert {n: v for n, (v, _) in pins((tree / "requirements.lock").read_text()).items()} == {
+        n: v for n, (v, _) in pins(LOCK.read_text()).items()
+    }, "pyproject.toml changed: run scripts/lock"
 
 
 def _supported(platform: str) -> set[str]:
@@ -102,9 +92,19 @@ def _supported(platform: str) -> set[str]:
 @pytest.mark.parametrize("platform", ["aarch64", "x86_64"])
 def test_the_lock_resolves_to_wheels_only(platform):
     """pip, in --require-hashes mode, finds a wheel with a locked hash for every package; nothing is built."""
+    # The documented command, in a folder whose "wheelhouse" is the cached one.
     house = CACHE / f"wheelhouse-{platform}"
-    r = subprocess.run([str(REPO / "scripts/wheelhouse"), "--platform", platform, str(house)],
-                       capture_output=True, text=True, timeout=1800)  # fmt: skip
+    house.mkdir(parents=True, exist_ok=True)
+    run_in = CACHE / f"run-{platform}"
+    run_in.mkdir(exist_ok=True)
+    for name, target in (("scripts", REPO / "scripts"), ("requirements.lock", LOCK), ("wheelhouse", house)):
+        link = run_in / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)
+    (command,) = sh_lines(docs_snippet("appliance-wheelhouse"))
+    command = command.replace("--platform aarch64", f"--platform {platform}")
+    r = subprocess.run(["bash", "-c", command], cwd=run_in, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr
     locked = pins(LOCK.read_text())
     supported = _supported(platform)
