@@ -91,6 +91,12 @@ def test_stages_files_with_their_modes(tmp_path):
     assert mode(libexec) == 0o755 and libexec.read_bytes() == INSTALL.read_bytes()
     (whl,) = (root / "opt/kiosk/wheels").glob("kiosk-*.whl")
     assert mode(whl) == 0o644 and whl.stat().st_size > 10_000
+    # The lock the first boot installs from, and the models' wheel it pins (built once, not at install).
+    assert (root / "opt/kiosk/share/requirements.lock").read_bytes() == (REPO / "requirements.lock").read_bytes()
+    (models,) = (root / "opt/kiosk/wheels").glob("face_recognition_models-*.whl")
+    digest = hashlib.sha256(models.read_bytes()).hexdigest()
+    assert f"--hash=sha256:{digest}" in (REPO / "requirements.lock").read_text()
+    assert "would run: /opt/kiosk/venv/bin/pip install --require-hashes --only-binary=:all:" in r.stdout
     # The installed kiosk explains itself: the README and every page it links to.
     share = root / "opt/kiosk/share"
     pages = sorted(p.name for p in (INSTALL.parent.parent / "docs").glob("*.md"))
