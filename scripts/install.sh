@@ -366,7 +366,13 @@ if [ "$firstboot" -eq 1 ]; then
   install_users_and_dirs
   install_venv
   host systemctl disable kiosk-firstboot.service
-  host systemctl enable --no-block --now kiosk.service
+  host systemctl enable kiosk.service
+  if [ -d /run/systemd/system ]; then
+    host systemctl start --no-block kiosk.service
+  else
+    # Finished inside an image's root (a chroot), not on the booted device.
+    say "systemd is not running here: kiosk.service starts at the next boot"
+  fi
   say "done: kiosk.service enabled"
   exit 0
 fi
