@@ -154,7 +154,7 @@ def test_builds_a_kiosk_image(tmp_path):
     (root / "boot/firmware").mkdir(parents=True)
     p1, p2 = tmp_path / "p1.ext4", tmp_path / "p2.ext4"
     _mkfs(p1, boot, 8)
-    _mkfs(p2, root, 32)
+    _mkfs(p2, root, 256)  # room for the wheels: the models alone are 100 MB
     image = tmp_path / "raspios-lite.img"
     _disk(image, [p1, p2])
     key = tmp_path / "fleet-root.pub"
@@ -184,7 +184,10 @@ def test_builds_a_kiosk_image(tmp_path):
     assert "install.sh --firstboot" in _debugfs(p2_out, "cat /etc/systemd/system/kiosk-firstboot.service")
     wants = _debugfs(p2_out, "ls /etc/systemd/system/multi-user.target.wants")
     assert "kiosk-firstboot.service" in wants
-    assert "kiosk-0.1.0-py3-none-any.whl" in _debugfs(p2_out, "ls /opt/kiosk/wheels")
+    wheels = _debugfs(p2_out, "ls /opt/kiosk/wheels")
+    assert "kiosk-0.1.0-py3-none-any.whl" in wheels
+    assert "face_recognition_models-0.3.0-py2.py3-none-any.whl" in wheels  # built once, not at first boot
+    assert "numpy==" in _debugfs(p2_out, "cat /opt/kiosk/share/requirements.lock")
     assert "enabled = true" in _debugfs(p2_out, "cat /etc/kiosk/kiosk.toml").split("[gpio]")[1].split("[")[0]
     assert "Mode:  0640" in _debugfs(p2_out, "stat /etc/kiosk/kiosk.toml")
     passwd = _debugfs(p2_out, "cat /etc/passwd")
