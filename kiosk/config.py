@@ -156,6 +156,8 @@ class MqttSettings(Section):
     reconnect_backoff_max: float = Field(60.0, gt=0, le=3600)
     topic_prefix: str = Field("kiosk", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
     status_interval: float = Field(60.0, ge=1, le=86400)
+    require_subscriber: bool = True
+    stop_grace_s: float = Field(3.0, ge=0, le=60)
 
     @field_validator("url")
     @classmethod

@@ -85,7 +85,8 @@ def test_publishes_in_sequence_order_and_marks_delivered_on_puback(broker, outbo
     assert all(c.delivered_at is not None for c in outbox.all())
 
 
-def test_status_is_retained_with_outbox_depth_and_offline_on_stop(broker, outbox, device_keys, backend_keys, mqtt_probe):
+def test_status_is_retained_with_outbox_depth_and_offline_on_stop(broker, outbox, device_keys, backend_keys, mqtt_probe,
+                                                                  received):
     for i in range(3):
         outbox.commit(decision(i))
     versions = {"versions": {"software": "0.1.0", "gallery": 4}, "location": "at_site"}
@@ -200,7 +201,7 @@ def test_stop_ends_threads(broker, outbox, device_keys, backend_keys):
         pub.start()
 
 
-def test_outbox_alarm_and_drops_show_in_the_status(broker, tmp_path, device_keys, backend_keys, mqtt_probe):
+def test_outbox_alarm_and_drops_show_in_the_status(broker, tmp_path, device_keys, backend_keys, mqtt_probe, received):
     db = open_database(tmp_path / "full.db")
     db.execute("PRAGMA synchronous=OFF")  # hundreds of commits; durability is not what is tested here
     outbox = Outbox(db, site=SITE, device=DEVICE, settings=OutboxSettings(disk_budget_mb=0.3, when_full="drop_oldest"))

@@ -5,9 +5,12 @@ CONNACKs, PUBACKs and disconnects to it through a queue. Each connection is
 a fresh paho client with a clean start: whatever was in flight when a link
 died is simply sent again from the outbox on the next connection (the back
 end drops duplicates by event id). An event is marked delivered only when
-the broker's PUBACK says it was accepted; a refusal (e.g. not authorized)
-leaves it undelivered, raises an alarm, and the publisher reconnects after
-the longest backoff.
+the broker's PUBACK says a subscriber took it: "no matching subscribers"
+(reason 16: the back end has not subscribed yet) leaves it undelivered and
+holds publishing for a growing backoff (``[mqtt] require_subscriber``); a
+refusal (e.g. not authorized) leaves it undelivered, raises an alarm, and the
+publisher reconnects after the longest backoff. On stop, it goes on sending
+for up to ``[mqtt] stop_grace_s`` before it disconnects.
 
 Topics: ``PREFIX/SITE/DEVICE/events`` (QoS 1, one sealed envelope each) and
 the retained ``…/status`` (QoS 1, JSON, no personal data), with a last will
@@ -51,6 +54,8 @@ log = logging.getLogger(__name__)
 PURGE_INTERVAL = 600.0
 #: Seconds a clean stop waits for the broker to take the "offline" status.
 OFFLINE_ACK_WAIT = 2.0
+#: PUBACK reason code "no matching subscribers" (MQTT v5 §3.4.2.1).
+NO_MATCHING_SUBSCRIBERS = 16
 
 _STOP = object()
 
@@ -110,6 +115,8 @@ class Publisher:
         self._last_sent_seq = 0
         self._backoff = 0.0
         self._next_attempt = 0.0
+        self._hold_until = 0.0  # no subscriber: no events sent before this
+        self._hold_backoff = 0.0
         self._next_status = 0.0
         self._next_purge = 0.0
         self._last_alarm: str | None = None
@@ -120,6 +127,8 @@ class Publisher:
         self.refused = 0
         self.connections = 0
         self.peak_inflight = 0
+        self.held: str | None = None  # why events are held back ("no_subscriber"), or None
+        self.no_subscriber = 0
         # Other stages' topics and messages (see subscribe and send).
         self._subscriptions: tuple[tuple[str, int, Callable[[str, bytes], None]], ...] = ()
         self._outgoing: list[tuple[str, bytes, int, bool]] = []  # publisher thread only
@@ -147,11 +156,16 @@ class Publisher:
         self._thread.start()
         log.info("publishing %s to %s", self.topics.events, self.settings.url)
 
-    def stop(self, timeout: float = 5.0) -> bool:
-        """Publish "offline", disconnect and end the thread; True if it ended in time."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Send what it can within ``stop_grace_s``, publish "offline", disconnect and end the thread.
+
+        True if the thread ended within ``timeout`` (default: the grace period and 5 s more).
+        """
         t = self._thread
         if t is None:
             return True
+        if timeout is None:
+            timeout = self.settings.stop_grace_s + 5.0
         self._queue.put(_STOP)
         t.join(timeout)
         if t.is_alive():
@@ -192,6 +206,8 @@ class Publisher:
             "connections": self.connections,
             "inflight": len(self._inflight),
             "peak_inflight": self.peak_inflight,
+            "held": self.held,
+            "no_subscriber": self.no_subscriber,
         }
 
     def subscribe(self, topics: list[str], handler: Callable[[str, bytes], None], *, qos: int = 1) -> None:
@@ -265,7 +281,7 @@ class Publisher:
         finally:
             self._shutdown()
 
-    def _step(self) -> bool:
+    def _step(self, max_wait: float | None = None) -> bool:
         """One turn of the loop; True when asked to stop."""
         now = self._clock()
         if self._client is None and now >= self._next_attempt:
@@ -284,7 +300,8 @@ class Publisher:
         if self._clock() >= self._next_purge:
             self._next_purge = self._clock() + PURGE_INTERVAL
             self.outbox.purge_delivered()
-        return self._handle(self._wait_time())
+        wait = self._wait_time()
+        return self._handle(wait if max_wait is None else min(wait, max_wait))
 
     def _wait_time(self) -> float:
         now = self._clock()
@@ -295,6 +312,8 @@ class Publisher:
             deadlines.append(self._connect_deadline)
         if self._connected:
             deadlines.append(self._next_status)
+            if self._hold_until > now:
+                deadlines.append(self._hold_until)
         return min(max(0.0, d - now) for d in deadlines)
 
     def _handle(self, wait: float) -> bool:
@@ -379,11 +398,35 @@ class Publisher:
         seq = self._inflight.pop(mid, None)
         if seq is None:
             return
+        if rc == NO_MATCHING_SUBSCRIBERS and self.settings.require_subscriber:
+            self._hold_no_subscriber(seq)
+            return
         if rc < FAILURE:
             acked.append(seq)
+            if self.held is not None:
+                log.info("a subscriber took event seq %d: publishing again", seq)
+                self.held = None
+                self._hold_backoff = 0.0
+                self._next_status = 0.0
             return
         self.refused += 1
         self._fail(f"broker refused event seq {seq} on {self.topics.events}: {text}", refused=True)
+
+    def _hold_no_subscriber(self, seq: int) -> None:
+        """Nobody took event ``seq``: keep it, send it again after a growing backoff."""
+        self.no_subscriber += 1
+        # Send again from the oldest event nobody took.
+        self._last_sent_seq = min(self._last_sent_seq, seq - 1)
+        if self._hold_until > self._clock():
+            return  # the other events of the same window
+        s = self.settings
+        self._hold_backoff = min(s.reconnect_backoff_max, max(s.reconnect_backoff_initial, self._hold_backoff * 2))
+        self._hold_until = self._clock() + self._hold_backoff * self._rng.uniform(0.8, 1.2)
+        if self.held is None:
+            log.warning("no subscriber on %s took event seq %d: events stay in the outbox, sent again with backoff "
+                        "(has the back end subscribed with a persistent session?)", self.topics.events, seq)
+            self.held = "no_subscriber"
+            self._next_status = 0.0
 
     def _on_connack(self, rc: int, text: str) -> None:
         if rc >= FAILURE:
@@ -424,6 +467,9 @@ class Publisher:
         self._connect_deadline = self._clock() + self.settings.connect_timeout
 
     def _fill_window(self) -> None:
+        if self._hold_until > self._clock() or (self._hold_until and self._inflight):
+            return  # held: wait for the backoff, and for the window's last answers
+        self._hold_until = 0.0
         room = self.settings.inflight - len(self._inflight)
         if room <= 0:
             return
@@ -457,7 +503,8 @@ class Publisher:
         stats = self.outbox.stats()
         self._last_alarm = stats["alarm"]
         payload["outbox"] = stats
-        payload["publisher"] = {"delivered": self.delivered, "refused": self.refused, "last_error": self.last_error}
+        payload["publisher"] = {"delivered": self.delivered, "refused": self.refused, "last_error": self.last_error,
+                                "held": self.held}
         if self.status_provider is not None:
             try:
                 extra = self.status_provider()
@@ -503,8 +550,22 @@ class Publisher:
             delay = self._backoff * self._rng.uniform(0.8, 1.2)
             self._next_attempt = self._clock() + delay
 
+    def _drain(self) -> None:
+        """On stop: go on sending undelivered events for up to ``stop_grace_s``."""
+        deadline = self._clock() + self.settings.stop_grace_s
+        while self._clock() < deadline:
+            if self._client is None or self._hold_until > self._clock():
+                return  # not connected (not even connecting), or nobody subscribed
+            if self._connected and not self._inflight and self.outbox.depth() == 0:
+                return
+            self._step(max_wait=min(0.05, max(0.0, deadline - self._clock())))
+
     def _shutdown(self) -> None:
-        """On stop: say "offline" (retained) if connected, then disconnect."""
+        """On stop: send what it can within the grace period, say "offline" (retained), disconnect."""
+        try:
+            self._drain()
+        except Exception:
+            log.exception("could not send the last events on stop")
         if self._connected and self._client is not None:
             try:
                 mid = self._publish_status("offline", "stopped")
