@@ -55,6 +55,7 @@ def claims(device: str, seq: int, event_id: str | None = None) -> dict:
         "device": device,
         "type": "checkin",
         "resident_id": "r-1",
+        "time": time.time(),
     }
 
 
@@ -122,13 +123,19 @@ def test_shared_subscription_splits_the_load(broker, tmp_path, t1, backend):
         db.close()
 
 
-def test_seen_ids_survive_a_restart(tmp_path):
+def test_seen_ids_survive_a_restart_keyed_on_site_device_and_id_and_pruned_by_age(tmp_path):
     path = tmp_path / "seen.db"
-    s = SeenIds(path)
-    s.add("e1")
+    s = SeenIds(path, keep_days=30)
+    assert s.add(("s", "d1", "e1"), seq=5)
+    assert s.add(("s", "d2", "e1"), seq=1)  # the same id from another door is another event
+    assert not s.add(("s", "d1", "e1"), seq=5)
+    assert s.add(("s", "d1", "old"), seq=2, received_at=time.time() - 31 * 86400)
     s.close()
-    s = SeenIds(path)
-    assert "e1" in s and "e2" not in s and len(s) == 1
+    s = SeenIds(path, keep_days=30)
+    assert ("s", "d1", "e1") in s and ("s", "d2", "e1") in s and ("s", "d1", "e2") not in s and len(s) == 3
+    assert s.last_seq("s", "d1") == 5 and s.last_seq("s", "d3") is None
+    assert s.prune() == 1 and ("s", "d1", "old") not in s and len(s) == 2
+    assert s.last_seq("s", "d1") == 5  # the door's sequence is kept: an older replay is still flagged
     s.close()
 
 
@@ -145,11 +152,11 @@ def test_consumer_without_accepted_certificate_raises(broker, backend, t1, tmp_p
         c.start(timeout=2)
 
 
-def _publish_when_subscribed(broker, outbox, t1, backend, *, garbage: bool):
+def _publish_when_subscribed(broker, outbox, t1, backend, *, garbage: bool, subscriptions: int = 1):
     """Start publishing once the consumer's subscription shows in the broker log."""
 
     def run():
-        assert wait_for(lambda: "kiosk/+/+/events" in broker.log_text(), timeout=20)
+        assert wait_for(lambda: broker.log_text().count("kiosk/+/+/events") >= subscriptions, timeout=20)
         with Publisher(outbox, broker.settings("kiosk-t1"), t1, backend.public()) as pub:
             pub.wait_drained(10)
         if not garbage:
@@ -209,8 +216,77 @@ def test_kiosk_admin_events_csv(broker, tmp_path, t1, backend, capsys):
     code = main(_cli_args(broker, tmp_path, "--format", "csv", "--count", "3", "--share", "g1"))
     t.join(10)
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
-    assert rows[0] == list(CLAIM_FIELDS)
+    assert rows[0] == [*CLAIM_FIELDS, "flags"]
     assert len(rows) == 4 and {r[CLAIM_FIELDS.index("type")] for r in rows[1:]} == {"unknown"}
     assert [r[CLAIM_FIELDS.index("seq")] for r in rows[1:]] == ["1", "2", "3"]
     assert code == 0
     db.close()
+
+
+def test_a_replay_after_a_restart_is_dropped_by_default_and_odd_events_flagged(broker, mqtt_probe, t1, t2, backend,
+                                                                              tmp_path, monkeypatch, capsys):
+    """Finding 8: the reference consumer persists what it printed, keyed on (site, device, event id)."""
+    from kiosk.admin import main
+
+    monkeypatch.chdir(tmp_path)  # the default --seen file lands here
+    _write_keys(tmp_path, t1, backend)
+    keymod.save_public(tmp_path / "t2.pub.jwks", t2)
+    enc = backend.public().encryption
+    first = seal(claims("kiosk-t1", 10, "00000000-0000-7000-8000-00000000000a"), t1, enc)
+    args = _cli_args(broker, tmp_path, "--client-id", "backend-replay", "--session-expiry", "60",
+                     "--idle-timeout", "2")
+    args[args.index("--devices") + 1 : args.index("--devices") + 2] = [str(tmp_path / "t1.pub.jwks"),
+                                                                       str(tmp_path / "t2.pub.jwks")]
+
+    def publish_later(*payloads):
+        def run():
+            assert wait_for(lambda: broker.log_text().count("kiosk/+/+/events") >= publish_later.subs + 1, timeout=20)
+            dev = __import__("broker").MqttProbe(broker, "kiosk-t1")
+            for topic, p in payloads:
+                dev.publish(topic, p)
+            dev.close()
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t
+
+    publish_later.subs = 0
+    t = publish_later((TOPIC_T1, first))
+    assert main(args) == 0
+    t.join(10)
+    assert [json.loads(x)["seq"] for x in capsys.readouterr().out.splitlines()] == [10]
+    assert (tmp_path / "events-seen.db").exists()
+
+    # A second run: the same event replayed, an older event of the same door (a replay of one
+    # forgotten since: its sequence goes back), and an event from a clock far ahead.
+    publish_later.subs = 1
+    older = claims("kiosk-t1", 3, "00000000-0000-7000-8000-000000000003")
+    older["time"] = time.time() - 3 * 86400
+    ahead = claims("kiosk-t1", 11, "00000000-0000-7000-8000-00000000000b")
+    ahead["time"] = time.time() + 3600
+    t = publish_later((TOPIC_T1, first), (TOPIC_T1, seal(older, t1, enc)), (TOPIC_T1, seal(ahead, t1, enc)))
+    assert main(args) == 0
+    t.join(10)
+    out = capsys.readouterr()
+    printed = [json.loads(x) for x in out.out.splitlines()]
+    assert [(p["seq"], p.get("flags")) for p in printed] == [(3, ["seq_backwards", "late"]), (11, ["clock_ahead"])]
+    assert "1 duplicates dropped" in out.err
+
+
+def test_csv_output_file_gets_one_header_over_several_runs(broker, tmp_path, t1, backend):
+    from kiosk.admin import main
+
+    _write_keys(tmp_path, t1, backend)
+    out_file = tmp_path / "events.csv"
+    for run in range(2):
+        db = open_database(tmp_path / f"k{run}.db")
+        outbox = Outbox(db, site=SITE, device="kiosk-t1")
+        for i in range(2):
+            outbox.commit(Decision(Outcome.UNKNOWN, i, distance=0.7, frames=4))
+        t = _publish_when_subscribed(broker, outbox, t1, backend, garbage=False, subscriptions=run + 1)
+        assert main(_cli_args(broker, tmp_path, "--format", "csv", "--count", "2", "--output", str(out_file),
+                              "--seen", "none")) == 0
+        t.join(10)
+        db.close()
+    rows = list(csv.reader(io.StringIO(out_file.read_text())))
+    assert rows[0] == [*CLAIM_FIELDS, "flags"] and len(rows) == 5
+    assert rows.count(rows[0]) == 1  # the header once, not once per run

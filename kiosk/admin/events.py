@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import MqttSettings
 from ..sync import keys as keymod
-from ..sync.events.consumer import Event, EventConsumer, Invalid, SeenIds
+from ..sync.events.consumer import Event, EventConsumer, Invalid, PrintSink, SeenIds
 from ..sync.mqtt import tls_files
 from ..sync.events.outbox import CLAIM_FIELDS
 from .common import config_of
@@ -27,7 +27,8 @@ def register(sub) -> None:
         help="subscribe to devices' events, verify, decrypt, de-duplicate and print them",
         description="Subscribe to PREFIX/SITE/DEVICE/events, decrypt each event with the back end's private key, "
         "verify its signature against the devices' public keys, check that signer, claims and topic name the "
-        "same device, drop duplicates by event id, and print one JSON line (or CSV row) per event. A message "
+        "same device, drop duplicates by (site, device, event id), flag what is odd (\"flags\": seq_backwards, "
+        "clock_ahead, late), and print one JSON line (or CSV row) per event. A message "
         "that fails any check is reported on stderr as {\"invalid\": REASON, ...} and never printed as an "
         f"event; the exit status is then {EXIT_INVALID}. Broker settings default to the config's [mqtt].",
     )
@@ -46,7 +47,11 @@ def register(sub) -> None:
     p.add_argument("--output", type=Path, help="write events here instead of stdout")
     p.add_argument("--count", type=int, help="exit after this many new events")
     p.add_argument("--idle-timeout", type=float, help="exit after this many seconds without a message")
-    p.add_argument("--seen", type=Path, help="SQLite file of event ids already printed (de-duplicates across runs)")
+    p.add_argument("--seen", default="events-seen.db", metavar="FILE",
+                   help="SQLite file of the events already printed, so that a replay after a restart is dropped "
+                   "(default events-seen.db in the current folder; 'none': in memory only)")
+    p.add_argument("--seen-days", type=float, default=30.0,
+                   help="forget printed events after this many days (default 30; older replays are still flagged)")
     p.add_argument("--client-id", default=None, help="MQTT client id (default kiosk-consumer-PID)")
     p.add_argument("--session-expiry", type=int, default=0,
                    help="seconds the broker keeps this consumer's session and queues events while it is away")
@@ -69,13 +74,15 @@ def cmd_events(args) -> int:
     backend = keymod.load_private(args.key)
     devices = keymod.KeyRing.from_files(args.devices)
 
+    # Appending to a file that already has rows: no second header.
+    fresh = not args.output or not args.output.exists() or args.output.stat().st_size == 0
     out = open(args.output, "a", newline="", encoding="utf-8") if args.output else sys.stdout
-    writer = _writer(args.format, out)
+    writer = _writer(args.format, out, header=fresh)
     done = threading.Event()
     state = {"events": 0, "last": time.monotonic()}
 
     def on_event(ev: Event) -> None:
-        writer(ev.claims)
+        writer({**ev.claims, "flags": list(ev.flags)} if ev.flags else ev.claims)
         out.flush()
         state["events"] += 1
         state["last"] = time.monotonic()
@@ -86,13 +93,13 @@ def cmd_events(args) -> int:
         state["last"] = time.monotonic()
         print(json.dumps({"invalid": inv.reason, "topic": inv.topic, "detail": inv.detail}), file=sys.stderr, flush=True)
 
-    seen = SeenIds(args.seen)
+    seen = SeenIds(None if args.seen == "none" else Path(args.seen), keep_days=args.seen_days)
     consumer = EventConsumer(
         settings, tls, backend, devices,
-        on_event=on_event, on_invalid=on_invalid,
+        sink=PrintSink(on_event, on_invalid, seen),
         client_id=args.client_id or f"kiosk-consumer-{__import__('os').getpid()}",
         site=args.site, device=args.device, share_group=args.share,
-        session_expiry=args.session_expiry, seen=seen,
+        session_expiry=args.session_expiry,
     )
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, lambda *_: done.set()) if in_main else None
@@ -118,14 +125,19 @@ def cmd_events(args) -> int:
     return EXIT_INVALID if consumer.invalid else 0
 
 
-def _writer(fmt: str, out):
+#: CSV columns: the claims, then what the consumer flagged.
+CSV_FIELDS = (*CLAIM_FIELDS, "flags")
+
+
+def _writer(fmt: str, out, *, header: bool = True):
     if fmt == "jsonl":
         return lambda claims: out.write(json.dumps(claims, sort_keys=True) + "\n")
     w = csv.writer(out)
-    w.writerow(CLAIM_FIELDS)
+    if header:
+        w.writerow(CSV_FIELDS)
 
     def row(claims):
-        w.writerow([_cell(claims.get(k)) for k in CLAIM_FIELDS])
+        w.writerow([_cell(claims.get(k)) for k in CLAIM_FIELDS] + [";".join(claims.get("flags") or ())])
 
     return row
 

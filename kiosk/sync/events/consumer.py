@@ -4,104 +4,249 @@ It subscribes to ``PREFIX/+/+/events`` (optionally as an MQTT v5 shared
 subscription, ``$share/GROUP/…``, so that several consumers split a fleet's
 load), decrypts each envelope with the back end's key, verifies it against
 the devices' public keys, checks that the signer, the claims and the topic
-all name the same device, and drops duplicates by event id. A message that
-fails any check is reported as :class:`Invalid`, never as an event.
+all name the same device, and drops duplicates by (site, device, event id).
+A message that fails any check is reported as :class:`Invalid`, never as an
+event. What is odd about a genuine event (its sequence goes back, its time
+is far from the receive time) is flagged (:mod:`.freshness`).
 
 paho's network thread only queues what arrives; the consumer's own thread
-("consumer") checks it, hands it to the sinks, and only then acknowledges it
-to the broker (manual PUBACK), so an event is not lost if the consumer dies
-half-way.
+("consumer") takes what has arrived as a batch, checks each message, hands
+the batch to its :class:`Sink`, and only then acknowledges the batch's
+messages to the broker (manual PUBACK). A sink that fails is retried with
+backoff, and nothing is acknowledged meanwhile, so an event is not lost if
+the consumer or its store dies half-way. ``kiosk-admin events`` prints
+through :class:`PrintSink`; ``kiosk-ingest`` stores through its own sink,
+on the same code path.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
-import sqlite3
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
+import sqlite_utils
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from sqlite_utils.migrations import Migrations
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ...config import MqttSettings
-from ...errors import BrokerUnavailable, EnvelopeError
+from ...errors import BrokerUnavailable, EnvelopeError, KioskError
 from ..envelope import EVENT_TYP, open_sealed
 from ..keys import KeyRing, PartyKeys
 from ..mqtt import FAILURE, TlsFiles, new_client, parse_event_topic, reason_value
+from .freshness import FreshnessRules, flags_for
 
 log = logging.getLogger(__name__)
+
+#: Messages taken as one batch at most, and how long a batch waits to fill.
+BATCH_MAX = 500
+BATCH_WAIT = 0.02
 
 
 @dataclass(frozen=True)
 class Event:
-    """A verified, decrypted, first-seen event."""
+    """A verified, decrypted event."""
 
     claims: dict[str, Any]
     topic: str
     signer: str
+    received_at: float = 0.0
+    #: What is odd about it (see :mod:`.freshness`); set by the sink that remembers the door.
+    flags: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(site, device, event id): what makes an event the same event."""
+        return self.claims["site"], self.claims["device"], self.claims["event_id"]
 
 
 @dataclass(frozen=True)
 class Invalid:
-    """A message on an events topic that failed verification."""
+    """A message on an events topic that failed verification (never its plaintext)."""
 
     topic: str
     reason: str
     detail: str
+    received_at: float = 0.0
+    payload_bytes: int = 0
+    payload_sha256: str = ""
+
+
+class Sink(Protocol):
+    """Where a batch of checked messages goes; the batch is acknowledged once :meth:`take` returns.
+
+    Raising leaves the whole batch unacknowledged; the consumer retries it.
+    """
+
+    def take(self, events: Sequence[Event], invalid: Sequence[Invalid]) -> None: ...
+
+
+_seen_migrations = Migrations("kiosk-consumer-seen")
+
+
+@_seen_migrations(name="0001_seen_by_device")
+def _m0001(db: sqlite_utils.Database) -> None:
+    # Event ids are unique per device only: the key is (site, device, event id).
+    db.execute(
+        "CREATE TABLE seen_events (site TEXT NOT NULL, device TEXT NOT NULL, event_id TEXT NOT NULL,"
+        " received_at REAL NOT NULL, PRIMARY KEY (site, device, event_id))"
+    )
+    db.execute("CREATE INDEX seen_events_by_age ON seen_events (received_at)")
+    # The highest sequence number seen per door: a sequence that goes back is flagged.
+    db.execute(
+        "CREATE TABLE seen_devices (site TEXT NOT NULL, device TEXT NOT NULL, last_seq INTEGER NOT NULL,"
+        " PRIMARY KEY (site, device))"
+    )
 
 
 class SeenIds:
-    """Event ids already handed on: in memory, or in a SQLite file that survives restarts."""
+    """Events already handed on, keyed on (site, device, event id), and each door's highest sequence number.
 
-    def __init__(self, path: Path | str | None = None):
-        self._conn = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY, received_at REAL NOT NULL)")
+    In a SQLite file (``path``) they survive restarts; with no path they
+    live in memory. :meth:`prune` forgets events older than ``keep_days``
+    (a replay older than that is still flagged, by its sequence and time).
+    """
+
+    def __init__(self, path: Path | str | None = None, *, keep_days: float = 30.0):
+        import sqlite3
+
+        self.path = Path(path) if path else None
+        self.keep_days = keep_days
+        conn = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
+        self._db = sqlite_utils.Database(conn)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        _seen_migrations.apply(self._db)
         self._lock = threading.Lock()
 
-    def add(self, event_id: str) -> bool:
-        """Record ``event_id``; True if it was new."""
-        with self._lock:
-            cur = self._conn.execute(
-                "INSERT OR IGNORE INTO seen(event_id, received_at) VALUES (?, ?)", [event_id, time.time()]
-            )
-            return cur.rowcount == 1
+    def add(self, key: tuple[str, str, str], seq: int | None = None, received_at: float | None = None) -> bool:
+        """Record one event; True if it was new."""
+        return self.add_many([(key, seq, received_at)]) == [True]
 
-    def __contains__(self, event_id: str) -> bool:
+    def add_many(self, items: Sequence[tuple[tuple[str, str, str], int | None, float | None]]) -> list[bool]:
+        """Record events in one transaction; for each, True if it was new."""
+        out = []
+        now = time.time()
+        with self._lock, self._db.conn:
+            for (site, device, event_id), seq, at in items:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO seen_events (site, device, event_id, received_at) VALUES (?, ?, ?, ?)",
+                    [site, device, event_id, now if at is None else at],
+                )
+                out.append(cur.rowcount == 1)
+                if seq is not None:
+                    self._db.execute(
+                        "INSERT INTO seen_devices (site, device, last_seq) VALUES (?, ?, ?) ON CONFLICT (site, device)"
+                        " DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                        [site, device, seq],
+                    )
+        return out
+
+    def last_seq(self, site: str, device: str) -> int | None:
         with self._lock:
-            return self._conn.execute("SELECT 1 FROM seen WHERE event_id = ?", [event_id]).fetchone() is not None
+            row = self._db.execute(
+                "SELECT last_seq FROM seen_devices WHERE site = ? AND device = ?", [site, device]
+            ).fetchone()
+        return row[0] if row else None
+
+    def prune(self, older_than_days: float | None = None, *, now: float | None = None) -> int:
+        """Forget events received more than ``older_than_days`` (default ``keep_days``) ago."""
+        days = self.keep_days if older_than_days is None else older_than_days
+        cutoff = (time.time() if now is None else now) - days * 86400
+        with self._lock, self._db.conn:
+            return self._db.execute("DELETE FROM seen_events WHERE received_at < ?", [cutoff]).rowcount
+
+    def __contains__(self, key: tuple[str, str, str]) -> bool:
+        with self._lock:
+            return self._db.execute(
+                "SELECT 1 FROM seen_events WHERE site = ? AND device = ? AND event_id = ?", list(key)
+            ).fetchone() is not None
 
     def __len__(self) -> int:
         with self._lock:
-            return self._conn.execute("SELECT count(*) FROM seen").fetchone()[0]
+            return self._db.execute("SELECT count(*) FROM seen_events").fetchone()[0]
 
     def close(self) -> None:
         with self._lock:
-            self._conn.close()
+            self._db.conn.close()
 
 
-def verify_event(topic: str, payload: bytes, backend: PartyKeys, devices: KeyRing, prefix: str) -> Event:
+@dataclass
+class PrintSink:
+    """The reference consumer's sink: drop events already seen, flag, hand each new one on.
+
+    ``on_event`` runs first and the event is remembered after it, so a
+    failing ``on_event`` loses nothing (the batch is taken again).
+    """
+
+    on_event: Callable[[Event], None]
+    on_invalid: Callable[[Invalid], None] = lambda inv: None
+    seen: SeenIds = field(default_factory=SeenIds)
+    rules: FreshnessRules = FreshnessRules()
+    duplicates: int = 0
+    flagged: int = 0
+    _prune_at: float = 0.0
+
+    def take(self, events: Sequence[Event], invalid: Sequence[Invalid]) -> None:
+        for inv in invalid:
+            self.on_invalid(inv)
+        for ev in events:
+            if ev.key in self.seen:
+                self.duplicates += 1
+                continue
+            c = ev.claims
+            flags = flags_for(c, ev.received_at, self.seen.last_seq(c["site"], c["device"]), self.rules)
+            if flags:
+                self.flagged += 1
+                ev = Event(claims=c, topic=ev.topic, signer=ev.signer, received_at=ev.received_at, flags=flags)
+            self.on_event(ev)
+            self.seen.add(ev.key, c["seq"], ev.received_at)
+        if time.monotonic() >= self._prune_at:
+            self._prune_at = time.monotonic() + 3600
+            self.seen.prune()
+
+
+def verify_event(topic: str, payload: bytes, backend: PartyKeys, devices: KeyRing, prefix: str,
+                 received_at: float | None = None) -> Event:
     """Open and check one message; raises :class:`EnvelopeError` (with ``reason``)."""
     where = parse_event_topic(topic, prefix)
     if where is None:
         raise _bad("topic_mismatch", f"not an events topic under {prefix!r}")
     opened = open_sealed(payload, backend, devices, typ=EVENT_TYP)
     claims = opened.claims
-    for name, kind in (("event_id", str), ("seq", int), ("site", str), ("device", str), ("type", str)):
-        if not isinstance(claims.get(name), kind):
-            raise _bad("missing_claims", f"claim {name!r} missing or not a {kind.__name__}")
+    for name, kind in (("event_id", str), ("seq", int), ("site", str), ("device", str), ("type", str),
+                       ("time", (int, float))):
+        value = claims.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            what = kind.__name__ if isinstance(kind, type) else "number"
+            raise _bad("missing_claims", f"claim {name!r} missing or not a {what}")
     said = f"{claims['site']}/{claims['device']}"
     if said != opened.signer:
         raise _bad("claims_mismatch", f"event claims to be from {said} but is signed by {opened.signer}")
     if (claims["site"], claims["device"]) != where:
         raise _bad("topic_mismatch", f"event from {said} arrived on {topic}")
-    return Event(claims=claims, topic=topic, signer=opened.signer)
+    return Event(claims=claims, topic=topic, signer=opened.signer,
+                 received_at=time.time() if received_at is None else received_at)
+
+
+def check_message(topic: str, payload: bytes, backend: PartyKeys, devices: KeyRing, prefix: str,
+                  received_at: float | None = None) -> Event | Invalid:
+    """:func:`verify_event`, with a refusal returned as :class:`Invalid` (size and hash, no plaintext)."""
+    at = time.time() if received_at is None else received_at
+    try:
+        return verify_event(topic, payload, backend, devices, prefix, at)
+    except EnvelopeError as e:
+        data = bytes(payload)
+        return Invalid(topic=topic, reason=getattr(e, "reason", "invalid"), detail=str(e), received_at=at,
+                       payload_bytes=len(data), payload_sha256=hashlib.sha256(data).hexdigest())
 
 
 def _bad(reason: str, message: str) -> EnvelopeError:
@@ -111,13 +256,19 @@ def _bad(reason: str, message: str) -> EnvelopeError:
 
 
 class EventConsumer:
-    """Subscribes, verifies, de-duplicates and hands events to ``on_event``.
+    """Subscribes, verifies, and hands batches to a :class:`Sink`; acknowledges after the sink.
+
+    Either pass ``sink``, or ``on_event`` (and ``on_invalid``, ``seen``,
+    ``rules``) for a :class:`PrintSink`.
 
     :param backend: the back end's private keys (events are encrypted to them).
-    :param devices: public keys of the devices whose events are accepted.
+    :param devices: public keys of the devices whose events are accepted, or
+        a callable returning the current ring (re-read when a signer is unknown).
     :param share_group: subscribe as ``$share/<group>/…`` (load split between consumers).
     :param session_expiry: seconds the broker keeps this consumer's session
         (and queues events for it) while it is away; 0 = a fresh session each time.
+    :param receive_maximum: messages the broker may send before they are
+        acknowledged (MQTT v5 flow control: bounds what waits in memory).
     """
 
     def __init__(
@@ -127,48 +278,69 @@ class EventConsumer:
         backend: PartyKeys,
         devices: KeyRing,
         *,
-        on_event: Callable[[Event], None],
+        on_event: Callable[[Event], None] | None = None,
         on_invalid: Callable[[Invalid], None] | None = None,
+        sink: Sink | None = None,
         client_id: str = "kiosk-consumer",
         site: str = "+",
         device: str = "+",
         share_group: str | None = None,
         session_expiry: int = 0,
         seen: SeenIds | None = None,
+        rules: FreshnessRules | None = None,
+        receive_maximum: int = 1000,
+        batch_max: int = BATCH_MAX,
+        reload_devices: Callable[[], KeyRing] | None = None,
     ):
         if not backend.has_private:
             raise ValueError("the back end's private keys are needed to decrypt events")
+        if sink is None:
+            if on_event is None:
+                raise ValueError("give a sink or on_event")
+            sink = PrintSink(on_event, on_invalid or (lambda inv: None), seen or SeenIds(), rules or FreshnessRules())
+        self.sink = sink
         self.settings = settings
         self.backend = backend
         self.devices = devices
-        self.on_event = on_event
-        self.on_invalid = on_invalid or (lambda inv: None)
+        self._reload_devices = reload_devices
+        self._reloaded_at = 0.0
         self.prefix = settings.topic_prefix
         topic = f"{self.prefix}/{site}/{device}/events"
         self.topic = f"$share/{share_group}/{topic}" if share_group else topic
-        self.seen = seen or SeenIds()
         self.session_expiry = session_expiry
+        self.receive_maximum = receive_maximum
+        self.batch_max = batch_max
         self.received = 0
-        self.duplicates = 0
         self.invalid = 0
+        self.sink_failures = 0
+        self.last_error: str | None = None
         self._queue: queue.Queue = queue.Queue()
         self._connected = threading.Event()
         self._connect_error: str | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._stopping = False
+        self._stopping = threading.Event()
         self._client = new_client(settings, client_id, tls, reconnect=True, manual_ack=True)
         self._client.reconnect_delay_set(min_delay=1, max_delay=int(max(1, settings.reconnect_backoff_max)))
         q = self._queue
         self._client.on_connect = lambda c, u, flags, rc, props: q.put(("connack", reason_value(rc), str(rc)))
         self._client.on_disconnect = lambda c, u, flags, rc, props: q.put(("disconnect", reason_value(rc), str(rc)))
         self._client.on_subscribe = lambda c, u, mid, rcs, props: q.put(("suback", [reason_value(r) for r in rcs]))
-        self._client.on_message = lambda c, u, msg: q.put(("message", msg))
+        self._client.on_message = lambda c, u, msg: q.put(("message", msg, time.time()))
+
+    @property
+    def duplicates(self) -> int:
+        return getattr(self.sink, "duplicates", 0)
+
+    @property
+    def seen(self) -> SeenIds | None:
+        return getattr(self.sink, "seen", None)
 
     def start(self, timeout: float | None = None) -> None:
         """Connect and subscribe; raise :class:`BrokerUnavailable` if not subscribed within ``timeout``."""
         timeout = self.settings.connect_timeout if timeout is None else timeout
         props = Properties(PacketTypes.CONNECT)
+        props.ReceiveMaximum = self.receive_maximum
         clean = True
         if self.session_expiry:
             props.SessionExpiryInterval = self.session_expiry
@@ -189,13 +361,14 @@ class EventConsumer:
             raise BrokerUnavailable(err)
 
     def stop(self) -> None:
+        """Disconnect and end the thread; what is not yet acknowledged the broker sends again."""
         if self._thread is None:
             return
-        self._stopping = True
+        self._stopping.set()
+        self._queue.put(None)
+        self._thread.join(10)
         self._client.disconnect()
         self._client.loop_stop()
-        self._queue.put(None)
-        self._thread.join(5)
         self._thread = None
 
     def close(self) -> None:
@@ -212,18 +385,34 @@ class EventConsumer:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            try:
-                self._handle(item)
-            except Exception:
-                # A sink failed: the message stays unacknowledged, the broker resends it.
-                log.exception("consumer failed on %s", item[0])
+            messages = []
+            while True:
+                if item is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                if item[0] == "message":
+                    messages.append(item)
+                else:
+                    self._control(item)
+                if len(messages) >= self.batch_max:
+                    break
+                try:
+                    item = self._queue.get(timeout=BATCH_WAIT) if messages else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if messages:
+                self._batch(messages)
 
-    def _handle(self, item) -> None:
+    def _control(self, item) -> None:
         kind = item[0]
         if kind == "connack":
             if item[1] >= FAILURE:
@@ -238,23 +427,53 @@ class EventConsumer:
             else:
                 log.info("subscribed to %s", self.topic)
                 self._connected.set()
-        elif kind == "disconnect" and not self._stopping:
+        elif kind == "disconnect" and not self._stopping.is_set():
             log.warning("disconnected from broker: %s; reconnecting", item[2])
-        elif kind == "message":
-            self._on_message(item[1])
 
-    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
-        self.received += 1
+    def _check(self, msg: mqtt.MQTTMessage, at: float) -> Event | Invalid:
+        checked = check_message(msg.topic, msg.payload, self.backend, self.devices, self.prefix, at)
+        if isinstance(checked, Invalid) and checked.reason == "unknown_signer" and self._reload_devices:
+            # A door added since start: read the device keys again (at most every 10 s).
+            if time.monotonic() - self._reloaded_at >= 10.0:
+                self._reloaded_at = time.monotonic()
+                try:
+                    self.devices = self._reload_devices()
+                    log.info("device keys read again: %d devices", len(self.devices.owners))
+                except KioskError as e:
+                    log.error("cannot read the device keys again: %s", e)
+                checked = check_message(msg.topic, msg.payload, self.backend, self.devices, self.prefix, at)
+        return checked
+
+    def _sink_failed(self, e: BaseException, n: int) -> None:
+        self.sink_failures += 1
+        text = f"{type(e).__name__}: {e}"
+        if text != self.last_error:
+            log.error("could not hand on %d messages (%s); retrying, nothing acknowledged", n, text)
+        self.last_error = text
+
+    def _batch(self, messages: list) -> None:
+        """Check each message, hand the batch to the sink (retrying), then acknowledge it."""
+        events, invalid = [], []
+        for _, msg, at in messages:
+            self.received += 1
+            checked = self._check(msg, at)
+            (events if isinstance(checked, Event) else invalid).append(checked)
+        self.invalid += len(invalid)
+        retrying = Retrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=0.2, max=max(1.0, self.settings.reconnect_backoff_max)),
+            stop=lambda state: self._stopping.is_set(),
+            sleep=self._stopping.wait,
+            before_sleep=lambda state: self._sink_failed(state.outcome.exception(), len(messages)),
+            reraise=True,
+        )
         try:
-            event = verify_event(msg.topic, msg.payload, self.backend, self.devices, self.prefix)
-        except EnvelopeError as e:
-            self.invalid += 1
-            self.on_invalid(Invalid(topic=msg.topic, reason=getattr(e, "reason", "invalid"), detail=str(e)))
-        else:
-            event_id = event.claims["event_id"]
-            if event_id in self.seen:
-                self.duplicates += 1
-            else:
-                self.on_event(event)  # handed on first, then remembered: a failing sink loses nothing
-                self.seen.add(event_id)
-        self._client.ack(msg.mid, msg.qos)
+            retrying(self.sink.take, events, invalid)
+        except Exception:
+            # Stopping: not acknowledged, so the broker keeps them for this session and sends them again.
+            return
+        if self.last_error is not None:
+            log.info("handing on messages again")
+            self.last_error = None
+        for _, msg, _ in messages:
+            self._client.ack(msg.mid, msg.qos)
