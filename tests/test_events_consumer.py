@@ -213,7 +213,7 @@ def test_kiosk_admin_events_csv(broker, tmp_path, t1, backend, capsys):
     for i in range(3):
         outbox.commit(Decision(Outcome.UNKNOWN, i, distance=0.7, frames=4))
     t = _publish_when_subscribed(broker, outbox, t1, backend, garbage=False)
-    code = main(_cli_args(broker, tmp_path, "--format", "csv", "--count", "3", "--share", "g1"))
+    code = main(_cli_args(broker, tmp_path, "--format", "csv", "--count", "3", "--share", "g1", "--seen", "none"))
     t.join(10)
     rows = list(csv.reader(io.StringIO(capsys.readouterr().out)))
     assert rows[0] == [*CLAIM_FIELDS, "flags"]
