@@ -391,6 +391,12 @@ def _line_of(text: str, loc: tuple) -> int | None:
 
 def parse_config(text: str, path: Path | str = "<string>") -> KioskConfig:
     """Parse and check TOML text; raise :class:`ConfigError` naming what is wrong."""
+    cfg = parse_model(KioskConfig, text, path)
+    return cfg.model_copy(update={"source_path": Path(path) if path != "<string>" else None})
+
+
+def parse_model(model: type[BaseModel], text: str, path: Path | str = "<string>"):
+    """TOML text checked against ``model``; a :class:`ConfigError` names file, line and key of each problem."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -398,7 +404,7 @@ def parse_config(text: str, path: Path | str = "<string>") -> KioskConfig:
     except RecursionError:
         raise ConfigError(f"{path}: not a kiosk config: arrays or tables nested too deeply") from None
     try:
-        cfg = KioskConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
         problems = []
         for err in e.errors():
@@ -411,7 +417,6 @@ def parse_config(text: str, path: Path | str = "<string>") -> KioskConfig:
                 msg = "unknown key"
             problems.append(f"{where}: {key}: {msg}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
-    return cfg.model_copy(update={"source_path": Path(path) if path != "<string>" else None})
 
 
 def load_config(path: Path | str | None = None) -> KioskConfig:

@@ -95,3 +95,7 @@ class TokenRefused(KioskError, ValueError):
 
 class MissingExtra(KioskError, ImportError):
     """An admin command needs a package of an extra that is not installed (e.g. ``kiosk[admin]``)."""
+
+
+class StoreUnavailable(KioskError, ConnectionError):
+    """The back end's event store cannot be reached (PostgreSQL down): retried, nothing acknowledged meanwhile."""

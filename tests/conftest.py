@@ -15,6 +15,9 @@ from broker import broker, broker_pki, mqtt_probe, mqtt_settings  # noqa: E402,F
 # A real gpsd fed by gpsfake from NMEA logs the tests write: tests/gpsd.py.
 from gpsd import gpsfake  # noqa: E402,F401
 
+# A real PostgreSQL (throw-away cluster on a loopback port): tests/postgres.py.
+from postgres import postgres_server, postgres_url  # noqa: E402,F401
+
 REPO = Path(__file__).resolve().parent.parent
 
 

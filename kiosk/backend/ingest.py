@@ -1,0 +1,244 @@
+"""``kiosk-ingest``: the back-end service that stores every verified event, once.
+
+It is the reference consumer (:class:`~kiosk.sync.events.consumer.EventConsumer`:
+the same subscription, verification and decryption) with a sink that
+stores: each batch of checked messages goes into the store in one
+transaction (events idempotently on (site, device, event id), refusals in
+their own table), and only then are the batch's messages acknowledged to
+the broker (paho's manual PUBACK). A crash at any point loses nothing (the
+broker sends what was not acknowledged again, to the same persistent
+session) and duplicates nothing (the store keeps one row per event).
+
+A store that cannot be reached (PostgreSQL restarted) is retried with
+backoff and nothing is acknowledged meanwhile; a lost broker is reconnected
+by paho. Events older than ``[store] retention_days`` are deleted every
+``purge_interval_s``. Under systemd it says READY=1 once subscribed, sends
+watchdog keep-alives while its consumer thread lives, and re-reads the
+doors' keys on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from tenacity import Retrying, retry_if_exception_type, wait_exponential
+
+from ..errors import BrokerUnavailable, ConfigError, KeyFileError, KioskError, StoreUnavailable
+from ..logs import setup_logging
+from ..notify import Notifier
+from ..sync import keys as keymod
+from ..sync.events.consumer import Event, EventConsumer, Invalid
+from ..sync.events.freshness import FreshnessRules, flags_for
+from ..sync.mqtt import tls_files
+from .config import IngestConfig, load_ingest_config
+from .store import Incoming, Refusal, Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class StoreSink:
+    """Stores each batch (events and refusals) in one transaction; the consumer acknowledges after it."""
+
+    def __init__(self, store: Store, rules: FreshnessRules = FreshnessRules()):
+        self.store = store
+        self.rules = rules
+        self.stored = 0
+        self.duplicates = 0
+        self.flagged = 0
+        self.refused = 0
+
+    def _flag(self, claims, received_at, last_seq) -> tuple[str, ...]:
+        return flags_for(claims, received_at, last_seq, self.rules)
+
+    def take(self, events: Sequence[Event], invalid: Sequence[Invalid]) -> None:
+        result = self.store.store_batch(
+            [Incoming(e.claims, e.received_at, e.topic) for e in events],
+            [Refusal(topic=i.topic, reason=i.reason, detail=i.detail, received_at=i.received_at,
+                     payload_bytes=i.payload_bytes, payload_sha256=i.payload_sha256) for i in invalid],
+            flag=self._flag,
+        )
+        self.stored += result.stored
+        self.duplicates += result.duplicates
+        self.flagged += result.flagged
+        self.refused += result.refused
+        for inv in invalid:
+            log.warning("refused a message on %s: %s", inv.topic, inv.reason)
+
+
+def load_devices(path: Path) -> keymod.KeyRing:
+    """The doors' public keys: every ``*.pub.jwks`` in a folder, or one file."""
+    if path.is_dir():
+        files = sorted(path.glob("*.pub.jwks"))
+        ring = keymod.KeyRing.from_files(files)
+    elif path.exists():
+        ring = keymod.KeyRing.from_files([path])
+    else:
+        raise KeyFileError(f"{path}: no such folder or file of device public keys")
+    return ring
+
+
+class Ingest:
+    """The service: a store, and a consumer that stores into it (see the module docstring)."""
+
+    def __init__(self, config: IngestConfig, *, store: Store | None = None):
+        self.config = config
+        self.backend = keymod.load_private(config.path(config.keys.backend_key))
+        self.devices_path = config.path(config.keys.devices)
+        self.devices = load_devices(self.devices_path)
+        self.mqtt = config.broker.mqtt()
+        self.tls = tls_files(self.mqtt, config.ingest.state_dir)
+        self.store = store
+        self.sink: StoreSink | None = None
+        self.consumer: EventConsumer | None = None
+        self._stop = threading.Event()
+        self._next_purge = 0.0
+
+    def _retrying(self, kinds: tuple[type[BaseException], ...], what: str) -> Retrying:
+        def said(state):
+            log.warning("%s: %s; trying again", what, state.outcome.exception())
+
+        return Retrying(
+            retry=retry_if_exception_type(kinds),
+            wait=wait_exponential(multiplier=0.5, max=self.config.broker.reconnect_backoff_max),
+            stop=lambda state: self._stop.is_set(),
+            sleep=self._stop.wait,
+            before_sleep=said,
+            reraise=True,
+        )
+
+    def start(self) -> None:
+        """Open the store and subscribe, each retried until it works (or :meth:`stop`)."""
+        if self.store is None:
+            self.store = self._retrying((StoreUnavailable,), "store unavailable")(open_store, self.config.store_url)
+        log.info("storing events in %s (schema version %d)", self.store.describe(), self.store.schema_version())
+        self.sink = StoreSink(self.store, self.config.ingest.rules())
+        self._retrying((BrokerUnavailable,), "broker unavailable")(self._subscribe)
+
+    def _subscribe(self) -> None:
+        b = self.config.broker
+        consumer = EventConsumer(
+            self.mqtt, self.tls, self.backend, self.devices, sink=self.sink, client_id=b.client_id,
+            share_group=b.share_group or None, session_expiry=b.session_expiry_s,
+            receive_maximum=b.receive_maximum, batch_max=self.config.ingest.batch_max,
+            reload_devices=lambda: load_devices(self.devices_path),
+        )
+        consumer.start()
+        self.consumer = consumer
+
+    def reload_devices(self) -> None:
+        if self.consumer is not None:
+            self.consumer.devices = load_devices(self.devices_path)
+            log.info("device keys read again: %d doors", len(self.consumer.devices.owners))
+
+    def purge_if_due(self) -> None:
+        if time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self.config.store.purge_interval_s
+        try:
+            events, refused = self.store.purge(self.config.store.retention_days * 86400)
+        except KioskError as e:
+            log.warning("could not delete events past retention: %s", e)
+            self._next_purge = time.monotonic() + 60
+            return
+        if events or refused:
+            log.info("deleted %d events and %d refusals past the %g-day retention", events, refused,
+                     self.config.store.retention_days)
+
+    def alive(self) -> bool:
+        t = self.consumer._thread if self.consumer else None
+        return t is not None and t.is_alive()
+
+    def status(self) -> str:
+        s = self.sink
+        return (f"{s.stored} events stored, {s.duplicates} duplicates, {s.refused} refused, {s.flagged} flagged"
+                if s else "starting")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.consumer is not None:
+            self.consumer.close()
+        if self.store is not None:
+            self.store.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kiosk-ingest",
+        description="The back end: subscribe to the kiosks' events, verify and decrypt them as kiosk-admin "
+        "events does, store each one once (SQLite or PostgreSQL) before acknowledging it, keep refused "
+        "messages in their own table, and delete what is past the retention period. Runs until SIGTERM; "
+        "SIGHUP re-reads the doors' public keys.",
+    )
+    p.add_argument("--config", default="/etc/kiosk/ingest.toml", metavar="FILE",
+                   help="settings (default /etc/kiosk/ingest.toml; every key is documented in config/ingest.toml)")
+    p.add_argument("--validate-config", action="store_true",
+                   help="check the config and key files, print OK and exit (78 when something is wrong)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_ingest_config(args.config)
+        setup_logging(config.logging.level, journald=config.logging.journald and not args.validate_config)
+        service = Ingest(config)  # reads and checks the key and TLS files
+    except (ConfigError, KeyFileError) as e:
+        print(f"kiosk-ingest: {e}", file=sys.stderr)
+        return ConfigError.exit_status
+    if args.validate_config:
+        print(f"{args.config}: OK")
+        return 0
+    return _serve(service)
+
+
+def _serve(service: Ingest) -> int:
+    notifier = Notifier()
+    threading.current_thread().name = "ingest"
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    signal.signal(signal.SIGINT, lambda *_: service.stop())
+    hup = threading.Event()
+    signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    try:
+        service.start()
+        if service._stop.is_set():
+            return 0
+        notifier.ready(f"subscribed; storing in {service.store.describe()}")
+        log.info("ingest running")
+        beat = min(10.0, (notifier.watchdog_interval or 30.0) / 3)
+        while not service._stop.wait(beat):
+            if hup.is_set():
+                hup.clear()
+                try:
+                    service.reload_devices()
+                except KioskError as e:
+                    log.error("could not read the device keys again: %s", e)
+            if not service.alive():
+                log.error("the consumer thread ended; exiting for systemd to restart")
+                return 1
+            service.purge_if_due()
+            notifier.status(service.status())
+            notifier.watchdog()
+    except KioskError as e:
+        if service._stop.is_set():
+            return 0  # stopped while still starting
+        log.error("%s", e)
+        return 1
+    finally:
+        notifier.stopping()
+        service.close()
+        log.info("ingest stopped: %s", service.status())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The back-end store's schema: one list of versioned migrations for SQLite and PostgreSQL.
+
+Each migration is plain SQL in the subset both databases speak (TEXT,
+BIGINT, DOUBLE PRECISION, composite primary keys, partial-free indexes), so
+the schema is the same on both. ``schema_version`` records what was applied;
+:func:`kiosk.backend.store.Store.migrate` applies the rest in order, each in
+its own transaction, under a lock so that several ingest processes starting
+at once migrate only once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "events_devices_refused",
+        (
+            # One row per verified event; (site, device, event_id) makes storing idempotent.
+            # Columns the reports read; the whole claim set is kept as JSON (without
+            # the evidence crop, which has a column of its own).
+            """CREATE TABLE events (
+                site TEXT NOT NULL,
+                device TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                seq BIGINT NOT NULL,
+                type TEXT NOT NULL,
+                outcome TEXT,
+                method TEXT,
+                resident_id TEXT,
+                event_time DOUBLE PRECISION NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                stored_at DOUBLE PRECISION NOT NULL,
+                flags TEXT,
+                claims TEXT NOT NULL,
+                evidence_jpeg TEXT,
+                PRIMARY KEY (site, device, event_id)
+            )""",
+            "CREATE INDEX events_by_time ON events (event_time)",
+            "CREATE INDEX events_by_resident ON events (resident_id, event_time)",
+            "CREATE INDEX events_by_door ON events (site, device, event_time)",
+            # Per door: the highest sequence number stored (a sequence that goes
+            # back is flagged) and when it was last heard from.
+            """CREATE TABLE devices (
+                site TEXT NOT NULL,
+                device TEXT NOT NULL,
+                last_seq BIGINT NOT NULL,
+                last_event_time DOUBLE PRECISION NOT NULL,
+                last_received_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (site, device)
+            )""",
+            # Messages refused: why, where and when, never the payload's plaintext
+            # (only its size and the SHA-256 of the bytes as received).
+            """CREATE TABLE refused (
+                id TEXT PRIMARY KEY,
+                received_at DOUBLE PRECISION NOT NULL,
+                topic TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                payload_bytes BIGINT NOT NULL,
+                payload_sha256 TEXT NOT NULL
+            )""",
+            "CREATE INDEX refused_by_time ON refused (received_at)",
+            # Erasures done (when and how many rows), without whose.
+            """CREATE TABLE erasures (
+                id TEXT PRIMARY KEY,
+                erased_at DOUBLE PRECISION NOT NULL,
+                events BIGINT NOT NULL
+            )""",
+        ),
+    ),
+)
+
+#: The schema version this code writes and reads.
+SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,522 @@
+"""The back end's event store: an SQLite file by default, PostgreSQL by URL.
+
+:func:`open_store` takes ``sqlite:///PATH`` (or a plain path) or
+``postgresql://USER@HOST:PORT/DB`` and returns a :class:`Store` with the
+schema of :mod:`kiosk.backend.schema` migrated. Everything is plain SQL in
+the subset both databases speak; :class:`_Sqlite` and :class:`_Postgres` only
+connect, lock and turn ``?`` into psycopg's ``%s``.
+
+Storing is idempotent on (site, device, event id): :meth:`Store.store_batch`
+writes a batch of verified events and refusals in one transaction and says
+which events were already there. A lost connection (PostgreSQL restarted,
+the network gone) raises :class:`~kiosk.errors.StoreUnavailable`; the next
+call connects again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import uuid6
+
+from ..errors import ConfigError, StorageError, StoreUnavailable
+from .schema import MIGRATIONS, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+#: Columns of ``events`` as the reports read them, in this order.
+EVENT_COLUMNS = ("site", "device", "event_id", "seq", "type", "outcome", "method", "resident_id",
+                 "event_time", "received_at", "stored_at", "flags")
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A verified event to store, with when it was received and what is odd about it."""
+
+    claims: dict[str, Any]
+    received_at: float
+    topic: str = ""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A message refused: never its plaintext, only its size and hash."""
+
+    topic: str
+    reason: str
+    detail: str
+    received_at: float
+    payload_bytes: int = 0
+    payload_sha256: str = ""
+
+
+@dataclass
+class BatchResult:
+    stored: int = 0
+    duplicates: int = 0
+    flagged: int = 0
+    refused: int = 0
+
+
+#: ``flag(claims, received_at, last_seq)`` -> flags (see kiosk.sync.events.freshness).
+Flagger = Callable[[dict[str, Any], float, "int | None"], tuple[str, ...]]
+
+
+def _no_flags(claims, received_at, last_seq) -> tuple[str, ...]:
+    return ()
+
+
+def open_store(url: str | Path, *, migrate: bool = True) -> "Store":
+    """A store for ``url``: ``sqlite:///PATH``, a plain path, or ``postgresql://…``."""
+    text = str(url)
+    scheme = urlsplit(text).scheme if "://" in text else ""
+    if scheme in ("postgresql", "postgres"):
+        store = Store(_Postgres(text))
+    elif scheme in ("", "sqlite"):
+        if scheme and not text.startswith("sqlite:///"):
+            raise ConfigError(f"store URL {text!r}: write sqlite:///PATH (three slashes, then the path)")
+        store = Store(_Sqlite(Path(text[len("sqlite:///"):] if scheme else text)))
+    else:
+        raise ConfigError(f"store URL {text!r}: not sqlite:///PATH or postgresql://USER@HOST/DB")
+    if migrate:
+        store.migrate()
+    return store
+
+
+class Store:
+    """Events, refusals and erasures in SQLite or PostgreSQL (see the module docstring)."""
+
+    def __init__(self, dialect: "_Dialect"):
+        self._d = dialect
+        self._lock = threading.RLock()
+
+    @property
+    def kind(self) -> str:
+        return self._d.kind
+
+    def describe(self) -> str:
+        """Where the store is, without a password."""
+        return self._d.describe()
+
+    def close(self) -> None:
+        with self._lock:
+            self._d.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- schema ---------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply the migrations not yet applied; returns the schema version."""
+        with self._lock, self._d.transaction() as cur:
+            self._d.lock_schema(cur)
+            cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY, name TEXT NOT NULL,"
+                " applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            cur.execute("SELECT max(version) FROM schema_version")
+            have = cur.fetchone()[0] or 0
+            if have > SCHEMA_VERSION:
+                raise StorageError(
+                    f"the store {self.describe()} has schema version {have}, newer than this program's "
+                    f"{SCHEMA_VERSION}: upgrade the kiosk package"
+                )
+            for m in MIGRATIONS:
+                if m.version <= have:
+                    continue
+                for stmt in m.statements:
+                    cur.execute(stmt)
+                cur.execute(self._d.q("INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)"),
+                            [m.version, m.name, time.time()])
+                log.info("store %s migrated to schema version %d (%s)", self.describe(), m.version, m.name)
+                have = m.version
+        return have
+
+    def schema_version(self) -> int:
+        with self._lock, self._d.transaction() as cur:
+            cur.execute("SELECT max(version) FROM schema_version")
+            return cur.fetchone()[0] or 0
+
+    # -- writing --------------------------------------------------------------
+
+    def store_batch(self, events: Sequence[Incoming], refusals: Sequence[Refusal] = (),
+                    *, flag: Flagger = _no_flags) -> BatchResult:
+        """Store verified events and refusals in one transaction.
+
+        An event already stored (same site, device and event id: a redelivery
+        or a replay) is not stored again; it is recorded as a refusal with
+        reason ``duplicate``. ``flag`` marks what is odd about an event, given
+        the highest sequence number stored for its door.
+        """
+        result = BatchResult()
+        q = self._d.q
+        with self._lock, self._d.transaction() as cur:
+            # Doors in a fixed order: two processes never wait on each other in a circle.
+            doors = sorted({(e.claims["site"], e.claims["device"]) for e in events})
+            last: dict[tuple[str, str], list] = {}
+            for site, device in doors:
+                cur.execute(q("SELECT last_seq, last_event_time, last_received_at FROM devices"
+                              " WHERE site = ? AND device = ?" + self._d.for_update), [site, device])
+                row = cur.fetchone()
+                last[(site, device)] = list(row) if row else None
+            stored_flags: list[tuple[Incoming, str | None]] = []
+            for ev in sorted(events, key=lambda e: (e.claims["site"], e.claims["device"], e.claims["seq"])):
+                c = ev.claims
+                door = (c["site"], c["device"])
+                seen = last[door]
+                flags = flag(c, ev.received_at, seen[0] if seen else None)
+                stored_flags.append((ev, ",".join(flags) or None))
+            inserted = self._d.insert_events(cur, [_event_row(ev, flags, time.time()) for ev, flags in stored_flags])
+            dup_refusals = []
+            for (ev, flags), new in zip(stored_flags, inserted):
+                c = ev.claims
+                door = (c["site"], c["device"])
+                if not new:
+                    result.duplicates += 1
+                    dup_refusals.append(Refusal(
+                        topic=ev.topic or f"{c['site']}/{c['device']}", reason="duplicate",
+                        detail=f"event {c['event_id']} (seq {c['seq']}) is already stored: a redelivery or a replay",
+                        received_at=ev.received_at,
+                    ))
+                    continue
+                result.stored += 1
+                if flags:
+                    result.flagged += 1
+                seen = last[door]
+                if seen is None:
+                    last[door] = [c["seq"], c["time"], ev.received_at]
+                else:
+                    seen[0] = max(seen[0], c["seq"])
+                    seen[1] = max(seen[1], c["time"])
+                    seen[2] = max(seen[2], ev.received_at)
+            for (site, device), seen in last.items():
+                if seen is None:
+                    continue
+                cur.execute(
+                    q("INSERT INTO devices (site, device, last_seq, last_event_time, last_received_at)"
+                      " VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, device) DO UPDATE SET"
+                      f" last_seq = {self._d.greatest}(devices.last_seq, excluded.last_seq),"
+                      f" last_event_time = {self._d.greatest}(devices.last_event_time, excluded.last_event_time),"
+                      f" last_received_at = {self._d.greatest}(devices.last_received_at, excluded.last_received_at)"),
+                    [site, device, *seen],
+                )
+            all_refusals = list(refusals) + dup_refusals
+            if all_refusals:
+                self._d.executemany(
+                    cur,
+                    "INSERT INTO refused (id, received_at, topic, reason, detail, payload_bytes, payload_sha256)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [[str(uuid6.uuid7()), r.received_at, r.topic, r.reason, r.detail[:500], r.payload_bytes,
+                      r.payload_sha256] for r in all_refusals],
+                )
+            result.refused = len(refusals)
+        return result
+
+    def purge(self, older_than: float, *, now: float | None = None) -> tuple[int, int]:
+        """Delete events (by event time) and refusals older than ``older_than`` seconds; (events, refusals)."""
+        cutoff = (time.time() if now is None else now) - older_than
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q("DELETE FROM events WHERE event_time < ?"), [cutoff])
+            events = cur.rowcount
+            cur.execute(self._d.q("DELETE FROM refused WHERE received_at < ?"), [cutoff])
+            refused = cur.rowcount
+        if events or refused:
+            self._d.reclaim()
+        return events, refused
+
+    def erase_resident(self, resident_id: str) -> int:
+        """Delete every stored event of one resident; returns how many. The erasure is logged without whose."""
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q("DELETE FROM events WHERE resident_id = ?"), [resident_id])
+            n = cur.rowcount
+            cur.execute(self._d.q("INSERT INTO erasures (id, erased_at, events) VALUES (?, ?, ?)"),
+                        [str(uuid6.uuid7()), time.time(), n])
+        self._d.reclaim()
+        return n
+
+    # -- reading --------------------------------------------------------------
+
+    def events(self, *, since: float | None = None, until: float | None = None, site: str | None = None,
+               device: str | None = None, resident_id: str | None = None,
+               types: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Stored events in event-time order, as dicts of :data:`EVENT_COLUMNS`."""
+        where, args = [], []
+        for col, op, val in (("event_time", ">=", since), ("event_time", "<", until), ("site", "=", site),
+                             ("device", "=", device), ("resident_id", "=", resident_id)):
+            if val is not None:
+                where.append(f"{col} {op} ?")
+                args.append(val)
+        if types is not None:
+            types = list(types)
+            where.append(f"type IN ({','.join('?' * len(types))})")
+            args.extend(types)
+        sql = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY event_time, site, device, seq"
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q(sql), args)
+            rows = cur.fetchall()
+        for row in rows:
+            yield dict(zip(EVENT_COLUMNS, row))
+
+    def claims_of(self, site: str, device: str, event_id: str) -> dict[str, Any] | None:
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q("SELECT claims FROM events WHERE site = ? AND device = ? AND event_id = ?"),
+                        [site, device, event_id])
+            row = cur.fetchone()
+        return json.loads(row[0]) if row else None
+
+    def refusals(self, *, since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+        cols = ("received_at", "topic", "reason", "detail", "payload_bytes", "payload_sha256")
+        where, args = [], []
+        if since is not None:
+            where.append("received_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("received_at < ?")
+            args.append(until)
+        sql = f"SELECT {', '.join(cols)} FROM refused" + (" WHERE " + " AND ".join(where) if where else "")
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q(sql + " ORDER BY received_at, id"), args)
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (for status lines and tests)."""
+        out = {}
+        with self._lock, self._d.transaction() as cur:
+            for table in ("events", "devices", "refused", "erasures"):
+                cur.execute(f"SELECT count(*) FROM {table}")
+                out[table] = cur.fetchone()[0]
+        return out
+
+    def event_keys(self) -> list[tuple[str, str, str]]:
+        """(site, device, event_id) of every stored event."""
+        with self._lock, self._d.transaction() as cur:
+            cur.execute("SELECT site, device, event_id FROM events")
+            return [tuple(r) for r in cur.fetchall()]
+
+
+def _event_row(ev: Incoming, flags: str | None, stored_at: float) -> list:
+    c = dict(ev.claims)
+    evidence = c.pop("evidence_jpeg", None)
+    return [c["site"], c["device"], c["event_id"], c["seq"], c["type"], c.get("outcome"), c.get("method"),
+            c.get("resident_id"), float(c["time"]), ev.received_at, stored_at, flags,
+            json.dumps(c, sort_keys=True, separators=(",", ":")), evidence]
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events (site, device, event_id, seq, type, outcome, method, resident_id, event_time,"
+    " received_at, stored_at, flags, claims, evidence_jpeg) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (site, device, event_id) DO NOTHING"
+)
+
+
+# -- dialects ------------------------------------------------------------------
+
+
+class _Dialect:
+    kind = ""
+    greatest = "GREATEST"
+    for_update = ""
+
+    def q(self, sql: str) -> str:
+        return sql
+
+    def transaction(self):
+        raise NotImplementedError
+
+    def lock_schema(self, cur) -> None:
+        pass
+
+    def insert_events(self, cur, rows: list[list]) -> list[bool]:
+        raise NotImplementedError
+
+    def executemany(self, cur, sql: str, rows: list[list]) -> None:
+        cur.executemany(self.q(sql), rows)
+
+    def reclaim(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _Transaction:
+    """``with`` block around one transaction on a connection: commit on success, roll back on error."""
+
+    def __init__(self, begin: Callable[[], Any], commit: Callable[[], None], rollback: Callable[[], None],
+                 cursor: Callable[[], Any], errors: tuple[type[BaseException], ...], on_lost: Callable[[BaseException], None]):
+        self._begin, self._commit, self._rollback, self._cursor = begin, commit, rollback, cursor
+        self._errors, self._on_lost = errors, on_lost
+
+    def __enter__(self):
+        try:
+            self._begin()
+            self.cur = self._cursor()
+        except self._errors as e:
+            self._on_lost(e)
+        return self.cur
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                self._commit()
+                return False
+            self._rollback()
+        except self._errors as e:
+            self._on_lost(e)
+        if exc is not None and isinstance(exc, self._errors):
+            self._on_lost(exc)
+        return False
+
+
+class _Sqlite(_Dialect):
+    kind = "sqlite"
+    greatest = "MAX"
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # A stored event survives a power cut before it is acknowledged.
+            self._conn.execute("PRAGMA synchronous=FULL")
+            # Erased rows are overwritten, not left in free pages.
+            self._conn.execute("PRAGMA secure_delete=ON")
+        except (sqlite3.Error, OSError) as e:
+            raise StorageError(f"cannot open the store {path}: {e}") from None
+
+    def describe(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def transaction(self):
+        conn = self._conn
+
+        def lost(e):
+            raise StorageError(f"store {self.path}: {e}") from None
+
+        return _Transaction(lambda: conn.execute("BEGIN IMMEDIATE"), lambda: conn.execute("COMMIT"),
+                            lambda: conn.execute("ROLLBACK") if conn.in_transaction else None,
+                            conn.cursor, (sqlite3.Error,), lost)
+
+    def insert_events(self, cur, rows):
+        out = []
+        for row in rows:
+            cur.execute(_INSERT_EVENT, row)
+            out.append(cur.rowcount == 1)
+        return out
+
+    def reclaim(self) -> None:
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error:
+            pass
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _Postgres(_Dialect):
+    kind = "postgresql"
+    for_update = " FOR UPDATE"
+
+    def __init__(self, url: str, connect_timeout: float = 10.0):
+        try:
+            import psycopg
+        except ImportError:
+            raise ConfigError(
+                "a postgresql:// store needs psycopg 3: pip install 'kiosk[backend]'"
+            ) from None
+        self._psycopg = psycopg
+        self.url = url
+        self.connect_timeout = connect_timeout
+        self._conn = None
+        self._connect()
+
+    def describe(self) -> str:
+        u = urlsplit(self.url)
+        host = u.hostname or "localhost"
+        port = f":{u.port}" if u.port else ""
+        user = f"{u.username}@" if u.username else ""
+        return f"postgresql://{user}{host}{port}{u.path}"
+
+    def q(self, sql: str) -> str:
+        return sql.replace("?", "%s")
+
+    def _connect(self):
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            self._conn = self._psycopg.connect(self.url, connect_timeout=max(1, int(self.connect_timeout)))
+        except self._psycopg.Error as e:
+            self._conn = None
+            raise StoreUnavailable(f"cannot connect to the store {self.describe()}: {_first_line(e)}") from None
+        return self._conn
+
+    def _lost(self, e: BaseException):
+        pg = self._psycopg
+        if isinstance(e, (pg.OperationalError, pg.InterfaceError)) or (self._conn is not None and self._conn.closed):
+            try:
+                if self._conn is not None:
+                    self._conn.close()
+            except pg.Error:
+                pass
+            self._conn = None
+            raise StoreUnavailable(f"lost the store {self.describe()}: {_first_line(e)}") from None
+        raise StorageError(f"store {self.describe()}: {_first_line(e)}") from None
+
+    def transaction(self):
+        conn = self._connect()
+        return _Transaction(lambda: None, conn.commit, conn.rollback, conn.cursor, (self._psycopg.Error,), self._lost)
+
+    def lock_schema(self, cur) -> None:
+        # Several processes may start at once: one migrates, the others wait for it.
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
+
+    def insert_events(self, cur, rows):
+        if not rows:
+            return []
+        cur.executemany(self.q(_INSERT_EVENT) + " RETURNING 1", rows, returning=True)
+        out = []
+        while True:
+            out.append(cur.fetchone() is not None)
+            if not cur.nextset():
+                break
+        return out
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except self._psycopg.Error:
+                pass
+            self._conn = None
+
+
+#: Advisory lock key held while migrating ("kiosk" in ASCII).
+_MIGRATION_LOCK = 0x6B696F736B
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
