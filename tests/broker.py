@@ -15,10 +15,13 @@ Fixtures (made available to every test by ``tests/conftest.py``):
 
 :class:`TcpProxy` sits between a client and the broker and cuts the link.
 
-The default ACL lets a device (CN = device id) write only
-``kiosk/<site>/<its id>/events``, ``…/status`` and ``…/ack``, and read its
+The default ACL is the one ``docs/broker.md`` prints (read from the page,
+verbatim): a door (certificate CN ``SITE/DEVICE``: :func:`device_cn`) writes
+only ``kiosk/SITE/DEVICE/events``, ``…/status`` and ``…/ack``, and reads its
 own ``…/gallery/#`` and the sites' ``kiosk/<site>/gallery``; the user
-``backend`` reads everything under ``kiosk/`` and writes gallery updates. Pass ``acl=`` to :class:`Broker` for others.
+``backend`` reads everything under ``kiosk/`` and writes gallery updates.
+Pass ``acl=`` to :class:`Broker` for others. :meth:`Broker.from_docs` starts
+Mosquitto with the page's ``mosquitto.conf`` too.
 
 Nothing here needs pytest except the fixtures at the bottom, so scripts
 (the outbox benchmark) use :class:`Broker` too.
@@ -43,24 +46,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from docs import docs_snippet
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
-DEFAULT_ACL = """\
-# Devices (certificate CN = device id) write only their own topics.
-pattern write kiosk/+/%u/events
-pattern readwrite kiosk/+/%u/status
-pattern read kiosk/+/%u/gallery/#
-# Gallery updates: the site topic (each update is encrypted to each device),
-# and the device's signed answers.
-pattern read kiosk/+/gallery/#
-pattern write kiosk/+/%u/ack
+#: The ACL of docs/broker.md, verbatim.
+DEFAULT_ACL = docs_snippet("broker-acl")
 
-# The back end reads every device's events and status and sends gallery updates.
-user backend
-topic read kiosk/#
-topic write kiosk/+/+/gallery/#
-topic write kiosk/+/gallery/#
-"""
+
+def device_cn(site: str, device: str) -> str:
+    """A door's broker identity: the common name of its client certificate."""
+    return f"{site}/{device}"
 
 
 def free_port() -> int:
@@ -129,11 +125,12 @@ class Pki:
 
     def client(self, cn: str) -> tuple[Path, Path]:
         """(certificate, key) for an MQTT client whose identity is ``cn`` (made once)."""
+        stem = "client-" + cn.replace("/", "~")  # a door's CN is SITE/DEVICE
         with self._lock:
-            cert, key = self.root / f"client-{cn}.pem", self.root / f"client-{cn}.key"
+            cert, key = self.root / f"{stem}.pem", self.root / f"{stem}.key"
             if cert.exists():
                 return cert, key
-            return self._issue(f"client-{cn}", cn)
+            return self._issue(stem, cn)
 
 
 # -- Mosquitto ----------------------------------------------------------------
@@ -143,7 +140,7 @@ class Broker:
     """One Mosquitto process with its own config, on a loopback port; stopped by PID."""
 
     def __init__(self, workdir: Path, pki: Pki, *, port: int | None = None, acl: str = DEFAULT_ACL, extra_conf: str = "",
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", conf: str | None = None):
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.pki = pki
@@ -155,6 +152,9 @@ class Broker:
         self.acl_path.write_text(acl)
         self.conf_path = self.dir / "mosquitto.conf"
         (self.dir / "data").mkdir(exist_ok=True)
+        if conf is not None:
+            self.conf_path.write_text(conf)
+            return
         self.conf_path.write_text(
             f"""\
 # Written by tests/broker.py.
@@ -187,6 +187,47 @@ use_identity_as_username true
 {extra_conf}
 """
         )
+
+    @classmethod
+    def from_docs(cls, pki: Pki, *, port: int | None = None) -> "Broker":
+        """Mosquitto with docs/broker.md's mosquitto.conf and ACL, verbatim but for where things are.
+
+        The page's ``/etc/mosquitto/`` and ``/var/lib/mosquitto/`` become
+        folders of this broker (in a fresh folder under /tmp, which the
+        ``mosquitto`` user can reach), its port a free one on 127.0.0.1, and
+        a log file is added. Run as root, Mosquitto drops to the page's
+        ``user`` (``mosquitto``), so the server key and folders are handed to
+        it. Remove ``broker.dir`` when done.
+        """
+        import pwd
+        import tempfile
+
+        workdir = Path(tempfile.mkdtemp(prefix="kiosk-mosquitto-"))
+        etc, data = workdir / "etc", workdir / "data"
+        etc.mkdir(parents=True, exist_ok=True)
+        data.mkdir(parents=True, exist_ok=True)
+        port = port or free_port()
+        for src, name in ((pki.ca_file, "ca.pem"), (pki.server_cert, "server.pem"), (pki.server_key, "server.key")):
+            shutil.copy(src, etc / name)
+        (etc / "server.key").chmod(0o600)
+        (etc / "acl").write_text(docs_snippet("broker-acl"))
+        conf = (docs_snippet("broker-mosquitto-conf")
+                .replace("/etc/mosquitto/", f"{etc}/").replace("/var/lib/mosquitto/", f"{data}/")
+                .replace("listener 8883", f"listener {port} 127.0.0.1"))
+        log = workdir / "mosquitto.log"
+        log.touch()
+        conf += f"\n# Added by tests/broker.py\nlog_dest file {log}\nlog_type all\nconnection_messages true\n"
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("mosquitto")
+            for p in (workdir, etc, data, log, *etc.iterdir()):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+            workdir.chmod(0o755)
+        b = cls(workdir, pki, port=port, conf=conf)
+        b.acl_path = etc / "acl"
+        return b
+
+    def device_cn(self, site: str, device: str) -> str:
+        return device_cn(site, device)
 
     @property
     def url(self) -> str:

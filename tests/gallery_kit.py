@@ -128,7 +128,7 @@ def mqtt_toml(broker, cn: str) -> str:
 def device_toml(state, site: str, device: str, broker, extra: str = "") -> str:
     return (
         f'[device]\nsite = "{site}"\ndevice_id = "{device}"\nstate_dir = "{state}"\n'
-        "[logging]\njournald = false\n" + mqtt_toml(broker, device) + extra
+        "[logging]\njournald = false\n" + mqtt_toml(broker, f"{site}/{device}") + extra
     )
 
 

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from broker import device_cn
 from kiosk.config import OutboxSettings
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
@@ -22,6 +23,7 @@ from kiosk.sync.events.publisher import Publisher
 from kiosk.sync.mqtt import tls_files
 
 SITE, DEVICE = "test-site", "kiosk-t1"
+CN = device_cn(SITE, DEVICE)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +64,7 @@ def consumer(broker, backend_keys, device_keys, events: list, **kw) -> EventCons
 
 def test_events_wait_for_the_first_subscriber_and_all_arrive_once(broker, outbox, device_keys, backend_keys,
                                                                   mqtt_probe):
-    settings = broker.settings(DEVICE, reconnect_backoff_initial=0.2, reconnect_backoff_max=1.0, status_interval=60)
+    settings = broker.settings(CN, reconnect_backoff_initial=0.2, reconnect_backoff_max=1.0, status_interval=60)
     committed = [outbox.commit(decision(i)).event_id for i in range(100)]
     with Publisher(outbox, settings, device_keys, backend_keys.public()) as pub:
         # Nobody has subscribed: the broker answers "no matching subscribers" and nothing counts as delivered.
@@ -88,7 +90,7 @@ def test_once_subscribed_the_broker_queues_for_an_absent_back_end(broker, outbox
     events: list = []
     with consumer(broker, backend_keys, device_keys, events):
         pass  # subscribed once; the session (and its subscription) outlives the connection
-    with Publisher(outbox, broker.settings(DEVICE), device_keys, backend_keys.public()) as pub:
+    with Publisher(outbox, broker.settings(CN), device_keys, backend_keys.public()) as pub:
         for i in range(20):
             outbox.commit(decision(i))
         assert wait_for(lambda: outbox.depth() == 0)
@@ -98,7 +100,7 @@ def test_once_subscribed_the_broker_queues_for_an_absent_back_end(broker, outbox
 
 
 def test_require_subscriber_false_counts_any_accepted_puback(broker, outbox, device_keys, backend_keys):
-    settings = broker.settings(DEVICE, require_subscriber=False)
+    settings = broker.settings(CN, require_subscriber=False)
     with Publisher(outbox, settings, device_keys, backend_keys.public()) as pub:
         for i in range(5):
             outbox.commit(decision(i))
@@ -110,7 +112,7 @@ def test_stop_sends_what_it_can_within_the_grace_period(broker, outbox, device_k
     """A file run's last decisions come just before the stop: they go out, not on the next start."""
     events: list = []
     with consumer(broker, backend_keys, device_keys, events):
-        pub = Publisher(outbox, broker.settings(DEVICE, inflight=5, stop_grace_s=5.0), device_keys,
+        pub = Publisher(outbox, broker.settings(CN, inflight=5, stop_grace_s=5.0), device_keys,
                         backend_keys.public())
         pub.start()
         assert wait_for(lambda: pub.connected)
@@ -123,7 +125,7 @@ def test_stop_sends_what_it_can_within_the_grace_period(broker, outbox, device_k
 
 
 def test_stop_grace_is_bounded_when_nobody_takes_the_events(broker, outbox, device_keys, backend_keys):
-    pub = Publisher(outbox, broker.settings(DEVICE, stop_grace_s=2.0, reconnect_backoff_initial=5.0,
+    pub = Publisher(outbox, broker.settings(CN, stop_grace_s=2.0, reconnect_backoff_initial=5.0,
                                            reconnect_backoff_max=10.0),
                     device_keys, backend_keys.public())
     pub.start()

@@ -21,6 +21,7 @@ from kiosk.sync.events.publisher import Publisher
 
 SITE = "test-site"
 TOPIC_T1 = f"kiosk/{SITE}/kiosk-t1/events"
+T1_CN = f"{SITE}/kiosk-t1"  # the door's broker identity (docs/broker.md)
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def consumer(broker, backend, devices, **kw):
 def test_duplicates_dropped_and_forgeries_reported_not_printed(broker, mqtt_probe, t1, t2, backend):
     c, got, bad = consumer(broker, backend, [t1, t2], client_id="backend-a")
     try:
-        dev = mqtt_probe("kiosk-t1")
+        dev = mqtt_probe(T1_CN)
         enc = backend.public().encryption
         good = seal(claims("kiosk-t1", 1), t1, enc)
         assert dev.publish(TOPIC_T1, good) < 0x80
@@ -110,7 +111,7 @@ def test_shared_subscription_splits_the_load(broker, tmp_path, t1, backend):
     outbox = Outbox(db, site=SITE, device="kiosk-t1")
     committed = {outbox.commit(Decision(Outcome.UNKNOWN, i)).event_id for i in range(40)}
     try:
-        with Publisher(outbox, broker.settings("kiosk-t1"), t1, backend.public()) as pub:
+        with Publisher(outbox, broker.settings(T1_CN), t1, backend.public()) as pub:
             assert pub.wait_drained(10)
         assert wait_for(lambda: len(got_a) + len(got_b) == 40)
         ids_a = {e.claims["event_id"] for e in got_a}
@@ -157,11 +158,11 @@ def _publish_when_subscribed(broker, outbox, t1, backend, *, garbage: bool, subs
 
     def run():
         assert wait_for(lambda: broker.log_text().count("kiosk/+/+/events") >= subscriptions, timeout=20)
-        with Publisher(outbox, broker.settings("kiosk-t1"), t1, backend.public()) as pub:
+        with Publisher(outbox, broker.settings(T1_CN), t1, backend.public()) as pub:
             pub.wait_drained(10)
         if not garbage:
             return
-        dev_probe = __import__("broker").MqttProbe(broker, "kiosk-t1")
+        dev_probe = __import__("broker").MqttProbe(broker, T1_CN)
         dev_probe.publish(TOPIC_T1, b"garbage")  # one invalid message, reported on stderr
         dev_probe.close()
 
@@ -241,7 +242,7 @@ def test_a_replay_after_a_restart_is_dropped_by_default_and_odd_events_flagged(b
     def publish_later(*payloads):
         def run():
             assert wait_for(lambda: broker.log_text().count("kiosk/+/+/events") >= publish_later.subs + 1, timeout=20)
-            dev = __import__("broker").MqttProbe(broker, "kiosk-t1")
+            dev = __import__("broker").MqttProbe(broker, T1_CN)
             for topic, p in payloads:
                 dev.publish(topic, p)
             dev.close()

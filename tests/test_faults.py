@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import TcpProxy
+from broker import TcpProxy, device_cn
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
@@ -37,6 +37,7 @@ from kiosk.sync.events.publisher import Publisher
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 SITE, DEVICE = "test-site", "kiosk-t1"
+CN = device_cn(SITE, DEVICE)
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -118,7 +119,7 @@ def test_broker_stopped_and_restarted_while_producing(broker, tmp_path, device_k
     db_path = tmp_path / "kiosk.db"
     db = open_database(db_path)
     outbox = Outbox(db, site=SITE, device=DEVICE)
-    settings = broker.settings(DEVICE, reconnect_backoff_initial=0.2, reconnect_backoff_max=1.0)
+    settings = broker.settings(CN, reconnect_backoff_initial=0.2, reconnect_backoff_max=1.0)
     stop = threading.Event()
 
     def produce():
@@ -156,7 +157,7 @@ def test_network_cut_mid_publish(broker, tmp_path, device_keys, backend_keys, ba
     for i in range(400):
         outbox.commit(Decision(Outcome.UNKNOWN, i, distance=0.7, frames=4))
     proxy = TcpProxy(broker.host, broker.port)
-    settings = broker.settings(DEVICE, url=proxy.url, inflight=20, keepalive=2,
+    settings = broker.settings(CN, url=proxy.url, inflight=20, keepalive=2,
                                reconnect_backoff_initial=0.1, reconnect_backoff_max=0.5)
     cuts = 0
     try:
@@ -183,7 +184,7 @@ def test_network_cut_mid_publish(broker, tmp_path, device_keys, backend_keys, ba
 def _write_config(tmp_path: Path, broker) -> Path:
     state = tmp_path / "state"
     state.mkdir()
-    cert, key = broker.pki.client(DEVICE)
+    cert, key = broker.pki.client(CN)
     cfg = tmp_path / "kiosk.toml"
     cfg.write_text(
         f"""

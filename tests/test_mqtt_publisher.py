@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from broker import Pki, TcpProxy
+from broker import Pki, TcpProxy, device_cn
 from kiosk.config import OutboxSettings
 from kiosk.db import open_database
 from kiosk.errors import ConfigError, KeyFileError
@@ -20,6 +20,7 @@ from kiosk.sync.events.outbox import Outbox
 from kiosk.sync.events.publisher import Publisher
 
 SITE, DEVICE = "test-site", "kiosk-t1"
+CN = device_cn(SITE, DEVICE)  # the door's broker identity
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +72,7 @@ def received(broker, backend_keys, device_keys):
 
 def test_publishes_in_sequence_order_and_marks_delivered_on_puback(broker, outbox, device_keys, backend_keys, received):
     committed = [outbox.commit(decision(i), gallery_version=4, model_id="m1") for i in range(30)]
-    with Publisher(outbox, broker.settings(DEVICE, inflight=5), device_keys, backend_keys.public()) as pub:
+    with Publisher(outbox, broker.settings(CN, inflight=5), device_keys, backend_keys.public()) as pub:
         assert wait_for(lambda: outbox.depth() == 0)
         for i in range(30, 40):  # committed while connected: woken by the commit
             committed.append(outbox.commit(decision(i)))
@@ -90,7 +91,7 @@ def test_status_is_retained_with_outbox_depth_and_offline_on_stop(broker, outbox
     for i in range(3):
         outbox.commit(decision(i))
     versions = {"versions": {"software": "0.1.0", "gallery": 4}, "location": "at_site"}
-    pub = Publisher(outbox, broker.settings(DEVICE, status_interval=1.0), device_keys, backend_keys.public(),
+    pub = Publisher(outbox, broker.settings(CN, status_interval=1.0), device_keys, backend_keys.public(),
                     status_provider=lambda: versions)
     pub.start()
     try:
@@ -111,7 +112,7 @@ def test_status_is_retained_with_outbox_depth_and_offline_on_stop(broker, outbox
 
 def test_last_will_marks_the_device_offline_when_the_link_dies(broker, outbox, device_keys, backend_keys, mqtt_probe):
     proxy = TcpProxy(broker.host, broker.port)
-    settings = broker.settings(DEVICE, url=proxy.url, keepalive=2)
+    settings = broker.settings(CN, url=proxy.url, keepalive=2)
     watcher = mqtt_probe("backend")
     watcher.subscribe(f"kiosk/{SITE}/{DEVICE}/status")
     with Publisher(outbox, settings, device_keys, backend_keys.public()) as pub:
@@ -127,7 +128,7 @@ def test_last_will_marks_the_device_offline_when_the_link_dies(broker, outbox, d
 
 def test_broker_refuses_another_devices_topic_and_nothing_is_marked(broker, tmp_path, device_keys, backend_keys, mqtt_probe):
     # The ACL at work, seen by a plain client: its own topic yes, another device's no.
-    t1 = mqtt_probe(DEVICE)
+    t1 = mqtt_probe(CN)
     assert t1.connected
     assert t1.publish(f"kiosk/{SITE}/{DEVICE}/events", b"x") < 0x80
     assert t1.publish(f"kiosk/{SITE}/kiosk-t2/events", b"x") == 0x87  # not authorized
@@ -137,7 +138,7 @@ def test_broker_refuses_another_devices_topic_and_nothing_is_marked(broker, tmp_
     for i in range(3):
         outbox.commit(decision(i))
     t2_keys = keymod.generate(f"{SITE}/kiosk-t2")
-    with Publisher(outbox, broker.settings(DEVICE), t2_keys, backend_keys.public()) as pub:
+    with Publisher(outbox, broker.settings(CN), t2_keys, backend_keys.public()) as pub:
         assert wait_for(lambda: pub.last_error is not None and "not authorized" in pub.last_error.lower(), timeout=10)
         time.sleep(0.5)
         assert outbox.depth() == 3  # refused events stay in the outbox
@@ -150,8 +151,8 @@ def test_client_without_certificate_is_refused(broker, outbox, device_keys, back
     assert anonymous.connack is None and not anonymous.connected
     # A certificate from a CA the broker does not trust fares no better.
     rogue = Pki(tmp_path / "rogue")
-    cert, key = rogue.client(DEVICE)
-    settings = broker.settings(DEVICE, client_cert=cert, client_key=key, connect_timeout=2.0)
+    cert, key = rogue.client(CN)
+    settings = broker.settings(CN, client_cert=cert, client_key=key, connect_timeout=2.0)
     outbox.commit(decision(0))
     with Publisher(outbox, settings, device_keys, backend_keys.public()) as pub:
         assert wait_for(lambda: pub.last_error is not None, timeout=8)
@@ -162,21 +163,21 @@ def test_client_without_certificate_is_refused(broker, outbox, device_keys, back
 
 
 def test_bad_tls_files_fail_at_construction(broker, outbox, device_keys, backend_keys, tmp_path):
-    cert, key = broker.pki.client(DEVICE)
+    cert, key = broker.pki.client(CN)
     loose = tmp_path / "loose.key"
     loose.write_bytes(key.read_bytes())
     os.chmod(loose, 0o644)
     with pytest.raises(KeyFileError, match="accessible by others"):
-        Publisher(outbox, broker.settings(DEVICE, client_key=loose), device_keys, backend_keys.public())
+        Publisher(outbox, broker.settings(CN, client_key=loose), device_keys, backend_keys.public())
     with pytest.raises(ConfigError, match="ca_file"):
-        Publisher(outbox, broker.settings(DEVICE, ca_file=tmp_path / "nope.pem"), device_keys, backend_keys.public())
+        Publisher(outbox, broker.settings(CN, ca_file=tmp_path / "nope.pem"), device_keys, backend_keys.public())
     with pytest.raises(KeyFileError):
-        Publisher(outbox, broker.settings(DEVICE), device_keys.public(), backend_keys.public())
+        Publisher(outbox, broker.settings(CN), device_keys.public(), backend_keys.public())
 
 
 def test_broker_down_then_up_backs_off_and_delivers(broker, outbox, device_keys, backend_keys, received):
     broker.stop()
-    settings = broker.settings(DEVICE, reconnect_backoff_initial=0.2, reconnect_backoff_max=0.8)
+    settings = broker.settings(CN, reconnect_backoff_initial=0.2, reconnect_backoff_max=0.8)
     with Publisher(outbox, settings, device_keys, backend_keys.public()) as pub:
         for i in range(5):
             outbox.commit(decision(i))
@@ -190,7 +191,7 @@ def test_broker_down_then_up_backs_off_and_delivers(broker, outbox, device_keys,
 
 def test_stop_ends_threads(broker, outbox, device_keys, backend_keys):
     before = {t.name for t in threading.enumerate()}
-    pub = Publisher(outbox, broker.settings(DEVICE), device_keys, backend_keys.public())
+    pub = Publisher(outbox, broker.settings(CN), device_keys, backend_keys.public())
     pub.start()
     assert "publisher" in {t.name for t in threading.enumerate()}
     assert wait_for(lambda: pub.connected)
@@ -210,7 +211,7 @@ def test_outbox_alarm_and_drops_show_in_the_status(broker, tmp_path, device_keys
         outbox.commit(Decision(Outcome.UNKNOWN, i))
     assert outbox.dropped() > 0 and outbox.alarm
     broker.start()
-    with Publisher(outbox, broker.settings(DEVICE), device_keys, backend_keys.public()) as pub:
+    with Publisher(outbox, broker.settings(CN), device_keys, backend_keys.public()) as pub:
         assert pub.wait_drained(20)
         status = mqtt_probe("backend").retained(f"kiosk/{SITE}/{DEVICE}/status")
     assert status["outbox"]["alarm"] == outbox.alarm and "drop_oldest" in status["outbox"]["alarm"]

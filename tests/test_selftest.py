@@ -112,14 +112,14 @@ def test_broker_skipped_when_not_configured(config):
 
 
 def test_broker_connects_over_tls(config, broker):
-    cfg = config.model_copy(update={"mqtt": broker.settings(config.device.device_id)})
+    cfg = config.model_copy(update={"mqtt": broker.settings(f"{config.device.site}/{config.device.device_id}")})
     r = one(Context(cfg), "broker")
     assert r.status == OK, r.detail
     assert "TLS (TLSv1." in r.detail
 
 
 def test_broker_down_or_untrusted_is_a_failure(config, broker, tmp_path):
-    settings = broker.settings(config.device.device_id)
+    settings = broker.settings(f"{config.device.site}/{config.device.device_id}")
     # A CA that did not sign the broker's certificate.
     from broker import Pki
 
