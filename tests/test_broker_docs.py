@@ -16,6 +16,8 @@ import pytest
 
 from broker import Broker, MqttProbe, device_cn
 from docs import docs_snippet
+from ingest_kit import Fleet, IngestProcess
+from kiosk.backend.store import open_store
 
 
 def wait_for(pred, timeout: float = 10.0) -> bool:
@@ -121,3 +123,21 @@ def test_mosquitto_denies_identities_with_wildcards(docs_broker):
     assert odd.connected
     assert odd.publish("kiosk/elm-court/door-1/events", b"x") == NOT_AUTHORIZED
     odd.close()
+
+
+@pytest.mark.slow
+def test_kiosks_publish_and_the_ingest_stores_over_the_documented_broker(docs_broker, tmp_path):
+    fleet = Fleet(tmp_path / "fleet", docs_broker, 2)
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    ingest = IngestProcess(fleet.ingest_config(url), tmp_path / "ingest.log").start()
+    try:
+        assert ingest.wait_subscribed(), ingest.log_text()
+        producers = [fleet.loadgen(d, "--events", "20", "--rate", "200", "--drain", "--timeout", "60")
+                     for d in fleet.doors]
+        assert all(p.wait() == 0 for p in producers), [p.stderr() for p in producers]
+        committed = {e for p in producers for e in p.committed}
+        with open_store(url) as store:
+            assert wait_for(lambda: store.counts()["events"] >= 40, 30)
+            assert {k[2] for k in store.event_keys()} == committed and store.counts()["events"] == 40
+    finally:
+        assert ingest.stop() == 0
