@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "liveness",
     "keys",
     "events",
+    "report",
     "provision",
     "qrtoken",
     "gallery",

@@ -1,0 +1,228 @@
+"""Reports on the stored events: what an office asks of a few hundred doors' check-ins.
+
+Each report is a :class:`Table` (a title, column names, rows) built from the
+store, so that ``kiosk-admin report`` prints it as text or CSV and draws it
+as a PNG chart the same way. Days and hours are local to ``tz`` (a
+:class:`zoneinfo.ZoneInfo`, default the machine's). Nothing here writes
+except :func:`erase_resident`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+from ..sync.events.outbox import CHECKIN_TYPES
+from .store import Store
+
+#: Event types that are a door refusing someone (not a check-in, not a notice).
+REFUSED_TYPES = ("unknown", "spoof", "refused_location", "qr_refused", "look_at_camera", "too_poor", "duplicate")
+
+
+@dataclass
+class Table:
+    title: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    def text(self) -> str:
+        """Aligned columns for a terminal."""
+        cells = [self.columns] + [tuple("" if v is None else _fmt(v) for v in r) for r in self.rows]
+        widths = [max(len(str(r[i])) for r in cells) for i in range(len(self.columns))]
+        lines = [self.title, ""]
+        for n, r in enumerate(cells):
+            lines.append("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
+            if n == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        if not self.rows:
+            lines.append("(nothing in this period)")
+        return "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        out = io.StringIO()
+        w = csv.writer(out)
+        w.writerow(self.columns)
+        for r in self.rows:
+            w.writerow(["" if v is None else _fmt(v) for v in r])
+        return out.getvalue()
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def _local(ts: float, tz: tzinfo | None) -> datetime:
+    return datetime.fromtimestamp(ts, tz).astimezone(tz) if tz else datetime.fromtimestamp(ts).astimezone()
+
+
+def _span(since: float | None, until: float | None) -> str:
+    def day(t):
+        return datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M") if t is not None else "…"
+
+    return f"{day(since)} to {day(until)}"
+
+
+def daily(store: Store, *, since: float | None = None, until: float | None = None,
+          tz: tzinfo | None = None, site: str | None = None) -> Table:
+    """Per resident and local day: first and last check-in, how many, at which doors."""
+    acc: dict[tuple[str, str], list] = {}
+    for e in store.events(since=since, until=until, site=site, types=CHECKIN_TYPES):
+        if not e["resident_id"]:
+            continue
+        t = _local(e["event_time"], tz)
+        key = (t.strftime("%Y-%m-%d"), e["resident_id"])
+        a = acc.setdefault(key, [t, t, 0, set()])
+        a[0], a[1] = min(a[0], t), max(a[1], t)
+        a[2] += 1
+        a[3].add(f"{e['site']}/{e['device']}")
+    rows = [(d, r, a[0].strftime("%H:%M:%S"), a[1].strftime("%H:%M:%S"), a[2], " ".join(sorted(a[3])))
+            for (d, r), a in sorted(acc.items())]
+    return Table(f"Check-ins per resident and day ({_span(since, until)})",
+                 ("day", "resident", "first", "last", "check_ins", "doors"), rows)
+
+
+def doors(store: Store, *, since: float | None = None, until: float | None = None,
+          site: str | None = None) -> Table:
+    """Per door: check-ins, each kind of refusal, spoofs, and when it was last heard from."""
+    counts: dict[tuple[str, str], Counter] = defaultdict(Counter)
+    last: dict[tuple[str, str], float] = {}
+    for e in store.events(since=since, until=until, site=site):
+        door = (e["site"], e["device"])
+        kind = "check_ins" if e["type"] in CHECKIN_TYPES else e["type"]
+        counts[door][kind] += 1
+        if e["flags"]:
+            counts[door]["flagged"] += 1
+        last[door] = max(last.get(door, 0.0), e["event_time"])
+    kinds = ("check_ins", "unknown", "spoof", "refused_location", "qr_refused", "look_at_camera", "too_poor",
+             "duplicate", "flagged")
+    rows = []
+    for door in sorted(counts):
+        c = counts[door]
+        rows.append((f"{door[0]}/{door[1]}", *(c[k] for k in kinds),
+                     sum(v for k, v in c.items() if k not in kinds), _local(last[door], None).strftime("%Y-%m-%d %H:%M")))
+    return Table(f"Events per door ({_span(since, until)})", ("door", *kinds, "other", "last_event"), rows)
+
+
+def hours(store: Store, *, since: float | None = None, until: float | None = None, tz: tzinfo | None = None,
+          site: str | None = None, device: str | None = None) -> Table:
+    """Check-ins per local hour of the day (0-23), over the period."""
+    c: Counter = Counter()
+    refused: Counter = Counter()
+    for e in store.events(since=since, until=until, site=site, device=device):
+        h = _local(e["event_time"], tz).hour
+        if e["type"] in CHECKIN_TYPES:
+            c[h] += 1
+        elif e["type"] in REFUSED_TYPES:
+            refused[h] += 1
+    rows = [(f"{h:02d}:00", c[h], refused[h]) for h in range(24)]
+    return Table(f"Check-ins per hour of the day ({_span(since, until)})", ("hour", "check_ins", "refused"), rows)
+
+
+def refusals(store: Store, *, since: float | None = None, until: float | None = None,
+             site: str | None = None) -> Table:
+    """Refusals at the doors (spoofs, unknown faces …, per door) and messages the back end refused (per reason)."""
+    rows: list[tuple] = []
+    at_doors: Counter = Counter()
+    for e in store.events(since=since, until=until, site=site, types=REFUSED_TYPES):
+        at_doors[(f"{e['site']}/{e['device']}", e["type"])] += 1
+    for (door, kind), n in sorted(at_doors.items()):
+        rows.append(("door", door, kind, n))
+    by_reason: Counter = Counter()
+    for r in store.refusals(since=since, until=until):
+        by_reason[(r["topic"], r["reason"])] += 1
+    for (topic, reason), n in sorted(by_reason.items()):
+        rows.append(("back end", topic, reason, n))
+    return Table(f"Refusals and spoofs ({_span(since, until)})", ("refused_by", "where", "why", "count"), rows)
+
+
+def history(store: Store, resident_id: str, *, since: float | None = None, until: float | None = None,
+            tz: tzinfo | None = None) -> Table:
+    """Everything stored about one resident: what a resident asks to see."""
+    rows = []
+    for e in store.events(since=since, until=until, resident_id=resident_id):
+        claims = store.claims_of(e["site"], e["device"], e["event_id"]) or {}
+        rows.append((_local(e["event_time"], tz).strftime("%Y-%m-%d %H:%M:%S"), f"{e['site']}/{e['device']}",
+                     e["type"], e["outcome"], e["method"], claims.get("distance"), claims.get("liveness"),
+                     e["flags"], e["event_id"]))
+    return Table(f"Stored events of resident {resident_id}",
+                 ("time", "door", "type", "outcome", "method", "distance", "liveness", "flags", "event_id"), rows)
+
+
+def chart(table: Table, path: Path) -> Path:
+    """A PNG bar chart of a report: counts by the report's first column(s)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
+    cols = table.columns
+    if cols[0] == "day":  # daily: check-ins per day, one bar per day
+        per_day: Counter = Counter()
+        residents: dict[str, set] = defaultdict(set)
+        for r in table.rows:
+            per_day[r[0]] += r[4]
+            residents[r[0]].add(r[1])
+        days = sorted(per_day)
+        ax.bar(days, [per_day[d] for d in days], label="check-ins")
+        ax.plot(days, [len(residents[d]) for d in days], "o-", color="tab:orange", label="residents")
+        ax.legend()
+        ax.set_ylabel("per day")
+    elif cols[0] == "hour":
+        x = [r[0][:2] for r in table.rows]
+        ax.bar(x, [r[1] for r in table.rows], label="check-ins")
+        ax.bar(x, [r[2] for r in table.rows], bottom=[r[1] for r in table.rows], label="refused")
+        ax.set_xlabel("hour of the day")
+        ax.legend()
+    elif cols[0] == "door":
+        names = [r[0] for r in table.rows]
+        bottom = [0] * len(names)
+        for i, kind in enumerate(cols[1:-2], start=1):
+            vals = [r[i] for r in table.rows]
+            if any(vals):
+                ax.bar(names, vals, bottom=bottom, label=kind)
+                bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.legend(fontsize=8)
+        ax.tick_params(axis="x", labelrotation=45)
+    elif cols[0] == "refused_by":
+        labels = [f"{r[1]}\n{r[2]}" for r in table.rows]
+        ax.barh(labels, [r[3] for r in table.rows], color=["tab:red" if r[0] == "door" else "tab:gray"
+                                                           for r in table.rows])
+    else:  # a history: events per type
+        c = Counter(r[2] for r in table.rows)
+        ax.bar(list(c), list(c.values()))
+    ax.set_title(table.title)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def erase_resident(store: Store, resident_id: str) -> int:
+    """Delete one resident's stored events; returns how many."""
+    return store.erase_resident(resident_id)
+
+
+def parse_when(text: str | None, tz: tzinfo | None) -> float | None:
+    """A report bound: ``YYYY-MM-DD`` (local midnight), an ISO 8601 time, or Unix seconds."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r}: not a date (YYYY-MM-DD), an ISO 8601 time or Unix seconds") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=tz) if tz else dt.astimezone()
+    return dt.timestamp()
+

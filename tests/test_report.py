@@ -1,0 +1,133 @@
+"""``kiosk-admin report`` on a store with known events: per resident and day, per door, per hour, refusals, history, erasure."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import cv2
+import pytest
+
+from kiosk.admin import main
+from kiosk.backend.store import Incoming, Refusal, open_store
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+def at(day: int, hh: int, mm: int) -> float:
+    """Unix time of 2026-03-DAY HH:MM in Shanghai."""
+    return datetime(2026, 3, day, hh, mm, tzinfo=TZ).timestamp()
+
+
+EVENTS = [  # (door, type, resident, day, hh, mm)
+    ("door-1", "checkin", "r-ada", 2, 7, 55),
+    ("door-2", "checkin", "r-ada", 2, 18, 40),
+    ("door-1", "qr", "r-ada", 2, 12, 5),
+    ("door-1", "checkin", "r-bob", 2, 8, 10),
+    ("door-1", "checkin", "r-ada", 3, 8, 1),
+    ("door-2", "spoof", "r-bob", 3, 23, 30),  # a photo of Bob held up: a spoof
+    ("door-2", "unknown", None, 3, 23, 31),
+    ("door-1", "duplicate", "r-ada", 3, 8, 1),
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    u = f"sqlite:///{tmp_path / 'events.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    with open_store(u) as s:
+        batch = []
+        for i, (door, kind, resident, d, h, m) in enumerate(EVENTS, start=1):
+            c = {"event_id": f"e{i}", "seq": i, "site": "elm-court", "device": door, "type": kind,
+                 "outcome": "ACCEPTED" if kind in ("checkin", "qr") else kind.upper(), "method": "qr" if kind == "qr"
+                 else "face", "resident_id": resident, "distance": 0.31, "time": at(d, h, m), "v": 1}
+            batch.append(Incoming(c, received_at=c["time"] + 1))
+        s.store_batch(batch, [Refusal("kiosk/elm-court/door-2/events", "bad_signature", "x", at(3, 9, 0), 10, "ab")])
+    return u
+
+
+def run(capsys, *args) -> tuple[int, str]:
+    code = main(["report", *args])
+    return code, capsys.readouterr().out
+
+
+def rows_of(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+SPAN = ["--since", "2026-03-01", "--until", "2026-03-05", "--tz", "Asia/Shanghai"]
+
+
+def test_daily_first_and_last_per_resident_and_day(url, capsys):
+    code, out = run(capsys, "daily", "--store", url, *SPAN, "--format", "csv")
+    assert code == 0
+    rows = [(r["day"], r["resident"], r["first"], r["last"], r["check_ins"], r["doors"]) for r in rows_of(out)]
+    assert rows == [
+        ("2026-03-02", "r-ada", "07:55:00", "18:40:00", "3", "elm-court/door-1 elm-court/door-2"),
+        ("2026-03-02", "r-bob", "08:10:00", "08:10:00", "1", "elm-court/door-1"),
+        ("2026-03-03", "r-ada", "08:01:00", "08:01:00", "1", "elm-court/door-1"),
+    ]
+    # In UTC, Ada's 07:55 in Shanghai is the day before.
+    code, out = run(capsys, "daily", "--store", url, *SPAN[:4], "--tz", "UTC", "--format", "csv")
+    assert rows_of(out)[0]["day"] == "2026-03-01"
+
+
+def test_doors_hours_and_refusals(url, capsys, tmp_path):
+    code, out = run(capsys, "doors", "--store", url, *SPAN, "--format", "csv")
+    doors = {r["door"]: r for r in rows_of(out)}
+    assert doors["elm-court/door-1"]["check_ins"] == "4" and doors["elm-court/door-1"]["duplicate"] == "1"
+    assert doors["elm-court/door-2"]["spoof"] == "1" and doors["elm-court/door-2"]["unknown"] == "1"
+    code, out = run(capsys, "hours", "--store", url, *SPAN, "--format", "csv", "--chart", str(tmp_path / "h.png"))
+    hours = {r["hour"]: (r["check_ins"], r["refused"]) for r in rows_of(out)}
+    assert len(hours) == 24 and hours["08:00"] == ("2", "1") and hours["07:00"] == ("1", "0") and hours["23:00"] == ("0", "2")
+    img = cv2.imread(str(tmp_path / "h.png"))
+    assert img is not None and img.shape[1] >= 800
+    code, out = run(capsys, "refusals", "--store", url, *SPAN, "--format", "csv")
+    got = {(r["refused_by"], r["where"], r["why"], r["count"]) for r in rows_of(out)}
+    assert ("door", "elm-court/door-2", "spoof", "1") in got
+    assert ("back end", "kiosk/elm-court/door-2/events", "bad_signature", "1") in got
+
+
+def test_table_output_and_charts_for_every_report(url, capsys, tmp_path):
+    for what in ("daily", "doors", "hours", "refusals"):
+        png = tmp_path / f"{what}.png"
+        code, out = run(capsys, what, "--store", url, *SPAN, "--chart", str(png))
+        assert code == 0 and out.splitlines()[0].startswith(("Check-ins", "Events", "Refusals"))
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_one_residents_history_then_erasure(url, capsys, tmp_path):
+    code, out = run(capsys, "resident", "--store", url, "--id", "r-bob", "--format", "csv", "--tz", "Asia/Shanghai")
+    rows = rows_of(out)
+    assert [(r["time"], r["type"]) for r in rows] == [("2026-03-02 08:10:00", "checkin"), ("2026-03-03 23:30:00", "spoof")]
+    assert rows[0]["distance"] == "0.310"
+    assert main(["report", "erase", "--store", url, "--id", "r-bob", "--yes"]) == 0
+    assert "erased 2 stored events" in capsys.readouterr().out
+    code, out = run(capsys, "resident", "--store", url, "--id", "r-bob", "--format", "csv")
+    assert rows_of(out) == []
+    code, out = run(capsys, "daily", "--store", url, *SPAN, "--format", "csv")
+    assert {r["resident"] for r in rows_of(out)} == {"r-ada"}  # Ada's records are untouched
+
+
+def test_erase_asks_first(url, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no terminal
+    assert main(["report", "erase", "--store", url, "--id", "r-ada"]) == 1
+    assert "add --yes" in capsys.readouterr().err
+    with open_store(url) as s:
+        assert len(list(s.events(resident_id="r-ada"))) == 5
+
+
+def test_purge_past_retention(url, capsys):
+    assert main(["report", "purge", "--store", url, "--retention-days", "1", "--yes"]) == 0
+    assert "deleted 8 events and 1 refusals" in capsys.readouterr().out
+    with open_store(url) as s:
+        assert s.counts()["events"] == 0
+
+
+def test_bad_arguments_are_named(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    assert main(["report", "daily", "--store", url, "--tz", "Mars/Olympus"]) == 78
+    assert main(["report", "daily", "--store", url, "--since", "yesterday"]) == 78
+    assert main(["report", "resident", "--store", url]) == 78
+    assert "needs --id" in capsys.readouterr().err
