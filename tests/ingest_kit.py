@@ -104,8 +104,12 @@ journald = false
         broker_keys = {"client_id": f"kiosk-{name}", "share_group": "", "session_expiry_s": 3600,
                        "reconnect_backoff_max": 1.0, "keepalive": 5, "connect_timeout": 5.0}
         ingest_keys = {"batch_max": 500}
+        store_keys = {}
         for k, v in ingest.items():
-            (broker_keys if k in broker_keys or k in ("receive_maximum",) else ingest_keys)[k] = v
+            if k in ("retention_days", "purge_interval_s"):
+                store_keys[k] = v
+            else:
+                (broker_keys if k in broker_keys or k in ("receive_maximum",) else ingest_keys)[k] = v
 
         def toml(d):
             return "\n".join(f"{k} = {v!r}".replace("'", '"') if not isinstance(v, bool) else f"{k} = {str(v).lower()}"
@@ -128,6 +132,7 @@ devices = "{self.devices_dir}"
 
 [store]
 url = "{store_url}"
+{toml(store_keys)}
 
 [ingest]
 state_dir = "{state}"

@@ -193,6 +193,28 @@ def test_broker_and_postgresql_down_and_up_the_ingest_recovers_by_itself(broker,
         assert ingest.stop() == 0
 
 
+@pytest.mark.e2e
+def test_events_past_the_retention_period_are_deleted_by_the_ingest(broker, tmp_path):
+    from kiosk.backend.store import Incoming
+
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    now = time.time()
+    with open_store(url) as s:
+        s.store_batch([Incoming({"event_id": f"old-{i}", "seq": i, "site": "elm-court", "device": "door-1",
+                                 "type": "checkin", "resident_id": "r-1", "time": now - (40 + i) * 86400}, now)
+                       for i in range(5)]
+                      + [Incoming({"event_id": "new", "seq": 9, "site": "elm-court", "device": "door-1",
+                                   "type": "checkin", "resident_id": "r-1", "time": now - 86400}, now)])
+    fleet = Fleet(tmp_path / "fleet", broker, 1)
+    ingest = IngestProcess(fleet.ingest_config(url, retention_days=30), tmp_path / "ingest.log").start()
+    try:
+        assert ingest.wait_subscribed(), ingest.log_text()
+        assert wait_for(lambda: "deleted 5 events" in ingest.log_text(), 20)
+        assert stored_ids(url) == ["new"]
+    finally:
+        assert ingest.stop() == 0
+
+
 def test_validate_config(tmp_path, broker):
     fleet = Fleet(tmp_path / "fleet", broker, 1)
     cfg = fleet.ingest_config(f"sqlite:///{tmp_path / 'e.db'}")

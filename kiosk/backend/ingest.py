@@ -214,6 +214,7 @@ def _serve(service: Ingest) -> int:
             return 0
         notifier.ready(f"subscribed; storing in {service.store.describe()}")
         log.info("ingest running")
+        service.purge_if_due()
         beat = min(10.0, (notifier.watchdog_interval or 30.0) / 3)
         while not service._stop.wait(beat):
             if hup.is_set():
