@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _validate(args) -> int:
-    load_config(args.validate_config)
+    from .sync.keys import check_device_key_owner
+
+    cfg = load_config(args.validate_config)
+    check_device_key_owner(cfg)  # the key file, when there is one, is this door's
     print(f"{args.validate_config}: OK")
     return 0
 

@@ -80,3 +80,21 @@ def test_missing_source_is_a_config_error(tmp_path):
     r = kiosk("run", "--config", str(cfg), "--source", str(tmp_path / "nope.mp4"))
     assert r.returncode == 78
     assert "no such file" in r.stderr
+
+
+def test_keys_of_another_door_fail_validation_and_run_with_78(tmp_path):
+    """Issue 13: a key/device mismatch passed --validate-config, then `kiosk run` exited 1 (restarted for ever)."""
+    from kiosk.sync import keys as keymod
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    keymod.save_private(state / "device.jwks", keymod.generate("s1/door-2"))  # door-2's keys, config says door-1
+    cfg = write_config(tmp_path / "k.toml", state)
+    v = kiosk("--validate-config", str(cfg))
+    assert v.returncode == 78, v.stdout + v.stderr
+    assert "'s1/door-2'" in v.stderr and "'s1/door-1'" in v.stderr and "keys.device_key" in v.stderr
+    r = kiosk("run", "--config", str(cfg), "--source", str(tmp_path))
+    assert r.returncode == 78, r.stderr
+    assert "holds the keys of 's1/door-2'" in r.stderr
+    keymod.save_private(state / "device.jwks", keymod.generate("s1/door-1"), overwrite=True)
+    assert kiosk("--validate-config", str(cfg)).returncode == 0

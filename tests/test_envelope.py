@@ -13,7 +13,7 @@ from joserfc import jws as rfc_jws
 from joserfc.jwk import KeySet
 
 from kiosk.config import parse_config
-from kiosk.errors import EnvelopeError, KeyFileError
+from kiosk.errors import ConfigError, EnvelopeError, KeyFileError
 from kiosk.sync import keys as keymod
 from kiosk.sync.envelope import EVENT_TYP, open_sealed, seal
 
@@ -175,7 +175,7 @@ def test_daemon_keys_from_config_and_credentials_directory(tmp_path, monkeypatch
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     (state / "device.jwks").unlink()
     keymod.save_private(state / "device.jwks", keymod.generate("test-site/kiosk-t9"))
-    with pytest.raises(KeyFileError, match="belong to 'test-site/kiosk-t9'"):
+    with pytest.raises(ConfigError, match="holds the keys of 'test-site/kiosk-t9'"):  # exit 78: not restarted
         keymod.load_device_keys(cfg)
 
 

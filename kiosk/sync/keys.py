@@ -23,8 +23,8 @@ from jwcrypto import jwk
 from jwcrypto.common import base64url_decode, base64url_encode
 
 from ..config import KioskConfig
-from ..errors import KeyFileError
 from ..atomicfile import write_atomic
+from ..errors import ConfigError, KeyFileError
 from ..keyfile import check_private, credential_path, write_secret
 
 log = logging.getLogger(__name__)
@@ -275,13 +275,11 @@ def load_device_keys(config: KioskConfig) -> tuple[PartyKeys, PartyKeys]:
     """The device's private keys and the back end's public keys, from ``[keys]``.
 
     Raises :class:`~kiosk.errors.KeyFileError` when one is missing, malformed,
-    made for another device, or (the private one) readable by others.
+    made for another device (a :class:`~kiosk.errors.ConfigError`: exit 78),
+    or (the private one) readable by others.
     """
     base = config.device.state_dir
-    device = load_private(resolve(config.keys.device_key, base))
-    expected = device_owner(config.device.site, config.device.device_id)
-    if device.owner != expected:
-        raise KeyFileError(f"{config.keys.device_key}: keys belong to {device.owner!r}, this device is {expected!r}")
+    device = check_device_key_owner(config, load_private(resolve(config.keys.device_key, base)))
     backend_path = resolve(config.keys.backend_public_key, base)
     if not backend_path.is_file():
         raise KeyFileError(
@@ -299,6 +297,24 @@ def check_key_files(config: KioskConfig) -> None:
     if config.mqtt.enabled:
         load_device_keys(config)
         return
-    path = resolve(config.keys.device_key, config.device.state_dir)
-    if path.exists():
-        load_private(path)
+    check_device_key_owner(config)
+
+
+def check_device_key_owner(config: KioskConfig, device: PartyKeys | None = None) -> PartyKeys | None:
+    """The device key file (if there is one) must be this device's: ``device.site``/``device.device_id``.
+
+    A mismatch is a configuration error (exit status 78: systemd does not
+    restart on it): the config names one door and the key file another.
+    """
+    if device is None:
+        path = resolve(config.keys.device_key, config.device.state_dir)
+        if not path.exists():
+            return None
+        device = load_private(path)
+    expected = device_owner(config.device.site, config.device.device_id)
+    if device.owner != expected:
+        raise ConfigError(
+            f"keys.device_key: {config.keys.device_key} holds the keys of {device.owner!r}, but this config is "
+            f"{expected!r} (device.site, device.device_id): fix one of them"
+        )
+    return device
