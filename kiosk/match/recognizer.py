@@ -67,6 +67,7 @@ class Recognizer:
         liveness: LivenessCheck | None = None,
         on_prompt: Callable[[Track, LivenessResult], None] | None = None,
         wall_clock=time.time,
+        recent_checkins: dict[str, float] | None = None,
     ):
         self.config = config
         # Called (once per visit) when liveness cannot tell yet: the resident is
@@ -80,6 +81,9 @@ class Recognizer:
         self._gallery_lock = threading.Lock()
         self._wall = wall_clock
         self._last_accepted: dict[str, float] = {}
+        # Check-ins committed before this run (resident -> wall time): the
+        # repeat interval holds across a restart too.
+        self._accepted_before: dict[str, float] = dict(recent_checkins or {})
         self.stats = RecognizerStats()
 
     @property
@@ -183,7 +187,9 @@ class Recognizer:
                 outcome, reason = Outcome.LOOK_AT_CAMERA, live.reason or "insufficient_liveness_evidence"
         if outcome is Outcome.ACCEPTED:
             last = self._last_accepted.get(rid)
-            if last is not None and t - last < self.config.match.repeat_interval_s:
+            before = self._accepted_before.get(rid)
+            interval = self.config.match.repeat_interval_s
+            if (last is not None and t - last < interval) or (before is not None and self._wall() - before < interval):
                 outcome, reason = Outcome.DUPLICATE, "repeat_within_interval"
             else:
                 self._last_accepted[rid] = t

@@ -252,6 +252,20 @@ class Outbox:
                 changed += cur.rowcount
         return changed
 
+    def last_checkins(self, since: float) -> dict[str, float]:
+        """Each resident's latest check-in committed at or after ``since`` (wall seconds).
+
+        The recogniser starts from it, so that a resident accepted just before
+        a restart is a DUPLICATE just after it, as within one run.
+        """
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT resident_id, max(created_at) FROM checkins WHERE type IN (?, ?) AND resident_id IS NOT NULL"
+                " AND created_at >= ? GROUP BY resident_id",
+                [*CHECKIN_TYPES, since],
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
     # -- housekeeping -------------------------------------------------------
 
     def purge_delivered(self, older_than: float | None = None) -> int:
