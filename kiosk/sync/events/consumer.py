@@ -198,17 +198,27 @@ class PrintSink:
     def take(self, events: Sequence[Event], invalid: Sequence[Invalid]) -> None:
         for inv in invalid:
             self.on_invalid(inv)
+        new: list[tuple[tuple[str, str, str], int, float]] = []
+        keys: set[tuple[str, str, str]] = set()
+        last: dict[tuple[str, str], int | None] = {}
         for ev in events:
-            if ev.key in self.seen:
+            if ev.key in keys or ev.key in self.seen:
                 self.duplicates += 1
                 continue
             c = ev.claims
-            flags = flags_for(c, ev.received_at, self.seen.last_seq(c["site"], c["device"]), self.rules)
+            door = (c["site"], c["device"])
+            if door not in last:
+                last[door] = self.seen.last_seq(*door)
+            flags = flags_for(c, ev.received_at, last[door], self.rules)
             if flags:
                 self.flagged += 1
                 ev = Event(claims=c, topic=ev.topic, signer=ev.signer, received_at=ev.received_at, flags=flags)
             self.on_event(ev)
-            self.seen.add(ev.key, c["seq"], ev.received_at)
+            keys.add(ev.key)
+            new.append((ev.key, c["seq"], ev.received_at))
+            last[door] = c["seq"] if last[door] is None else max(last[door], c["seq"])
+        # Remembered after they were handed on, in one transaction per batch.
+        self.seen.add_many(new)
         if time.monotonic() >= self._prune_at:
             self._prune_at = time.monotonic() + 3600
             self.seen.prune()
