@@ -124,6 +124,8 @@ class SeenIds:
         conn = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
         self._db = sqlite_utils.Database(conn)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Losing the last few on a power cut costs only printing them again.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         _seen_migrations.apply(self._db)
         self._lock = threading.Lock()
 
@@ -135,7 +137,7 @@ class SeenIds:
         """Record events in one transaction; for each, True if it was new."""
         out = []
         now = time.time()
-        with self._lock, self._db.conn:
+        with self._lock, self._db.atomic():
             for (site, device, event_id), seq, at in items:
                 cur = self._db.execute(
                     "INSERT OR IGNORE INTO seen_events (site, device, event_id, received_at) VALUES (?, ?, ?, ?)",
@@ -161,7 +163,7 @@ class SeenIds:
         """Forget events received more than ``older_than_days`` (default ``keep_days``) ago."""
         days = self.keep_days if older_than_days is None else older_than_days
         cutoff = (time.time() if now is None else now) - days * 86400
-        with self._lock, self._db.conn:
+        with self._lock, self._db.atomic():
             return self._db.execute("DELETE FROM seen_events WHERE received_at < ?", [cutoff]).rowcount
 
     def __contains__(self, key: tuple[str, str, str]) -> bool:

@@ -244,10 +244,12 @@ class Outbox:
         changed = 0
         with self._lock, self.db.atomic():
             now = self._wall()
-            for seq in seqs:
+            for i in range(0, len(seqs), 500):
+                part = seqs[i : i + 500]
                 cur = self.db.execute(
-                    "UPDATE checkins SET delivered_at = ?, evidence = NULL WHERE seq = ? AND delivered_at IS NULL",
-                    [now, seq],
+                    "UPDATE checkins SET delivered_at = ?, evidence = NULL WHERE delivered_at IS NULL AND seq IN"
+                    f" ({','.join('?' * len(part))})",
+                    [now, *part],
                 )
                 changed += cur.rowcount
         return changed

@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 PURGE_INTERVAL = 600.0
 #: Seconds a clean stop waits for the broker to take the "offline" status.
 OFFLINE_ACK_WAIT = 2.0
+#: Acknowledged events are marked delivered in one transaction per this many,
+#: or after this many seconds: a crash in between only sends them again.
+MARK_BATCH = 500
+MARK_DELAY = 0.1
 #: PUBACK reason code "no matching subscribers" (MQTT v5 §3.4.2.1).
 NO_MATCHING_SUBSCRIBERS = 16
 
@@ -115,6 +119,8 @@ class Publisher:
         self._last_sent_seq = 0
         self._backoff = 0.0
         self._next_attempt = 0.0
+        self._acked: list[int] = []  # acknowledged, not yet marked delivered
+        self._mark_due = 0.0
         self._hold_until = 0.0  # no subscriber: no events sent before this
         self._hold_backoff = 0.0
         self._next_status = 0.0
@@ -301,7 +307,10 @@ class Publisher:
             self._next_purge = self._clock() + PURGE_INTERVAL
             self.outbox.purge_delivered()
         wait = self._wait_time()
-        return self._handle(wait if max_wait is None else min(wait, max_wait))
+        stop = self._handle(wait if max_wait is None else min(wait, max_wait))
+        if self._acked and self._clock() >= self._mark_due:
+            self._flush_marks()
+        return stop
 
     def _wait_time(self) -> float:
         now = self._clock()
@@ -310,6 +319,8 @@ class Publisher:
             deadlines.append(self._next_attempt)
         if self._connect_deadline is not None:
             deadlines.append(self._connect_deadline)
+        if self._acked:
+            deadlines.append(self._mark_due)
         if self._connected:
             deadlines.append(self._next_status)
             if self._hold_until > now:
@@ -353,8 +364,17 @@ class Publisher:
                     if rc >= FAILURE:
                         log.error("broker refused a subscription: %s", text)
         if acked:
-            self.delivered += self.outbox.mark_delivered_many(acked)
+            self._acked.extend(acked)
+        if self._acked and (len(self._acked) >= MARK_BATCH or self._clock() >= self._mark_due or stop):
+            self._flush_marks()
         return stop
+
+    def _flush_marks(self) -> None:
+        """Mark the acknowledged events delivered, in one transaction."""
+        acked, self._acked = self._acked, []
+        self._mark_due = self._clock() + MARK_DELAY
+        if acked:
+            self.delivered += self.outbox.mark_delivered_many(acked)
 
     def _local(self, item: tuple) -> None:
         """Requests from other stages (publisher thread)."""
@@ -566,6 +586,8 @@ class Publisher:
             self._drain()
         except Exception:
             log.exception("could not send the last events on stop")
+        finally:
+            self._flush_marks()
         if self._connected and self._client is not None:
             try:
                 mid = self._publish_status("offline", "stopped")
