@@ -13,7 +13,6 @@ from docs import REPO, all_blocks, pages
 #: no test uses it (the test below fails as soon as one does, so the list cannot go stale).
 UNTESTED = {
     "events-keys-backend", "events-keys-device", "events-device-toml", "events-consumer",
-    "events-joserfc",
     "gallery-admin-key", "gallery-publish", "gallery-format", "gallery-tests",
     "provisioning-fleet", "provisioning-reset",
     "appliance-install", "appliance-build-image", "appliance-selftest",
