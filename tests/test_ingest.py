@@ -247,3 +247,12 @@ def test_every_setting_is_documented_in_config_ingest_toml():
         parse_ingest_config("[ingest]\nbatch_max = 0\n", "x.toml")
     with pytest.raises(ConfigError, match="plain mqtt"):
         parse_ingest_config('[broker]\nurl = "mqtt://broker.example.org:1883"\n')
+
+
+def test_kiosk_ingest_options_all_have_help():
+    from kiosk.backend.ingest import build_parser
+
+    parser = build_parser()
+    assert parser.description
+    for action in parser._actions:
+        assert action.help, f"kiosk-ingest {action.option_strings}: undocumented"

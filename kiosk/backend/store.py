@@ -3,7 +3,7 @@
 :func:`open_store` takes ``sqlite:///PATH`` (or a plain path) or
 ``postgresql://USER@HOST:PORT/DB`` and returns a :class:`Store` with the
 schema of :mod:`kiosk.backend.schema` migrated. Everything is plain SQL in
-the subset both databases speak; :class:`_Sqlite` and :class:`_Postgres` only
+the subset both databases speak; the dialects (:mod:`.dialects`) only
 connect, lock and turn ``?`` into psycopg's ``%s``.
 
 Storing is idempotent on (site, device, event id): :meth:`Store.store_batch`
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,7 +27,8 @@ from urllib.parse import urlsplit
 
 import uuid6
 
-from ..errors import ConfigError, StorageError, StoreUnavailable
+from ..errors import ConfigError, StorageError
+from .dialects import Dialect, Postgres, Sqlite
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -80,11 +80,11 @@ def open_store(url: str | Path, *, migrate: bool = True) -> "Store":
     text = str(url)
     scheme = urlsplit(text).scheme if "://" in text else ""
     if scheme in ("postgresql", "postgres"):
-        store = Store(_Postgres(text))
+        store = Store(Postgres(text))
     elif scheme in ("", "sqlite"):
         if scheme and not text.startswith("sqlite:///"):
             raise ConfigError(f"store URL {text!r}: write sqlite:///PATH (three slashes, then the path)")
-        store = Store(_Sqlite(Path(text[len("sqlite:///"):] if scheme else text)))
+        store = Store(Sqlite(Path(text[len("sqlite:///"):] if scheme else text)))
     else:
         raise ConfigError(f"store URL {text!r}: not sqlite:///PATH or postgresql://USER@HOST/DB")
     if migrate:
@@ -95,7 +95,7 @@ def open_store(url: str | Path, *, migrate: bool = True) -> "Store":
 class Store:
     """Events, refusals and erasures in SQLite or PostgreSQL (see the module docstring)."""
 
-    def __init__(self, dialect: "_Dialect"):
+    def __init__(self, dialect: "Dialect"):
         self._d = dialect
         self._lock = threading.RLock()
 
@@ -316,207 +316,3 @@ def _event_row(ev: Incoming, flags: str | None, stored_at: float) -> list:
     return [c["site"], c["device"], c["event_id"], c["seq"], c["type"], c.get("outcome"), c.get("method"),
             c.get("resident_id"), float(c["time"]), ev.received_at, stored_at, flags,
             json.dumps(c, sort_keys=True, separators=(",", ":")), evidence]
-
-
-_INSERT_EVENT = (
-    "INSERT INTO events (site, device, event_id, seq, type, outcome, method, resident_id, event_time,"
-    " received_at, stored_at, flags, claims, evidence_jpeg) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (site, device, event_id) DO NOTHING"
-)
-
-
-# -- dialects ------------------------------------------------------------------
-
-
-class _Dialect:
-    kind = ""
-    greatest = "GREATEST"
-    for_update = ""
-
-    def q(self, sql: str) -> str:
-        return sql
-
-    def transaction(self):
-        raise NotImplementedError
-
-    def lock_schema(self, cur) -> None:
-        pass
-
-    def insert_events(self, cur, rows: list[list]) -> list[bool]:
-        raise NotImplementedError
-
-    def executemany(self, cur, sql: str, rows: list[list]) -> None:
-        cur.executemany(self.q(sql), rows)
-
-    def reclaim(self) -> None:
-        pass
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-
-class _Transaction:
-    """``with`` block around one transaction on a connection: commit on success, roll back on error."""
-
-    def __init__(self, begin: Callable[[], Any], commit: Callable[[], None], rollback: Callable[[], None],
-                 cursor: Callable[[], Any], errors: tuple[type[BaseException], ...], on_lost: Callable[[BaseException], None]):
-        self._begin, self._commit, self._rollback, self._cursor = begin, commit, rollback, cursor
-        self._errors, self._on_lost = errors, on_lost
-
-    def __enter__(self):
-        try:
-            self._begin()
-            self.cur = self._cursor()
-        except self._errors as e:
-            self._on_lost(e)
-        return self.cur
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            if exc_type is None:
-                self._commit()
-                return False
-            self._rollback()
-        except self._errors as e:
-            self._on_lost(e)
-        if exc is not None and isinstance(exc, self._errors):
-            self._on_lost(exc)
-        return False
-
-
-class _Sqlite(_Dialect):
-    kind = "sqlite"
-    greatest = "MAX"
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            # A stored event survives a power cut before it is acknowledged.
-            self._conn.execute("PRAGMA synchronous=FULL")
-            # Erased rows are overwritten, not left in free pages.
-            self._conn.execute("PRAGMA secure_delete=ON")
-        except (sqlite3.Error, OSError) as e:
-            raise StorageError(f"cannot open the store {path}: {e}") from None
-
-    def describe(self) -> str:
-        return f"sqlite:///{self.path}"
-
-    def transaction(self):
-        conn = self._conn
-
-        def lost(e):
-            raise StorageError(f"store {self.path}: {e}") from None
-
-        return _Transaction(lambda: conn.execute("BEGIN IMMEDIATE"), lambda: conn.execute("COMMIT"),
-                            lambda: conn.execute("ROLLBACK") if conn.in_transaction else None,
-                            conn.cursor, (sqlite3.Error,), lost)
-
-    def insert_events(self, cur, rows):
-        out = []
-        for row in rows:
-            cur.execute(_INSERT_EVENT, row)
-            out.append(cur.rowcount == 1)
-        return out
-
-    def reclaim(self) -> None:
-        try:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error:
-            pass
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-
-class _Postgres(_Dialect):
-    kind = "postgresql"
-    for_update = " FOR UPDATE"
-
-    def __init__(self, url: str, connect_timeout: float = 10.0):
-        try:
-            import psycopg
-        except ImportError:
-            raise ConfigError(
-                "a postgresql:// store needs psycopg 3: pip install 'kiosk[backend]'"
-            ) from None
-        self._psycopg = psycopg
-        self.url = url
-        self.connect_timeout = connect_timeout
-        self._conn = None
-        self._connect()
-
-    def describe(self) -> str:
-        u = urlsplit(self.url)
-        host = u.hostname or "localhost"
-        port = f":{u.port}" if u.port else ""
-        user = f"{u.username}@" if u.username else ""
-        return f"postgresql://{user}{host}{port}{u.path}"
-
-    def q(self, sql: str) -> str:
-        return sql.replace("?", "%s")
-
-    def _connect(self):
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        try:
-            self._conn = self._psycopg.connect(self.url, connect_timeout=max(1, int(self.connect_timeout)))
-        except self._psycopg.Error as e:
-            self._conn = None
-            raise StoreUnavailable(f"cannot connect to the store {self.describe()}: {_first_line(e)}") from None
-        return self._conn
-
-    def _lost(self, e: BaseException):
-        pg = self._psycopg
-        if isinstance(e, (pg.OperationalError, pg.InterfaceError)) or (self._conn is not None and self._conn.closed):
-            try:
-                if self._conn is not None:
-                    self._conn.close()
-            except pg.Error:
-                pass
-            self._conn = None
-            raise StoreUnavailable(f"lost the store {self.describe()}: {_first_line(e)}") from None
-        raise StorageError(f"store {self.describe()}: {_first_line(e)}") from None
-
-    def transaction(self):
-        conn = self._connect()
-        return _Transaction(lambda: None, conn.commit, conn.rollback, conn.cursor, (self._psycopg.Error,), self._lost)
-
-    def lock_schema(self, cur) -> None:
-        # Several processes may start at once: one migrates, the others wait for it.
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", [_MIGRATION_LOCK])
-
-    def insert_events(self, cur, rows):
-        if not rows:
-            return []
-        cur.executemany(self.q(_INSERT_EVENT) + " RETURNING 1", rows, returning=True)
-        out = []
-        while True:
-            out.append(cur.fetchone() is not None)
-            if not cur.nextset():
-                break
-        return out
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except self._psycopg.Error:
-                pass
-            self._conn = None
-
-
-#: Advisory lock key held while migrating ("kiosk" in ASCII).
-_MIGRATION_LOCK = 0x6B696F736B
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
