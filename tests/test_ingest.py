@@ -194,6 +194,29 @@ def test_broker_and_postgresql_down_and_up_the_ingest_recovers_by_itself(broker,
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
+def test_the_ingest_starts_under_a_large_backlog(broker, tmp_path):
+    """The broker floods a resumed session right after CONNACK: the SUBACK must not wait behind that backlog."""
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    fleet = Fleet(tmp_path / "fleet", broker, 2)
+    cfg = fleet.ingest_config(url, connect_timeout=1.0)
+    ingest = IngestProcess(cfg, tmp_path / "ingest.log").start()
+    assert ingest.wait_subscribed(), ingest.log_text()
+    assert ingest.stop() == 0  # away; the broker queues for its session
+    producers = [fleet.loadgen(d, "--events", "1500", "--rate", "5000", "--drain", "--timeout", "120")
+                 for d in fleet.doors]
+    assert all(p.wait(300) == 0 for p in producers), [p.stderr() for p in producers]
+    mark = len(ingest.log_text())
+    ingest.start()
+    try:
+        assert ingest.wait_subscribed(mark), ingest.log_text()[mark:]
+        assert_exactly_once(url, {e for p in producers for e in p.committed}, timeout=120)
+        assert "broker unavailable" not in ingest.log_text()[mark:]
+    finally:
+        assert ingest.stop() == 0
+
+
+@pytest.mark.e2e
 def test_events_past_the_retention_period_are_deleted_by_the_ingest(broker, tmp_path):
     from kiosk.backend.store import Incoming
 

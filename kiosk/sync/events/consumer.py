@@ -335,9 +335,12 @@ class EventConsumer:
         self._client = new_client(settings, client_id, tls, reconnect=True, manual_ack=True)
         self._client.reconnect_delay_set(min_delay=1, max_delay=int(max(1, settings.reconnect_backoff_max)))
         q = self._queue
-        self._client.on_connect = lambda c, u, flags, rc, props: q.put(("connack", reason_value(rc), str(rc)))
+        # CONNACK and SUBACK are answered on paho's thread: with a session
+        # resumed, the broker sends what it queued right after the CONNACK,
+        # and the SUBACK must not wait behind those messages in the queue.
+        self._client.on_connect = self._on_connect
+        self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = lambda c, u, flags, rc, props: q.put(("disconnect", reason_value(rc), str(rc)))
-        self._client.on_subscribe = lambda c, u, mid, rcs, props: q.put(("suback", [reason_value(r) for r in rcs]))
         self._client.on_message = lambda c, u, msg: q.put(("message", msg, time.time()))
 
     @property
@@ -424,22 +427,25 @@ class EventConsumer:
             if messages:
                 self._batch(messages)
 
+    def _on_connect(self, client, userdata, flags, rc, props) -> None:
+        """On paho's thread: subscribe (again) on every connection."""
+        if reason_value(rc) >= FAILURE:
+            self._connect_error = f"broker refused the connection: {rc}"
+            log.error("%s", self._connect_error)
+            return
+        client.subscribe(self.topic, qos=1)
+
+    def _on_subscribe(self, client, userdata, mid, rcs, props) -> None:
+        """On paho's thread: the subscription is in place (or refused)."""
+        if any(reason_value(r) >= FAILURE for r in rcs):
+            self._connect_error = f"broker refused the subscription to {self.topic}"
+            log.error("%s", self._connect_error)
+        else:
+            log.info("subscribed to %s", self.topic)
+            self._connected.set()
+
     def _control(self, item) -> None:
-        kind = item[0]
-        if kind == "connack":
-            if item[1] >= FAILURE:
-                self._connect_error = f"broker refused the connection: {item[2]}"
-                log.error("%s", self._connect_error)
-                return
-            self._client.subscribe(self.topic, qos=1)
-        elif kind == "suback":
-            if any(rc >= FAILURE for rc in item[1]):
-                self._connect_error = f"broker refused the subscription to {self.topic}"
-                log.error("%s", self._connect_error)
-            else:
-                log.info("subscribed to %s", self.topic)
-                self._connected.set()
-        elif kind == "disconnect" and not self._stopping.is_set():
+        if item[0] == "disconnect" and not self._stopping.is_set():
             log.warning("disconnected from broker: %s; reconnecting", item[2])
 
     def _check(self, msg: mqtt.MQTTMessage, at: float) -> Event | Invalid:
