@@ -85,7 +85,7 @@ def run_with_broker(state, broker, source, evidence_crop: bool):
     device, backend = keymod.generate(f"{SITE}/{DEVICE}"), keymod.generate("backend")
     keymod.save_private(state / "device.jwks", device, overwrite=True)
     keymod.save_public(state / "backend.pub.jwks", backend, overwrite=True)
-    cert, key = broker.pki.client(DEVICE)
+    cert, key = broker.pki.client(f"{SITE}/{DEVICE}")  # the door's broker identity (docs/broker.md)
     cfg = parse_config(
         f'[device]\nsite = "{SITE}"\ndevice_id = "{DEVICE}"\nstate_dir = "{state}"\n[logging]\njournald = false\n'
         f'[mqtt]\nenabled = true\nurl = "{broker.url}"\nca_file = "{broker.pki.ca_file}"\n'

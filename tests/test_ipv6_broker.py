@@ -107,7 +107,7 @@ def test_events_reach_a_broker_on_ipv6_loopback(broker6, tmp_path):
     outbox = Outbox(db, site=SITE, device=DEVICE, settings=OutboxSettings())
     try:
         ev = outbox.commit(Decision(Outcome.ACCEPTED, 1, resident_id="r-1", distance=0.3, margin=0.1, frames=3))
-        with Publisher(outbox, broker6.settings(DEVICE), device, backend.public()):
+        with Publisher(outbox, broker6.settings(f"{SITE}/{DEVICE}"), device, backend.public()):
             assert wait_for(lambda: outbox.depth() == 0 and len(received) == 1), broker6.log_tail()
     finally:
         consumer.close()
@@ -117,7 +117,7 @@ def test_events_reach_a_broker_on_ipv6_loopback(broker6, tmp_path):
 
 @needs_ipv6
 def test_selftest_connects_to_an_ipv6_broker(config, broker6):
-    cfg = config.model_copy(update={"mqtt": broker6.settings(config.device.device_id)})
+    cfg = config.model_copy(update={"mqtt": broker6.settings(f"{config.device.site}/{config.device.device_id}")})
     (r,) = run_checks(Context(cfg), ["broker"])
     assert r.status == OK, r.detail
     assert f"connected to [::1]:{broker6.port} over TLS (TLSv1." in r.detail
@@ -149,7 +149,7 @@ def test_the_tls_server_name_is_the_ipv6_address(config, tmp_path, broker_pki):
     b = Broker(tmp_path / "mosquitto-v4name", pki, host="::1")
     b.start()
     try:
-        cfg = config.model_copy(update={"mqtt": b.settings(config.device.device_id)})
+        cfg = config.model_copy(update={"mqtt": b.settings(f"{config.device.site}/{config.device.device_id}")})
         (r,) = run_checks(Context(cfg, broker_timeout=3), ["broker"])
     finally:
         b.kill()

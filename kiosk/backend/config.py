@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from ..config import MqttSettings, Section, parse_model
 from ..errors import ConfigError
@@ -22,7 +22,8 @@ _NAME = r"^[A-Za-z0-9_.-]+$"
 
 
 class BrokerSettings(Section):
-    url: str = Field("mqtts://localhost:8883", pattern=r"^mqtts?://[^/:\s]+(:\d{1,5})?/?$")
+    # The kiosk's own URL rules (IPv6 in brackets; plain mqtt:// only to this machine): one definition.
+    url: str = MqttSettings.model_fields["url"].default
     ca_file: Path = Path("mqtt-ca.pem")
     client_cert: Path = Path("mqtt-client.pem")
     client_key: Path = Path("mqtt-client.key")
@@ -34,6 +35,15 @@ class BrokerSettings(Section):
     connect_timeout: float = Field(10.0, gt=0, le=300)
     reconnect_backoff_max: float = Field(30.0, ge=1, le=3600)
     topic_prefix: str = Field("kiosk", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        try:
+            MqttSettings(url=url)
+        except ValidationError as e:
+            raise ValueError(e.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return url
 
     def mqtt(self) -> MqttSettings:
         """As the kiosk's MQTT settings, for the shared client plumbing."""
@@ -79,13 +89,6 @@ class IngestConfig(Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     logging: IngestLogging = IngestLogging()
-
-    @model_validator(mode="after")
-    def _checks(self):
-        if self.broker.url.startswith("mqtt://") and self.broker.url.split("://")[1].split(":")[0] not in (
-                "localhost", "127.0.0.1"):
-            raise ValueError("plain mqtt:// is only allowed to a broker on this machine; use mqtts://")
-        return self
 
     def path(self, p: Path) -> Path:
         """A path from the config: $CREDENTIALS_DIRECTORY first, then under ``[ingest] state_dir``."""
