@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..errors import ConfigError
 from ..backend import report as rep
 from ..backend.store import open_store
+from .extra import need
 
 REPORTS = {
     "daily": "per resident and day: first and last check-in, how many, at which doors",
@@ -52,6 +53,8 @@ def register(sub) -> None:
 
 
 def cmd_report(args) -> int:
+    if args.chart:
+        need("report --chart", "matplotlib")
     tz = None
     if args.tz:
         try:

@@ -28,13 +28,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tenacity import Retrying, retry_if_exception_type, wait_exponential
-
 from ..errors import BrokerUnavailable, ConfigError, KeyFileError, KioskError, StoreUnavailable
 from ..logs import setup_logging
 from ..notify import Notifier
 from ..sync import keys as keymod
-from ..sync.events.consumer import Event, EventConsumer, Invalid
+from ..sync.events.consumer import Event, EventConsumer, Invalid, retry_until_stopped
 from ..sync.events.freshness import FreshnessRules, flags_for
 from ..sync.mqtt import tls_files
 from .config import IngestConfig, load_ingest_config
@@ -100,26 +98,19 @@ class Ingest:
         self._stop = threading.Event()
         self._next_purge = 0.0
 
-    def _retrying(self, kinds: tuple[type[BaseException], ...], what: str) -> Retrying:
-        def said(state):
-            log.warning("%s: %s; trying again", what, state.outcome.exception())
-
-        return Retrying(
-            retry=retry_if_exception_type(kinds),
-            wait=wait_exponential(multiplier=0.5, max=self.config.broker.reconnect_backoff_max),
-            stop=lambda state: self._stop.is_set(),
-            sleep=self._stop.wait,
-            before_sleep=said,
-            reraise=True,
-        )
+    def _retry(self, kinds: tuple[type[BaseException], ...], what: str, fn, *args):
+        """``fn(*args)`` until it works or the service stops (backoff up to ``reconnect_backoff_max``)."""
+        return retry_until_stopped(self._stop, fn, *args, errors=kinds, first=0.5,
+                                   ceiling=self.config.broker.reconnect_backoff_max,
+                                   on_fail=lambda e: log.warning("%s: %s; trying again", what, e))
 
     def start(self) -> None:
         """Open the store and subscribe, each retried until it works (or :meth:`stop`)."""
         if self.store is None:
-            self.store = self._retrying((StoreUnavailable,), "store unavailable")(open_store, self.config.store_url)
+            self.store = self._retry((StoreUnavailable,), "store unavailable", open_store, self.config.store_url)
         log.info("storing events in %s (schema version %d)", self.store.describe(), self.store.schema_version())
         self.sink = StoreSink(self.store, self.config.ingest.rules())
-        self._retrying((BrokerUnavailable,), "broker unavailable")(self._subscribe)
+        self._retry((BrokerUnavailable,), "broker unavailable", self._subscribe)
 
     def _subscribe(self) -> None:
         b = self.config.broker

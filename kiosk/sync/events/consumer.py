@@ -36,7 +36,6 @@ import sqlite_utils
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlite_utils.migrations import Migrations
-from tenacity import Retrying, retry_if_exception_type, wait_exponential
 
 from ...config import MqttSettings
 from ...errors import BrokerUnavailable, EnvelopeError, KioskError
@@ -261,6 +260,28 @@ def check_message(topic: str, payload: bytes, backend: PartyKeys, devices: KeyRi
                        payload_bytes=len(data), payload_sha256=hashlib.sha256(data).hexdigest())
 
 
+def retry_until_stopped(stop: threading.Event, fn: Callable, *args, errors: tuple[type[BaseException], ...] = (Exception,),
+                        first: float = 0.2, ceiling: float = 30.0,
+                        on_fail: Callable[[BaseException], None] | None = None):
+    """``fn(*args)``, called again after each failure (waits doubling from ``first`` to ``ceiling``).
+
+    Gives up only when ``stop`` is set, re-raising the last failure. The
+    waits end at once on ``stop``, so a stopping service does not linger.
+    """
+    delay = first
+    while True:
+        try:
+            return fn(*args)
+        except errors as e:
+            if stop.is_set():
+                raise
+            if on_fail is not None:
+                on_fail(e)
+            if stop.wait(delay):
+                raise
+            delay = min(delay * 2, ceiling)
+
+
 def _bad(reason: str, message: str) -> EnvelopeError:
     err = EnvelopeError(f"{reason}: {message}")
     err.reason = reason
@@ -477,16 +498,10 @@ class EventConsumer:
             checked = self._check(msg, at)
             (events if isinstance(checked, Event) else invalid).append(checked)
         self.invalid += len(invalid)
-        retrying = Retrying(
-            retry=retry_if_exception_type(Exception),
-            wait=wait_exponential(multiplier=0.2, max=max(1.0, self.settings.reconnect_backoff_max)),
-            stop=lambda state: self._stopping.is_set(),
-            sleep=self._stopping.wait,
-            before_sleep=lambda state: self._sink_failed(state.outcome.exception(), len(messages)),
-            reraise=True,
-        )
         try:
-            retrying(self.sink.take, events, invalid)
+            retry_until_stopped(self._stopping, self.sink.take, events, invalid,
+                                ceiling=max(1.0, self.settings.reconnect_backoff_max),
+                                on_fail=lambda e: self._sink_failed(e, len(messages)))
         except Exception:
             # Stopping: not acknowledged, so the broker keeps them for this session and sends them again.
             return
