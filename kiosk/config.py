@@ -240,6 +240,11 @@ class LivenessSettings(Section):
     blink_weight: float = Field(1.0, ge=0, le=10)
     parallax_weight: float = Field(1.0, ge=0, le=10)
     moire_weight: float = Field(2.0, ge=0, le=10)
+    appearance: bool = True
+    appearance_offset: float = Field(-1.0, ge=-100, le=100)
+    appearance_scale: float = Field(2.0, gt=0, le=100)
+    appearance_weight: float = Field(3.0, ge=0, le=10)
+    appearance_live_weight: float = Field(0.3, ge=0, le=10)
     live_score: float = Field(0.5, gt=0, le=10)
     spoof_score: float = Field(0.5, gt=0, le=10)
 
@@ -249,6 +254,9 @@ class LivenessSettings(Section):
             raise ValueError("follow_min must be > static_max")
         if self.full_moves < self.min_moves:
             raise ValueError("full_moves must be >= min_moves")
+        if self.appearance_live_weight >= self.live_score:
+            # The appearance model's "live" alone must never open the door (docs/liveness.md).
+            raise ValueError("appearance_live_weight must be < live_score")
         return self
 
 

@@ -297,6 +297,11 @@ class Kiosk:
         """The location part of the device status (for the status topic), or None without a guard."""
         return self.location.status() if self.location is not None else None
 
+    def liveness_status(self) -> dict:
+        """Which liveness cues run (``{"enabled": False}`` when the check is off)."""
+        check = self.recognizer.liveness if self.recognizer else None
+        return {"enabled": True, **check.status()} if check is not None else {"enabled": False}
+
     def _status_fields(self) -> dict:
         """Extra fields of the retained MQTT status (read on the publisher thread)."""
         r = self.recognizer
@@ -306,6 +311,7 @@ class Kiosk:
             "location": self.location_status(),
             "gallery": self.gallery_sync.status() if self.gallery_sync is not None
             else {"updates": "off", "version": r.gallery.version if r else None},
+            "liveness": self.liveness_status(),
         }
 
     def _status_line(self) -> str:
