@@ -109,6 +109,22 @@ def test_settings_refuse_full_moves_below_min_moves():
         parse_config("[liveness]\nmin_moves = 4\nfull_moves = 3\n")
 
 
+def test_landmarks_that_jump_on_a_still_picture_are_not_a_move():
+    # dlib's landmarks jump on a still, low-resolution face; the picture (and its surround) did not move.
+    # Counted, that "move" would make a still picture look like a head before a still scene.
+    texture = scene(3)
+    ref_pts = face_points(300, 240)
+    assert surround_coherence(texture, ref_pts, texture, ref_pts + [12, 5]) is None
+    # The same jump with the face's pixels moving along is a move, and the ring says "static".
+    head = texture.copy()
+    moved = cv2.warpAffine(texture, np.float32([[1, 0, 12], [0, 1, 5]]), (640, 480), borderMode=cv2.BORDER_REFLECT)
+    x0, y0 = (ref_pts + [12, 5]).min(0).astype(int)
+    x1, y1 = (ref_pts + [12, 5]).max(0).astype(int)
+    head[y0:y1, x0:x1] = moved[y0:y1, x0:x1]
+    share, votes = surround_coherence(texture, ref_pts, head, ref_pts + [12, 5])
+    assert share < 0.2 and votes >= 50
+
+
 def test_surround_without_texture_gives_no_vote():
     flat = np.full((480, 640), 128, np.uint8)
     assert surround_coherence(flat, face_points(300, 240), flat, face_points(310, 240)) is None
