@@ -242,9 +242,9 @@ class LivenessSettings(Section):
     moire_weight: float = Field(2.0, ge=0, le=10)
     appearance: bool = True
     appearance_offset: float = Field(-1.0, ge=-100, le=100)
-    appearance_scale: float = Field(2.0, gt=0, le=100)
+    appearance_scale: float = Field(1.0, gt=0, le=100)
     appearance_weight: float = Field(3.0, ge=0, le=10)
-    appearance_live_weight: float = Field(0.3, ge=0, le=10)
+    appearance_live_weight: float = Field(0.0, ge=0, le=10)
     live_score: float = Field(0.5, gt=0, le=10)
     spoof_score: float = Field(0.5, gt=0, le=10)
 
