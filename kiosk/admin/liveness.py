@@ -63,7 +63,7 @@ def cmd_evaluate_liveness(args) -> int:
     if args.ablation:
         report["ablation"] = {name: _summary(ev.error_rates(rs)) for name, rs in results.items()}
     if args.plot:
-        ev.plot(full, rates, args.plot, title=root.name)
+        ev.plot(full, rates, args.plot, title=root.name, offset=cfg.liveness.appearance_offset)
         report["plot"] = str(args.plot)
     report["clips"] = ev.clip_rows(full)
     if args.save_json:

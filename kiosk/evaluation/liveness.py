@@ -227,32 +227,38 @@ def clip_rows(results: list[ClipResult]) -> list[dict]:
              "decided_after_s": r.decided_after_s, "frames_seen": r.frames_seen, "scores": r.scores} for r in results]
 
 
-def plot(results: list[ClipResult], rates: dict, path: Path, title: str = "") -> None:
-    """Per group, each clip's appearance log-odds against its total score; and the error rates."""
+def plot(results: list[ClipResult], rates: dict, path: Path, title: str = "", offset: float | None = None) -> None:
+    """Per group, each clip's combined score and its appearance log-odds (coloured by verdict); the error rates."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.8))
     kinds = list(rates["counts"])
+    colour = {ACCEPTED: "tab:green", SPOOF: "tab:red", LOOK: "tab:orange"}
     for i, k in enumerate(kinds):
         rs = [r for r in results if r.verdict != NO_FACE and group_of(r.clip) == k]
-        ys = [r.scores.get("score", 0.0) for r in rs]
-        xs = i + np.random.default_rng(i).uniform(-0.18, 0.18, len(ys))
-        colours = ["tab:green" if r.verdict == ACCEPTED else "tab:red" if r.verdict == SPOOF else "tab:orange" for r in rs]
-        ax1.scatter(xs, ys, s=12, alpha=0.7, c=colours)
-    ax1.set_xticks(range(len(kinds)), kinds)
-    ax1.set_ylabel("combined liveness score (green live, red spoof, orange look-at-camera)")
-    ax1.set_title(f"{title}: score per clip" if title else "score per clip")
-    ax1.grid(True, axis="y", alpha=0.3)
+        xs = i + np.random.default_rng(i).uniform(-0.18, 0.18, len(rs))
+        cs = [colour[r.verdict] for r in rs]
+        ax1.scatter(xs, [r.scores.get("score", 0.0) for r in rs], s=12, alpha=0.7, c=cs)
+        ax2.scatter(xs, [float(np.clip(r.scores.get("appearance_logit", np.nan), -15, 15)) for r in rs], s=12, alpha=0.7, c=cs)
+    for ax, label in ((ax1, "combined score"), (ax2, "appearance: mean log-odds of live (clipped to ±15)")):
+        ax.set_xticks(range(len(kinds)), kinds)
+        ax.set_ylabel(label)
+        ax.grid(True, axis="y", alpha=0.3)
+    if offset is not None:
+        ax2.axhline(offset, color="k", ls=":", lw=1, label="appearance_offset")
+        ax2.legend(loc="lower left")
+    ax1.set_title((f"{title}: " if title else "") + "per clip (green live, red spoof, orange look)")
+    ax2.set_title("the appearance cue per clip")
     bars = [("BPCER", rates["bpcer"]), ("BPNRR", rates["bpnrr"])] + [(f"APCER\n{k}", v) for k, v in rates["apcer"].items()]
-    ax2.bar([b[0] for b in bars], [100 * (b[1] or 0) for b in bars],
+    ax3.bar([b[0] for b in bars], [100 * (b[1] or 0) for b in bars],
             color=["tab:blue", "tab:cyan"] + ["tab:red"] * (len(bars) - 2))
-    ax2.axhline(5, color="k", ls="--", lw=1, label="5% goal")
-    ax2.set_ylabel("%")
-    ax2.set_title("error rates (ISO/IEC 30107-3)")
-    ax2.legend()
+    ax3.axhline(5, color="k", ls="--", lw=1, label="5% goal")
+    ax3.set_ylabel("%")
+    ax3.set_title("error rates (ISO/IEC 30107-3)")
+    ax3.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
