@@ -17,7 +17,6 @@ UNTESTED = {
     "provisioning-fleet", "provisioning-reset",
     "appliance-install", "appliance-build-image", "appliance-selftest",
     "appliance-preview",
-    "liveness-reproduce",
 }
 
 TESTS = Path(__file__).resolve().parent

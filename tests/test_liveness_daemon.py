@@ -13,6 +13,7 @@ from kiosk.daemon import Kiosk
 from kiosk.evaluation.attacks import crop_portrait, render_attack, write_clip
 from kiosk.match.decide import Outcome
 from kiosk.match.detect import FaceDetector
+from kiosk.match.liveness.appearance import MODEL_SHA256
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -37,6 +38,10 @@ def run_kiosk(state, source):
     k = Kiosk(cfg, source=source, panel=panel)
     k.start()
     try:
+        # The device's status says which liveness cues run, and which appearance model.
+        status = k.liveness_status()
+        assert status["enabled"] and {status[c] for c in ("blink", "parallax", "moire", "appearance")} == {"on"}
+        assert status["appearance_model"] == MODEL_SHA256[:16]
         assert k.run() == 0
     finally:
         k.stop()
@@ -73,7 +78,7 @@ def test_photo_attack_on_an_enrolled_resident_is_never_accepted(resident_state, 
     # The face matched the resident, and liveness is what stopped it, with its scores kept.
     refused = [d for d in decisions if d.outcome in (Outcome.SPOOF, Outcome.LOOK_AT_CAMERA)]
     assert refused and all(d.resident_id == WEBCAM_RESIDENT for d in refused)
-    assert all({"blink", "parallax", "moire", "score"} <= set(d.liveness) for d in refused)
+    assert all({"blink", "parallax", "moire", "appearance", "score"} <= set(d.liveness) for d in refused)
 
 
 def test_genuine_clip_of_the_same_resident_is_accepted(resident_state, test_data):
