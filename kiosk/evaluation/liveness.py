@@ -34,7 +34,8 @@ from ..capture.folder import decode_image
 from ..config import KioskConfig
 from ..match.decide import VoteBox
 from ..match.detect import SceneDetector, to_grey
-from ..match.liveness import CUES, Liveness
+from ..match import models
+from ..match.liveness import CUES, AppearanceModel, Liveness
 from ..match.track import Track
 from .livesets import GENUINE, LiveClip
 
@@ -138,11 +139,9 @@ def play_clip(clip: LiveClip, cfg: KioskConfig, checks: list[Liveness], *, every
 def evaluate(clips: list[LiveClip], cfg: KioskConfig, *, variants=(frozenset(),), every: int = 1,
              progress: bool = False) -> dict[str, list[ClipResult]]:
     """Every clip through each variant of the configured check (cues in a variant's set are off)."""
-    base = Liveness(cfg.liveness)
-    checks = [base] + [Liveness(cfg.liveness, shape_predictor=base._shape, appearance=base.appearance, off=off)
-                       for off in variants[1:]]
-    if variants[0]:
-        checks[0] = Liveness(cfg.liveness, shape_predictor=base._shape, appearance=base.appearance, off=variants[0])
+    shape = models.load("landmarks68")
+    model = AppearanceModel.load() if cfg.liveness.appearance else None
+    checks = [Liveness(cfg.liveness, shape_predictor=shape, appearance=model, off=off) for off in variants]
     results: dict[str, list[ClipResult]] = {variant_name(v): [] for v in variants}
     if progress:
         from tqdm import tqdm  # the admin extra: evaluate-liveness checks it is installed

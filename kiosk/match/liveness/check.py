@@ -8,13 +8,14 @@ live, negative: a presentation attack, 0: no information):
   picture, -1) or stays put (a head before a scene, +1), from 3 moves on;
 - ``moire`` (:mod:`.moire`): screen ripples on the face, down to -1;
 - ``appearance`` (:mod:`.appearance`): a trained texture/colour/surround model,
-  the visit's mean log-odds scaled to ±1. It needs no motion, so it is the
-  one cue that works at a low frame rate and against a replayed video, which
-  blinks and moves. Its "attack" evidence weighs more than its "live"
-  evidence (``appearance_weight`` against ``appearance_live_weight``): it was
-  trained on two research sets and is sure of the recaptures it has seen,
-  but its "live" on a kind of picture it has never seen means little (the
-  synthesised attacks show that, see docs/liveness.md).
+  the visit's mean log-odds of "live" mapped to [-1, 1] around
+  ``appearance_offset``. It needs no motion, so it is the one cue that works
+  at a low frame rate and against a replayed video, which blinks and moves.
+  Its "attack" weighs ``appearance_weight`` (3: it refuses on its own); its
+  "live" weighs ``appearance_live_weight`` (0 by default, and always less than
+  ``live_score``): the model was trained on two research sets and knows their
+  recaptures, but it cannot tell a clean picture of a face from the face (the
+  synthesised attacks look live to it, see docs/liveness.md).
 
 The weighted total decides: live at ``live_score`` or more, an attack at
 ``-spoof_score`` or less (before ``max_wait_s`` only at twice that).
