@@ -1,0 +1,119 @@
+"""``kiosk-admin evaluate-open-set`` on a slice of the LFW development photos: rates, DET plot, cache, calibration."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from kiosk.admin import main as admin_main
+
+pytestmark = pytest.mark.slow
+
+PEOPLE_WITH_FOUR = 24
+PEOPLE_WITH_ONE = 40
+
+
+@pytest.fixture(scope="session")
+def lfw_slice(tmp_path_factory, test_data):
+    """24 people with 4 photos and 40 with one (136 photos), and a descriptor cache filled once."""
+    src = test_data / "faces/lfw_dev"
+    root = tmp_path_factory.mktemp("lfw-slice") / "lfw"
+    four = one = 0
+    for d in sorted(p for p in src.iterdir() if p.is_dir()):
+        n = len(list(d.glob("*.jpg")))
+        if n == 4 and four < PEOPLE_WITH_FOUR:
+            four += 1
+        elif n == 1 and one < PEOPLE_WITH_ONE:
+            one += 1
+        else:
+            continue
+        (root / d.name).mkdir(parents=True)
+        for photo in d.glob("*.jpg"):
+            os.symlink(photo, root / d.name / photo.name)
+    cache = root.parent / "descriptors.sqlite"
+    return root, cache
+
+
+def run(capsys, root, cache, *args) -> dict:
+    capsys.readouterr()
+    assert admin_main(["evaluate-open-set", str(root), "--descriptor-cache", str(cache), "--folds", "3", "--json",
+                       *args]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_open_set_rates_per_size_single_and_visits(lfw_slice, capsys, tmp_path):
+    root, cache = lfw_slice
+    png = tmp_path / "det.png"
+    r = run(capsys, root, cache, "--enroll-photos", "1", "--visit-photos", "2", "--sizes", "10,all",
+            "--threshold", "0.45", "--no-mean-template", "--plot", str(png))
+    d = r["data"]
+    assert d["identities"] == PEOPLE_WITH_FOUR + PEOPLE_WITH_ONE and d["images"] == 4 * PEOPLE_WITH_FOUR + PEOPLE_WITH_ONE
+    used = d["used"]
+    sizes = {s["size"]: s for s in r["sizes"]}
+    assert set(sizes) == {"10", "all"} and sizes["10"]["residents"] == 10
+    everyone = sizes["all"]
+    # Each person is a stranger in one fold (all their photos) and enrolled from one photo in the others.
+    assert everyone["single"]["non_mated"] == used
+    assert everyone["single"]["mated"] == 2 * (used - d["identities"])
+    assert everyone["visit"]["mated"] > 0 and everyone["visit"]["non_mated"] > 0
+    for s in sizes.values():
+        for kind in ("single", "visit"):
+            x = s[kind]
+            assert 0 <= x["fpir"] <= x["fpir_upper95"] <= 1 and 0 <= x["wrong"] <= x["fnir"] <= 1
+            assert x["false_accepts"] == round(x["fpir"] * x["non_mated"])
+        assert s["point"] == {"threshold": 0.45, "margin": 0.06, "visit_threshold": 0.42, "cohort_weight": 0.0,
+                              "source": "config"}
+    # LFW is harder than a door, but most residents' photos are still recognised and few strangers pass.
+    assert everyone["single"]["fnir"] < 0.7 and everyone["single"]["fpir"] < 0.05
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A looser threshold lets more strangers in and turns fewer residents away.
+    loose = {s["size"]: s for s in run(capsys, root, cache, "--enroll-photos", "1", "--sizes", "all",
+                                        "--threshold", "0.6", "--no-mean-template")["sizes"]}["all"]
+    assert loose["single"]["fnir"] < everyone["single"]["fnir"] and loose["single"]["fpir"] > everyone["single"]["fpir"]
+
+
+def test_descriptors_come_from_the_cache(lfw_slice, capsys, monkeypatch):
+    from kiosk.evaluation.pairs import Describer
+
+    root, cache = lfw_slice
+    run(capsys, root, cache, "--sizes", "all", "--threshold", "0.45")  # fills the cache if no test did
+
+    def no_more(self, image):
+        raise AssertionError("a cached descriptor was computed again")
+
+    monkeypatch.setattr(Describer, "describe", no_more)
+    r = run(capsys, root, cache, "--sizes", "all", "--threshold", "0.45")
+    assert r["data"]["used"] > 100
+
+
+def test_only_people_with_enough_photos_are_enrolled(lfw_slice, capsys):
+    root, cache = lfw_slice
+    r = run(capsys, root, cache, "--enroll-photos", "3", "--sizes", "all", "--threshold", "0.45", "--mean-template")
+    everyone = r["sizes"][0]
+    # Residents are the people with 4 photos (3 enrolled, 1 probe), each enrolled in 2 of the 3 folds;
+    # people with one photo are strangers in every fold.
+    assert everyone["single"]["mated"] == 2 * PEOPLE_WITH_FOUR
+    assert everyone["single"]["non_mated"] == 3 * PEOPLE_WITH_ONE + 4 * PEOPLE_WITH_FOUR
+    assert r["protocol"]["mean_template"] and r["protocol"]["enroll_photos"] == 3
+    mixed = run(capsys, root, cache, "--enroll-photos", "3", "--sizes", "all", "--threshold", "0.45", "--mixed")
+    assert mixed["sizes"][0]["single"]["non_mated"] == 4 * PEOPLE_WITH_FOUR + PEOPLE_WITH_ONE
+
+
+def test_calibration_measured_on_the_slice_loads(lfw_slice, capsys, tmp_path):
+    from kiosk.config import MatchSettings
+    from kiosk.match.calibration import Calibration, operating_point
+
+    root, cache = lfw_slice
+    out = tmp_path / "calibration.json"
+    r = run(capsys, root, cache, "--enroll-photos", "1", "--sizes", "10,30", "--fpir-target", "0",
+            "--write-calibration", str(out))
+    cal = Calibration.from_json(json.loads(out.read_text()))
+    assert cal.sizes == [10, 30] and r["calibration"]["rule"]["margin"] == cal.margin
+    assert all(p.visit_threshold <= p.threshold for p in cal.points)
+    for p in json.loads(out.read_text())["points"]:  # resolvable: the target allows a false accept at all
+        assert p["resolvable"] == (p["fpir_target"] * p["non_mated"] >= 1 and p["fpir_target"] * p["non_mated_single"] >= 1)
+    assert any(p.resolvable for p in cal.points) and not all(p.resolvable for p in cal.points)
+    point = operating_point(MatchSettings(fpir_target=0.05), 20, cal)
+    assert point.source == "calibration" and point.calibrated_size == 30
