@@ -208,3 +208,15 @@ def test_sighup_reload_applies_the_calibration_for_the_new_size(resident_state, 
         assert after != before and k.recognizer.tracker.point is after
     finally:
         k.stop()
+
+
+def test_the_configuration_of_the_docs():
+    import tomllib
+
+    from docs import docs_snippet
+
+    match = MatchSettings(**tomllib.loads(docs_snippet("recognition-config"))["match"])
+    assert match.fpir_target == 0.001 and match.second_factor == "auto"
+    small, large = operating_point(match, 200), operating_point(match, 20_000)
+    assert small.met and small.face_alone and not small.second_factor
+    assert large.second_factor and not large.met

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from docs import REPO, docs_snippet
 from kiosk.admin import main as admin_main
 
 pytestmark = pytest.mark.slow
@@ -32,7 +36,8 @@ def lfw_slice(tmp_path_factory, test_data):
         (root / d.name).mkdir(parents=True)
         for photo in d.glob("*.jpg"):
             os.symlink(photo, root / d.name / photo.name)
-    cache = root.parent / "descriptors.sqlite"
+    # Where default_cache_path() points with XDG_CACHE_HOME set to root.parent: the docs' commands share it.
+    cache = root.parent / "kiosk-data" / "descriptors.sqlite"
     return root, cache
 
 
@@ -118,3 +123,49 @@ def test_calibration_measured_on_the_slice_loads(lfw_slice, capsys, tmp_path):
     assert any(p.resolvable for p in cal.points) and not all(p.resolvable for p in cal.points)
     point = operating_point(MatchSettings(fpir_target=0.05), 20, cal)
     assert point.source == "calibration" and point.calibrated_size == 30
+
+
+def run_docs(snippet: str, cwd: Path, cache: Path) -> subprocess.CompletedProcess:
+    """A shell snippet of docs/recognition.md, verbatim, in ``cwd`` (where ``lfw-dev`` is the slice)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "XDG_CACHE_HOME": str(cache.parent.parent)}
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", snippet], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.fixture
+def docs_folder(lfw_slice, tmp_path):
+    root, cache = lfw_slice
+    (tmp_path / "lfw-dev").symlink_to(root)
+    (tmp_path / "scripts").symlink_to(REPO / "scripts")
+    (tmp_path / "kiosk/match").mkdir(parents=True)  # where scripts/calibrate writes, relative to it
+    return tmp_path, cache
+
+
+def test_the_open_set_command_of_the_docs(docs_folder):
+    d, cache = docs_folder
+    r = run_docs(docs_snippet("recognition-open-set"), d, cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "visit" in r.stdout and "single" in r.stdout and "only" in r.stdout  # the slice has fewer than 100
+    assert (d / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_calibration_command_of_the_docs_writes_a_calibration_and_checks_it(docs_folder):
+    from kiosk.match.calibration import Calibration
+
+    d, cache = docs_folder
+    r = run_docs(docs_snippet("recognition-calibrate"), d, cache)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    written = d / "kiosk/match/calibration.json"
+    cal = Calibration.from_json(json.loads(written.read_text()))
+    assert cal.sizes[0] == 10 and 0 < cal.margin <= 0.08
+    assert "the kiosk at its default target" in r.stdout and r.stdout.count("operating point") == 2
+    assert json.loads(written.read_text())["protocol"]["seeds"] == [0, 1, 2]
+
+
+def test_the_evidence_command_of_the_docs(docs_folder):
+    d, cache = docs_folder
+    r = run_docs(docs_snippet("recognition-evidence"), d, cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("| ") and "variant" not in ln]
+    assert len(rows) == 6 and rows[0].startswith("| one photo per resident (today) |")

@@ -264,14 +264,17 @@ def _jittered_enrollment(samples, protocol, describer, cache) -> dict[str, np.nd
         mine = firsts.setdefault(s.identity, [])
         if len(mine) < protocol.enroll_photos:
             mine.append(Sample(s.path, s.identity, s.sha256))
+    from ..evaluation.openset import people_of
+
+    counts = {ident: len(v) for ident, v in people_of(samples, protocol.max_photos).items()}
+    enough = max(protocol.enroll_photos, protocol.min_photos)
+    firsts = {ident: mine for ident, mine in firsts.items() if protocol.mixed or counts.get(ident, 0) >= enough}
     todo = [s for mine in firsts.values() for s in mine]
     describe_samples(todo, describer, cache, desc="jittered enrollment")
-    out = {}
-    for ident, mine in firsts.items():
-        # A photo the jittered pass finds no face in keeps its plain descriptor (never happens: same detector).
-        plain = {s.sha256: s.vector for s in samples}
-        out[ident] = np.vstack([s.vector if s.vector is not None else plain[s.sha256] for s in mine])
-    return out
+    plain = {s.sha256: s.vector for s in samples}
+    # A photo the jittered pass finds no face in keeps its plain descriptor (the detector is the same: never).
+    return {ident: np.vstack([s.vector if s.vector is not None else plain[s.sha256] for s in mine])
+            for ident, mine in firsts.items()}
 
 
 def _print_calibration(c: dict) -> None:

@@ -51,6 +51,8 @@ class Protocol:
     max_galleries: int = 20  # per size and fold
     mean_template: bool = False  # search each resident's mean template too
     mixed: bool = False  # enroll people with fewer photos too (from what they have)
+    min_photos: int = 0  # enroll only people with at least this many photos (0: enroll_photos)
+    probe_from: int = 0  # their probes start at this photo (0: right after the enrollment photos)
     seed: int = 0
 
     def as_json(self) -> dict:
@@ -158,7 +160,9 @@ def run_trials(samples: list[Sample], protocol: Protocol, *, enroll_vectors: dic
     p = protocol
     people = people_of(samples, p.max_photos)
     names = list(people)
-    enrollable = {u for u in names if p.mixed or len(people[u]) >= p.enroll_photos}
+    enough = max(p.enroll_photos, p.min_photos)
+    enrollable = {u for u in names if p.mixed or len(people[u]) >= enough}
+    first_probe = max(p.enroll_photos, p.probe_from)
     parts: dict[int, list[dict]] = {size: [] for size in p.sizes}
     templates: list[np.ndarray] = []
     offset = 0
@@ -177,7 +181,7 @@ def run_trials(samples: list[Sample], protocol: Protocol, *, enroll_vectors: dic
         # Probes: one row per single photo; visits are groups of those rows.
         rows, truth, visits, v_truth = [], [], [], []
         for u in enrolled + strangers:
-            mine = people[u][p.enroll_photos :] if u in column else people[u]
+            mine = people[u][first_probe:] if u in column else people[u]
             first = sum(len(r) for r in rows)
             rows.append(mine)
             truth += [column.get(u, -1)] * len(mine)
