@@ -53,7 +53,7 @@ def print_report(r: dict, out) -> None:
     p = r["protocol"]
     print(f"residents enrolled from {p['enroll_photos']} photo(s){' + their mean template' if p['mean_template'] else ''};"
           f" visits of {p['visit_photos']} photos; {p['folds']} folds", file=out)
-    print(f"{'N':>6} {'galleries':>9}  {'kind':<7} {'FPIR':>8} {'(95% up)':>9} {'FNIR':>7} {'wrong':>8} "
+    print(f"{'size':>5} {'N':>6} {'galleries':>9}  {'kind':<7} {'FPIR':>8} {'(95% up)':>9} {'FNIR':>7} {'wrong':>8} "
           f"{'non-mated':>10} {'mated':>7}  operating point", file=out)
     for s in r["sizes"]:
         pt = s["point"]
@@ -64,7 +64,7 @@ def print_report(r: dict, out) -> None:
             where += f" ({s['note']})"
         for kind in ("single", "visit"):
             x = s[kind]
-            print(f"{s['residents']:>6} {s['galleries']:>9}  {kind:<7} {_pc(x['fpir']):>8} {_pc(x['fpir_upper95']):>9} "
+            print(f"{s['size']:>5} {s['residents']:>6} {s['galleries']:>9}  {kind:<7} {_pc(x['fpir']):>8} {_pc(x['fpir_upper95']):>9} "
                   f"{_pc(x['fnir'], 1):>7} {_pc(x['wrong']):>8} {x['non_mated']:>10} {x['mated']:>7}  "
                   f"{where if kind == 'single' else ''}", file=out)
     if "plot" in r:
