@@ -128,7 +128,7 @@ def test_daemon_opens_only_for_a_credential_the_face_narrowed_to(backend, visit_
         "[qr_credential]\nevery_n_frames = 2\nrepeat_window_s = 1.0\n"
         '[match]\nsecond_factor = "always"\n'
     )
-    picture = qr_picture(issue_token(backend, shown, "block-7"), tmp_path / "code.png", scale=4)
+    picture = qr_picture(issue_token(backend, shown, "block-7", "door-1"), tmp_path / "code.png", scale=4)
     video = [held_up(f, picture, size=250, angle=-4.0, blur=0.8, at=(680, 120)) if 40 <= i < 46 else f
              for i, f in enumerate(visit_frames)]
     outcomes = []

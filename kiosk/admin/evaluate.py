@@ -233,7 +233,9 @@ def cmd_evaluate_open_set(args) -> int:
         plot_det(curves(trials, at, match.votes_k), {at[s]["residents"]: at[s] for s in at}, args.plot, root.name)
         report["plot"] = str(args.plot)
     if args.write_calibration:
-        cells = [(s, 0.001) for s in trials if s == 0 or s >= 100] + [(s, 0.01) for s in trials if s == 0 or s >= 100]
+        # The rule is chosen where it matters most: galleries of 100 and more (or all sizes, if none is).
+        large = [s for s in trials if s == 0 or s >= 100] or list(trials)
+        cells = [(s, 0.001) for s in large] + [(s, 0.01) for s in large]
         rule, table = fitting.choose_rule(trials, match.votes_k, cells)
         points = fitting.fit(trials, rule, match.votes_k, repeats=len(seeds))
         what = (f"{root.name}: {data['identities']} people, {used} photos (at most {protocol.max_photos} each), "

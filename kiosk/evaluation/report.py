@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..match.decide import OperatingPoint, percent
+from ..match.decide import OperatingPoint
 from .openset import Protocol, Trials
-from .rates import Rates, det_curve, single_rates, visit_rates
+from .rates import det_curve, single_rates, visit_rates
 
 
 def size_label(size: int) -> str:
@@ -73,6 +73,3 @@ def print_report(r: dict, out) -> None:
 
 def _pc(x: float, digits: int = 3) -> str:
     return "n/a" if x != x else f"{100 * x:.{digits}f}%"
-
-
-__all__ = ["open_set_report", "curves", "print_report", "size_label", "Rates", "percent"]

@@ -80,7 +80,7 @@ class SecondFactor:
             if code.resident_id in face.candidates and code.timestamp <= self._faces[i].until:
                 del self._faces[i]
                 self.confirmed += 1
-                log.info("track %d: QR credential confirms the face", face.track_id, extra={"resident_id": code.resident_id})
+                log.info("track %d: a QR credential confirms the face", face.track_id)  # who: in the check-in, not the journal
                 return replace(code, outcome=Outcome.ACCEPTED, track_id=face.track_id, method="face+qr",
                                distance=face.distance, margin=face.margin, frames=face.frames + code.frames,
                                liveness=dict(face.liveness))
