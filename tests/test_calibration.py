@@ -220,3 +220,14 @@ def test_the_configuration_of_the_docs():
     small, large = operating_point(match, 200), operating_point(match, 20_000)
     assert small.met and small.face_alone and not small.second_factor
     assert large.second_factor and not large.met
+
+
+def test_selftest_states_the_expected_rates_at_this_size(resident_state):
+    from kiosk.selftest import OK, WARN, Context, run_checks
+
+    cfg = parse_config(f'[device]\nstate_dir = "{resident_state}"\n')
+    (r,) = run_checks(Context(cfg), ["gallery"])
+    assert r.status == OK and "6 residents: expected FPIR 0.1% per visit (target 0.1%), FNIR" in r.detail
+    big = parse_config(f'[device]\nstate_dir = "{resident_state}"\n[match]\nfpir_target = 0.00001\n')
+    (r,) = run_checks(Context(big), ["gallery"])
+    assert r.status == WARN and "NOT met" in r.detail and 'second_factor = "auto"' in r.detail
