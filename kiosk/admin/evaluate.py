@@ -173,6 +173,7 @@ def cmd_evaluate_open_set(args) -> int:
     from ..evaluation.report import curves, open_set_report, print_report
     from ..match.calibration import Calibration, operating_point
 
+    need("evaluate-open-set", "tqdm", *(["matplotlib"] if args.plot else []))
     cfg = config_of(args)
     root = Path(args.directory)
     if not root.is_dir():

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import sqlite_utils
-from tqdm import tqdm
 
 from ..errors import EnrollmentRefused
 from ..match.embed import DIMENSIONS
@@ -86,6 +85,8 @@ def describe_samples(samples: list[Sample], describer: Describer, cache: Descrip
 
     New descriptors are stored as they come (in batches), so an interrupted run loses little.
     """
+    from tqdm import tqdm  # the admin extra: the commands that come here check for it first
+
     key = describer_key(describer)
     known = cache.get_many(sorted({s.sha256 for s in samples}), key) if cache is not None else {}
     todo: dict[str, list[Sample]] = {}

@@ -15,7 +15,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tqdm import tqdm
 
 from ..config import DetectSettings
 from .calibration import Rule, fit_cell
@@ -44,6 +43,9 @@ def main(argv=None) -> int:
                     help="also try enrollment descriptors with J jitter passes (costly: about J x 100 ms a photo)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    from ..admin.extra import need, tqdm
+
+    need("the evidence study", "tqdm")
     seeds = [int(x) for x in args.seed.split(",")]
     samples = labelled_images(args.directory)
     settings = DetectSettings()
