@@ -80,6 +80,11 @@ class MatchSettings(Section):
     max_votes: int = Field(15, ge=1, le=200)
     visit_threshold: float = Field(0.42, ge=0, le=2.0)
     repeat_interval_s: float = Field(30.0, ge=0, le=86400)
+    fpir_target: float = Field(0.001, ge=0, le=0.5)
+    fnir_limit: float = Field(0.3, gt=0, le=1.0)
+    second_factor: Literal["off", "auto", "always"] = "off"
+    second_factor_window_s: float = Field(20.0, gt=0, le=300)
+    mean_template: bool = True
 
     @model_validator(mode="after")
     def _k_of_m(self):

@@ -191,6 +191,7 @@ class Kiosk:
         threading.current_thread().name = "match"
         assert self.capture and self.recognizer
         status = 0
+        last_t = 0.0  # the last frame's time
         while not self._stop.is_set():
             if self._reload.is_set():
                 self._reload.clear()
@@ -205,7 +206,7 @@ class Kiosk:
                 status = 1
                 break
             if frame is None:  # a file or folder has run dry
-                for d in self.recognizer.finish():
+                for d in self.recognizer.review(self.recognizer.finish(), last_t, final=True):
                     self._handle(d)
                 log.info("end of source after %d frames", self.recognizer.stats.frames)
                 break
@@ -219,6 +220,8 @@ class Kiosk:
                 decisions = self.recognizer.process(frame, faces=[])
             if self.crops is not None:
                 self.crops.see(frame.image, frame.timestamp, self.recognizer.tracker.tracks.values())
+            decisions = self.recognizer.review(decisions, frame.timestamp)  # the QR second factor, where on
+            last_t = frame.timestamp
             for d in decisions:
                 self._handle(d)
             if self.crops is not None:
@@ -312,6 +315,7 @@ class Kiosk:
             "gallery": self.gallery_sync.status() if self.gallery_sync is not None
             else {"updates": "off", "version": r.gallery.version if r else None},
             "liveness": self.liveness_status(),
+            "recognition": r.operating_status() if r else None,
         }
 
     def _status_line(self) -> str:

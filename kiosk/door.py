@@ -67,6 +67,8 @@ SIGNALS: dict[Outcome | str, Signal] = {
     Outcome.REFUSED_LOCATION: Signal(red=Blink(0.5, 0.5, 3), beep=Blink(0.6)),
     # A resident's QR code was refused (expired, used, other site, forged): as UNKNOWN.
     Outcome.QR_REFUSED: Signal(red=Blink(2.0), beep=Blink(0.1, 0.1, 2)),
+    # The face is one of a few residents: show your QR code (second factor): amber, one short beep.
+    Outcome.SHOW_QR: Signal(green=Blink(2.0), red=Blink(2.0), beep=Blink(0.1)),
     # Out of order (camera lost, stage hung): red flashes until cleared, three beeps.
     ERROR: Signal(red=Blink(0.1, 0.9, None), beep=Blink(0.1, 0.1, 3)),
 }

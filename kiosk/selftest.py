@@ -121,6 +121,7 @@ def check_gallery(ctx: Context) -> str:
     try:
         residents = conn.execute("SELECT count(*) FROM residents").fetchone()[0]
         templates = conn.execute("SELECT count(*) FROM templates").fetchone()[0]
+        searched = conn.execute("SELECT count(DISTINCT resident_id) FROM templates").fetchone()[0]
         sample = conn.execute("SELECT resident_id, vector FROM templates ORDER BY id LIMIT 1").fetchone()
     except sqlite3.DatabaseError as e:
         raise RuntimeError(f"{path}: {e}") from e
@@ -133,6 +134,19 @@ def check_gallery(ctx: Context) -> str:
         detail += ", template key opens them"
     if residents == 0:
         raise Warn(detail + ": nobody is enrolled yet")
+    return _recognition(cfg, searched, detail)
+
+
+def _recognition(cfg: KioskConfig, residents: int, detail: str) -> str:
+    """The operating point at this gallery's size, and what it is expected to give (Warn: target not met)."""
+    from .match.calibration import operating_point, summary
+
+    point = operating_point(cfg.match, residents)
+    detail += "; " + summary(point)
+    if point.second_factor and not cfg.qr_credential.enabled:
+        raise Warn(detail + "; but qr_credential.enabled is false: no credential can confirm a face")
+    if not point.met and not point.second_factor:
+        raise Warn(detail)
     return detail
 
 

@@ -188,6 +188,11 @@ PATTERNS = {
         RED: [(0, OFF), (0, ON), (2.0, OFF)],
         BUZZER: [(0, OFF), (0, ON), (0.1, OFF), (0.1, ON), (0.1, OFF)],
     },
+    Outcome.SHOW_QR: {
+        GREEN: [(0, OFF), (0, ON), (2.0, OFF)],
+        RED: [(0, OFF), (0, ON), (2.0, OFF)],
+        BUZZER: [(0, OFF), (0, ON), (0.1, OFF)],
+    },
     Outcome.TOO_POOR: {
         GREEN: [(0, OFF)],
         RED: [(0, OFF), (0, ON), (0.2, OFF), (0.2, ON), (0.2, OFF), (0.2, ON), (0.2, OFF)],

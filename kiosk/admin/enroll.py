@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import EnrollmentRefused
 from ..capture.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from ..match.enroll import Enroller
+from ..match.enroll import MAX_TEMPLATES, Enroller, select_diverse
 from ..match.gallery import Resident, open_store
 from .common import config_of
 from .extra import need, tqdm
@@ -30,7 +30,8 @@ def register(sub) -> None:
     )
     p.add_argument("--id", required=True, help="opaque resident id (letters, digits, . _ -)")
     p.add_argument("--name", required=True, help="display name (stored, never logged or published)")
-    p.add_argument("photos", nargs="+", metavar="PHOTO", help="photos (or short videos) of the resident alone")
+    p.add_argument("photos", nargs="+", metavar="PHOTO",
+                   help="photos (or short videos) of the resident alone; a few different ones recognise best")
     _common(p)
     p.set_defaults(func=cmd_enroll)
 
@@ -46,6 +47,9 @@ def register(sub) -> None:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, help="override device.state_dir (where the database lives)")
+    p.add_argument("--max-templates", type=int, default=MAX_TEMPLATES, metavar="K",
+                   help=f"keep at most K templates per resident: the sharpest, then the most different "
+                   f"(default {MAX_TEMPLATES}, what the kiosk's calibration assumes)")
 
 
 def _check_id(rid: str) -> str:
@@ -54,8 +58,10 @@ def _check_id(rid: str) -> str:
     return rid
 
 
-def enroll_photos(store, enroller: Enroller, resident: Resident, photos: list[Path], out=None) -> tuple[int, int]:
-    """Enroll what can be enrolled; print one line per refusal. Returns (added, refused)."""
+def enroll_photos(store, enroller: Enroller, resident: Resident, photos: list[Path], out=None,
+                  max_templates: int = MAX_TEMPLATES) -> tuple[int, int]:
+    """Enroll what can be enrolled (the most diverse ``max_templates``); print one line per refusal.
+    Returns (added, refused)."""
     templates, refused = [], 0
     for photo in photos:
         try:
@@ -63,7 +69,11 @@ def enroll_photos(store, enroller: Enroller, resident: Resident, photos: list[Pa
         except EnrollmentRefused as e:
             refused += 1
             print(f"refused: {e} [{e.reason}]", file=out or sys.stderr)
-    added = store.enroll(resident, [(t.vector, t.source_sha256) for t in templates]) if templates else 0
+    kept = select_diverse(templates, max_templates)
+    if len(kept) < len(templates):
+        print(f"{resident.id}: kept {len(kept)} of {len(templates)} usable templates (the sharpest, then the most "
+              f"different; --max-templates)", file=out or sys.stderr)
+    added = store.enroll(resident, [(t.vector, t.source_sha256) for t in kept]) if kept else 0
     return added, refused
 
 
@@ -71,7 +81,10 @@ def cmd_enroll(args) -> int:
     cfg = config_of(args)
     store = open_store(cfg)
     enroller = Enroller(cfg.detect)
-    added, refused = enroll_photos(store, enroller, Resident(_check_id(args.id), args.name), [Path(p) for p in args.photos])
+    if args.max_templates < 1:
+        raise SystemExit("kiosk-admin: --max-templates must be at least 1")
+    added, refused = enroll_photos(store, enroller, Resident(_check_id(args.id), args.name), [Path(p) for p in args.photos],
+                                   max_templates=args.max_templates)
     print(f"{args.id}: {added} template(s) enrolled, {refused} photo(s) refused")
     return 0 if added or not refused else 1
 
@@ -90,7 +103,8 @@ def cmd_enroll_dir(args) -> int:
     total_added = total_refused = residents = 0
     for d in tqdm(people, desc="enrolling", unit="resident", file=sys.stderr, disable=None):
         photos = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-        added, refused = enroll_photos(store, enroller, Resident(_check_id(d.name), d.name), photos)
+        added, refused = enroll_photos(store, enroller, Resident(_check_id(d.name), d.name), photos,
+                                       max_templates=args.max_templates)
         total_added += added
         total_refused += refused
         residents += 1 if added else 0

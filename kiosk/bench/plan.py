@@ -84,9 +84,9 @@ class _Gallery(Gallery):
                          ["resident", "other"], np.stack([a, b]), version="bench")
         self.clock, self.ms = clock, ms
 
-    def search(self, descriptor, now=None):
+    def search(self, descriptor, now=None, **how):
         self.clock.spend(self.ms)
-        return super().search(descriptor, now)
+        return super().search(descriptor, now, **how)
 
 
 class _Liveness:

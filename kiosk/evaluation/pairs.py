@@ -57,13 +57,23 @@ def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-class Describer:
-    """Descriptor of the largest face of a photo; tight crops get a border and more upsampling."""
+#: Which face of a photo with several is described: the largest, or the one nearest the centre
+#: (the labelled person of a centred set such as LFW, where a larger face may stand beside them).
+FACE_CHOICES = ("largest", "central")
 
-    def __init__(self, settings: DetectSettings, jitter: int = 0):
+
+class Describer:
+    """Descriptor of the largest (or most central) face of a photo; tight crops get a border and more upsampling."""
+
+    def __init__(self, settings: DetectSettings, jitter: int = 0, face: str = "largest"):
+        if face not in FACE_CHOICES:
+            raise ValueError(f"face must be one of {FACE_CHOICES}")
         self.detect1 = FaceDetector(settings, scale=1.0, upsample=1)
         self.detect2 = FaceDetector(settings, scale=1.0, upsample=2)
         self.embedder = Embedder(settings, jitter=jitter)
+        self.face = face
+        self.jitter = jitter
+        self.landmarks = settings.landmarks
 
     def describe(self, image: np.ndarray) -> np.ndarray | None:
         h, w = image.shape[:2]
@@ -78,7 +88,11 @@ class Describer:
             faces = self.detect2.detect(image)
         if not faces:
             return None
-        return self.embedder.embed(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), faces[0])
+        face = faces[0]
+        if self.face == "central":
+            ih, iw = image.shape[:2]
+            face = min(faces, key=lambda f: ((f.box.left + f.box.right - iw) ** 2 + (f.box.top + f.box.bottom - ih) ** 2))
+        return self.embedder.embed(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), face)
 
 
 @dataclass

@@ -14,11 +14,19 @@ so a resident seen from a few metres, whose single frames each fall just
 over the threshold, is still recognised. It also draws an impostor's
 descriptor a little closer to everyone, which is why its threshold is
 lower (see docs/recognition.md).
+
+The numbers of the rule are an :class:`OperatingPoint`: the fixed ones of
+``[match]``, or (with ``match.fpir_target``) those the calibration gives
+for the gallery's size (:mod:`kiosk.match.calibration`). A vote's distance
+may be normalised against the rest of the gallery (``cohort_weight``): a
+face that is close to many residents at once must be closer still to the
+one it is taken for.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -41,6 +49,8 @@ class Outcome(str, enum.Enum):
     REFUSED_LOCATION = "REFUSED_LOCATION"
     # A resident's QR credential was refused (expired, replayed, other site, forged).
     QR_REFUSED = "QR_REFUSED"
+    # The face narrowed the candidates; the resident's QR credential must confirm (second factor).
+    SHOW_QR = "SHOW_QR"
 
     @property
     def event_type(self) -> str:
@@ -55,6 +65,72 @@ class Vote:
     distance: float
     margin: float  # runner-up distance minus best distance (inf if none)
     timestamp: float
+    # Mean distance to the residents after the nearest (the gallery's cohort); nan if none.
+    cohort: float = math.nan
+    runner_up_id: str | None = None
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """The rule's numbers, and what they are expected to give at this gallery's size.
+
+    A vote names its resident when its score (the distance, normalised
+    against the cohort when ``cohort_weight`` is set) is at most
+    ``threshold`` and it beats the runner-up by ``margin``; a visit's mean,
+    at most ``visit_threshold`` (never above ``threshold``).
+    """
+
+    threshold: float
+    margin: float
+    visit_threshold: float
+    cohort_weight: float = 0.0
+    cohort_anchor: float = 0.0
+    source: str = "config"  # "config" (the fixed [match] numbers) or "calibration"
+    residents: int | None = None  # the gallery size it was chosen for
+    fpir_target: float | None = None
+    fpir: float | None = None  # strangers accepted per visit, as calibrated
+    fnir: float | None = None  # residents' visits not accepted, as calibrated
+    calibrated_size: int | None = None  # the calibrated gallery size the numbers come from
+    met: bool = True  # the target is met at this size, with a usable FNIR
+    second_factor: bool = False  # a QR credential confirms a resident the face narrowed to
+    face_alone: bool = True  # a face may open the door by itself
+
+    @classmethod
+    def fixed(cls, settings: MatchSettings) -> "OperatingPoint":
+        return cls(settings.threshold, settings.margin, settings.visit_threshold)
+
+    def score(self, distance, cohort):
+        """The distance, normalised against the cohort (scalars or numpy arrays)."""
+        if not self.cohort_weight:
+            return distance
+        c = np.where(np.isnan(cohort), self.cohort_anchor, cohort)
+        out = distance + self.cohort_weight * (self.cohort_anchor - c)
+        return float(out) if np.ndim(out) == 0 else out
+
+    def vote_names(self, distance, margin, cohort=math.nan):
+        """Does one descriptor name its nearest resident? (scalars or numpy arrays)"""
+        return (self.score(distance, cohort) <= self.threshold) & (margin >= self.margin)
+
+    def mean_names(self, distance, margin, cohort=math.nan):
+        """Does a visit's mean descriptor name its nearest resident? (single votes must agree too)"""
+        if self.visit_threshold <= 0:
+            return np.zeros(np.shape(distance), bool) if np.ndim(distance) else False
+        limit = min(self.visit_threshold, self.threshold)
+        return (self.score(distance, cohort) <= limit) & (margin >= self.margin)
+
+    def describe(self) -> str:
+        s = f"threshold {self.threshold:.3f}, margin {self.margin:.3f}, visit threshold {self.visit_threshold:.3f}"
+        if self.cohort_weight:
+            s += f", cohort weight {self.cohort_weight:g}"
+        if self.source == "calibration":
+            s += (f"; calibrated for {self.residents} residents: expected FPIR {percent(self.fpir)} per visit"
+                  f" (target {percent(self.fpir_target)}), FNIR {percent(self.fnir)}")
+        return s
+
+
+def percent(x: float | None) -> str:
+    """A rate as a short percentage ("0.1%", "23%")."""
+    return "n/a" if x is None else f"{100 * x:.2g}%"
 
 
 @dataclass(frozen=True)
@@ -70,7 +146,9 @@ class Decision:
     reason: str | None = None  # quality reason for TOO_POOR, etc.
     timestamp: float = 0.0  # monotonic time of the decision
     liveness: dict[str, float] = field(default_factory=dict)
-    method: str = "face"  # how the resident identified: "face" or "qr"
+    method: str = "face"  # how the resident identified: "face", "qr", or "face+qr" (second factor)
+    # SHOW_QR: the residents the face could be (kept in memory for the credential, never published).
+    candidates: tuple[str, ...] = ()
 
     @property
     def event_type(self) -> str:
@@ -104,8 +182,9 @@ class VoteBox:
     descriptors, or ends, without that is UNKNOWN.
     """
 
-    def __init__(self, settings: MatchSettings):
+    def __init__(self, settings: MatchSettings, point: OperatingPoint | None = None):
         self.settings = settings
+        self.point = point or OperatingPoint.fixed(settings)
         self.votes: list[Vote] = []
         self.descriptors: list[np.ndarray] = []  # those that came with their votes
         self.visit: Vote | None = None  # the mean descriptor's answer (see set_visit)
@@ -119,7 +198,7 @@ class VoteBox:
 
     def mean(self) -> np.ndarray | None:
         """The visit's mean descriptor, once M descriptors voted and the visit rule is on."""
-        if self.settings.visit_threshold <= 0 or len(self.descriptors) < self.settings.votes_m:
+        if self.point.visit_threshold <= 0 or len(self.descriptors) < self.settings.votes_m:
             return None
         return np.mean(self.descriptors, axis=0)
 
@@ -141,37 +220,72 @@ class VoteBox:
     def window(self) -> list[Vote]:
         return self.votes[-self.settings.votes_m :]
 
-    def _good(self, v: Vote) -> bool:
+    @property
+    def candidate_point(self) -> OperatingPoint:
+        """The looser rule that narrows a face to candidates for a second factor: the fixed
+        ``match.threshold`` and ``visit_threshold``, no margin (the credential tells lookalikes apart)."""
         s = self.settings
-        return v.resident_id is not None and v.distance <= s.threshold and v.margin >= s.margin
+        return OperatingPoint(s.threshold, 0.0, s.visit_threshold)
 
-    def _visit_good(self) -> bool:
+    def _good(self, v: Vote, point: OperatingPoint | None = None) -> bool:
+        p = point or self.point
+        return v.resident_id is not None and bool(p.vote_names(v.distance, v.margin, v.cohort))
+
+    def _visit_good(self, point: OperatingPoint | None = None) -> bool:
         """The mean descriptor names a resident clearly, and most single descriptors agree on who is nearest."""
-        v, s = self.visit, self.settings
-        if v is None or v.resident_id is None or v.distance > min(s.visit_threshold, s.threshold) or v.margin < s.margin:
+        v, p = self.visit, point or self.point
+        if v is None or v.resident_id is None or not p.mean_names(v.distance, v.margin, v.cohort):
             return False
         return 2 * sum(x.resident_id == v.resident_id for x in self.votes) > len(self.votes)
 
-    def leader(self) -> tuple[str | None, int]:
+    def leader(self, point: OperatingPoint | None = None) -> tuple[str | None, int]:
         """The resident with most good votes in the window, and how many."""
-        counts = Counter(v.resident_id for v in self.window if self._good(v))
+        counts = Counter(v.resident_id for v in self.window if self._good(v, point))
         if not counts:
             return None, 0
         rid, n = counts.most_common(1)[0]
         return rid, n
 
-    def verdict(self, final: bool = False) -> tuple[Outcome, str | None, float | None, float | None] | None:
-        """ACCEPTED as soon as K good votes agree in the window; UNKNOWN once the
-        budget or the visit is over without that; ``None`` while undecided."""
-        s = self.settings
-        rid, n = self.leader()
-        if rid is not None and n >= s.votes_k:
-            mine = [v for v in self.window if v.resident_id == rid and self._good(v)]
+    def _named(self, point: OperatingPoint) -> tuple[str, float, float] | None:
+        """The resident the rule at ``point`` names (K of M votes, or the mean), with distance and margin."""
+        rid, n = self.leader(point)
+        if rid is not None and n >= self.settings.votes_k:
+            mine = [v for v in self.window if v.resident_id == rid and self._good(v, point)]
             dist = sorted(v.distance for v in mine)[len(mine) // 2]
             margin = sorted(v.margin for v in mine)[len(mine) // 2]
-            return Outcome.ACCEPTED, rid, dist, margin
-        if self._visit_good():
-            return Outcome.ACCEPTED, self.visit.resident_id, self.visit.distance, self.visit.margin
+            return rid, dist, margin
+        if self._visit_good(point):
+            return self.visit.resident_id, self.visit.distance, self.visit.margin
+        return None
+
+    def candidates(self) -> tuple[str, ...]:
+        """Residents the face could be, by the candidate rule: each vote's and the mean's nearest
+        and runner-up within ``match.threshold``, nearest first."""
+        limit = self.settings.threshold
+        found: dict[str, float] = {}
+        for v in [*self.votes, *([self.visit] if self.visit else [])]:
+            for rid, d in ((v.resident_id, v.distance), (v.runner_up_id, v.distance + v.margin)):
+                if rid is not None and d <= limit:
+                    found[rid] = min(d, found.get(rid, math.inf))
+        return tuple(sorted(found, key=found.get))
+
+    def verdict(self, final: bool = False) -> tuple[Outcome, str | None, float | None, float | None] | None:
+        """ACCEPTED as soon as K good votes agree in the window (or the mean names one resident);
+        UNKNOWN once the budget or the visit is over without that; ``None`` while undecided.
+
+        Where a QR credential is the second factor (``point.second_factor``), a face the
+        operating point does not let through alone, but the candidate rule names, is
+        SHOW_QR: at once when faces never open the door alone, else once the budget or
+        the visit is over.
+        """
+        p = self.point
+        named = self._named(p)
+        if named is not None and p.face_alone:
+            return (Outcome.ACCEPTED, *named)
+        if p.second_factor:
+            narrowed = self._named(self.candidate_point) or named
+            if narrowed is not None and (not p.face_alone or final or self.full):
+                return (Outcome.SHOW_QR, *narrowed)
         if (final or self.full) and self.votes:
             best = min(self.votes, key=lambda v: v.distance)
             return Outcome.UNKNOWN, None, best.distance, best.margin

@@ -3,6 +3,14 @@
 A photo is refused, with a reason, when it has no face, more than one face,
 or a face that is too small or too blurred. The photo itself is never kept:
 only its SHA-256, so the same photo is not enrolled twice.
+
+A resident is best enrolled from a few different photos (or a short video):
+several templates, and the mean the gallery derives from them, recognise
+them far more often at the same rate of strangers let in (see
+docs/recognition.md). :func:`select_diverse` keeps the sharpest template
+and then the ones least like those kept, at most ``MAX_TEMPLATES``: the
+calibration assumes residents enrolled from up to that many photos, and a
+resident with many more templates resembles more strangers.
 """
 
 from __future__ import annotations
@@ -25,6 +33,12 @@ log = logging.getLogger(__name__)
 
 # Photos are shrunk to this longest side before detection (speed); boxes map back.
 _MAX_SIDE = 1600
+#: Templates a resident is enrolled with at most (the calibration's enrollment).
+MAX_TEMPLATES = 3
+#: Frames of a video looked at when enrolling from it.
+VIDEO_CANDIDATES = 15
+#: Templates closer than this to one already kept add nothing (the same look twice).
+NEAR_DUPLICATE = 0.05
 
 _MESSAGES = {
     NO_FACE: "no face found",
@@ -52,6 +66,23 @@ def read_image(path: Path | str) -> np.ndarray:
     if img is None:
         raise EnrollmentRefused("unreadable", f"{path}: not an image OpenCV can read")
     return img
+
+
+def select_diverse(templates: list["Template"], k: int = MAX_TEMPLATES,
+                   near: float = NEAR_DUPLICATE) -> list["Template"]:
+    """At most ``k`` templates: the sharpest face first, then each time the one farthest from all
+    kept (farthest-point sampling), never one within ``near`` of a kept one."""
+    if not templates:
+        return []
+    left = sorted(templates, key=lambda t: -t.face.sharpness)
+    kept = [left.pop(0)]
+    while left and len(kept) < k:
+        far = [min(float(np.linalg.norm(t.vector - c.vector)) for c in kept) for t in left]
+        i = int(np.argmax(far))
+        if far[i] < near:
+            break
+        kept.append(left.pop(i))
+    return kept
 
 
 def video_frames(path: Path | str, count: int = 5) -> list[np.ndarray]:
@@ -118,12 +149,12 @@ class Enroller:
         digest = hashlib.sha256(raw).hexdigest()
         if path.suffix.lower() in VIDEO_SUFFIXES:
             out, last = [], None
-            for i, img in enumerate(video_frames(path)):
+            for i, img in enumerate(video_frames(path, VIDEO_CANDIDATES)):
                 try:
                     out.append(self.from_image(img, f"{digest}:{i}", f"{path} frame {i}"))
                 except EnrollmentRefused as e:
                     last = e
             if not out:
                 raise last or EnrollmentRefused(NO_FACE, f"{path}: no usable frame")
-            return out
+            return select_diverse(out)
         return [self.from_image(read_image(path), digest, str(path))]

@@ -32,17 +32,42 @@ class Resident:
         return (self.valid_from is None or t >= self.valid_from) and (self.valid_until is None or t < self.valid_until)
 
 
+#: How many residents after the nearest make a search's cohort (see :class:`Match`).
+COHORT_SIZE = 10
+
+
 @dataclass(frozen=True, slots=True)
 class Match:
-    """The nearest resident and the runner-up (nearest *other* resident)."""
+    """The nearest resident, the runner-up (nearest *other* resident) and the cohort.
+
+    The cohort is the mean distance to the ``COHORT_SIZE`` residents after
+    the nearest: how close the face is to the rest of the gallery (nan when
+    nobody else is there).
+    """
 
     resident_id: str | None
     distance: float
     runner_up_id: str | None
     runner_up_distance: float
+    cohort: float = float("nan")
 
     @property
     def margin(self) -> float:
+        return self.runner_up_distance - self.distance
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """What :meth:`Gallery.rank` found for each of several descriptors (arrays, one row each)."""
+
+    best: np.ndarray  # index into Gallery.ids, -1 for nobody
+    distance: np.ndarray  # inf for nobody
+    runner_up: np.ndarray  # index, -1 for none
+    runner_up_distance: np.ndarray  # inf for none
+    cohort: np.ndarray  # nan for none
+
+    @property
+    def margin(self) -> np.ndarray:
         return self.runner_up_distance - self.distance
 
 
@@ -69,6 +94,12 @@ class Gallery:
     Templates are grouped by resident so that one ``minimum.reduceat`` gives
     each resident's nearest template; 1:N search is one matrix-vector product
     using ‖a−b‖² = ‖a‖² + ‖b‖² − 2a·b.
+
+    A search may also look at each resident's mean template (the mean of
+    their templates: a steadier picture of the face than any one photo;
+    ``match.mean_template``). Means are derived here, never stored: the rows
+    of :attr:`matrix` stay exactly the stored templates. They sit in the
+    same buffer, after them, so the search is still one matrix product.
     """
 
     def __init__(self, residents: dict[str, Resident], owners: list[str], vectors: np.ndarray, version: str = "0"):
@@ -76,8 +107,7 @@ class Gallery:
         self.version = version
         order = np.argsort(np.asarray(owners, dtype=object).astype(str), kind="stable") if owners else np.array([], int)
         owners_sorted = [owners[i] for i in order]
-        self.matrix = np.ascontiguousarray(vectors[order] if len(order) else np.zeros((0, DIMENSIONS), np.float32), dtype=np.float32)
-        self.sq_norms = np.einsum("ij,ij->i", self.matrix, self.matrix)
+        stored = np.asarray(vectors[order] if len(order) else np.zeros((0, DIMENSIONS)), dtype=np.float32)
         # Start index of each resident's block of rows.
         ids, starts = [], []
         for i, rid in enumerate(owners_sorted):
@@ -86,12 +116,22 @@ class Gallery:
                 starts.append(i)
         self.ids = ids
         self.starts = np.asarray(starts, dtype=np.intp)
+        means = np.add.reduceat(stored, self.starts, axis=0) / np.diff(np.append(self.starts, len(stored)))[:, None] \
+            if ids else np.zeros((0, DIMENSIONS), np.float32)
+        self._buffer = np.ascontiguousarray(np.vstack([stored, means]), dtype=np.float32)
+        self.matrix = self._buffer[: len(stored)]
+        self._sq_all = np.einsum("ij,ij->i", self._buffer, self._buffer)
+        self.sq_norms = self._sq_all[: len(stored)]
         self.valid_until = np.asarray(
             [residents[r].valid_until if residents[r].valid_until is not None else np.inf for r in ids], dtype=np.float64
         )
         self.valid_from = np.asarray(
             [residents[r].valid_from if residents[r].valid_from is not None else -np.inf for r in ids], dtype=np.float64
         )
+
+    def scrub(self) -> None:
+        """Overwrite every template (and mean) in memory with zeros: a retired gallery keeps no faces."""
+        self._buffer.fill(0)
 
     @classmethod
     def empty(cls) -> "Gallery":
@@ -113,32 +153,66 @@ class Gallery:
     def template_count(self) -> int:
         return self.matrix.shape[0]
 
-    def resident_distances(self, descriptor: np.ndarray, now: float | None = None) -> np.ndarray:
-        """Distance from ``descriptor`` to each resident's nearest template (inf if not valid now)."""
+    def resident_distances(self, descriptor: np.ndarray, now: float | None = None, *, means: bool = False) -> np.ndarray:
+        """Distance from ``descriptor`` to each resident's nearest template (inf if not valid now).
+
+        ``descriptor`` may also be a matrix of descriptors (one per row): then one row of distances each.
+        ``means``: each resident's mean template counts as one of theirs.
+        """
         q = np.asarray(descriptor, dtype=np.float32)
-        d2 = self.sq_norms + np.float32(q @ q) - 2.0 * (self.matrix @ q)
-        per = np.minimum.reduceat(d2, self.starts)
+        qq = np.einsum("...j,...j->...", q, q)[..., None] if q.ndim == 2 else np.float32(q @ q)
+        stored = len(self.matrix)
+        rows = self._buffer if means else self.matrix
+        d2 = (self._sq_all if means else self.sq_norms) + qq - 2.0 * (q @ rows.T)
+        per = np.minimum.reduceat(d2[..., :stored], self.starts, axis=-1)
+        if means:
+            np.minimum(per, d2[..., stored:], out=per)
         np.maximum(per, 0, out=per)
         dist = np.sqrt(per, dtype=np.float32).astype(np.float64)
         t = time.time() if now is None else now
-        dist[(self.valid_until <= t) | (self.valid_from > t)] = np.inf
+        dist[..., (self.valid_until <= t) | (self.valid_from > t)] = np.inf
         return dist
 
-    def search(self, descriptor: np.ndarray, now: float | None = None) -> Match:
+    def search(self, descriptor: np.ndarray, now: float | None = None, *, means: bool = False) -> Match:
         if not self.ids:
             return Match(None, float("inf"), None, float("inf"))
-        dist = self.resident_distances(descriptor, now)
-        if len(dist) == 1:
-            best = 0
-            runner = None
-        else:
-            two = np.argpartition(dist, 1)[:2]
-            best, runner = (two[0], two[1]) if dist[two[0]] <= dist[two[1]] else (two[1], two[0])
-        if not np.isfinite(dist[best]):
+        r = rank(self.resident_distances(descriptor, now, means=means)[None, :])
+        best, runner = int(r.best[0]), int(r.runner_up[0])
+        if best < 0:
             return Match(None, float("inf"), None, float("inf"))
-        r_id = self.ids[runner] if runner is not None and np.isfinite(dist[runner]) else None
-        r_d = float(dist[runner]) if r_id is not None else float("inf")
-        return Match(self.ids[best], float(dist[best]), r_id, r_d)
+        r_id = self.ids[runner] if runner >= 0 else None
+        return Match(self.ids[best], float(r.distance[0]), r_id, float(r.runner_up_distance[0]), float(r.cohort[0]))
+
+    def rank(self, descriptors: np.ndarray, now: float | None = None, *, means: bool = False) -> Ranking:
+        """:meth:`search` for many descriptors at once (one matrix product; for evaluation)."""
+        if not self.ids:
+            n = len(descriptors)
+            return Ranking(np.full(n, -1), np.full(n, np.inf), np.full(n, -1), np.full(n, np.inf), np.full(n, np.nan))
+        return rank(self.resident_distances(np.atleast_2d(descriptors), now, means=means))
+
+
+def rank(dist: np.ndarray, cohort_size: int = COHORT_SIZE) -> Ranking:
+    """Nearest, runner-up and cohort of each row of per-resident distances (inf: not a candidate)."""
+    rows, n = dist.shape
+    k = min(cohort_size + 1, n)
+    idx = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < n else np.broadcast_to(np.arange(n), (rows, n)).copy()
+    near = np.take_along_axis(dist, idx, axis=1)
+    order = np.argsort(near, axis=1, kind="stable")
+    idx, near = np.take_along_axis(idx, order, axis=1), np.take_along_axis(near, order, axis=1)
+    finite = np.isfinite(near)
+    best = np.where(finite[:, 0], idx[:, 0], -1)
+    d1 = np.where(finite[:, 0], near[:, 0], np.inf)
+    if k > 1:
+        ok2 = finite[:, 1] & finite[:, 0]
+        runner = np.where(ok2, idx[:, 1], -1)
+        d2 = np.where(ok2, near[:, 1], np.inf)
+        others = np.where(finite[:, 1:], near[:, 1:], 0.0)
+        count = finite[:, 1:].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cohort = np.where(count > 0, others.sum(axis=1) / count, np.nan)
+    else:
+        runner, d2, cohort = np.full(rows, -1), np.full(rows, np.inf), np.full(rows, np.nan)
+    return Ranking(best, d1, runner, d2, cohort)
 
 
 class GalleryStore:

@@ -21,10 +21,12 @@ import numpy as np
 
 from ..capture.base import Frame
 from ..config import KioskConfig
-from .decide import Decision, Outcome, Vote
+from .calibration import operating_point, summary
+from .decide import Decision, OperatingPoint, Outcome, Vote
 from .detect import Face, FaceDetector, SceneDetector, to_grey
 from .embed import Embedder
 from .gallery import Gallery
+from .second_factor import SecondFactor
 from .track import Track, Tracker
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,9 @@ class Recognizer:
         self.liveness = liveness
         self._gallery = gallery
         self._gallery_lock = threading.Lock()
+        self.point: OperatingPoint | None = None
+        self.second_factor = SecondFactor(config.match.second_factor_window_s)
+        self._follow_gallery()
         self._wall = wall_clock
         self._last_accepted: dict[str, float] = {}
         # Check-ins committed before this run (resident -> wall time): the
@@ -91,15 +96,29 @@ class Recognizer:
         return self._gallery
 
     def swap_gallery(self, gallery: Gallery) -> None:
-        """Replace the gallery in one step; the frame being processed finishes on the old one."""
+        """Replace the gallery in one step; the frame being processed finishes on the old one.
+
+        The operating point follows the new gallery's size (see :mod:`kiosk.match.calibration`).
+        """
         with self._gallery_lock:
             self._gallery = gallery
+            self._follow_gallery()
 
     def reconfigure(self, config: KioskConfig) -> None:
         """Take new match and track settings; visits already open keep their vote rules."""
         self.config = config
         self.tracker.settings = config.track
         self.tracker.match = config.match
+        self._follow_gallery()
+
+    def _follow_gallery(self) -> None:
+        """The operating point for this config and this gallery's size; new visits take it."""
+        point = operating_point(self.config.match, len(self._gallery))
+        if point != self.point:
+            log.log(logging.INFO if point.met else logging.WARNING, "operating point: %s; %s",
+                    point.describe(), summary(point))
+        self.point = point
+        self.tracker.point = point
 
     def process(self, frame: Frame, faces: list[Face] | None = None) -> list[Decision]:
         """Handle one frame; return the decisions it completed."""
@@ -126,12 +145,12 @@ class Recognizer:
                 desc = self.embedder.embed(rgb, face)
                 self.stats.descriptors += 1
                 now = self._wall()
-                m = gallery.search(desc, now=now)
-                track.votes.add(Vote(m.resident_id, m.distance, m.margin, frame.timestamp), desc)
+                means = self.config.match.mean_template
+                m = gallery.search(desc, now=now, means=means)
+                track.votes.add(_vote(m, frame.timestamp), desc)
                 mean = track.votes.mean()
                 if mean is not None:
-                    v = gallery.search(mean, now=now)
-                    track.votes.set_visit(Vote(v.resident_id, v.distance, v.margin, frame.timestamp))
+                    track.votes.set_visit(_vote(gallery.search(mean, now=now, means=means), frame.timestamp))
             d = self._decide(track, frame.timestamp, final=False)
             if d:
                 decisions.append(d)
@@ -144,6 +163,32 @@ class Recognizer:
     def finish(self) -> list[Decision]:
         """The stream is over: decide every open visit."""
         return [d for tr in self.tracker.flush() if (d := self._end(tr, tr.last_seen))]
+
+    def operating_status(self) -> dict:
+        """The operating point and what it is expected to give at this gallery's size (for the status topic)."""
+        p = self.point
+        out = {
+            "residents": len(self._gallery),
+            "threshold": round(p.threshold, 4), "margin": p.margin, "visit_threshold": round(p.visit_threshold, 4),
+            "source": p.source, "fpir_target": p.fpir_target, "expected_fpir": p.fpir, "expected_fnir": p.fnir,
+            "calibrated_size": p.calibrated_size, "target_met": p.met,
+            "second_factor": p.second_factor, "face_alone": p.face_alone,
+            "summary": summary(p),
+        }
+        if p.second_factor and not self.config.qr_credential.enabled:
+            out["summary"] += "; but qr_credential.enabled is false: no credential can confirm a face"
+        return out
+
+    def review(self, decisions: list[Decision], now: float, *, final: bool = False) -> list[Decision]:
+        """Decisions as the door takes them: with the second factor on, residents' QR credentials
+        only confirm a face that narrowed to them (:mod:`kiosk.match.second_factor`).
+
+        ``now``: the frame time; ``final``: the source is over (credentials still waiting are refused).
+        """
+        if not (self.point.second_factor or self.second_factor.waiting):
+            return decisions
+        out = self.second_factor.review(decisions, now)
+        return out + self.second_factor.flush(now) if final else out
 
     def _end(self, track: Track, t: float) -> Decision | None:
         if track.decided:
@@ -165,7 +210,8 @@ class Recognizer:
         n = len(track.votes.votes)
         live: LivenessResult | None = None
         reason: str | None = None
-        if outcome is Outcome.ACCEPTED and self.liveness is not None:
+        shown_qr = outcome is Outcome.SHOW_QR  # the face is half of the evidence: it must be live too
+        if (outcome is Outcome.ACCEPTED or shown_qr) and self.liveness is not None:
             live = self.liveness.assess(track, final)
             if live is None:
                 return None  # wait for more evidence while the visit goes on
@@ -203,10 +249,17 @@ class Recognizer:
             reason=reason,
             timestamp=t,
             liveness=dict(live.scores) if live else {},
+            candidates=track.votes.candidates() if outcome is Outcome.SHOW_QR else (),
         )
+        if d.outcome is Outcome.SHOW_QR and self.second_factor is not None:
+            self.second_factor.narrowed(d)
         return self._finish(track, d)
 
     def _finish(self, track: Track, d: Decision) -> Decision:
         track.decision = d
         self.stats.decisions[d.outcome] += 1
         return d
+
+
+def _vote(m, t: float) -> Vote:
+    return Vote(m.resident_id, m.distance, m.margin, t, cohort=m.cohort, runner_up_id=m.runner_up_id)

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..config import MatchSettings, TrackSettings
-from .decide import Decision, VoteBox
+from .decide import Decision, OperatingPoint, VoteBox
 from .detect import Box, Face
 
 
@@ -35,9 +35,10 @@ class Track:
 
 
 class Tracker:
-    def __init__(self, settings: TrackSettings, match: MatchSettings):
+    def __init__(self, settings: TrackSettings, match: MatchSettings, point: OperatingPoint | None = None):
         self.settings = settings
         self.match = match
+        self.point = point  # the operating point new visits vote with (None: match's fixed numbers)
         self.tracks: dict[int, Track] = {}
         self._ids = itertools.count(1)
 
@@ -58,7 +59,7 @@ class Tracker:
             seen.append((self.tracks[tid], faces[i]))
         for i, f in enumerate(faces):
             if i not in used_f:
-                tr = Track(id=next(self._ids), box=f.box, first_seen=t, last_seen=t, votes=VoteBox(self.match))
+                tr = Track(id=next(self._ids), box=f.box, first_seen=t, last_seen=t, votes=VoteBox(self.match, self.point))
                 self.tracks[tr.id] = tr
                 seen.append((tr, f))
         for tr, f in seen:

@@ -310,7 +310,7 @@ class GallerySync:
         done, keep = 0, []
         for old, at, deadline in self._retired:
             if force or at is None or frames is None or frames >= at + 2 or now >= deadline:
-                old.matrix.fill(0)
+                old.scrub()  # templates and the means derived from them
                 done += 1
             else:
                 keep.append((old, at, deadline))

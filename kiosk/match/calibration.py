@@ -1,0 +1,161 @@
+"""The operating point that follows the gallery: threshold and margin for N residents at a target FPIR.
+
+Every resident added is one more face a stranger can be taken for, so the
+numbers that keep strangers out of a gallery of 10 let too many in at
+3,000. ``match.fpir_target`` says how many strangers' visits may be
+accepted as a resident; the calibration shipped beside this module
+(``calibration.json``, made by ``scripts/calibrate --open-set``, see
+docs/recognition.md) says, per gallery size and target, which thresholds
+give that and what FNIR they cost. The kiosk looks them up for its gallery's
+size at start, on SIGHUP and on every gallery update.
+
+A gallery between two calibrated sizes takes the larger size's numbers
+(stricter). A gallery larger than any calibrated size takes the largest
+size's numbers for a target scaled down in proportion: a stranger's chance
+of resembling someone grows at most in proportion to N.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import MatchSettings
+from ..errors import ConfigError
+from .decide import OperatingPoint
+from .gallery import COHORT_SIZE
+from .models import MODEL_ID
+
+log = logging.getLogger(__name__)
+
+#: The calibration the package ships.
+CALIBRATION_FILE = Path(__file__).resolve().with_name("calibration.json")
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class CalibratedPoint:
+    """One cell of the calibration: the thresholds for a gallery size and target, and what they gave."""
+
+    residents: int
+    fpir_target: float
+    threshold: float
+    visit_threshold: float
+    fpir: float  # per visit, measured
+    fnir: float  # per visit, measured
+    fpir_single: float
+    fnir_single: float
+    wrong: float  # per visit: accepted as another resident
+    non_mated: int  # stranger visits the FPIR was measured on
+    resolvable: bool  # enough stranger visits (and single photos) to measure the target at all
+
+
+@dataclass(frozen=True)
+class Calibration:
+    margin: float
+    cohort_weight: float
+    cohort_anchor: float
+    points: tuple[CalibratedPoint, ...]
+    source: str  # what it was measured on
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted({p.residents for p in self.points})
+
+    def at(self, residents: int, target: float) -> tuple[CalibratedPoint, int, float, bool]:
+        """The point for a gallery of ``residents`` at ``target``.
+
+        Returns (point, calibrated size it comes from, the target asked of that size,
+        whether that target is met there). Not met: the strictest point of that size.
+        """
+        sizes = self.sizes
+        basis = next((s for s in sizes if s >= residents), sizes[-1])
+        asked = target if residents <= basis else target * basis / residents
+        cells = [p for p in self.points if p.residents == basis]
+        fitting = [p for p in cells if p.resolvable and p.fpir_target <= asked * (1 + 1e-9)]
+        if fitting:
+            return max(fitting, key=lambda p: p.fpir_target), basis, asked, True
+        return min(cells, key=lambda p: (p.fpir_target, p.threshold)), basis, asked, False
+
+    @classmethod
+    def from_json(cls, data: dict, source: str = "") -> "Calibration":
+        if data.get("format") != FORMAT:
+            raise ConfigError(f"calibration {source}: format {data.get('format')!r}, expected {FORMAT}")
+        if data.get("model") != MODEL_ID:
+            raise ConfigError(f"calibration {source}: measured with model {data.get('model')!r}, the kiosk runs {MODEL_ID!r}")
+        rule = data["rule"]
+        if rule.get("cohort_size", COHORT_SIZE) != COHORT_SIZE:
+            raise ConfigError(f"calibration {source}: cohort of {rule['cohort_size']}, the gallery uses {COHORT_SIZE}")
+        fields = CalibratedPoint.__dataclass_fields__
+        points = tuple(CalibratedPoint(**{k: p[k] for k in fields}) for p in data["points"])
+        if not points:
+            raise ConfigError(f"calibration {source}: no points")
+        return cls(rule["margin"], rule["cohort_weight"], rule["cohort_anchor"], points, data.get("data", source))
+
+
+@functools.cache
+def shipped() -> Calibration:
+    """The calibration in the package (read once)."""
+    try:
+        data = json.loads(CALIBRATION_FILE.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{CALIBRATION_FILE}: cannot read the calibration: {e}") from e
+    return Calibration.from_json(data, str(CALIBRATION_FILE))
+
+
+def operating_point(settings: MatchSettings, residents: int, calibration: Calibration | None = None) -> OperatingPoint:
+    """The rule's numbers for a gallery of ``residents`` under ``settings``.
+
+    ``match.fpir_target = 0``: the fixed ``threshold``, ``margin`` and
+    ``visit_threshold``. Otherwise the calibrated point. Its ``face_alone``
+    and ``second_factor`` follow ``match.second_factor``: "off" lets a face
+    open the door by itself always; "auto" asks for a QR credential as the
+    second factor only where the target is not met at this size (a face the
+    strict point accepts still opens the door where the calibration can
+    vouch for its FPIR); "always" never lets a face open it alone.
+    """
+    if settings.fpir_target <= 0:
+        fixed = OperatingPoint.fixed(settings)
+        return _with_policy(fixed, settings, met=True, fpir_ok=True)
+    cal = calibration or shipped()
+    p, basis, asked, fpir_ok = cal.at(residents, settings.fpir_target)
+    scale = residents / basis if residents > basis else 1.0
+    fpir = min(1.0, p.fpir * scale)
+    met = fpir_ok and p.fnir <= settings.fnir_limit
+    point = OperatingPoint(
+        threshold=p.threshold, margin=cal.margin, visit_threshold=p.visit_threshold,
+        cohort_weight=cal.cohort_weight, cohort_anchor=cal.cohort_anchor, source="calibration",
+        residents=residents, fpir_target=settings.fpir_target, fpir=fpir, fnir=p.fnir,
+        calibrated_size=basis,
+    )
+    return _with_policy(point, settings, met=met, fpir_ok=fpir_ok)
+
+
+def _with_policy(point: OperatingPoint, settings: MatchSettings, *, met: bool, fpir_ok: bool) -> OperatingPoint:
+    from dataclasses import replace
+
+    mode = settings.second_factor
+    second = mode == "always" or (mode == "auto" and not met)
+    face_alone = mode != "always" and (mode == "off" or fpir_ok)
+    return replace(point, met=met, second_factor=second, face_alone=face_alone)
+
+
+def summary(point: OperatingPoint) -> str:
+    """One line for the status topic, the journal and ``kiosk selftest``."""
+    from .decide import percent
+
+    if point.source != "calibration":
+        line = f"fixed threshold {point.threshold:.3f}, margin {point.margin:.3f} (match.fpir_target = 0: not calibrated)"
+    else:
+        line = (f"{point.residents} residents: expected FPIR {percent(point.fpir)} per visit "
+                f"(target {percent(point.fpir_target)}), FNIR {percent(point.fnir)}")
+        if not point.met:
+            line += "; the target is NOT met at this size"
+    if point.second_factor:
+        line += "; QR credential required as second factor" + ("" if point.face_alone else " for every visit")
+    elif not point.met:
+        line += " (match.second_factor = \"auto\" would ask for the QR credential)"
+    return line
