@@ -73,6 +73,92 @@ def test_an_independent_jose_library_decrypts_and_verifies(device, backend):
         rfc_jws.deserialize_compact(decrypted.plaintext, KeySet.import_key_set(wrong), algorithms=["Ed25519"])
 
 
+def test_jwcrypto_opens_it_too(device, backend):
+    """The kiosk seals and opens with joserfc; jwcrypto, another implementation, agrees on both."""
+    from jwcrypto import jwe as cwe
+    from jwcrypto import jws as cws
+
+    token = seal(CLAIMS, device, backend.public().encryption)
+    outer = cwe.JWE()
+    outer.deserialize(token, key=backend.encryption)
+    signed = cws.JWS()
+    signed.deserialize(outer.payload.decode())
+    signed.verify(device.public().signing, alg="Ed25519")
+    assert json.loads(signed.payload) == CLAIMS
+    assert json.loads(signed.objects["protected"]) == {"alg": "Ed25519", "kid": device.signing_kid, "typ": EVENT_TYP}
+    # An envelope made by jwcrypto opens in the kiosk's open_sealed.
+    inner = cws.JWS(json.dumps(CLAIMS).encode())
+    inner.add_signature(device.signing, alg="Ed25519",
+                        protected=json.dumps({"alg": "Ed25519", "kid": device.signing_kid, "typ": EVENT_TYP}))
+    made = cwe.JWE(inner.serialize(compact=True).encode(),
+                   protected=json.dumps({"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "cty": "JWT",
+                                         "kid": backend.encryption_kid}))
+    made.add_recipient(backend.public().encryption)
+    opened = open_sealed(made.serialize(compact=True), backend, keymod.KeyRing([device]))
+    assert opened.claims == CLAIMS and opened.signer == device.owner
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _wrap(inner_text: str, backend, header=None) -> str:
+    """A well-made JWE to the back end around any content (anyone can make one: the key is public)."""
+    from jwcrypto import jwe as cwe
+
+    protected = header or {"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "cty": "JWT", "kid": backend.encryption_kid}
+    made = cwe.JWE(inner_text.encode(), protected=json.dumps(protected))
+    made.add_recipient(backend.public().encryption)
+    return made.serialize(compact=True)
+
+
+def test_signature_confusions_are_refused(device, backend):
+    """alg none, HS256 keyed with the public key, and a key embedded in the header all fail as bad_signature."""
+    import hashlib
+    import hmac
+
+    from jwcrypto import jws as cws
+
+    ring = keymod.KeyRing([device])
+    payload = _b64(json.dumps(CLAIMS).encode())
+
+    def reason(inner_text):
+        with pytest.raises(EnvelopeError) as e:
+            open_sealed(_wrap(inner_text, backend), backend, ring)
+        return e.value.reason
+
+    def header(**extra):
+        return _b64(json.dumps({"kid": device.signing_kid, "typ": EVENT_TYP, **extra}).encode())
+
+    assert reason(f"{header(alg='none')}.{payload}.") == "bad_signature"
+    public = device.public().signing.export_public().encode()
+    signing_input = f"{header(alg='HS256')}.{payload}"
+    mac = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
+    assert reason(f"{signing_input}.{_b64(mac)}") == "bad_signature"
+    # Signed by an attacker who names the device's kid and carries their own key in the header.
+    attacker = keymod.generate("test-site/kiosk-t1")
+    forged = cws.JWS(json.dumps(CLAIMS).encode())
+    forged.add_signature(attacker.signing, alg="Ed25519", protected=json.dumps(
+        {"alg": "Ed25519", "kid": device.signing_kid, "typ": EVENT_TYP,
+         "jwk": json.loads(attacker.public().signing.export_public())}))
+    assert reason(forged.serialize(compact=True)) == "bad_signature"
+    # The outer layer must be the one key agreement and cipher: anything else is refused before any key is used.
+    genuine = seal(CLAIMS, device, backend.public().encryption)
+    inner_of_genuine = "x.y.z"
+    for alg, enc in (("ECDH-ES", "A256GCM"), ("ECDH-ES+A256KW", "A128CBC-HS256"), ("dir", "A256GCM")):
+        parts = genuine.split(".")
+        parts[0] = _b64(json.dumps({"alg": alg, "enc": enc, "kid": backend.encryption_kid, "cty": "JWT"}).encode())
+        with pytest.raises(EnvelopeError) as e:
+            open_sealed(".".join(parts), backend, ring)
+        assert e.value.reason == "malformed", (alg, enc)
+    # A header that is not JSON, or not an object.
+    for first in ("%%%", _b64(b"[1, 2]"), _b64(b"not json")):
+        with pytest.raises(EnvelopeError) as e:
+            open_sealed(".".join([first] + genuine.split(".")[1:]), backend, ring)
+        assert e.value.reason == "malformed"
+    assert reason(inner_of_genuine) == "malformed"
+
+
 def test_refusals_name_their_reason(device, backend):
     ring = keymod.KeyRing([device])
     token = seal(CLAIMS, device, backend.public().encryption)

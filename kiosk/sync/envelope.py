@@ -12,16 +12,19 @@ check-in event cannot be replayed as something else.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jwe as rfc_jwe
 from joserfc import jws as rfc_jws
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey
-from jwcrypto import jwe, jwk, jws
+from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
 from ..errors import EnvelopeError
@@ -52,8 +55,8 @@ def seal(claims: dict[str, Any], sender: PartyKeys, recipient_key: jwk.JWK, *, t
 
     Sealed with joserfc, which does it in about a third of jwcrypto's time
     (jwcrypto deep-copies its header registries for every object): the
-    publisher's drain rate rests on it. Opened with jwcrypto
-    (:func:`open_sealed`); the tests open every envelope with both.
+    publisher's drain rate rests on it. The tests open envelopes with
+    jwcrypto too, an independent implementation.
     """
     payload = json.dumps(claims, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
     signing = _rfc_key(sender.signing, private=True)
@@ -65,8 +68,10 @@ def seal(claims: dict[str, Any], sender: PartyKeys, recipient_key: jwk.JWK, *, t
                                    algorithms=[KEY_ALG, CONTENT_ENC])
 
 
-#: joserfc copies of jwcrypto key objects, by the object (held, so that its id stays its own).
-_RFC_KEYS: dict[tuple[int, bool], tuple[jwk.JWK, Any]] = {}
+#: joserfc copies of jwcrypto key objects, by the object (held, so that its id stays its own);
+#: the least recently used go first once a back end knows more doors than this.
+_RFC_KEYS: OrderedDict[tuple[int, bool], tuple[jwk.JWK, Any]] = OrderedDict()
+_RFC_KEYS_MAX = 20_000
 
 
 def _rfc_key(key: jwk.JWK, *, private: bool):
@@ -77,11 +82,12 @@ def _rfc_key(key: jwk.JWK, *, private: bool):
     """
     hit = _RFC_KEYS.get((id(key), private))
     if hit is not None and hit[0] is key:
+        _RFC_KEYS.move_to_end((id(key), private))
         return hit[1]
     data = json.loads(key.export(private_key=private))
     made = (OKPKey if data["kty"] == "OKP" else ECKey).import_key(data)
-    if len(_RFC_KEYS) >= 64:
-        _RFC_KEYS.clear()
+    while len(_RFC_KEYS) >= _RFC_KEYS_MAX:
+        _RFC_KEYS.popitem(last=False)
     _RFC_KEYS[(id(key), private)] = (key, made)
     return made
 
@@ -92,6 +98,12 @@ def open_sealed(token: str | bytes, recipient: PartyKeys, senders: KeyRing, *, t
     Raises :class:`EnvelopeError` with a ``reason`` attribute: ``malformed``,
     ``wrong_recipient``, ``not_decryptable``, ``unknown_signer``,
     ``bad_signature`` or ``wrong_type``.
+
+    Opened with joserfc, like :func:`seal` (jwcrypto took half again as long,
+    most of it copying its header registries for every object: the back
+    end's rate rests on it). The headers are read and checked here before
+    any key is used; the tests open every kind of envelope with jwcrypto too,
+    an independent implementation.
     """
     if isinstance(token, bytes):
         if len(token) > MAX_ENVELOPE_BYTES:
@@ -102,24 +114,19 @@ def open_sealed(token: str | bytes, recipient: PartyKeys, senders: KeyRing, *, t
             raise _fail("malformed", "envelope is not compact JOSE text") from None
     if len(token) > MAX_ENVELOPE_BYTES or token.count(".") != 4:
         raise _fail("malformed", "not a compact JWE")
-    try:
-        outer = jwe.JWE(algs=[KEY_ALG, CONTENT_ENC])
-        outer.deserialize(token)
-        header = outer.jose_header
-    except (JWException, ValueError, TypeError, KeyError) as e:
-        raise _fail("malformed", f"unreadable JWE: {e}") from None
+    header = _protected_header(token, "JWE")
     if header.get("alg") != KEY_ALG or header.get("enc") != CONTENT_ENC:
         raise _fail("malformed", f"unexpected JWE algorithms {header.get('alg')}/{header.get('enc')}")
     if header.get("kid") != recipient.encryption_kid:
         raise _fail("wrong_recipient", f"encrypted to key {header.get('kid')!r}, not ours")
     try:
-        outer.decrypt(recipient.encryption)
-        inner_text = outer.payload.decode("ascii")
-    except (JWException, ValueError, TypeError, UnicodeDecodeError) as e:
-        raise _fail("not_decryptable", f"cannot decrypt: {e}") from None
+        outer = rfc_jwe.decrypt_compact(token, _rfc_key(recipient.encryption, private=True), registry=_JWE_REGISTRY)
+        inner_text = outer.plaintext.decode("ascii")
+    except (JoseError, ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
+        raise _fail("not_decryptable", f"cannot decrypt: {type(e).__name__}: {e}") from None
     if inner_text.count(".") != 2:
         raise _fail("malformed", "encrypted content is not a compact JWS")
-    inner, protected = _parse_jws(inner_text)
+    protected = _protected_header(inner_text, "JWS")
     kid = protected.get("kid")
     if protected.get("alg") != SIG_ALG:
         raise _fail("bad_signature", f"signature algorithm {protected.get('alg')!r} is not {SIG_ALG}")
@@ -128,12 +135,29 @@ def open_sealed(token: str | bytes, recipient: PartyKeys, senders: KeyRing, *, t
         raise _fail("unknown_signer", f"signed by unknown key {kid!r}")
     owner, key = found
     try:
-        inner.verify(key, alg=SIG_ALG)
-    except (JWException, ValueError, TypeError) as e:
-        raise _fail("bad_signature", f"signature does not verify: {e}") from None
+        inner = rfc_jws.deserialize_compact(inner_text, _rfc_key(key, private=False), registry=_JWS_REGISTRY)
+    except (JoseError, ValueError, TypeError, KeyError) as e:
+        raise _fail("bad_signature", f"signature does not verify: {type(e).__name__}: {e}") from None
     if protected.get("typ") != typ:
         raise _fail("wrong_type", f"message type {protected.get('typ')!r}, expected {typ!r}")
-    return Opened(claims=_claims_of(inner), signer=owner, signing_kid=kid, typ=typ)
+    return Opened(claims=_claims_from(inner.payload), signer=owner, signing_kid=kid, typ=typ)
+
+
+#: What :func:`open_sealed` lets joserfc do: these algorithms and nothing else.
+_JWE_REGISTRY = rfc_jwe.JWERegistry(algorithms=[KEY_ALG, CONTENT_ENC])
+_JWS_REGISTRY = rfc_jws.JWSRegistry(algorithms=[SIG_ALG])
+
+
+def _protected_header(text: str, kind: str) -> dict[str, Any]:
+    """The protected header of a compact JWS or JWE (its first part), read and not yet trusted."""
+    first = text.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(first + "=" * (-len(first) % 4)))
+    except (ValueError, TypeError) as e:  # binascii.Error and JSONDecodeError are ValueErrors
+        raise _fail("malformed", f"unreadable {kind} header: {e}") from None
+    if not isinstance(header, dict):
+        raise _fail("malformed", f"{kind} header is not a JSON object")
+    return header
 
 
 def sign_compact(claims: dict[str, Any], key: jwk.JWK, *, typ: str) -> str:
@@ -200,8 +224,13 @@ def _parse_jws(text: str) -> tuple[jws.JWS, dict[str, Any]]:
 
 def _claims_of(verified: jws.JWS) -> dict[str, Any]:
     """The claims of a verified JWS, which must be a JSON object."""
+    return _claims_from(verified.payload)
+
+
+def _claims_from(payload: bytes) -> dict[str, Any]:
+    """Claims (verified JWS content), which must be a JSON object."""
     try:
-        claims = json.loads(verified.payload)
+        claims = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
         raise _fail("malformed", f"claims are not JSON: {e}") from None
     if not isinstance(claims, dict):
