@@ -102,14 +102,18 @@ host() {
   fi
 }
 
-# Lay down one file with a mode, replacing it only when it changed.
+# Lay down one file with a mode, replacing it only when it changed: the new
+# file is flushed to the disk before it is renamed over the old one, and the
+# folder after, so that a power cut leaves one or the other, whole.
 put() { # put MODE SRC DEST
   local mode=$1 src=$2 dest=$R$3
   if [ "$dry_run" -eq 1 ]; then say "would install $3 (mode $mode)"; return; fi
   mkdir -p "$(dirname "$dest")"
   if ! cmp -s "$src" "$dest" 2>/dev/null; then
     install -m "$mode" "$src" "$dest.tmp.$$"
+    sync "$dest.tmp.$$"
     mv -f "$dest.tmp.$$" "$dest"
+    sync "$(dirname "$dest")"
   fi
   chmod "$mode" "$dest"
 }
