@@ -43,6 +43,8 @@ def test_wheel_carries_py_typed_and_the_documented_default_config(wheel):
         names = set(z.namelist())
         assert "kiosk/py.typed" in names
         assert z.read("kiosk/defaults/kiosk.toml") == (REPO / "config/kiosk.toml").read_bytes()
+        # The back end's documented settings too (kiosk-ingest installed from the wheel, no source tree).
+        assert z.read("kiosk/defaults/ingest.toml") == (REPO / "config/ingest.toml").read_bytes()
         entry_points = z.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "kiosk = kiosk.cli:main" in entry_points and "kiosk-admin = kiosk.admin:main" in entry_points
 
