@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
+
+#: A temporary file of :func:`write_atomic` older than this was left by a crash (a write takes milliseconds).
+STALE_AFTER_S = 3600.0
 
 
 def write_atomic(path: Path | str, data: bytes | str, *, mode: int = 0o644, encoding: str = "utf-8") -> Path:
@@ -25,6 +29,7 @@ def write_atomic(path: Path | str, data: bytes | str, *, mode: int = 0o644, enco
     if isinstance(data, str):
         data = data.encode(encoding)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # Before the data: a secret is never readable by others, not even for a moment.
@@ -46,6 +51,21 @@ def write_atomic(path: Path | str, data: bytes | str, *, mode: int = 0o644, enco
         raise
     fsync_dir(path.parent)
     return path
+
+
+def remove_stale(path: Path | str, *, now: float | None = None) -> list[Path]:
+    """Remove the temporary files a crash left beside ``path`` (``.NAME.*.tmp``, over an hour old)."""
+    path = Path(path)
+    now = time.time() if now is None else now
+    removed = []
+    for left in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if now - left.stat().st_mtime > STALE_AFTER_S:
+                left.unlink()
+                removed.append(left)
+        except FileNotFoundError:
+            pass
+    return removed
 
 
 def fsync_dir(folder: Path | str) -> None:

@@ -89,6 +89,28 @@ def test_a_write_that_fails_part_way_leaves_the_old_file(tmp_path):
     assert path.read_bytes() == new
 
 
+def test_a_crash_mid_write_leaves_a_temporary_file_that_a_later_write_removes(tmp_path):
+    path = tmp_path / "admin.pub.jwks"
+    path.write_bytes(b"old\n")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child dies as a power cut would stop it, between write and rename
+        os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
+        write_atomic(path, b"new\n")
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    (left,) = leftovers(tmp_path)
+    assert left.startswith(".admin.pub.jwks.") and path.read_bytes() == b"old\n"
+    # Fresh, it may be another writer's: kept. An hour old, it is a crash's: removed by the next write.
+    write_atomic(path, b"newer\n")
+    assert leftovers(tmp_path) == [left]
+    os.utime(tmp_path / left, (0, os.stat(tmp_path / left).st_mtime - atomicfile.STALE_AFTER_S - 1))
+    (tmp_path / ".other.x.tmp").write_bytes(b"")  # another file's temporary: not this write's business
+    os.utime(tmp_path / ".other.x.tmp", (0, 0))
+    write_atomic(path, b"newest\n")
+    assert leftovers(tmp_path) == [".other.x.tmp"] and path.read_bytes() == b"newest\n"
+
+
 def test_a_failed_flush_never_renames(tmp_path, monkeypatch):
     path = tmp_path / "device.jwks"
     path.write_bytes(b"old")
