@@ -240,6 +240,7 @@ class LivenessSettings(Section):
     full_moves: int = Field(5, ge=1, le=100)
     follow_min: float = Field(0.75, gt=0, le=1)
     static_max: float = Field(0.45, ge=0, lt=1)
+    outline_drop: float = Field(0.4, gt=0, le=1)
     moire_threshold: float = Field(3.4, ge=0, le=100)
     moire_ramp: float = Field(0.3, gt=0, le=100)
     blink_weight: float = Field(1.0, ge=0, le=10)

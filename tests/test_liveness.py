@@ -45,11 +45,11 @@ def test_surround_follows_a_moving_picture_and_stays_behind_a_moving_head():
     # A picture: everything, face and surround, shifted together.
     M = np.float32([[1, 0, 18], [0, 1, 6]])
     moved = cv2.warpAffine(texture, M, (640, 480), borderMode=cv2.BORDER_REFLECT)
-    picture, _ = surround_coherence(texture, ref_pts, moved, pts)
+    picture = surround_coherence(texture, ref_pts, moved, pts).share
     # A head: only the face region moved, the scene behind stayed.
     head = texture.copy()
     head[180:300, 240:380] = moved[180:300, 240:380]
-    person, _ = surround_coherence(texture, ref_pts, head, pts)
+    person = surround_coherence(texture, ref_pts, head, pts).share
     assert picture > 0.9 and person < 0.2
 
 
@@ -61,7 +61,7 @@ def test_surround_follows_a_tilting_picture():
     moved = cv2.warpPerspective(texture, H, (640, 480), borderMode=cv2.BORDER_REFLECT)
     ref_pts = face_points(300, 240)
     pts = cv2.perspectiveTransform(ref_pts[None].astype(np.float32), H)[0].astype(np.float64)
-    share, votes = surround_coherence(texture, ref_pts, moved, pts)
+    share, votes, _ = surround_coherence(texture, ref_pts, moved, pts)
     assert share > 0.8 and votes >= 50
 
 
@@ -121,7 +121,7 @@ def test_landmarks_that_jump_on_a_still_picture_are_not_a_move():
     x0, y0 = (ref_pts + [12, 5]).min(0).astype(int)
     x1, y1 = (ref_pts + [12, 5]).max(0).astype(int)
     head[y0:y1, x0:x1] = moved[y0:y1, x0:x1]
-    share, votes = surround_coherence(texture, ref_pts, head, ref_pts + [12, 5])
+    share, votes, _ = surround_coherence(texture, ref_pts, head, ref_pts + [12, 5])
     assert share < 0.2 and votes >= 50
 
 

@@ -6,6 +6,10 @@ live, negative: a presentation attack, 0: no information):
 - ``blink`` (:mod:`.blink`): a dip of the eye aspect ratio on a steady face, +1;
 - ``parallax`` (:mod:`.parallax`): the surround moves with the face (a held
   picture, -1) or stays put (a head before a scene, +1), from 3 moves on;
+  not a picture when the band beyond the surround stays put (a walking
+  person's hair and body follow the face too); and a head when the motion
+  stops at an outline between the two while the appearance model calls the
+  face live (either alone is no proof);
 - ``moire`` (:mod:`.moire`): screen ripples on the face, down to -1;
 - ``appearance`` (:mod:`.appearance`): a trained texture/colour/surround model,
   the visit's mean log-odds of "live" mapped to [-1, 1] around
@@ -58,8 +62,10 @@ class Evidence:
     points: list[np.ndarray] = field(default_factory=list)
     ears: list[float] = field(default_factory=list)
     moire: list[float] = field(default_factory=list)
-    # Face/surround coherence: share of "follows the face" votes per comparison.
+    # Face/surround coherence: share of "follows the face" votes per comparison, in the ring round the
+    # face and in the band beyond it (None where it had too little texture).
     coherence: list[float] = field(default_factory=list)
+    beyond: list[float | None] = field(default_factory=list)
     # Appearance: the model's log-odds of "live", per frame.
     appearance: list[float] = field(default_factory=list)
     ref_grey: np.ndarray | None = None  # the frame motion is measured from
@@ -115,7 +121,8 @@ class Liveness:
         elif similarity_shift(ev.ref_points, pts) >= self.settings.min_motion:
             c = surround_coherence(ev.ref_grey, ev.ref_points, grey, pts)
             if c is not None:
-                ev.coherence.append(c[0])
+                ev.coherence.append(c.share)
+                ev.beyond.append(c.beyond)
             ev.ref_grey, ev.ref_points = grey, pts  # measure the next move from here
         if frame.image.ndim == 3:
             m = moire_score(frame.image, pts)
@@ -134,10 +141,12 @@ class Liveness:
             return out
         blink, dip = blink_evidence(ev.ears, ev.points, s.blink_drop, s.blink_steady)
         out["blink_dip"] = round(dip, 4)
-        parallax, follows = parallax_evidence(ev.coherence, min_moves=s.min_moves, full_moves=s.full_moves,
-                                              follow_min=s.follow_min, static_max=s.static_max)
+        parallax, follows, beyond = parallax_evidence(ev.coherence, min_moves=s.min_moves, full_moves=s.full_moves,
+                                                      follow_min=s.follow_min, static_max=s.static_max, beyond=ev.beyond)
         if follows is not None:
             out["follows"] = round(follows, 4)
+        if beyond is not None:
+            out["beyond_follows"] = round(beyond, 4)
         out["moves"] = float(len(ev.coherence))
         moire, m = moire_evidence(ev.moire, s.moire_threshold, s.moire_ramp)
         if m is not None:
@@ -147,6 +156,16 @@ class Liveness:
             out["appearance_logit"] = round(a, 4)
         e = {"blink": blink, "parallax": parallax, "moire": moire, "appearance": appearance}
         e = {c: (0.0 if c in self.off else v) for c, v in e.items()}
+        # What moved with the face stopped short of the band beyond it: the outline of a head (its hair and
+        # body follow, the scene does not). Alone that proves nothing (a small print or a phone held up shows
+        # an edge there too); with a face that the appearance model calls live (full evidence) it is a head
+        # before a scene. Neither alone opens the door.
+        if (beyond is not None and follows - beyond >= s.outline_drop and e["appearance"] >= 1
+                and "parallax" not in self.off):
+            outline = min(1.0, len(ev.coherence) / s.full_moves)
+            if outline > e["parallax"]:
+                e["parallax"] = outline
+                out["outline"] = 1.0
         w = {"blink": s.blink_weight, "parallax": s.parallax_weight, "moire": s.moire_weight,
              "appearance": s.appearance_weight if e["appearance"] < 0 else s.appearance_live_weight}
         out.update({c: round(v, 4) for c, v in e.items()})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 
@@ -26,8 +28,8 @@ def affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 FACE_FOLLOWS_MIN = 0.5
 
 
-def _votes(ref_grey: np.ndarray, grey: np.ndarray, H: np.ndarray, box: tuple[int, int, int, int], region, noise: float):
-    """Votes of the textured pixels of ``region`` (a mask over ``box``): (follow the map H, stay put)."""
+def _votes(ref_grey: np.ndarray, grey: np.ndarray, H: np.ndarray, box: tuple[int, int, int, int], regions, noise: float):
+    """Votes of the textured pixels of each of ``regions`` (masks over ``box``): [(follow the map H, stay put), ...]."""
     l, t, r, b = box
     cur = grey[t:b, l:r].astype(np.float32)
     # The reference frame warped by the face's motion, sampled on this crop.
@@ -37,13 +39,28 @@ def _votes(ref_grey: np.ndarray, grey: np.ndarray, H: np.ndarray, box: tuple[int
     still = ref_grey[t:b, l:r].astype(np.float32)
     gx = cv2.Sobel(cur, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(cur, cv2.CV_32F, 0, 1, ksize=3)
-    textured = region & (np.hypot(gx, gy) > 40)  # motion is only visible where there is detail
-    e_follow = np.abs(warped - cur)[textured]
-    e_still = np.abs(still - cur)[textured]
-    return int((e_follow + noise < e_still).sum()), int((e_still + noise < e_follow).sum())
+    textured = np.hypot(gx, gy) > 40  # motion is only visible where there is detail
+    e_follow = np.abs(warped - cur)
+    e_still = np.abs(still - cur)
+    follows, stays = e_follow + noise < e_still, e_still + noise < e_follow
+    return [(int((follows & m).sum()), int((stays & m).sum())) for m in (textured & region for region in regions)]
 
 
-def surround_coherence(ref_grey: np.ndarray, ref_pts: np.ndarray, grey: np.ndarray, pts: np.ndarray, *, noise: float = 6.0) -> tuple[float, int] | None:
+class Coherence(NamedTuple):
+    """One move's votes: the share of "follows the face" in the ring round the face, the number of votes,
+    and the share in the band beyond it (None without enough texture there)."""
+
+    share: float
+    votes: int
+    beyond: float | None = None
+
+
+#: The ring round the face and the band beyond it, in half face sizes from the face's centre.
+RING = (1.15, 2.0)
+BEYOND = (2.0, 3.0)
+
+
+def surround_coherence(ref_grey: np.ndarray, ref_pts: np.ndarray, grey: np.ndarray, pts: np.ndarray, *, noise: float = 6.0) -> Coherence | None:
     """Does the face's surround move with the face (a picture) or stay put (a scene behind a head)?
 
     The face's own motion between two frames is fitted as an affine map of
@@ -53,9 +70,15 @@ def surround_coherence(ref_grey: np.ndarray, ref_pts: np.ndarray, grey: np.ndarr
     it let the surround of a close-up print look static.) Every textured
     pixel of a ring around the face then votes for the hypothesis that
     explains it better: "follows the face" (the ring warped by that map
-    matches) or "static" (it matches unwarped). Returns the share of "follows" votes and the number of votes.
-    Motion correlation between face and background is a classic photo-attack
-    counter-measure (Anjos and Marcel, IJCB 2011).
+    matches) or "static" (it matches unwarped). Returns the share of "follows"
+    votes, the number of votes, and the same share in the band beyond the ring
+    (:data:`BEYOND`). Motion correlation between face and background is a
+    classic photo-attack counter-measure (Anjos and Marcel, IJCB 2011).
+
+    The ring (:data:`RING`) holds the head's own hair, ears and neck, which
+    follow a real face too; the band beyond it mostly holds the scene, unless
+    the picture is larger than that or the person's body moves along (someone
+    walking up). :func:`parallax_evidence` weighs the two.
 
     The face's own pixels vote first: unless most of them follow the map,
     the landmarks moved and the face did not (dlib's landmarks jump by a
@@ -71,27 +94,39 @@ def surround_coherence(ref_grey: np.ndarray, ref_pts: np.ndarray, grey: np.ndarr
     fl, ft, fr, fb = int(max(0, x0)), int(max(0, y0)), int(min(w, x1)), int(min(h, y1))
     if fr - fl < 8 or fb - ft < 8:
         return None
-    f_follows, f_stays = _votes(ref_grey, grey, H, (fl, ft, fr, fb), True, noise)
+    ((f_follows, f_stays),) = _votes(ref_grey, grey, H, (fl, ft, fr, fb), (True,), noise)
     if f_follows + f_stays < 50 or f_follows < FACE_FOLLOWS_MIN * (f_follows + f_stays):
         return None
-    outer, inner = 2.0 * half, 1.15 * half
+    outer = BEYOND[1] * half
     l, t = int(max(0, cx - outer)), int(max(0, cy - outer))
     r, b = int(min(w, cx + outer)), int(min(h, cy + outer))
     yy, xx = np.mgrid[t:b, l:r]
-    ring = np.maximum(np.abs(xx - cx), np.abs(yy - cy)) > inner
-    follows, stays = _votes(ref_grey, grey, H, (l, t, r, b), ring, noise)
+    d = np.maximum(np.abs(xx - cx), np.abs(yy - cy)) / half
+    (follows, stays), (b_follows, b_stays) = _votes(
+        ref_grey, grey, H, (l, t, r, b), ((d > RING[0]) & (d <= RING[1]), d > BEYOND[0]), noise)
     if follows + stays < 50:
         return None
-    return follows / (follows + stays), follows + stays
+    beyond = b_follows / (b_follows + b_stays) if b_follows + b_stays >= 50 else None
+    return Coherence(follows / (follows + stays), follows + stays, beyond)
 
 
-def parallax_evidence(coherence: list[float], *, min_moves: int, full_moves: int, follow_min: float, static_max: float) -> tuple[float, float | None]:
-    """(evidence in [-1, 1], median share of "follows" votes or None): at or above follow_min a
-    picture (-1), at or below static_max a head before a scene (+1), a ramp between; weighed
-    by the number of moves (full weight from ``full_moves`` on: a hand-held print can look
-    static for three)."""
+def parallax_evidence(coherence: list[float], *, min_moves: int, full_moves: int, follow_min: float, static_max: float,
+                      beyond: list[float | None] = ()) -> tuple[float, float | None, float | None]:
+    """(evidence in [-1, 1], median share of "follows" votes in the ring or None, the same in the band beyond it
+    or None): at or above follow_min a picture (-1), at or below static_max a head before a scene (+1), a ramp
+    between; weighed by the number of moves (full weight from ``full_moves`` on: a hand-held print can look
+    static for three).
+
+    A picture only when the band beyond the ring follows too, or shows too little texture to say: where the
+    scene beyond stays put (at or below static_max), what follows the face in the ring may be the person's own
+    hair and body (someone walking up carries them along) as well as the edge of a small picture. Motion
+    cannot tell those apart, so it gives no evidence of a picture then."""
     if len(coherence) < min_moves:
-        return 0.0, None  # the face hardly moved: no evidence either way
+        return 0.0, None, None  # the face hardly moved: no evidence either way
     f = float(np.median(coherence))
+    known = [b for b in beyond if b is not None]
+    fb = float(np.median(known)) if len(known) >= min_moves else None
     e = float(np.clip(1 - 2 * (f - static_max) / (follow_min - static_max), -1, 1))
-    return e * min(1.0, len(coherence) / full_moves), f
+    if e < 0 and fb is not None and fb <= static_max:
+        e = 0.0
+    return e * min(1.0, len(coherence) / full_moves), f, fb
