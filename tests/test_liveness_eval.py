@@ -254,5 +254,5 @@ def test_the_docs_benchmark_command_runs(docs_folder, test_data):
     r = run_sh(docs_snippet("liveness-bench"), docs_folder, {"KIOSK_TEST_DATA": str(test_data)})
     assert r.returncode == 0, r.stderr[-3000:]
     lines = {ln.split()[0]: ln for ln in r.stdout.splitlines()[1:] if ln.strip()}
-    assert set(lines) == {"appearance_features_ms", "appearance_cue_ms", "observe_ms"}
+    assert set(lines) == {"appearance_features_ms", "appearance_cue_ms", "observe_ms", "parallax_move_ms"}
     assert r.stdout.startswith("81 faces")  # the webcam clip's 72 frames and 9 knn photos

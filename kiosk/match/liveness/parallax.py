@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import cv2
@@ -28,8 +29,10 @@ def affine(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 FACE_FOLLOWS_MIN = 0.5
 
 
-def _votes(ref_grey: np.ndarray, grey: np.ndarray, H: np.ndarray, box: tuple[int, int, int, int], regions, noise: float):
-    """Votes of the textured pixels of each of ``regions`` (masks over ``box``): [(follow the map H, stay put), ...]."""
+def _votes(ref_grey: np.ndarray, grey: np.ndarray, H: np.ndarray, box: tuple[int, int, int, int], regions: np.ndarray | None,
+           n_regions: int, noise: float) -> np.ndarray:
+    """Votes of the textured pixels of each region over ``box`` (``regions``: each pixel's region number,
+    -1 for none; None: one region, the whole box), as an array of (follow the map H, stay put) per region."""
     l, t, r, b = box
     cur = grey[t:b, l:r].astype(np.float32)
     # The reference frame warped by the face's motion, sampled on this crop.
@@ -39,11 +42,15 @@ def _votes(ref_grey: np.ndarray, grey: np.ndarray, H: np.ndarray, box: tuple[int
     still = ref_grey[t:b, l:r].astype(np.float32)
     gx = cv2.Sobel(cur, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(cur, cv2.CV_32F, 0, 1, ksize=3)
-    textured = np.hypot(gx, gy) > 40  # motion is only visible where there is detail
-    e_follow = np.abs(warped - cur)
-    e_still = np.abs(still - cur)
-    follows, stays = e_follow + noise < e_still, e_still + noise < e_follow
-    return [(int((follows & m).sum()), int((stays & m).sum())) for m in (textured & region for region in regions)]
+    textured = cv2.magnitude(gx, gy) > 40  # motion is only visible where there is detail
+    # > 0: the warped reference explains the pixel better than the still one ("follows"), < 0: worse.
+    margin = cv2.subtract(cv2.absdiff(still, cur), cv2.absdiff(warped, cur))
+    out = np.zeros((n_regions, 2), np.int64)
+    for k, vote in enumerate((margin > noise, margin < -noise)):
+        sel = vote & textured
+        out[:, k] = (np.bincount(regions[sel].astype(np.intp) + 1, minlength=n_regions + 1)[1:] if regions is not None
+                     else [np.count_nonzero(sel)])
+    return out
 
 
 class Coherence(NamedTuple):
@@ -58,6 +65,12 @@ class Coherence(NamedTuple):
 #: The ring round the face and the band beyond it, in half face sizes from the face's centre.
 RING = (1.15, 2.0)
 BEYOND = (2.0, 3.0)
+
+
+def _square(c: float, radius: float, lo: int, hi: int) -> slice:
+    """The pixels within ``radius`` of ``c`` on an axis, as a slice of the crop [lo, hi)."""
+    a, z = max(lo, math.ceil(c - radius)), min(hi - 1, math.floor(c + radius))
+    return slice(a - lo, max(a, z + 1) - lo)
 
 
 def surround_coherence(ref_grey: np.ndarray, ref_pts: np.ndarray, grey: np.ndarray, pts: np.ndarray, *, noise: float = 6.0) -> Coherence | None:
@@ -94,16 +107,17 @@ def surround_coherence(ref_grey: np.ndarray, ref_pts: np.ndarray, grey: np.ndarr
     fl, ft, fr, fb = int(max(0, x0)), int(max(0, y0)), int(min(w, x1)), int(min(h, y1))
     if fr - fl < 8 or fb - ft < 8:
         return None
-    ((f_follows, f_stays),) = _votes(ref_grey, grey, H, (fl, ft, fr, fb), (True,), noise)
+    ((f_follows, f_stays),) = _votes(ref_grey, grey, H, (fl, ft, fr, fb), None, 1, noise).tolist()
     if f_follows + f_stays < 50 or f_follows < FACE_FOLLOWS_MIN * (f_follows + f_stays):
         return None
     outer = BEYOND[1] * half
     l, t = int(max(0, cx - outer)), int(max(0, cy - outer))
     r, b = int(min(w, cx + outer)), int(min(h, cy + outer))
-    yy, xx = np.mgrid[t:b, l:r]
-    d = np.maximum(np.abs(xx - cx), np.abs(yy - cy)) / half
-    (follows, stays), (b_follows, b_stays) = _votes(
-        ref_grey, grey, H, (l, t, r, b), ((d > RING[0]) & (d <= RING[1]), d > BEYOND[0]), noise)
+    # The band beyond (1), the ring (0) and the face (-1): squares round the face's centre.
+    regions = np.ones((b - t, r - l), np.int8)
+    for k, value in ((RING[1], 0), (RING[0], -1)):
+        regions[_square(cy, k * half, t, b), _square(cx, k * half, l, r)] = value
+    (follows, stays), (b_follows, b_stays) = _votes(ref_grey, grey, H, (l, t, r, b), regions, 2, noise).tolist()
     if follows + stays < 50:
         return None
     beyond = b_follows / (b_follows + b_stays) if b_follows + b_stays >= 50 else None
