@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import struct
@@ -198,3 +199,173 @@ def test_builds_a_kiosk_image(tmp_path):
     assert "127.0.1.1\tdoor-1" in _debugfs(p2_out, "cat /etc/hosts")
     assert _debugfs(p1_out, "cat /userconf.txt") == userconf.read_text()
     assert "ssh" in _debugfs(p1_out, "ls /").split()
+
+
+# -- --rootfs: a Debian arm64 root laid out like Raspberry Pi OS, booting under UEFI --
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--image", "IMAGE"], "give one of them"),
+        (["--rootfs", "/nonexistent.tar"], "no such file"),
+        (["--rootfs", "ROOTFS.tgz"], "expected a .tar"),
+        (["--size", "4T"], "--size 4T"),
+    ],
+)
+def test_rootfs_arguments_are_checked(inputs, tmp_path, extra, message):
+    image, key, out = inputs
+    rootfs = tmp_path / "root.tar"
+    rootfs.write_bytes(b"")
+    (tmp_path / "ROOTFS.tgz").write_bytes(b"")
+    extra = [str(image) if a == "IMAGE" else str(tmp_path / a) if a == "ROOTFS.tgz" else a for a in extra]
+    if "--rootfs" not in extra:
+        extra = ["--rootfs", str(rootfs), *extra]
+    r = run_build(*extra, "--fleet-key", key, "--output", out, "--dry-run", check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert message in r.stderr
+
+
+def test_rootfs_dry_run_plans_a_uefi_disk(inputs, tmp_path):
+    _, key, out = inputs
+    rootfs = tmp_path / "root.tar"
+    rootfs.write_bytes(b"")
+    r = run_build("--rootfs", rootfs, "--size", "3G", "--fleet-key", key, "--output", out, "--dry-run")
+    assert "bootfs (1, FAT32) and rootfs (2, ext4)" in r.stdout and "(3G)" in r.stdout
+    assert "systemd-boot" in r.stdout and "initramfs" in r.stdout and "install.sh --root" in r.stdout
+    assert not out.exists()
+
+
+#: A kernel's modules.dep, as depmod writes it: each module with everything it needs.
+MODULES_DEP = """\
+kernel/drivers/virtio/virtio_pci_legacy_dev.ko:
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_legacy_dev.ko kernel/drivers/virtio/virtio_pci_modern_dev.ko
+kernel/lib/crc16.ko:
+kernel/fs/mbcache.ko:
+kernel/fs/jbd2/jbd2.ko:
+kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko
+kernel/crypto/crc32c_generic.ko:
+kernel/lib/libcrc32c.ko:
+kernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko
+"""
+
+
+def _fake_debian_root(tmp_path: Path, *, kernel: bool = True) -> Path:
+    """A tar of a root with what build-image.sh --rootfs reads: os-release, users, a kernel, its modules,
+    systemd-boot's EFI binary and busybox (contents stand-ins: nothing here runs them)."""
+    root = tmp_path / "debian-root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/os-release").write_text('PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nVERSION_CODENAME=bookworm\n')
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/group").write_text("root:x:0:\nvideo:x:44:\n")
+    (root / "etc/hostname").write_text("localhost\n")
+    (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\tlocalhost\n")
+    (root / "bin").mkdir()
+    (root / "bin/busybox").write_bytes(b"\x7fELF busybox stand-in")
+    (root / "usr/lib/systemd/boot/efi").mkdir(parents=True)
+    (root / "usr/lib/systemd/boot/efi/systemd-bootaa64.efi").write_bytes(b"MZ systemd-boot stand-in")
+    if kernel:
+        kver = "6.1.0-99-arm64"
+        (root / "boot").mkdir()
+        (root / f"boot/vmlinuz-{kver}").write_bytes(b"MZ kernel stand-in")
+        mods = root / "lib/modules" / kver
+        for line in MODULES_DEP.splitlines():
+            path = mods / line.split(":")[0]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(f"module {path.name}".encode())
+        (mods / "modules.dep").write_text(MODULES_DEP)
+        # virtio_blk built into the kernel: nothing to load for it.
+        (mods / "modules.builtin").write_text("kernel/drivers/virtio/virtio.ko\nkernel/drivers/block/virtio_blk.ko\n")
+    tar = tmp_path / "debian-root.tar"
+    subprocess.run(["tar", "-C", str(root), "--numeric-owner", "--owner=0", "--group=0", "-cf", str(tar), "."],
+                   check=True)
+    return tar
+
+
+def _needs_rootfs_tools():
+    if os.geteuid() != 0 or not Path("/dev/loop-control").exists():
+        pytest.skip("needs root and loop devices")
+    for tool in ("mkfs.ext4", "mkfs.vfat", "mcopy", "sfdisk", "cpio", "debugfs", "partx", "losetup"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (scripts/bootstrap installs it)")
+
+
+def _mtools(*argv: str) -> str:
+    r = subprocess.run(list(argv), capture_output=True, text=True, env=dict(os.environ, MTOOLS_SKIP_CHECK="1"))
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.slow
+def test_builds_a_uefi_image_from_a_debian_root(tmp_path):
+    _needs_rootfs_tools()
+    tar = _fake_debian_root(tmp_path)
+    key = tmp_path / "fleet-root.pub"
+    key.write_text('{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}\n')
+    userconf = tmp_path / "userconf.txt"
+    userconf.write_text("installer:$6$salt$abcdefghijklmnopqrstuvwxyz\n")
+    out = tmp_path / "kiosk.img"
+    r = run_build("--rootfs", tar, "--size", "1G", "--fleet-key", key, "--output", out,
+                  "--hostname", "door-1", "--userconf", userconf)  # fmt: skip
+    assert "initramfs: busybox and 8 modules" in r.stdout
+    assert "nothing in this root reads userconf.txt" in r.stdout  # a Raspberry Pi OS step, said to do nothing here
+    assert not _loops_on(out) and not Path(str(out) + ".partial").exists()
+    assert out.stat().st_size == 1 << 30
+
+    # The disk: Raspberry Pi OS's two partitions, the first FAT32 at 4 MiB.
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(out)], capture_output=True, text=True,
+                                      check=True).stdout)["partitiontable"]  # fmt: skip
+    assert table["label"] == "dos"
+    (p1, p2) = table["partitions"]
+    assert (p1["start"], p1["size"], p1["type"]) == (8192, 1048576, "c") and p2["start"] == 8192 + 1048576
+    boot = f"{out}@@{p1['start'] * SECTOR}"
+    assert "bootfs" in _mtools("mlabel", "-s", "-i", boot, "::")
+    assert _mtools("mtype", "-i", boot, "::/EFI/BOOT/BOOTAA64.EFI") == "MZ systemd-boot stand-in"
+    assert _mtools("mtype", "-i", boot, "::/vmlinuz") == "MZ kernel stand-in"
+    entry = _mtools("mtype", "-i", boot, "::/loader/entries/kiosk.conf")
+    assert "linux /vmlinuz" in entry and "initrd /initrd.img" in entry and "root=LABEL=rootfs" in entry
+    assert "default kiosk.conf" in _mtools("mtype", "-i", boot, "::/loader/loader.conf")
+    assert _mtools("mtype", "-i", boot, "::/userconf.txt") == userconf.read_text()
+
+    # The initramfs: busybox, /init, and the modules in an order that loads each after what it needs.
+    initrd = tmp_path / "initrd.img"
+    _mtools("mcopy", "-i", boot, "::/initrd.img", str(initrd))
+    listing = subprocess.run(f"zcat {initrd} | cpio -t --quiet", shell=True, capture_output=True, text=True,
+                             check=True).stdout.split()  # fmt: skip
+    assert {"init", "bin/busybox", "lib/modules/order"} <= set(listing)
+    order = subprocess.run(f"zcat {initrd} | cpio -i --quiet --to-stdout lib/modules/order", shell=True,
+                           capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert sorted(order) == sorted(["virtio_pci_legacy_dev.ko", "virtio_pci_modern_dev.ko", "virtio_pci.ko",
+                                    "crc32c_generic.ko", "crc16.ko", "mbcache.ko", "jbd2.ko", "ext4.ko"])
+    for module, needs in (("virtio_pci.ko", ["virtio_pci_legacy_dev.ko", "virtio_pci_modern_dev.ko"]),
+                          ("ext4.ko", ["crc16.ko", "mbcache.ko", "jbd2.ko"])):
+        assert all(order.index(n) < order.index(module) for n in needs), order
+    assert "virtio_blk.ko" not in order and "xfs.ko" not in order  # built in; not needed
+    init = subprocess.run(f"zcat {initrd} | cpio -i --quiet --to-stdout init", shell=True, capture_output=True,
+                          text=True, check=True).stdout  # fmt: skip
+    assert init.startswith("#!/bin/busybox sh") and "switch_root /root" in init
+
+    # The root: the Debian root, its mounts, and the kiosk staged as on a Pi.
+    p2_out = tmp_path / "p2.out"
+    with out.open("rb") as f:
+        f.seek(p2["start"] * SECTOR)
+        p2_out.write_bytes(f.read(p2["size"] * SECTOR))
+    assert "bookworm" in _debugfs(p2_out, "cat /etc/os-release")
+    fstab = _debugfs(p2_out, "cat /etc/fstab")
+    assert "LABEL=rootfs" in fstab and "LABEL=bootfs  /boot/firmware  vfat" in fstab
+    assert _debugfs(p2_out, "cat /etc/kiosk/fleet-root.pub") == key.read_text()
+    assert "kiosk-firstboot.service" in _debugfs(p2_out, "ls /etc/systemd/system/multi-user.target.wants")
+    assert _debugfs(p2_out, "cat /etc/hostname").strip() == "door-1"
+    assert "\nkiosk:x:" in _debugfs(p2_out, "cat /etc/passwd")
+
+
+def test_rootfs_without_a_kernel_is_refused(tmp_path):
+    _needs_rootfs_tools()
+    tar = _fake_debian_root(tmp_path, kernel=False)
+    key = tmp_path / "fleet-root.pub"
+    key.write_text('{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}\n')
+    out = tmp_path / "kiosk.img"
+    r = run_build("--rootfs", tar, "--size", "1G", "--fleet-key", key, "--output", out, check=False)
+    assert r.returncode == 2 and "install linux-image-arm64 in the root" in r.stderr
+    assert not out.exists() and not Path(str(out) + ".partial").exists() and not _loops_on(out)
