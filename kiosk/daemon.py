@@ -91,7 +91,7 @@ class Kiosk:
         cfg = self.config
         try:
             cfg = self.config = self._provisioned(cfg)
-            self.notifier.status("starting: opening database and gallery")
+            self._starting("starting: opening database and gallery")
             self.store = open_store(cfg)
             self._on_stop("database", self.store.db.close)
             check_key_files(cfg)
@@ -111,7 +111,7 @@ class Kiosk:
                 self._on_stop("location", self.location.close)
             gallery = self.store.load()
             self.crops = EvidenceCrops() if self.outbox.settings.evidence_crop else None
-            self.notifier.status("starting: loading models")
+            self._starting("starting: loading models")
             recent = self.outbox.last_checkins(self._wall() - cfg.match.repeat_interval_s)
             self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), on_prompt=self._prompt,
                                          wall_clock=self._wall, recent_checkins=recent)
@@ -120,6 +120,7 @@ class Kiosk:
                 if self.gallery_sync is not None:
                     self.gallery_sync.start()
                     self._on_stop("gallery sync", self.gallery_sync.close)
+            self._starting("starting: the door panel and the camera")
             if self.panel is None:  # else opened early, to wait for a provisioning code
                 self._start_panel(cfg)
             sensor = getattr(self.panel, "motion_sensor", None)
@@ -134,6 +135,14 @@ class Kiosk:
             cfg.device.site, cfg.device.device_id, len(gallery), self.capture.source.name,
         )
         self.notifier.ready(self._status_line())
+
+    def _starting(self, step: str) -> None:
+        """Say which start-up step runs, and feed the watchdog: after a provisioning code was
+        taken READY=1 is already sent and systemd's watchdog runs, while the models load (seconds
+        on a Pi, tens of seconds under emulation)."""
+        self.notifier.status(step)
+        if self.notifier.watchdog_interval:
+            self.notifier.watchdog()
 
     def _on_stop(self, name: str, fn: Callable[[], None]) -> None:
         self._started.append((name, fn))

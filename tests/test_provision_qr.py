@@ -148,6 +148,13 @@ def test_daemon_takes_the_code_from_real_frames_and_runs_provisioned(fleet, stat
     assert any(m.startswith("READY=1") and "show the provisioning QR code" in m for m in sent)
     assert any("provisioning code refused" in m and "another fleet" in m for m in sent)
     assert "WATCHDOG=1" in sent
+    # Once the code is taken READY=1 is already sent and systemd's watchdog runs: each start-up
+    # step feeds it (a Pi loads the models in seconds; the arm64 boot check's machine took 22 s).
+    waiting = next(i for i, m in enumerate(sent) if m.startswith("READY=1") and "show the provisioning" in m)
+    running = next(i for i, m in enumerate(sent) if i > waiting and m.startswith("READY=1"))
+    steps = sent[waiting:running]
+    for step in ("STATUS=starting: loading models", "STATUS=starting: the door panel and the camera"):
+        assert steps[steps.index(step) + 1] == "WATCHDOG=1", steps
     assert panel.errors == 1 and panel.clears >= 1
     # Events carry the provisioned identity, and the location (fixed: the installer was there).
     db = sqlite3.connect(state_dir / "kiosk.db")
