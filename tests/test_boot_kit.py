@@ -3,15 +3,18 @@
 The boot check itself (tests/test_arm64_boot.py) needs root, QEMU and a quarter
 of an hour; these run everywhere: the MJPEG camera the kiosk in the machine
 reads, the relay QEMU runs for each of the machine's connections to a forwarded
-address, and the hash that decides between the short and the full boot.
+address, the guest agent's client (against a fake agent that runs commands
+here), and the hash that decides between the short and the full boot.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -211,3 +214,94 @@ def test_the_inputs_hash_follows_every_input(tmp_path):
     assert stamp.read_stamp(s) is None
     stamp.write_stamp({"inputs": first}, s)
     assert stamp.read_stamp(s) == {"inputs": first}
+
+
+class FakeGuestAgent:
+    """A QEMU guest agent on a Unix socket, running commands here: it can be told to leave a stale
+    answer in the connection (as an earlier client's timed-out command does) and says what it ran."""
+
+    def __init__(self, path: Path, *, stale: bytes = b""):
+        self.path, self.stale = path, stale
+        self.ran: list[list[str]] = []
+        self.shutdowns = 0
+        self._procs: dict[int, subprocess.CompletedProcess] = {}
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(1)
+        self._thread = threading.Thread(target=self._serve, name="fake-agent", daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        import base64
+        import json
+
+        conn, _ = self._server.accept()
+        with conn, conn.makefile("rb") as f:
+            conn.sendall(self.stale)
+            for line in f:
+                msg = json.loads(line.lstrip(b"\xff"))
+                cmd, args = msg["execute"], msg.get("arguments", {})
+                if cmd == "guest-sync-delimited":
+                    conn.sendall(b"\xff" + json.dumps({"return": args["id"]}).encode() + b"\n")
+                elif cmd == "guest-exec":
+                    argv = [args["path"], *args.get("arg", [])]
+                    self.ran.append(argv)
+                    stdin = base64.b64decode(args["input-data"]) if "input-data" in args else None
+                    pid = 1000 + len(self.ran)
+                    self._procs[pid] = subprocess.run(argv, input=stdin, capture_output=True)
+                    conn.sendall(json.dumps({"return": {"pid": pid}}).encode() + b"\n")
+                elif cmd == "guest-exec-status" and args["pid"] in self._procs:
+                    p = self._procs[args["pid"]]
+                    conn.sendall(json.dumps({"return": {
+                        "exited": True, "exitcode": p.returncode, "out-data": base64.b64encode(p.stdout).decode(),
+                        "err-data": base64.b64encode(p.stderr).decode()}}).encode() + b"\n")
+                elif cmd == "guest-shutdown":
+                    self.shutdowns += 1  # no answer, as the real agent's
+                else:
+                    conn.sendall(json.dumps({"error": {"class": "GenericError",
+                                                       "desc": f"unknown: {cmd}"}}).encode() + b"\n")
+
+    def close(self):
+        self._server.close()
+
+
+def test_guest_agent_runs_commands_reads_and_writes_files(tmp_path):
+    from boot_kit.agent import AgentError, GuestAgent
+
+    # An answer left over from an earlier connection comes first: the sync drops it.
+    fake = FakeGuestAgent(tmp_path / "agent.sock", stale=b'{"return": {"pid": 7}}\n')
+    agent = GuestAgent(tmp_path / "agent.sock")
+    try:
+        agent.connect(10)
+        r = agent.run("/bin/sh", "-c", "echo out; echo err >&2; exit 3")
+        assert (r.status, r.out, r.err, r.ok) == (3, "out\n", "err\n", False)
+        with pytest.raises(AgentError, match="exited with 3"):
+            r.check()
+        assert agent.sh("cat", stdin=b"through stdin").check().out == "through stdin"
+        target = tmp_path / "dir" / "file"
+        target.parent.mkdir()
+        me = f"{os.getuid()}:{os.getgid()}"
+        agent.write(str(target), b"\x00secret\xff", mode="0600", owner=me)
+        assert target.read_bytes() == b"\x00secret\xff" and (target.stat().st_mode & 0o777) == 0o600
+        assert not Path(str(target) + ".part").exists()
+        assert agent.read(str(tmp_path / "dir" / "file")) == "\x00secret\ufffd"
+        with pytest.raises(AgentError, match="unknown: guest-nonsense"):
+            agent.call("guest-nonsense")
+        agent.shutdown()
+        assert ["/bin/cat", str(target)] in fake.ran
+    finally:
+        agent.close()
+        agent.close()  # safe twice
+        fake.close()
+    time.sleep(0.2)
+    assert fake.shutdowns == 1
+
+
+def test_guest_agent_that_never_answers(tmp_path):
+    from boot_kit.agent import AgentError, GuestAgent
+
+    agent = GuestAgent(tmp_path / "nobody.sock")
+    with pytest.raises(AgentError, match="no answer from the guest agent"):
+        agent.connect(3)
+    with pytest.raises(AgentError, match="the machine stopped"):
+        agent.connect(30, alive=lambda: False)
