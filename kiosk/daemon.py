@@ -30,7 +30,7 @@ from .match.gallery import GalleryStore, open_store
 from .match.models import MODEL_ID
 from .match.motion import MotionGate
 from .match.recognizer import Recognizer
-from .notify import Notifier
+from .notify import KeepAlive, Notifier
 from .sync.keys import check_key_files
 from .sync.events.outbox import CheckIn, Outbox
 from .sync.updates.device import GallerySync
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 # How often the match loop wakes when no frame comes, and reports STATUS=.
 _POLL_S = 0.2
 _STATUS_EVERY_S = 5.0
+#: After a provisioning code is taken, how long the rest of start-up may take with systemd's watchdog
+#: fed (the unit's TimeoutStartSec=, which bounds a start that has not sent READY=1).
+START_UNDER_WATCHDOG_S = 120.0
 
 
 class Kiosk:
@@ -83,6 +86,7 @@ class Kiosk:
         self.qr: QrCheckIn | None = None
         self._last_location = 0.0
         self._camera_ok = True
+        self._starting = KeepAlive(self.notifier, 0.0)  # fed only after a provisioning code, see _provisioned
 
     # -- life cycle --------------------------------------------------------
 
@@ -91,7 +95,7 @@ class Kiosk:
         cfg = self.config
         try:
             cfg = self.config = self._provisioned(cfg)
-            self._starting("starting: opening database and gallery")
+            self.notifier.status("starting: opening database and gallery")
             self.store = open_store(cfg)
             self._on_stop("database", self.store.db.close)
             check_key_files(cfg)
@@ -111,7 +115,7 @@ class Kiosk:
                 self._on_stop("location", self.location.close)
             gallery = self.store.load()
             self.crops = EvidenceCrops() if self.outbox.settings.evidence_crop else None
-            self._starting("starting: loading models")
+            self.notifier.status("starting: loading models")
             recent = self.outbox.last_checkins(self._wall() - cfg.match.repeat_interval_s)
             self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), on_prompt=self._prompt,
                                          wall_clock=self._wall, recent_checkins=recent)
@@ -120,7 +124,6 @@ class Kiosk:
                 if self.gallery_sync is not None:
                     self.gallery_sync.start()
                     self._on_stop("gallery sync", self.gallery_sync.close)
-            self._starting("starting: the door panel and the camera")
             if self.panel is None:  # else opened early, to wait for a provisioning code
                 self._start_panel(cfg)
             sensor = getattr(self.panel, "motion_sensor", None)
@@ -128,21 +131,15 @@ class Kiosk:
             if self.capture is None:
                 self._start_capture(cfg)
         except BaseException:
+            self._starting.stop()
             self.stop()
             raise
+        self._starting.stop()
         log.info(
             "kiosk %s/%s started: %d residents, source %s",
             cfg.device.site, cfg.device.device_id, len(gallery), self.capture.source.name,
         )
         self.notifier.ready(self._status_line())
-
-    def _starting(self, step: str) -> None:
-        """Say which start-up step runs, and feed the watchdog: after a provisioning code was
-        taken READY=1 is already sent and systemd's watchdog runs, while the models load (seconds
-        on a Pi, tens of seconds under emulation)."""
-        self.notifier.status(step)
-        if self.notifier.watchdog_interval:
-            self.notifier.watchdog()
 
     def _on_stop(self, name: str, fn: Callable[[], None]) -> None:
         self._started.append((name, fn))
@@ -169,6 +166,8 @@ class Kiosk:
         bundle = wait_for_code(store, self.capture.get, stop=self._stop, notifier=self.notifier, panel=self.panel)
         if bundle is None:
             raise NotProvisioned("no provisioning code was taken (stopped, or the frames ended)")
+        # READY=1 went out while waiting: systemd's watchdog runs from here on, through the rest of start().
+        self._starting = KeepAlive(self.notifier, START_UNDER_WATCHDOG_S).start()
         cfg, _, _ = provisioned_config(cfg)
         return cfg
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+import time
 
 log = logging.getLogger(__name__)
 
@@ -60,3 +62,43 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+class KeepAlive:
+    """Feeds systemd's watchdog from a thread, until stopped or for at most ``limit_s`` seconds.
+
+    For a start-up that runs after READY=1 was sent: the daemon waited for a
+    provisioning code first, so systemd's watchdog already runs while the main
+    thread loads the models (seconds on a Pi, more than the watchdog's 30 s
+    under emulation). A start-up that hangs longer than ``limit_s`` is still
+    killed. Nothing is sent when systemd set no watchdog.
+    """
+
+    def __init__(self, notifier: Notifier, limit_s: float):
+        self._notifier = notifier
+        self._limit = limit_s
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "KeepAlive":
+        interval = self._notifier.watchdog_interval
+        if interval and self._thread is None:
+            self._notifier.watchdog()
+            self._thread = threading.Thread(target=self._feed, args=(interval / 3,), name="watchdog", daemon=True)
+            self._thread.start()
+        return self
+
+    def _feed(self, every: float) -> None:
+        deadline = time.monotonic() + self._limit
+        while not self._done.wait(every):
+            if time.monotonic() >= deadline:
+                log.warning("start-up still running after %.0f s: the watchdog is no longer fed", self._limit)
+                return
+            self._notifier.watchdog()
+
+    def stop(self) -> None:
+        """Stop feeding. Safe to call twice."""
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

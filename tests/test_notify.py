@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from kiosk.notify import Notifier
+from kiosk.notify import KeepAlive, Notifier
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -103,6 +103,35 @@ def test_abstract_socket_address():
         n.ready()
         assert ns.wait_for("READY=1", 2)
     finally:
+        ns.close()
+
+
+def test_keep_alive_feeds_the_watchdog_until_stopped_or_its_limit(tmp_path):
+    ns = NotifySocket(tmp_path / "notify")
+    try:
+        n = Notifier({"NOTIFY_SOCKET": ns.address, "WATCHDOG_USEC": "300000"})  # fed every 0.1 s
+        t0 = time.monotonic()
+        k = KeepAlive(n, limit_s=60).start()
+        time.sleep(0.55)
+        k.stop()
+        k.stop()  # safe twice
+        stopped = time.monotonic()
+        time.sleep(0.3)
+        fed = ns.times("WATCHDOG=1", since=t0)
+        assert 5 <= len(fed) <= 8 and all(t <= stopped + 0.05 for t in fed), fed
+        # A start-up that hangs past the limit is no longer covered: systemd kills it.
+        t1 = time.monotonic()
+        k = KeepAlive(n, limit_s=0.35).start()
+        time.sleep(0.8)
+        fed = ns.times("WATCHDOG=1", since=t1)
+        assert 3 <= len(fed) <= 5 and fed[-1] - t1 < 0.45, [t - t1 for t in fed]
+        k.stop()
+        # No watchdog set by systemd: nothing sent, no thread.
+        quiet = KeepAlive(Notifier({"NOTIFY_SOCKET": ns.address}), limit_s=60).start()
+        assert quiet._thread is None
+        quiet.stop()
+    finally:
+        n.close()
         ns.close()
 
 

@@ -61,12 +61,14 @@ def systemd(tmp_path):
     sock.bind(str(path))
     sock.settimeout(0.1)
     received: list[str] = []
+    timed: list[tuple[float, str]] = []  # (when, message)
     done = threading.Event()
 
     def read():
         while not done.is_set():
             try:
                 received.append(sock.recv(65536).decode())
+                timed.append((time.monotonic(), received[-1]))
             except (TimeoutError, socket.timeout):
                 continue
 
@@ -78,6 +80,7 @@ def systemd(tmp_path):
         time.sleep(0.2)  # let the last datagrams in
         return list(received)
 
+    messages.timed = timed
     yield notifier, messages
     notifier.close()
     done.set()
@@ -148,13 +151,6 @@ def test_daemon_takes_the_code_from_real_frames_and_runs_provisioned(fleet, stat
     assert any(m.startswith("READY=1") and "show the provisioning QR code" in m for m in sent)
     assert any("provisioning code refused" in m and "another fleet" in m for m in sent)
     assert "WATCHDOG=1" in sent
-    # Once the code is taken READY=1 is already sent and systemd's watchdog runs: each start-up
-    # step feeds it (a Pi loads the models in seconds; the arm64 boot check's machine took 22 s).
-    waiting = next(i for i, m in enumerate(sent) if m.startswith("READY=1") and "show the provisioning" in m)
-    running = next(i for i, m in enumerate(sent) if i > waiting and m.startswith("READY=1"))
-    steps = sent[waiting:running]
-    for step in ("STATUS=starting: loading models", "STATUS=starting: the door panel and the camera"):
-        assert steps[steps.index(step) + 1] == "WATCHDOG=1", steps
     assert panel.errors == 1 and panel.clears >= 1
     # Events carry the provisioned identity, and the location (fixed: the installer was there).
     db = sqlite3.connect(state_dir / "kiosk.db")
@@ -162,6 +158,43 @@ def test_daemon_takes_the_code_from_real_frames_and_runs_provisioned(fleet, stat
     assert events and all(e["site"] == SITE and e["device"] == DEVICE for e in events)
     assert events[0]["type"] == "location" and events[0]["outcome"] == "VERIFIED"
     assert all(e["location_state"] == "VERIFIED" for e in events)
+
+
+@pytest.mark.slow
+def test_the_watchdog_is_fed_while_the_provisioned_kiosk_starts(fleet, state_dir, tmp_path, frames, systemd,
+                                                                 monkeypatch):
+    """READY=1 went out while waiting for the code, so systemd's watchdog runs while the models load
+    after it: under emulation that took longer than the watchdog (the arm64 boot check saw the kiosk
+    killed there). Here the models take 1.2 s against a watchdog of 0.3 s."""
+    import kiosk.daemon
+
+    notifier, messages = systemd
+
+    class SlowRecognizer(kiosk.daemon.Recognizer):
+        def __init__(self, *args, **kwargs):
+            time.sleep(1.2)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(kiosk.daemon, "Recognizer", SlowRecognizer)
+    good = render_with_cli(fleet, tmp_path / "site.png")
+    k = Kiosk(fleet.config(state_dir), source=ReplaySource(showing(frames, {range(0, 24): good}), fps=15, live=False),
+              panel=RecordingPanel(), notifier=notifier)
+    k.start()
+    try:
+        assert k.config.device.site == SITE
+    finally:
+        k.stop()
+    messages()
+    timed = list(messages.timed)
+    waiting = next(t for t, m in timed if m.startswith("READY=1") and "show the provisioning" in m)
+    running = next(t for t, m in timed if t > waiting and m.startswith("READY=1"))
+    loading = next(t for t, m in timed if m == "STATUS=starting: loading models")
+    assert running - loading >= 1.2
+    fed = [waiting] + [t for t, m in timed if waiting < t < running and m == "WATCHDOG=1"] + [running]
+    gaps = [b - a for a, b in zip(fed, fed[1:])]
+    assert max(gaps) < 0.3, gaps  # never a watchdog period without WATCHDOG=1
+    # And once started, the keep-alive has stopped: the match loop feeds the watchdog itself.
+    assert not any(t.name == "watchdog" for t in threading.enumerate())
 
 
 def bad_code(kind: str, fleet, tmp_path) -> str:
