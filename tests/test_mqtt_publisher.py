@@ -8,49 +8,17 @@ import time
 
 import pytest
 
-from broker import Pki, TcpProxy, device_cn
+from broker import Pki, TcpProxy
 from kiosk.config import OutboxSettings
 from kiosk.db import open_database
 from kiosk.errors import ConfigError, KeyFileError
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
 from kiosk.sync.events.consumer import EventConsumer
-from kiosk.sync.mqtt import tls_files
 from kiosk.sync.events.outbox import Outbox
+from kiosk.sync.mqtt import tls_files
 from kiosk.sync.events.publisher import Publisher
-
-SITE, DEVICE = "test-site", "kiosk-t1"
-CN = device_cn(SITE, DEVICE)  # the door's broker identity
-
-
-@pytest.fixture(scope="module")
-def device_keys():
-    return keymod.generate(f"{SITE}/{DEVICE}")
-
-
-@pytest.fixture(scope="module")
-def backend_keys():
-    return keymod.generate("backend")
-
-
-@pytest.fixture
-def outbox(tmp_path):
-    db = open_database(tmp_path / "kiosk.db")
-    yield Outbox(db, site=SITE, device=DEVICE, settings=OutboxSettings())
-    db.close()
-
-
-def decision(i: int) -> Decision:
-    return Decision(Outcome.ACCEPTED, track_id=i, resident_id=f"r-{i % 3}", distance=0.3, margin=0.1, frames=3)
-
-
-def wait_for(pred, timeout: float = 10.0, step: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
+from outbox_kit import CN, DEVICE, SITE, backend_keys, decision, device_keys, outbox, wait_for  # noqa: F401
 
 
 @pytest.fixture
