@@ -16,20 +16,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
+
+from polling import wait_for  # noqa: F401 (re-exported to the tests that import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = "elm-court"
-
-
-def wait_for(pred, timeout: float = 20.0, step: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def _env() -> dict[str, str]:

@@ -6,7 +6,6 @@ to use them there.
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -16,6 +15,7 @@ from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
 from kiosk.sync.events.outbox import Outbox
+from polling import wait_for  # noqa: F401 (re-exported to the tests that import it from here)
 
 SITE, DEVICE = "test-site", "kiosk-t1"
 CN = device_cn(SITE, DEVICE)  # the door's broker identity
@@ -42,11 +42,3 @@ def decision(i: int) -> Decision:
     return Decision(Outcome.ACCEPTED, track_id=i, resident_id=f"r-{i % 3}", distance=0.3, margin=0.1, frames=3)
 
 
-def wait_for(pred, timeout: float = 10.0, step: float = 0.02) -> bool:
-    """Poll ``pred`` until it holds or ``timeout`` seconds pass; its last answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()

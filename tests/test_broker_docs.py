@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 
@@ -18,15 +17,8 @@ from broker import Broker, MqttProbe, device_cn
 from docs import docs_snippet
 from ingest_kit import Fleet, IngestProcess
 from kiosk.backend.store import open_store
+from polling import wait_for
 
-
-def wait_for(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 pytestmark = pytest.mark.e2e
 

@@ -18,6 +18,7 @@ from kiosk.sync.envelope import seal
 from kiosk.sync.mqtt import tls_files
 from kiosk.sync.events.outbox import CLAIM_FIELDS, Outbox
 from kiosk.sync.events.publisher import Publisher
+from polling import wait_for
 
 SITE = "test-site"
 TOPIC_T1 = f"kiosk/{SITE}/kiosk-t1/events"
@@ -37,15 +38,6 @@ def t2():
 @pytest.fixture(scope="module")
 def backend():
     return keymod.generate("backend")
-
-
-def wait_for(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return pred()
 
 
 def claims(device: str, seq: int, event_id: str | None = None) -> dict:

@@ -7,7 +7,6 @@ Mosquitto and the reference consumer decrypting what arrives.
 from __future__ import annotations
 
 import base64
-import time
 
 import cv2
 import numpy as np
@@ -24,6 +23,7 @@ from kiosk.match.track import Track
 from kiosk.sync import keys as keymod
 from kiosk.sync.events.consumer import EventConsumer
 from kiosk.sync.mqtt import tls_files
+from polling import wait_for
 
 SITE, DEVICE = "s1", "door-1"
 
@@ -72,13 +72,6 @@ class QuietPanel:
 
     def close(self):
         pass
-
-
-def wait_for(pred, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not pred():
-        time.sleep(0.05)
-    return pred()
 
 
 def run_with_broker(state, broker, source, evidence_crop: bool):

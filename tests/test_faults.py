@@ -33,6 +33,7 @@ from kiosk.sync.events.consumer import EventConsumer
 from kiosk.sync.mqtt import tls_files
 from kiosk.sync.events.outbox import Outbox
 from kiosk.sync.events.publisher import Publisher
+from polling import wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
@@ -49,15 +50,6 @@ def device_keys():
 @pytest.fixture(scope="module")
 def backend_keys():
     return keymod.generate("backend")
-
-
-def wait_for(pred, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
 
 
 class BackEnd:

@@ -22,6 +22,7 @@ from kiosk.sync.events.consumer import EventConsumer
 from kiosk.sync.events.outbox import Outbox
 from kiosk.sync.events.publisher import Publisher
 from kiosk.sync.mqtt import tls_files
+from polling import wait_for
 
 SITE, DEVICE = "test-site", "kiosk-t1"
 
@@ -84,13 +85,6 @@ def broker6(tmp_path, broker_pki):
     b.start()
     yield b
     b.kill()
-
-
-def wait_for(pred, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not pred():
-        time.sleep(0.02)
-    return pred()
 
 
 @needs_ipv6
