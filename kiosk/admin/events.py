@@ -14,7 +14,7 @@ from ..config import MqttSettings
 from ..sync import keys as keymod
 from ..sync.events.consumer import Event, EventConsumer, Invalid, PrintSink, SeenIds
 from ..sync.mqtt import tls_files
-from ..sync.events.outbox import CLAIM_FIELDS
+from ..sync.events.format import CLAIM_FIELDS
 from .common import config_of
 
 #: Exit status when some messages failed verification.

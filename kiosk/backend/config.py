@@ -72,6 +72,7 @@ class IngestSettings(Section):
     max_clock_ahead_s: float = Field(300.0, ge=0, le=86400 * 365)
     stale_after_s: float = Field(86400.0, gt=0, le=86400 * 3650)
     reorder_window: int = Field(0, ge=0, le=10**9)
+    stall_after_s: float = Field(30.0, ge=1, le=3600)
 
     def rules(self) -> FreshnessRules:
         return FreshnessRules(max_clock_ahead_s=self.max_clock_ahead_s, stale_after_s=self.stale_after_s,

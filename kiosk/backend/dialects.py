@@ -106,6 +106,9 @@ class Sqlite(Dialect):
         conn = self._conn
 
         def lost(e):
+            # Locked, busy, full or failing disk: the store's state, not the data's; retried.
+            if isinstance(e, sqlite3.OperationalError):
+                raise StoreUnavailable(f"store {self.path}: {e}") from None
             raise StorageError(f"store {self.path}: {e}") from None
 
         return _Transaction(lambda: conn.execute("BEGIN IMMEDIATE"), lambda: conn.execute("COMMIT"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -36,42 +37,63 @@ from ..sync.events.consumer import Event, EventConsumer, Invalid, retry_until_st
 from ..sync.events.freshness import FreshnessRules, flags_for
 from ..sync.mqtt import tls_files
 from .config import IngestConfig, load_ingest_config
+from .health import Health, check_health, write_health
 from .store import Incoming, Refusal, Store, open_store
 
 log = logging.getLogger(__name__)
+
+#: Seconds between the service's checks (status, health file, watchdog) at most.
+BEAT_S = 10.0
+#: A health file older than this means the service is not running.
+HEALTH_MAX_AGE_S = 3 * BEAT_S + 5
 
 
 class StoreSink:
     """Stores each batch (events and refusals) in one transaction; the consumer acknowledges after it."""
 
-    def __init__(self, store: Store, rules: FreshnessRules = FreshnessRules()):
+    def __init__(self, store: Store, rules: FreshnessRules = FreshnessRules(), *, retention_s: float | None = None):
         self.store = store
         self.rules = rules
+        self.retention_s = retention_s
         self.stored = 0
         self.duplicates = 0
         self.flagged = 0
         self.refused = 0
+        self.erased = 0
+        self.past_retention = 0
+
+    @staticmethod
+    def transient(error: BaseException) -> bool:
+        """A store that cannot be reached is waited for; any other failure is some message's fault."""
+        return isinstance(error, StoreUnavailable)
 
     def _flag(self, claims, received_at, last_seq) -> tuple[str, ...]:
         return flags_for(claims, received_at, last_seq, self.rules)
 
     def take(self, events: Sequence[Event], invalid: Sequence[Invalid]) -> None:
         result = self.store.store_batch(
-            [Incoming(e.claims, e.received_at, e.topic) for e in events],
+            [Incoming(e.claims, e.received_at, e.topic, e.payload_bytes, e.payload_sha256) for e in events],
             [Refusal(topic=i.topic, reason=i.reason, detail=i.detail, received_at=i.received_at,
                      payload_bytes=i.payload_bytes, payload_sha256=i.payload_sha256) for i in invalid],
-            flag=self._flag,
+            flag=self._flag, retention_s=self.retention_s,
         )
         self.stored += result.stored
         self.duplicates += result.duplicates
         self.flagged += result.flagged
         self.refused += result.refused
+        self.erased += result.erased
+        self.past_retention += result.past_retention
         for inv in invalid:
             log.warning("refused a message on %s: %s", inv.topic, inv.reason)
+        if result.erased or result.past_retention:
+            log.info("not stored again: %d erased, %d past retention", result.erased, result.past_retention)
 
 
 def load_devices(path: Path) -> keymod.KeyRing:
-    """The doors' public keys: every ``*.pub.jwks`` in a folder, or one file."""
+    """The doors' public keys: every ``*.pub.jwks`` in a folder, or one file.
+
+    Two different keys for one door are refused (:class:`KeyFileError`).
+    """
     if path.is_dir():
         files = sorted(path.glob("*.pub.jwks"))
         ring = keymod.KeyRing.from_files(files)
@@ -82,6 +104,15 @@ def load_devices(path: Path) -> keymod.KeyRing:
     return ring
 
 
+def devices_signature(path: Path) -> tuple:
+    """What changes when a door's key file is added, removed or replaced (names, sizes, times)."""
+    try:
+        files = sorted(path.glob("*.pub.jwks")) if path.is_dir() else [path]
+        return tuple((f.name, st.st_size, st.st_mtime_ns, st.st_ino) for f in files for st in [f.stat()])
+    except OSError:
+        return ()
+
+
 class Ingest:
     """The service: a store, and a consumer that stores into it (see the module docstring)."""
 
@@ -89,6 +120,7 @@ class Ingest:
         self.config = config
         self.backend = keymod.load_private(config.path(config.keys.backend_key))
         self.devices_path = config.path(config.keys.devices)
+        self._devices_seen = devices_signature(self.devices_path)
         self.devices = load_devices(self.devices_path)
         self.mqtt = config.broker.mqtt()
         self.tls = tls_files(self.mqtt, config.ingest.state_dir)
@@ -109,7 +141,8 @@ class Ingest:
         if self.store is None:
             self.store = self._retry((StoreUnavailable,), "store unavailable", open_store, self.config.store_url)
         log.info("storing events in %s (schema version %d)", self.store.describe(), self.store.schema_version())
-        self.sink = StoreSink(self.store, self.config.ingest.rules())
+        self.sink = StoreSink(self.store, self.config.ingest.rules(),
+                              retention_s=self.config.store.retention_days * 86400)
         self._retry((BrokerUnavailable,), "broker unavailable", self._subscribe)
 
     def _subscribe(self) -> None:
@@ -124,9 +157,26 @@ class Ingest:
         self.consumer = consumer
 
     def reload_devices(self) -> None:
+        """Read the doors' keys again (SIGHUP, or the folder changed); on an error keep the keys in use."""
+        self._devices_seen = devices_signature(self.devices_path)
+        ring = load_devices(self.devices_path)
+        self.devices = ring
         if self.consumer is not None:
-            self.consumer.devices = load_devices(self.devices_path)
-            log.info("device keys read again: %d doors", len(self.consumer.devices.owners))
+            self.consumer.devices = ring
+        log.info("device keys read again: %d doors", len(ring.owners))
+
+    def devices_changed(self) -> bool:
+        """A door's key file was added, removed or replaced since the keys were last read."""
+        return devices_signature(self.devices_path) != self._devices_seen
+
+    def health(self) -> Health:
+        c, s = self.consumer, self.sink
+        stalled = c.stalled_for() if c else 0.0
+        state = "starting" if c is None else ("stalled" if stalled > self.config.ingest.stall_after_s else "ok")
+        return Health(state=state, checked_at=time.time(), pid=os.getpid(), stalled_for_s=round(stalled, 1),
+                      last_error=c.last_error if c else None, stored=s.stored if s else 0,
+                      refused=(s.refused + s.duplicates + s.erased + s.past_retention) if s else 0,
+                      unstorable=c.unstorable if c else 0)
 
     def purge_if_due(self) -> None:
         if time.monotonic() < self._next_purge:
@@ -147,9 +197,13 @@ class Ingest:
         return t is not None and t.is_alive()
 
     def status(self) -> str:
-        s = self.sink
-        return (f"{s.stored} events stored, {s.duplicates} duplicates, {s.refused} refused, {s.flagged} flagged"
-                if s else "starting")
+        s, c = self.sink, self.consumer
+        if not s:
+            return "starting"
+        line = (f"{s.stored} events stored, {s.duplicates} duplicates, {s.refused} refused, {s.flagged} flagged, "
+                f"{s.erased} erased, {s.past_retention} past retention, {c.unstorable if c else 0} unstorable")
+        health = self.health()
+        return line if health.state != "stalled" else f"{health.line()}; {line}"
 
     def stop(self) -> None:
         self._stop.set()
@@ -174,11 +228,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="settings (default /etc/kiosk/ingest.toml; every key is documented in config/ingest.toml)")
     p.add_argument("--validate-config", action="store_true",
                    help="check the config and key files, print OK and exit (78 when something is wrong)")
+    p.add_argument("--health", action="store_true",
+                   help="say whether the running service is storing (from the health file in its state folder): "
+                   "exit 0 when it is, 1 when it is stalled or not running")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.health:
+        try:
+            config = load_ingest_config(args.config)
+        except ConfigError as e:
+            print(f"kiosk-ingest: {e}", file=sys.stderr)
+            return ConfigError.exit_status
+        ok, line = check_health(config.ingest.state_dir, max_age_s=HEALTH_MAX_AGE_S)
+        print(f"kiosk-ingest: {line}")
+        return 0 if ok else 1
     try:
         config = load_ingest_config(args.config)
         setup_logging(config.logging.level, journald=config.logging.journald and not args.validate_config)
@@ -206,20 +272,31 @@ def _serve(service: Ingest) -> int:
         notifier.ready(f"subscribed; storing in {service.store.describe()}")
         log.info("ingest running")
         service.purge_if_due()
-        beat = min(10.0, (notifier.watchdog_interval or 30.0) / 3)
+        beat = min(BEAT_S, (notifier.watchdog_interval or 30.0) / 3)
+        was_ok = True
         while not service._stop.wait(beat):
-            if hup.is_set():
+            if hup.is_set() or service.devices_changed():
                 hup.clear()
                 try:
                     service.reload_devices()
                 except KioskError as e:
-                    log.error("could not read the device keys again: %s", e)
+                    log.error("could not read the device keys again (the keys read before stay in use): %s", e)
             if not service.alive():
                 log.error("the consumer thread ended; exiting for systemd to restart")
                 return 1
             service.purge_if_due()
+            health = service.health()
             notifier.status(service.status())
-            notifier.watchdog()
+            write_health(service.config.ingest.state_dir, health)
+            # Fed only while messages move: a consumer stuck on a batch is restarted by systemd.
+            if health.state != "stalled":
+                notifier.watchdog()
+            if was_ok and health.state == "stalled":
+                log.error("stalled: nothing stored or acknowledged for %.0f s (%s); the watchdog is no longer fed",
+                          health.stalled_for_s, health.last_error or "no error")
+            elif not was_ok and health.state != "stalled":
+                log.info("storing again")
+            was_ok = health.state != "stalled"
     except KioskError as e:
         if service._stop.is_set():
             return 0  # stopped while still starting

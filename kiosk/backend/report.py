@@ -17,7 +17,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from ..sync.events.outbox import CHECKIN_TYPES
+from ..sync.events.format import CHECKIN_TYPES
 from .store import Store
 
 #: Event types that are a door refusing someone (not a check-in, not a notice).

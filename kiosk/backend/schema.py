@@ -78,6 +78,33 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        2,
+        "tombstones",
+        (
+            # What erasure and purge leave behind, so that a redelivery or a replay
+            # of what was deleted is refused instead of stored again: the keys of
+            # erased events (kept until they are past retention), and each erased
+            # resident as a keyed hash of the id (never the id itself) with when.
+            """CREATE TABLE tombstones (
+                site TEXT NOT NULL,
+                device TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                event_time DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (site, device, event_id)
+            )""",
+            "CREATE INDEX tombstones_by_time ON tombstones (event_time)",
+            """CREATE TABLE erased_residents (
+                resident_hash TEXT PRIMARY KEY,
+                erased_at DOUBLE PRECISION NOT NULL
+            )""",
+            # The store's own random key for those hashes (made once, on migration).
+            """CREATE TABLE store_keys (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 #: The schema version this code writes and reads.

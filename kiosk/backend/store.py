@@ -15,8 +15,10 @@ call connects again.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,10 +30,14 @@ from urllib.parse import urlsplit
 import uuid6
 
 from ..errors import ConfigError, StorageError
+from ..sync.events.format import printable
 from .dialects import Dialect, Postgres, Sqlite
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
+
+#: The name of the store's key for the erased residents' hashes (table ``store_keys``).
+_ERASURE_KEY = "erasure_hmac"
 
 #: Columns of ``events`` as the reports read them, in this order.
 EVENT_COLUMNS = ("site", "device", "event_id", "seq", "type", "outcome", "method", "resident_id",
@@ -45,6 +51,8 @@ class Incoming:
     claims: dict[str, Any]
     received_at: float
     topic: str = ""
+    payload_bytes: int = 0
+    payload_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,8 @@ class BatchResult:
     duplicates: int = 0
     flagged: int = 0
     refused: int = 0
+    erased: int = 0
+    past_retention: int = 0
 
 
 #: ``flag(claims, received_at, last_seq)`` -> flags (see kiosk.sync.events.freshness).
@@ -98,6 +108,7 @@ class Store:
     def __init__(self, dialect: "Dialect"):
         self._d = dialect
         self._lock = threading.RLock()
+        self._erasure_key: bytes | None = None
 
     @property
     def kind(self) -> str:
@@ -143,7 +154,26 @@ class Store:
                             [m.version, m.name, time.time()])
                 log.info("store %s migrated to schema version %d (%s)", self.describe(), m.version, m.name)
                 have = m.version
+            cur.execute(self._d.q("SELECT value FROM store_keys WHERE name = ?"), [_ERASURE_KEY])
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(self._d.q("INSERT INTO store_keys (name, value) VALUES (?, ?)"),
+                            [_ERASURE_KEY, secrets.token_hex(32)])
+                cur.execute(self._d.q("SELECT value FROM store_keys WHERE name = ?"), [_ERASURE_KEY])
+                row = cur.fetchone()
+            self._erasure_key = bytes.fromhex(row[0])
         return have
+
+    def resident_hash(self, resident_id: str) -> str:
+        """The keyed hash an erasure keeps of a resident id (HMAC-SHA-256 with the store's own key)."""
+        if self._erasure_key is None:
+            with self._lock, self._d.transaction() as cur:
+                cur.execute(self._d.q("SELECT value FROM store_keys WHERE name = ?"), [_ERASURE_KEY])
+                row = cur.fetchone()
+            if row is None:
+                raise StorageError(f"the store {self.describe()} has no erasure key: migrate it first")
+            self._erasure_key = bytes.fromhex(row[0])
+        return hmac.new(self._erasure_key, resident_id.encode("utf-8", "backslashreplace"), "sha256").hexdigest()
 
     def schema_version(self) -> int:
         with self._lock, self._d.transaction() as cur:
@@ -153,17 +183,24 @@ class Store:
     # -- writing --------------------------------------------------------------
 
     def store_batch(self, events: Sequence[Incoming], refusals: Sequence[Refusal] = (),
-                    *, flag: Flagger = _no_flags) -> BatchResult:
+                    *, flag: Flagger = _no_flags, retention_s: float | None = None,
+                    now: float | None = None) -> BatchResult:
         """Store verified events and refusals in one transaction.
 
         An event already stored (same site, device and event id: a redelivery
         or a replay) is not stored again; it is recorded as a refusal with
-        reason ``duplicate``. ``flag`` marks what is odd about an event, given
-        the highest sequence number stored for its door.
+        reason ``duplicate``. So is one that was erased (``erased``: its key
+        has a tombstone, or it names an erased resident and is older than the
+        erasure) and, given ``retention_s``, one older than the retention
+        period (``past_retention``: what a purge deleted stays deleted).
+        ``flag`` marks what is odd about an event, given the highest sequence
+        number stored for its door.
         """
         result = BatchResult()
         q = self._d.q
+        now = time.time() if now is None else now
         with self._lock, self._d.transaction() as cur:
+            events, gone = self._refuse_deleted(cur, events, retention_s, now)
             # Doors in a fixed order: two processes never wait on each other in a circle.
             doors = sorted({(e.claims["site"], e.claims["device"]) for e in events})
             last: dict[tuple[str, str], list] = {}
@@ -189,7 +226,7 @@ class Store:
                     dup_refusals.append(Refusal(
                         topic=ev.topic or f"{c['site']}/{c['device']}", reason="duplicate",
                         detail=f"event {c['event_id']} (seq {c['seq']}) is already stored: a redelivery or a replay",
-                        received_at=ev.received_at,
+                        received_at=ev.received_at, payload_bytes=ev.payload_bytes, payload_sha256=ev.payload_sha256,
                     ))
                     continue
                 result.stored += 1
@@ -213,37 +250,107 @@ class Store:
                       f" last_received_at = {self._d.greatest}(devices.last_received_at, excluded.last_received_at)"),
                     [site, device, *seen],
                 )
-            all_refusals = list(refusals) + dup_refusals
+            all_refusals = list(refusals) + gone + dup_refusals
             if all_refusals:
                 self._d.executemany(
                     cur,
                     "INSERT INTO refused (id, received_at, topic, reason, detail, payload_bytes, payload_sha256)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [[str(uuid6.uuid7()), r.received_at, r.topic, r.reason, r.detail[:500], r.payload_bytes,
-                      r.payload_sha256] for r in all_refusals],
+                    [[str(uuid6.uuid7()), r.received_at, printable(r.topic, 200), printable(r.reason, 40),
+                      printable(r.detail), r.payload_bytes, r.payload_sha256] for r in all_refusals],
                 )
             result.refused = len(refusals)
+            result.erased = sum(1 for r in gone if r.reason == "erased")
+            result.past_retention = len(gone) - result.erased
         return result
 
+    def _refuse_deleted(self, cur, events: Sequence[Incoming], retention_s: float | None,
+                        now: float) -> tuple[list[Incoming], list[Refusal]]:
+        """Split off the events that were deleted before (erased, or past retention): (to store, refusals)."""
+        q = self._d.q
+        keep, gone = [], []
+        cutoff = None if retention_s is None else now - retention_s
+        by_door: dict[tuple[str, str], list[str]] = {}
+        hashes: dict[str, str] = {}
+        for ev in events:
+            c = ev.claims
+            by_door.setdefault((c["site"], c["device"]), []).append(c["event_id"])
+            rid = c.get("resident_id")
+            if isinstance(rid, str) and rid not in hashes:
+                hashes[rid] = self.resident_hash(rid)
+        tombstoned: set[tuple[str, str, str]] = set()
+        for (site, device), ids in by_door.items():
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                cur.execute(q("SELECT event_id FROM tombstones WHERE site = ? AND device = ? AND event_id IN"
+                              f" ({','.join('?' * len(part))})"), [site, device, *part])
+                tombstoned.update((site, device, r[0]) for r in cur.fetchall())
+        erased_at: dict[str, float] = {}
+        wanted = sorted(set(hashes.values()))
+        for i in range(0, len(wanted), 500):
+            part = wanted[i:i + 500]
+            cur.execute(q(f"SELECT resident_hash, erased_at FROM erased_residents WHERE resident_hash IN"
+                          f" ({','.join('?' * len(part))})"), part)
+            erased_at.update((h, at) for h, at in cur.fetchall())
+        for ev in events:
+            c = ev.claims
+            rid = c.get("resident_id")
+            when = erased_at.get(hashes.get(rid, "")) if isinstance(rid, str) else None
+            if (c["site"], c["device"], c["event_id"]) in tombstoned or (when is not None and c["time"] <= when):
+                reason, detail = "erased", (f"event {c['event_id']} (seq {c['seq']}) belongs to an erasure: "
+                                            "a redelivery, a late event from an offline door, or a replay")
+            elif cutoff is not None and c["time"] < cutoff:
+                reason, detail = "past_retention", (f"event {c['event_id']} (seq {c['seq']}) is older than the "
+                                                    "retention period")
+            else:
+                keep.append(ev)
+                continue
+            gone.append(Refusal(topic=ev.topic or f"{c['site']}/{c['device']}", reason=reason, detail=detail,
+                                received_at=ev.received_at, payload_bytes=ev.payload_bytes,
+                                payload_sha256=ev.payload_sha256))
+        return keep, gone
+
     def purge(self, older_than: float, *, now: float | None = None) -> tuple[int, int]:
-        """Delete events (by event time) and refusals older than ``older_than`` seconds; (events, refusals)."""
+        """Delete events (by event time) and refusals older than ``older_than`` seconds; (events, refusals).
+
+        Tombstones past the same age go too: the ingest refuses any event that
+        old (``past_retention``), so they are no longer needed to keep it out.
+        """
         cutoff = (time.time() if now is None else now) - older_than
+        q = self._d.q
         with self._lock, self._d.transaction() as cur:
-            cur.execute(self._d.q("DELETE FROM events WHERE event_time < ?"), [cutoff])
+            cur.execute(q("DELETE FROM events WHERE event_time < ?"), [cutoff])
             events = cur.rowcount
-            cur.execute(self._d.q("DELETE FROM refused WHERE received_at < ?"), [cutoff])
+            cur.execute(q("DELETE FROM refused WHERE received_at < ?"), [cutoff])
             refused = cur.rowcount
+            cur.execute(q("DELETE FROM tombstones WHERE event_time < ?"), [cutoff])
+            cur.execute(q("DELETE FROM erased_residents WHERE erased_at < ?"), [cutoff])
         if events or refused:
             self._d.reclaim()
         return events, refused
 
-    def erase_resident(self, resident_id: str) -> int:
-        """Delete every stored event of one resident; returns how many. The erasure is logged without whose."""
+    def erase_resident(self, resident_id: str, *, now: float | None = None) -> int:
+        """Delete every stored event of one resident; returns how many.
+
+        What stays: a tombstone per erased event (its key), and the resident as a
+        keyed hash with the time of the erasure, so that a redelivery, a replay,
+        or a check-in an offline door still holds is refused, not stored again.
+        The erasure is logged without whose.
+        """
+        now = time.time() if now is None else now
+        digest = self.resident_hash(resident_id)
+        q = self._d.q
         with self._lock, self._d.transaction() as cur:
-            cur.execute(self._d.q("DELETE FROM events WHERE resident_id = ?"), [resident_id])
+            cur.execute(q("INSERT INTO tombstones (site, device, event_id, event_time)"
+                          " SELECT site, device, event_id, event_time FROM events WHERE resident_id = ?"
+                          " ON CONFLICT (site, device, event_id) DO NOTHING"), [resident_id])
+            cur.execute(q("DELETE FROM events WHERE resident_id = ?"), [resident_id])
             n = cur.rowcount
-            cur.execute(self._d.q("INSERT INTO erasures (id, erased_at, events) VALUES (?, ?, ?)"),
-                        [str(uuid6.uuid7()), time.time(), n])
+            cur.execute(q("INSERT INTO erased_residents (resident_hash, erased_at) VALUES (?, ?)"
+                          f" ON CONFLICT (resident_hash) DO UPDATE SET erased_at ="
+                          f" {self._d.greatest}(erased_residents.erased_at, excluded.erased_at)"), [digest, now])
+            cur.execute(q("INSERT INTO erasures (id, erased_at, events) VALUES (?, ?, ?)"),
+                        [str(uuid6.uuid7()), now, n])
         self._d.reclaim()
         return n
 
@@ -298,7 +405,7 @@ class Store:
         """Rows per table (for status lines and tests)."""
         out = {}
         with self._lock, self._d.transaction() as cur:
-            for table in ("events", "devices", "refused", "erasures"):
+            for table in ("events", "devices", "refused", "erasures", "tombstones", "erased_residents"):
                 cur.execute(f"SELECT count(*) FROM {table}")
                 out[table] = cur.fetchone()[0]
         return out

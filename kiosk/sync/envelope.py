@@ -155,6 +155,8 @@ def _protected_header(text: str, kind: str) -> dict[str, Any]:
         header = json.loads(base64.urlsafe_b64decode(first + "=" * (-len(first) % 4)))
     except (ValueError, TypeError) as e:  # binascii.Error and JSONDecodeError are ValueErrors
         raise _fail("malformed", f"unreadable {kind} header: {e}") from None
+    except RecursionError:  # JSON nested deeper than the interpreter's stack
+        raise _fail("malformed", f"{kind} header nested too deep") from None
     if not isinstance(header, dict):
         raise _fail("malformed", f"{kind} header is not a JSON object")
     return header
@@ -217,6 +219,8 @@ def _parse_jws(text: str) -> tuple[jws.JWS, dict[str, Any]]:
         protected = json.loads(signed.objects["protected"])
     except (JWException, ValueError, TypeError, KeyError) as e:
         raise _fail("malformed", f"unreadable JWS: {e}") from None
+    except RecursionError:
+        raise _fail("malformed", "JWS header nested too deep") from None
     if not isinstance(protected, dict):
         raise _fail("malformed", "JWS header is not a JSON object")
     return signed, protected
@@ -233,6 +237,8 @@ def _claims_from(payload: bytes) -> dict[str, Any]:
         claims = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as e:
         raise _fail("malformed", f"claims are not JSON: {e}") from None
+    except RecursionError:
+        raise _fail("malformed", "claims nested too deep") from None
     if not isinstance(claims, dict):
         raise _fail("malformed", "claims are not a JSON object")
     return claims

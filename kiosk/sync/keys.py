@@ -254,9 +254,22 @@ class KeyRing:
 
     @classmethod
     def from_files(cls, paths: Iterable[Path | str]) -> "KeyRing":
+        """The public keys in these files; two different keys for one party are refused (:class:`KeyFileError`).
+
+        One identity, one key: a second key for a door means two kiosks hold
+        one identity, or a stale file beside a new one.
+        """
         ring = cls()
+        seen: dict[str, tuple[str, Path]] = {}
         for path in paths:
             for party in load_public(path):
+                first = seen.get(party.owner)
+                if first is not None and first[0] != party.signing_kid:
+                    raise KeyFileError(
+                        f"{path} and {first[1]}: two different keys for {party.owner} (two kiosks provisioned as "
+                        "one device, or an old key file left beside a new one). Only one key may speak for a door: "
+                        "remove the one that is not in use")
+                seen[party.owner] = (party.signing_kid, Path(path))
                 ring.add(party)
         return ring
 

@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +42,7 @@ from ...errors import BrokerUnavailable, EnvelopeError, KioskError
 from ..envelope import EVENT_TYP, open_sealed
 from ..keys import KeyRing, PartyKeys
 from ..mqtt import FAILURE, TlsFiles, new_client, parse_event_topic, reason_value
+from .format import check_claims, printable
 from .freshness import FreshnessRules, flags_for
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class Event:
     received_at: float = 0.0
     #: What is odd about it (see :mod:`.freshness`); set by the sink that remembers the door.
     flags: tuple[str, ...] = ()
+    #: The message as received (its size and SHA-256), so that a refusal made later still names it.
+    payload_bytes: int = 0
+    payload_sha256: str = ""
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -83,7 +87,12 @@ class Invalid:
 class Sink(Protocol):
     """Where a batch of checked messages goes; the batch is acknowledged once :meth:`take` returns.
 
-    Raising leaves the whole batch unacknowledged; the consumer retries it.
+    Raising leaves the whole batch unacknowledged. A sink may also have
+    ``transient(error) -> bool``: a transient failure (a store that cannot be
+    reached) is retried with backoff; any other is taken to be the fault of
+    some message in the batch, which the consumer then splits until that
+    message is alone, and records it as refused (reason ``unstorable``).
+    A sink without ``transient`` has every failure retried.
     """
 
     def take(self, events: Sequence[Event], invalid: Sequence[Invalid]) -> None: ...
@@ -232,13 +241,8 @@ def verify_event(topic: str, payload: bytes, backend: PartyKeys, devices: KeyRin
     if where is None:
         raise _bad("topic_mismatch", f"not an events topic under {prefix!r}")
     opened = open_sealed(payload, backend, devices, typ=EVENT_TYP)
-    claims = opened.claims
-    for name, kind in (("event_id", str), ("seq", int), ("site", str), ("device", str), ("type", str),
-                       ("time", (int, float))):
-        value = claims.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            what = kind.__name__ if isinstance(kind, type) else "number"
-            raise _bad("missing_claims", f"claim {name!r} missing or not a {what}")
+    # A door's key can be stolen: what it signed is genuine, not necessarily sane.
+    claims = check_claims(opened.claims)
     said = f"{claims['site']}/{claims['device']}"
     if said != opened.signer:
         raise _bad("claims_mismatch", f"event claims to be from {said} but is signed by {opened.signer}")
@@ -250,14 +254,25 @@ def verify_event(topic: str, payload: bytes, backend: PartyKeys, devices: KeyRin
 
 def check_message(topic: str, payload: bytes, backend: PartyKeys, devices: KeyRing, prefix: str,
                   received_at: float | None = None) -> Event | Invalid:
-    """:func:`verify_event`, with a refusal returned as :class:`Invalid` (size and hash, no plaintext)."""
+    """:func:`verify_event`, with a refusal returned as :class:`Invalid` (size and hash, no plaintext).
+
+    Never raises: whatever a message holds, it ends as an :class:`Event` or
+    an :class:`Invalid` whose reason and detail are printable text.
+    """
     at = time.time() if received_at is None else received_at
+    data = bytes(payload)
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        return verify_event(topic, payload, backend, devices, prefix, at)
+        event = verify_event(topic, data, backend, devices, prefix, at)
     except EnvelopeError as e:
-        data = bytes(payload)
-        return Invalid(topic=topic, reason=getattr(e, "reason", "invalid"), detail=str(e), received_at=at,
-                       payload_bytes=len(data), payload_sha256=hashlib.sha256(data).hexdigest())
+        reason, detail = getattr(e, "reason", "invalid"), str(e)
+    except Exception as e:  # noqa: BLE001 - no message may stop the consumer (a bug in a JOSE library included)
+        reason, detail = "unreadable", f"{type(e).__name__} while verifying"
+        log.warning("a message on an events topic could not be verified (%s); refused", type(e).__name__)
+    else:
+        return replace(event, payload_bytes=len(data), payload_sha256=digest)
+    return Invalid(topic=printable(topic, 200), reason=printable(reason, 40), detail=printable(detail),
+                   received_at=at, payload_bytes=len(data), payload_sha256=digest)
 
 
 def retry_until_stopped(stop: threading.Event, fn: Callable, *args, errors: tuple[type[BaseException], ...] = (Exception,),
@@ -346,7 +361,10 @@ class EventConsumer:
         self.received = 0
         self.invalid = 0
         self.sink_failures = 0
+        self.unstorable = 0
+        self.acknowledged = 0
         self.last_error: str | None = None
+        self._holding_since: float | None = None
         self._queue: queue.Queue = queue.Queue()
         self._connected = threading.Event()
         self._connect_error: str | None = None
@@ -485,28 +503,107 @@ class EventConsumer:
 
     def _sink_failed(self, e: BaseException, n: int) -> None:
         self.sink_failures += 1
-        text = f"{type(e).__name__}: {e}"
+        text = printable(f"{type(e).__name__}: {e}", 300)
         if text != self.last_error:
             log.error("could not hand on %d messages (%s); retrying, nothing acknowledged", n, text)
         self.last_error = text
 
+    def _transient(self, e: BaseException) -> bool:
+        judge = getattr(self.sink, "transient", None)
+        return True if judge is None else bool(judge(e))
+
+    def _take(self, items: list) -> None:
+        """``sink.take`` for these checked messages, retried with backoff while its failure is transient.
+
+        Raises a failure that is not transient, or :class:`_Stopping`.
+        """
+        events = [x for x in items if isinstance(x, Event)]
+        invalid = [x for x in items if not isinstance(x, Event)]
+        delay, ceiling = 0.2, max(1.0, self.settings.reconnect_backoff_max)
+        while True:
+            try:
+                self.sink.take(events, invalid)
+                return
+            except Exception as e:
+                if self._stopping.is_set():
+                    raise _Stopping from e
+                if not self._transient(e):
+                    raise
+                self._sink_failed(e, len(items))
+                if self._stopping.wait(delay):
+                    raise _Stopping from e
+                delay = min(delay * 2, ceiling)
+
+    def _hand_on(self, items: list) -> None:
+        """Hand checked messages to the sink; a failure that is not transient is isolated to its message.
+
+        The batch is split in halves until the message that the sink cannot
+        take is alone; that one is recorded as refused (``unstorable``) and the
+        rest are taken as usual.
+        """
+        try:
+            self._take(items)
+            return
+        except _Stopping:
+            raise
+        except Exception as e:
+            failure = e
+        if len(items) > 1:
+            mid = len(items) // 2
+            self._hand_on(items[:mid])
+            self._hand_on(items[mid:])
+            return
+        item = items[0]
+        self.unstorable += 1
+        log.error("the store refused one message on %s (%s); recorded as refused, the rest go on",
+                  printable(item.topic, 200), type(failure).__name__)
+        refusal = Invalid(topic=item.topic, reason="unstorable", received_at=item.received_at,
+                          detail=printable(f"the store could not take it: {type(failure).__name__}: {failure}"),
+                          payload_bytes=item.payload_bytes, payload_sha256=item.payload_sha256)
+        try:
+            self._take([refusal])
+        except _Stopping:
+            raise
+        except Exception:
+            # Even the refusal cannot be stored: the fault is the store's, so wait for it (as for an outage).
+            bare = replace(refusal, detail="", topic=printable(item.topic, 200))
+            while True:
+                try:
+                    self._take([bare])
+                    return
+                except _Stopping:
+                    raise
+                except Exception as e:
+                    self._sink_failed(e, 1)
+                    if self._stopping.wait(max(1.0, self.settings.reconnect_backoff_max)):
+                        raise _Stopping from e
+
+    def stalled_for(self) -> float:
+        """Seconds the consumer has held messages it could not hand on (0 while messages move)."""
+        started = self._holding_since
+        return 0.0 if started is None else max(0.0, time.monotonic() - started)
+
     def _batch(self, messages: list) -> None:
-        """Check each message, hand the batch to the sink (retrying), then acknowledge it."""
-        events, invalid = [], []
+        """Check each message, hand the batch to the sink, then acknowledge it."""
+        self._holding_since = time.monotonic()
+        checked = []
         for _, msg, at in messages:
             self.received += 1
-            checked = self._check(msg, at)
-            (events if isinstance(checked, Event) else invalid).append(checked)
-        self.invalid += len(invalid)
+            checked.append(self._check(msg, at))
+        self.invalid += sum(1 for c in checked if not isinstance(c, Event))
         try:
-            retry_until_stopped(self._stopping, self.sink.take, events, invalid,
-                                ceiling=max(1.0, self.settings.reconnect_backoff_max),
-                                on_fail=lambda e: self._sink_failed(e, len(messages)))
-        except Exception:
-            # Stopping: not acknowledged, so the broker keeps them for this session and sends them again.
+            self._hand_on(checked)
+        except _Stopping:
+            # Not acknowledged, so the broker keeps them for this session and sends them again.
             return
         if self.last_error is not None:
             log.info("handing on messages again")
             self.last_error = None
         for _, msg, _ in messages:
             self._client.ack(msg.mid, msg.qos)
+        self.acknowledged += len(messages)
+        self._holding_since = None
+
+
+class _Stopping(Exception):
+    """The consumer is stopping while a batch waits: it stays unacknowledged."""

@@ -30,48 +30,16 @@ from ...config import OutboxSettings
 from ...db import get_meta, set_meta
 from ...errors import OutboxFull
 from ...match.decide import Decision, Outcome
+from .format import CHECKIN_TYPES, CLAIM_FIELDS, CLAIMS_VERSION, EXTRA_CLAIMS
 
 log = logging.getLogger(__name__)
 
-#: Version of the claim set; a consumer can tell formats apart.
-CLAIMS_VERSION = 1
-
-#: Claims every event carries, in the order CSV prints them. Those the daemon
-#: adds as ``extra`` (location_state, gallery_version, model_id) are null
-#: when it does not.
-CLAIM_FIELDS = (
-    "event_id",
-    "seq",
-    "site",
-    "device",
-    "type",
-    "outcome",
-    "resident_id",
-    "distance",
-    "margin",
-    "frames",
-    "reason",
-    "liveness",
-    "location_state",
-    "location_distance_m",
-    "location_accuracy_m",
-    "location_flagged",
-    "method",
-    "gallery_version",
-    "model_id",
-    "time",
-    "v",
-)
-# Claims the daemon fills as ``extra`` (the rest are the outbox's own).
-_EXTRA_CLAIMS = {"location_state", "location_distance_m", "location_accuracy_m", "location_flagged",
-                 "gallery_version", "model_id"}
-_OWN_CLAIMS = frozenset(CLAIM_FIELDS) - _EXTRA_CLAIMS
+# The claim set is defined in .format (one definition for the device and the receivers).
+_OWN_CLAIMS = frozenset(CLAIM_FIELDS) - EXTRA_CLAIMS
 
 _MB = 1024 * 1024
 #: Undelivered rows dropped per step when the budget is reached (few: each is a loss).
 _DROP_BATCH = 16
-#: Event types that are check-ins (face and QR): dropped last when the budget is reached.
-CHECKIN_TYPES = ("checkin", "qr")
 
 
 @dataclass(frozen=True, slots=True)
