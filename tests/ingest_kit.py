@@ -165,15 +165,17 @@ class Producer:
 class IngestProcess:
     """``python -m kiosk.backend.ingest --config FILE``, stopped by PID."""
 
-    def __init__(self, config: Path, log: Path):
+    def __init__(self, config: Path, log: Path, *, env: dict[str, str] | None = None):
         self.config = config
         self.log = log
+        self.env = env or {}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "IngestProcess":
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "kiosk.backend.ingest", "--config", str(self.config)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.log, "a"), env=_env(),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.log, "a"),
+            env={**_env(), **self.env},
         )
         return self
 

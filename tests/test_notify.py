@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,56 +15,9 @@ import cv2
 import pytest
 
 from kiosk.notify import KeepAlive, Notifier
+from systemd_tools import NotifySocket
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's: records (time, fields) per message."""
-
-    def __init__(self, path: Path | None = None, abstract: str | None = None):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        if abstract:
-            self.sock.bind("\0" + abstract)
-            self.address = "@" + abstract
-        else:
-            self.sock.bind(str(path))
-            self.address = str(path)
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, list[str]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._recv, name="notify-socket", daemon=True)
-        self._thread.start()
-
-    def _recv(self):
-        while not self._stop.is_set():
-            try:
-                data = self.sock.recv(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.messages.append((time.monotonic(), data.decode().split("\n")))
-
-    def times(self, field: str, since: float = 0.0, until: float = float("inf")) -> list[float]:
-        return [t for t, fields in list(self.messages) if field in fields and since <= t <= until]
-
-    def wait_for(self, field: str, timeout: float, since: float = 0.0) -> float:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.times(field, since)
-            if found:
-                return found[0]
-            time.sleep(0.05)
-        raise AssertionError(f"no {field} within {timeout} s; got {self.messages}")
-
-    def statuses(self) -> list[str]:
-        return [f[7:] for _, fields in list(self.messages) for f in fields if f.startswith("STATUS=")]
-
-    def close(self):
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(2)
 
 
 # -- the Notifier itself ---------------------------------------------------------

@@ -98,8 +98,9 @@ MIGRATIONS: tuple[Migration, ...] = (
                 resident_hash TEXT PRIMARY KEY,
                 erased_at DOUBLE PRECISION NOT NULL
             )""",
-            # The store's own random key for those hashes (made once, on migration).
-            """CREATE TABLE store_keys (
+            # The store's own facts: the random key for those hashes (made once, on
+            # migration), and the cutoff of the latest purge (older events stay out).
+            """CREATE TABLE store_meta (
                 name TEXT PRIMARY KEY,
                 value TEXT NOT NULL
             )""",

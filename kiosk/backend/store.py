@@ -36,8 +36,9 @@ from .schema import MIGRATIONS, SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
 
-#: The name of the store's key for the erased residents' hashes (table ``store_keys``).
+#: Names in ``store_meta``: the key for the erased residents' hashes, and the cutoff of the latest purge.
 _ERASURE_KEY = "erasure_hmac"
+_PURGED_BEFORE = "purged_before"
 
 #: Columns of ``events`` as the reports read them, in this order.
 EVENT_COLUMNS = ("site", "device", "event_id", "seq", "type", "outcome", "method", "resident_id",
@@ -154,12 +155,12 @@ class Store:
                             [m.version, m.name, time.time()])
                 log.info("store %s migrated to schema version %d (%s)", self.describe(), m.version, m.name)
                 have = m.version
-            cur.execute(self._d.q("SELECT value FROM store_keys WHERE name = ?"), [_ERASURE_KEY])
+            cur.execute(self._d.q("SELECT value FROM store_meta WHERE name = ?"), [_ERASURE_KEY])
             row = cur.fetchone()
             if row is None:
-                cur.execute(self._d.q("INSERT INTO store_keys (name, value) VALUES (?, ?)"),
+                cur.execute(self._d.q("INSERT INTO store_meta (name, value) VALUES (?, ?)"),
                             [_ERASURE_KEY, secrets.token_hex(32)])
-                cur.execute(self._d.q("SELECT value FROM store_keys WHERE name = ?"), [_ERASURE_KEY])
+                cur.execute(self._d.q("SELECT value FROM store_meta WHERE name = ?"), [_ERASURE_KEY])
                 row = cur.fetchone()
             self._erasure_key = bytes.fromhex(row[0])
         return have
@@ -168,7 +169,7 @@ class Store:
         """The keyed hash an erasure keeps of a resident id (HMAC-SHA-256 with the store's own key)."""
         if self._erasure_key is None:
             with self._lock, self._d.transaction() as cur:
-                cur.execute(self._d.q("SELECT value FROM store_keys WHERE name = ?"), [_ERASURE_KEY])
+                cur.execute(self._d.q("SELECT value FROM store_meta WHERE name = ?"), [_ERASURE_KEY])
                 row = cur.fetchone()
             if row is None:
                 raise StorageError(f"the store {self.describe()} has no erasure key: migrate it first")
@@ -269,7 +270,12 @@ class Store:
         """Split off the events that were deleted before (erased, or past retention): (to store, refusals)."""
         q = self._d.q
         keep, gone = [], []
-        cutoff = None if retention_s is None else now - retention_s
+        cur.execute(q("SELECT value FROM store_meta WHERE name = ?"), [_PURGED_BEFORE])
+        row = cur.fetchone()
+        cutoffs = [float(row[0])] if row else []
+        if retention_s is not None:
+            cutoffs.append(now - retention_s)
+        cutoff = max(cutoffs) if cutoffs else None
         by_door: dict[tuple[str, str], list[str]] = {}
         hashes: dict[str, str] = {}
         for ev in events:
@@ -313,8 +319,9 @@ class Store:
     def purge(self, older_than: float, *, now: float | None = None) -> tuple[int, int]:
         """Delete events (by event time) and refusals older than ``older_than`` seconds; (events, refusals).
 
-        Tombstones past the same age go too: the ingest refuses any event that
-        old (``past_retention``), so they are no longer needed to keep it out.
+        Tombstones past the same age go too: the cutoff is remembered and any
+        event older than it is refused (``past_retention``), so they are no
+        longer needed to keep it out.
         """
         cutoff = (time.time() if now is None else now) - older_than
         q = self._d.q
@@ -325,6 +332,14 @@ class Store:
             refused = cur.rowcount
             cur.execute(q("DELETE FROM tombstones WHERE event_time < ?"), [cutoff])
             cur.execute(q("DELETE FROM erased_residents WHERE erased_at < ?"), [cutoff])
+            # Remembered, so that a replay of what was purged stays out even where the
+            # ingest's own retention is longer than this purge's.
+            cur.execute(q("SELECT value FROM store_meta WHERE name = ?"), [_PURGED_BEFORE])
+            row = cur.fetchone()
+            if row is None:
+                cur.execute(q("INSERT INTO store_meta (name, value) VALUES (?, ?)"), [_PURGED_BEFORE, repr(cutoff)])
+            elif float(row[0]) < cutoff:
+                cur.execute(q("UPDATE store_meta SET value = ? WHERE name = ?"), [repr(cutoff), _PURGED_BEFORE])
         if events or refused:
             self._d.reclaim()
         return events, refused
