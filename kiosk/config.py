@@ -311,6 +311,7 @@ class QrCredentialSettings(Section):
     max_lifetime_s: float = Field(300.0, gt=0, le=3600)
     clock_skew_s: float = Field(30.0, ge=0, le=600)
     repeat_window_s: float = Field(10.0, ge=0, le=600)
+    forged_per_minute: int = Field(6, ge=1, le=600)
 
 
 class GallerySettings(Section):

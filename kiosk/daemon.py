@@ -235,6 +235,7 @@ class Kiosk:
             if self.crops is not None:
                 self.crops.forget(self.recognizer.tracker.tracks)
             self._tick(frame_flowing=True)
+        self._qr_suppressed(final=True)
         return status
 
     def _prompt(self, track, live) -> None:
@@ -268,7 +269,16 @@ class Kiosk:
             self.on_decision(d, checkin)
         return checkin
 
+    def _qr_suppressed(self, *, final: bool = False) -> None:
+        """Forged QR codes held back by the rate limit: one event for them all, once a minute and at the end."""
+        n = self.qr.suppressed(final=final) if self.qr is not None else 0
+        if n:
+            self.outbox.commit_event("qr_suppressed", "SUPPRESSED", reason="forged", suppressed=n)
+            log.warning("%d forged QR codes at the camera not recorded one by one (more than %d a minute)", n,
+                        self.qr.forged.per_minute)
+
     def _tick(self, frame_flowing: bool) -> None:
+        self._qr_suppressed()
         now = time.monotonic()
         healthy = self.capture.healthy or self.capture.ended  # a file that ran dry is not a fault
         if healthy != self._camera_ok:

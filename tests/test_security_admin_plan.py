@@ -150,3 +150,21 @@ def test_an_older_genuine_ack_replayed_does_not_change_the_plan(fleet, capsys):
     assert intruder.publish(f"kiosk/{SITE}/{DEVICE}/ack", earlier, retain=True) in TAKEN  # replayed by someone else
     out = publish(capsys, admin_dir)
     assert BEHIND in out, out
+    assert "older than the one remembered (replayed?)" in out, out  # the replay is named
+
+
+def test_the_remembered_ack_retained_again_is_no_replay(fleet, capsys):
+    """Issue 19, finding 6: the retained ack that is the one remembered raises no "replayed?" warning.
+
+    Before the fix every run after the first warned about the device's own
+    genuine ack (the remembered copy replaced the retained one as a new
+    object), crying wolf on every device that had nothing new to say.
+    """
+    broker, admin_dir, gallery, door, genuine, intruder = fleet
+    assert genuine.publish(f"kiosk/{SITE}/{DEVICE}/ack", ack(door, version=1, digest="1" * 64), retain=True) in TAKEN
+    for _ in range(2):  # the first run remembers the ack; the second finds the same one retained
+        out = publish(capsys, admin_dir)
+        assert BEHIND in out, out
+        assert "warning" not in out, out
+    status = gallery_status(capsys, admin_dir)
+    assert "replayed" not in status, status

@@ -1,4 +1,5 @@
 """Issue 14, finding 4: a resident's QR credential opens one door, once, not every door of the site once.
+Issue 19, finding 3: forged codes shown by the handful are recorded at most so many a minute, and summed up.
 
 Two kiosks of one site, each with its own database (its own used-nonce
 cache), each reading real camera frames with a phone's code held up
@@ -11,6 +12,7 @@ code that names no door is refused everywhere.
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 
@@ -155,3 +157,95 @@ def test_the_documented_command_issues_a_code_for_its_door(backend, tmp_path, mo
     finally:
         for _, db in readers:
             db.close()
+
+
+# -- issue 19, finding 3: a flood of forged codes -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def forger():
+    """A key that is not the back end's: what anyone at the camera can sign with."""
+    return keymod.generate(keymod.BACKEND)
+
+
+def forged(forger, door: str = "door-1") -> str:
+    """A new forged credential: our format, a fresh nonce, a signature that is not the back end's."""
+    now = int(time.time())
+    return sign_compact({"sub": RESIDENT, "site": SITE, "aud": f"{SITE}/{door}", "iat": now, "exp": now + 120,
+                         "nonce": secrets.token_urlsafe(16)}, forger.signing, typ="kiosk-qr+jwt")
+
+
+def six_codes(background, tokens, tmp_path):
+    """A camera frame with six phones' codes held up at once (the most zbar finds in one look here)."""
+    out = background
+    for k, token in enumerate(tokens):
+        pic = qr_picture(token, tmp_path / f"forged-{time.monotonic_ns()}.png", scale=3)
+        r, c = divmod(k, 3)
+        out = held_up(out, pic, size=230, angle=k - 3.0, blur=0, at=(40 + c * 310, 25 + r * 265))
+    return out
+
+
+def test_forged_codes_are_recorded_at_most_n_a_minute_then_summed_up(backend, forger, frames, tmp_path):
+    """Through the real reader on real frames, on a clock the test moves: the limit, the refill, the summary."""
+    from kiosk.clock import FakeClock
+
+    clock = FakeClock(1000.0)
+    state = tmp_path / "door-1"
+    state.mkdir()
+    keymod.save_public(state / "backend.pub.jwks", backend)
+    cfg = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "door-1"\nstate_dir = "{state}"\n'
+                       "[qr_credential]\nevery_n_frames = 1\nrepeat_window_s = 1.0\nforged_per_minute = 6\n")
+    db = open_database(cfg.database_path)
+    reader = open_qr_checkin(cfg, db, clock=clock.monotonic)
+    t = [0.0]
+
+    def look(tokens) -> list:
+        t[0] += 0.5
+        return [(d.outcome, d.reason) for d in reader.offer(Frame(six_codes(frames[0], tokens, tmp_path), t[0], 0))]
+
+    try:
+        first = look([forged(forger) for _ in range(6)])
+        assert first == [(Outcome.QR_REFUSED, "forged")] * 6  # a burst of a minute's share
+        for _ in range(3):
+            assert look([forged(forger) for _ in range(6)]) == []  # held back, counted
+        assert reader.refused["forged"] == 24
+        assert reader.suppressed() == 0  # summed up a minute after the first held back, not before
+        # A genuine code refused in the middle of the flood is recorded all the same: a flood hides nothing signed.
+        assert look([code(backend, door="door-2"), *(forged(forger) for _ in range(5))]) == [
+            (Outcome.QR_REFUSED, "wrong_door")]
+        clock.advance(60.0)
+        assert reader.suppressed() == 23 and reader.suppressed() == 0  # once: 18 + 5, then nothing more
+        assert len(look([forged(forger) for _ in range(6)])) == 6  # a minute later the bucket is full again
+        clock.advance(10.0)
+        assert look([forged(forger) for _ in range(6)]) == [(Outcome.QR_REFUSED, "forged")]  # 10 s: one more
+        assert reader.suppressed(final=True) == 5  # stopping: the rest at once
+    finally:
+        db.close()
+
+
+def test_a_flood_of_forged_codes_at_the_daemon_fills_the_outbox_with_the_limit_and_one_summary(
+        backend, forger, frames, state_dir, tmp_path):
+    """The running kiosk, shown six new forged codes in every frame: 6 events and one summary, not one each."""
+    import sqlite3
+
+    from kiosk.capture.replay import ReplaySource
+    from kiosk.daemon import Kiosk
+
+    keymod.save_public(state_dir / "backend.pub.jwks", backend)
+    cfg = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "door-1"\nstate_dir = "{state_dir}"\n'
+                       "[logging]\njournald = false\n[liveness]\nenabled = false\n"
+                       "[qr_credential]\nevery_n_frames = 1\nrepeat_window_s = 1.0\nforged_per_minute = 6\n")
+    shown = [six_codes(f, [forged(forger) for _ in range(6)], tmp_path) for f in frames[:10]]
+    k = Kiosk(cfg, source=ReplaySource(shown, fps=15, live=False))
+    k.start()
+    try:
+        assert k.run() == 0
+    finally:
+        k.stop()
+    seen = k.qr.refused["forged"]
+    assert seen >= 40, seen  # the reader did see the flood (before the fix: as many events)
+    db = sqlite3.connect(state_dir / "kiosk.db")
+    rows = db.execute("SELECT type, reason, claims FROM checkins ORDER BY seq").fetchall()
+    db.close()
+    assert [(ty, why) for ty, why, _ in rows] == [("qr_refused", "forged")] * 6 + [("qr_suppressed", "forged")]
+    assert json.loads(rows[-1][2])["suppressed"] == seen - 6  # nothing lost: the rest, counted

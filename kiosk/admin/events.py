@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from ..config import MqttSettings
+from ..csvsafe import text_cell
 from ..sync import keys as keymod
 from ..sync.events.consumer import Event, EventConsumer, Invalid, PrintSink, SeenIds
 from ..sync.mqtt import tls_files
@@ -137,14 +138,17 @@ def _writer(fmt: str, out, *, header: bool = True):
         w.writerow(CSV_FIELDS)
 
     def row(claims):
-        w.writerow([_cell(claims.get(k)) for k in CLAIM_FIELDS] + [";".join(claims.get("flags") or ())])
+        w.writerow([_cell(claims.get(k)) for k in CLAIM_FIELDS] + [text_cell(";".join(claims.get("flags") or ()))])
 
     return row
 
 
 def _cell(v):
+    """A claim as a CSV cell: numbers as they are, text that could run as a formula quoted (kiosk.csvsafe)."""
     if v is None:
         return ""
     if isinstance(v, (dict, list)):
         return json.dumps(v, sort_keys=True)
-    return v
+    if isinstance(v, (int, float)):  # bool included: written as True/False
+        return v
+    return text_cell(str(v))

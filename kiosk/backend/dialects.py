@@ -87,9 +87,11 @@ class Sqlite(Dialect):
     greatest = "MAX"
 
     def __init__(self, path: Path):
+        from ..privatefile import private_database
+
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_database(path)  # 0600 before SQLite opens it, whatever the umask; its -wal and -shm follow
             self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
             self._conn.execute("PRAGMA journal_mode=WAL")
             # A stored event survives a power cut before it is acknowledged.

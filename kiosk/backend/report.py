@@ -17,6 +17,7 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
+from ..csvsafe import text_cell
 from ..sync.events.format import CHECKIN_TYPES
 from .store import Store
 
@@ -44,11 +45,12 @@ class Table:
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:
+        """CSV for a spreadsheet: numbers as numbers, text that could run as a formula quoted (kiosk.csvsafe)."""
         out = io.StringIO()
         w = csv.writer(out)
         w.writerow(self.columns)
         for r in self.rows:
-            w.writerow(["" if v is None else _fmt(v) for v in r])
+            w.writerow([_csv_cell(v) for v in r])
         return out.getvalue()
 
 
@@ -56,6 +58,14 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return _fmt(v)  # a number we write: never a formula, its minus sign stays
+    return text_cell(_fmt(v))
 
 
 def _local(ts: float, tz: tzinfo | None) -> datetime:

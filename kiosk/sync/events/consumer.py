@@ -129,6 +129,10 @@ class SeenIds:
 
         self.path = Path(path) if path else None
         self.keep_days = keep_days
+        if self.path is not None:
+            from ...privatefile import private_database
+
+            private_database(self.path)  # 0600 before SQLite opens it; its -wal and -shm follow
         conn = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
         self._db = sqlite_utils.Database(conn)
         self._db.execute("PRAGMA journal_mode=WAL")

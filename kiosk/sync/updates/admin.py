@@ -123,9 +123,11 @@ class Ledger:
                 except ValueError:
                     claims = None
                 if isinstance(claims, dict):
-                    before = view.ack
+                    before, before_time = view.ack, view.time
                     view.take_ack(claims)
-                    if view.ack is not before and view.ack_error is None and before is not None:
+                    # Only a remembered ack strictly newer than the retained one says the retained one is old;
+                    # the same ack again (the usual case: nothing new since last time) is no replay.
+                    if before is not None and view.ack_error is None and view.time > before_time:
                         view.ack_error = "a retained ack older than the one remembered (replayed?)"
             if view.ack is not None:
                 with self.db.atomic():
