@@ -16,7 +16,8 @@ from kiosk.sync import keys as keymod
 from kiosk.sync.events.consumer import EventConsumer, SeenIds
 from kiosk.sync.envelope import seal
 from kiosk.sync.mqtt import tls_files
-from kiosk.sync.events.outbox import CLAIM_FIELDS, Outbox
+from kiosk.sync.events.format import CLAIM_FIELDS
+from kiosk.sync.events.outbox import Outbox
 from kiosk.sync.events.publisher import Publisher
 from polling import wait_for
 

@@ -12,7 +12,8 @@ from kiosk.config import OutboxSettings
 from kiosk.db import open_database
 from kiosk.errors import OutboxFull
 from kiosk.match.decide import Decision, Outcome
-from kiosk.sync.events.outbox import CLAIM_FIELDS, Outbox
+from kiosk.sync.events.format import CLAIM_FIELDS
+from kiosk.sync.events.outbox import Outbox
 
 
 class Clock:

@@ -30,7 +30,7 @@ from ...config import OutboxSettings
 from ...db import get_meta, set_meta
 from ...errors import OutboxFull
 from ...match.decide import Decision, Outcome
-from .format import CHECKIN_TYPES, CLAIM_FIELDS, CLAIMS_VERSION, EXTRA_CLAIMS
+from .format import CHECKIN_TYPES, CLAIM_FIELDS, CLAIMS_VERSION, EXTRA_CLAIMS, check_claims
 
 log = logging.getLogger(__name__)
 
@@ -139,8 +139,9 @@ class Outbox:
             "v": CLAIMS_VERSION,
         }
         claims.update(extra)
-        # Refuse what cannot be published before it is stored, not after.
+        # Refuse what cannot be published, or what the back end would refuse, before it is stored, not after.
         text = json.dumps(claims, sort_keys=True, allow_nan=False)
+        check_claims({**claims, "seq": 0})
         if evidence is not None and not self.settings.evidence_crop:
             evidence = None  # config says no image leaves the device
         with self._lock:
