@@ -36,7 +36,8 @@ from ..sync.events.consumer import Event, EventConsumer, Invalid, retry_until_st
 from ..sync.events.freshness import FreshnessRules, flags_for
 from ..sync.mqtt import tls_files
 from .config import IngestConfig, load_ingest_config
-from .store import Incoming, Refusal, Store, open_store
+from .pgurl import check_store_url
+from .store import Incoming, Refusal, Store, is_postgres_url, open_store
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ class Ingest:
         self.devices = load_devices(self.devices_path)
         self.mqtt = config.broker.mqtt()
         self.tls = tls_files(self.mqtt, config.ingest.state_dir)
+        if is_postgres_url(config.store_url):
+            check_store_url(config.store_url, "[store] url")
         self.store = store
         self.sink: StoreSink | None = None
         self.consumer: EventConsumer | None = None
