@@ -188,7 +188,11 @@ def test_a_wrong_ca_a_wrong_name_and_a_missing_client_certificate_are_refused(tl
 
 
 def test_the_documented_tls_url_connects_as_printed(tls_postgres, pki, tmp_path, monkeypatch):
-    """docs/backend.md's [store] url, verbatim but for where the CA file is; libpq's environment says where the server is."""
+    """docs/backend.md's [store] url, verbatim but for where the CA file is.
+
+    libpq's own environment says where db.example.org is (127.0.0.1, the
+    server's port) and where the password is (``$PGPASSFILE``).
+    """
     snippet = docs_snippet("backend-store-tls")
     assert "sslmode=verify-full&sslrootcert=/etc/kiosk/db-ca.pem" in snippet
     # The page's minimal config uses the same URL.
@@ -337,7 +341,8 @@ def test_validate_config_reports_a_remote_store_without_tls(tmp_path, broker, pk
         cfg = fleet.ingest_config(url)
         return subprocess.run([sys.executable, "-m", "kiosk.backend.ingest", "--config", str(cfg), "--validate-config"],
                               capture_output=True, text=True, timeout=60,
-                              env={**{k: v for k, v in os.environ.items() if k not in _PG_ENV}, "PYTHONPATH": str(REPO)})
+                              env={**{k: v for k, v in os.environ.items() if k not in _PG_ENV},
+                                   "PYTHONPATH": str(REPO)})
 
     r = run(f"postgresql://kiosk_ingest:{PASSWORD}@db.example.org/kiosk")
     assert r.returncode == 78, r.stderr
