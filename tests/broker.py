@@ -76,7 +76,7 @@ def _write_key(path: Path, key) -> None:
 
 
 def _cert(subject_cn: str, issuer_name, issuer_key, public_key, *, ca: bool, server: bool = False,
-          addresses: tuple[str, ...] = ()):
+          addresses: tuple[str, ...] = (), names: tuple[str, ...] = ()):
     now = dt.datetime.now(dt.timezone.utc)
     builder = (
         x509.CertificateBuilder()
@@ -94,7 +94,8 @@ def _cert(subject_cn: str, issuer_name, issuer_key, public_key, *, ca: bool, ser
         )
     elif server:
         builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), *(x509.DNSName(n) for n in names),
+                                         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                                          x509.IPAddress(ipaddress.ip_address("::1")),
                                          *(x509.IPAddress(ipaddress.ip_address(a)) for a in addresses)]),
             critical=False,
@@ -107,12 +108,14 @@ def _cert(subject_cn: str, issuer_name, issuer_key, public_key, *, ca: bool, ser
 class Pki:
     """A test CA in ``root`` with a server certificate and client certificates on demand.
 
-    The server certificate is good for localhost, 127.0.0.1, ::1 and any
+    The server certificate is good for localhost, 127.0.0.1, ::1, any
     further IP ``server_addresses`` (a virtual machine reaches the broker
-    at another address).
+    at another address) and DNS ``server_names`` (a PostgreSQL server
+    reached by a name, as ``db.test``).
     """
 
-    def __init__(self, root: Path, name: str = "Kiosk Test CA", server_addresses: tuple[str, ...] = ()):
+    def __init__(self, root: Path, name: str = "Kiosk Test CA", server_addresses: tuple[str, ...] = (),
+                 server_names: tuple[str, ...] = ()):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -120,13 +123,15 @@ class Pki:
         self.ca_file = self.root / "ca.pem"
         self.ca_file.write_bytes(self._ca_cert.public_bytes(serialization.Encoding.PEM))
         self._server_addresses = tuple(server_addresses)
+        self._server_names = tuple(server_names)
         self.server_cert, self.server_key = self._issue("server", "127.0.0.1", server=True)
         self._lock = threading.Lock()
 
     def _issue(self, stem: str, cn: str, *, server: bool = False) -> tuple[Path, Path]:
         key = ec.generate_private_key(ec.SECP256R1())
         cert = _cert(cn, self._ca_cert.subject, self._ca_key, key.public_key(), ca=False, server=server,
-                     addresses=self._server_addresses if server else ())
+                     addresses=self._server_addresses if server else (),
+                     names=self._server_names if server else ())
         cert_path, key_path = self.root / f"{stem}.pem", self.root / f"{stem}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key_path, key)

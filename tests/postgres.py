@@ -11,6 +11,12 @@ Fixtures (made available by ``tests/conftest.py``):
 - ``postgres_url``: a fresh, empty database on it for each test, as a
   ``postgresql://`` URL.
 
+With ``tls=`` (a :class:`broker.Pki`: its CA, server certificate and key)
+the server speaks TLS and TCP clients must use it: :data:`TLS_HBA` lets a
+TLS client in by its certificate (the common name is the user) or, for
+:data:`TLS_PASSWORD_USER`, by password, and turns away any connection
+without TLS; the superuser comes in over the Unix socket (:meth:`Postgres.url`).
+
 Nothing here needs pytest except the fixtures, so ``scripts/bench-ingest``
 uses :class:`Postgres` too.
 """
@@ -40,6 +46,17 @@ def pg_program(name: str) -> str | None:
     return shutil.which(name)
 
 
+#: pg_hba.conf of a TLS server: see the module docstring.
+TLS_PASSWORD_USER = "kiosk_ingest"
+TLS_HBA = f"""\
+local     all all                        trust
+hostssl   all {TLS_PASSWORD_USER}  127.0.0.1/32 scram-sha-256
+hostssl   all all            127.0.0.1/32 cert
+hostnossl all all            0.0.0.0/0    reject
+host      all all            ::/0         reject
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,7 +66,7 @@ def free_port() -> int:
 class Postgres:
     """One PostgreSQL server with its own throw-away cluster; stopped by PID."""
 
-    def __init__(self, root: Path | None = None, *, port: int | None = None):
+    def __init__(self, root: Path | None = None, *, port: int | None = None, tls=None):
         self.root = Path(root or tempfile.mkdtemp(prefix="kiosk-pg-"))
         self.data = self.root / "data"
         self.sockets = self.root / "run"
@@ -60,7 +77,10 @@ class Postgres:
         # PostgreSQL will not run as root: as root, run it as "postgres".
         self._user = "postgres" if os.geteuid() == 0 else None
         self.superuser = self._user or pwd.getpwuid(os.geteuid()).pw_name
+        self.tls = tls
         self._initdb()
+        if tls is not None:
+            self._enable_tls(tls)
 
     def _as_user(self) -> dict:
         if self._user is None:
@@ -92,6 +112,18 @@ class Postgres:
         if out.returncode != 0:
             raise RuntimeError(f"initdb failed ({out.returncode}): {out.stderr.strip()}")
 
+    def _enable_tls(self, pki) -> None:
+        """ssl=on with the PKI's server certificate; clients' certificates checked against its CA."""
+        for src, name in ((pki.server_cert, "server.crt"), (pki.server_key, "server.key"), (pki.ca_file, "root.crt")):
+            dst = self.data / name
+            shutil.copy(src, dst)
+            dst.chmod(0o600)  # PostgreSQL refuses a key others may read
+            self._chown(dst)
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write("\n# Added by tests/postgres.py\nssl = on\nssl_cert_file = 'server.crt'\n"
+                       "ssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\n")
+        (self.data / "pg_hba.conf").write_text(TLS_HBA)
+
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
@@ -100,7 +132,21 @@ class Postgres:
         return self.proc is not None and self.proc.poll() is None
 
     def url(self, database: str = "postgres", user: str | None = None) -> str:
+        if self.tls is not None:  # TCP needs TLS and a certificate: the superuser uses the socket
+            return f"postgresql://{user or self.superuser}@/{database}?host={self.sockets}&port={self.port}"
         return f"postgresql://{user or self.superuser}@{self.host}:{self.port}/{database}"
+
+    def tls_url(self, database: str, user: str, host_name: str, **params: str) -> str:
+        """A TLS URL over TCP: ``host_name`` (in the server's certificate) at 127.0.0.1, and libpq ``params``."""
+        query = "&".join(f"{k}={v}" for k, v in {"hostaddr": self.host, **params}.items())
+        return f"postgresql://{user}@{host_name}:{self.port}/{database}?{query}"
+
+    def sql(self, statement: str) -> None:
+        """Run one statement as the superuser (roles, grants)."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(statement)
 
     def start(self, timeout: float = 30.0) -> "Postgres":
         if self.running():
@@ -136,13 +182,10 @@ class Postgres:
         except psycopg.OperationalError:
             return False
 
-    def create_database(self, name: str | None = None) -> str:
-        """A new empty database; returns its URL."""
-        import psycopg
-
+    def create_database(self, name: str | None = None, owner: str | None = None) -> str:
+        """A new empty database (owned by ``owner``, a role that exists); returns its URL."""
         name = name or f"t_{uuid.uuid4().hex[:12]}"
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        self.sql(f'CREATE DATABASE "{name}"' + (f' OWNER "{owner}"' if owner else ""))
         return self.url(name)
 
     def stop(self, timeout: float = 20.0) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, StorageError, StoreUnavailable
+from .pgurl import check_store_url
 
 _INSERT_EVENT = (
     "INSERT INTO events (site, device, event_id, seq, type, outcome, method, resident_id, event_time,"
@@ -147,6 +148,8 @@ class Postgres(Dialect):
             raise ConfigError(
                 "a postgresql:// store needs psycopg 3: pip install 'kiosk[backend]'"
             ) from None
+        # Before any byte is sent: TLS with a checked certificate, or this machine only.
+        check_store_url(url)
         self._psycopg = psycopg
         self.url = url
         self.connect_timeout = connect_timeout

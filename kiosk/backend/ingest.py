@@ -38,7 +38,8 @@ from ..sync.events.freshness import FreshnessRules, flags_for
 from ..sync.mqtt import tls_files
 from .config import IngestConfig, load_ingest_config
 from .health import Health, check_health, write_health
-from .store import Incoming, Refusal, Store, open_store
+from .pgurl import check_store_url
+from .store import Incoming, Refusal, Store, is_postgres_url, open_store
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,8 @@ class Ingest:
         self.devices = load_devices(self.devices_path)
         self.mqtt = config.broker.mqtt()
         self.tls = tls_files(self.mqtt, config.ingest.state_dir)
+        if is_postgres_url(config.store_url):
+            check_store_url(config.store_url, "[store] url")
         self.store = store
         self.sink: StoreSink | None = None
         self.consumer: EventConsumer | None = None

@@ -86,11 +86,19 @@ def _no_flags(claims, received_at, last_seq) -> tuple[str, ...]:
     return ()
 
 
+def _scheme(text: str) -> str:
+    return urlsplit(text).scheme if "://" in text else ""
+
+
+def is_postgres_url(url: str | Path) -> bool:
+    return _scheme(str(url)) in ("postgresql", "postgres")
+
+
 def open_store(url: str | Path, *, migrate: bool = True) -> "Store":
     """A store for ``url``: ``sqlite:///PATH``, a plain path, or ``postgresql://…``."""
     text = str(url)
-    scheme = urlsplit(text).scheme if "://" in text else ""
-    if scheme in ("postgresql", "postgres"):
+    scheme = _scheme(text)
+    if is_postgres_url(text):
         store = Store(Postgres(text))
     elif scheme in ("", "sqlite"):
         if scheme and not text.startswith("sqlite:///"):
