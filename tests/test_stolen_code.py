@@ -88,3 +88,17 @@ def test_evaluate_open_set_reports_the_stolen_code_rate(lfw_slice, capsys):
     assert admin_main(["evaluate-open-set", str(root), "--descriptor-cache", str(cache), "--folds", "3",
                        "--enroll-photos", "2", "--sizes", "all", "--stolen-code"]) == 0
     assert "one resident's code with a stranger's face: accepted" in capsys.readouterr().out
+
+
+def test_the_stolen_code_command_of_the_docs(lfw_slice, tmp_path, monkeypatch):
+    from docs import docs_snippet
+    from test_openset import run_docs
+
+    root, cache = lfw_slice
+    described(root, cache)
+    (tmp_path / "data/faces").mkdir(parents=True)
+    (tmp_path / "data/faces/lfw_dev").symlink_to(root)  # the slice stands in for the shared photos
+    monkeypatch.setenv("KIOSK_TEST_DATA", str(tmp_path / "data"))
+    r = run_docs(docs_snippet("recognition-stolen-code"), tmp_path, cache)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "one resident's code with a stranger's face: accepted" in r.stdout
