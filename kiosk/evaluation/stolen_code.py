@@ -82,7 +82,6 @@ def stolen_code(samples: list[Sample], protocol: Protocol, match: MatchSettings)
         singles = rank(_distances(gallery, photos.reshape(n * v, -1), p.mean_template))
         mean = rank(_distances(gallery, photos.mean(axis=1), p.mean_template))
         hit = np.zeros((n, len(gallery.ids)), bool)  # resident is a candidate of the visit
-        nearest = np.full(n, -1)
         for best, d, runner, margin in ((singles.best.reshape(n, v), singles.distance.reshape(n, v),
                                          singles.runner_up.reshape(n, v), singles.margin.reshape(n, v)),
                                         (mean.best[:, None], mean.distance[:, None], mean.runner_up[:, None],
