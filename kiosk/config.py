@@ -83,7 +83,7 @@ class MatchSettings(Section):
     fpir_target: float = Field(0.001, ge=0, le=0.5)
     fnir_limit: float = Field(0.3, gt=0, le=1.0)
     second_factor: Literal["off", "auto", "always"] = "off"
-    second_factor_window_s: float = Field(20.0, gt=0, le=300)
+    second_factor_window_s: float = Field(3.0, gt=0, le=5)
     mean_template: bool = True
 
     @model_validator(mode="after")

@@ -147,6 +147,9 @@ def register_open_set(sub) -> None:
     p.add_argument("--visit-threshold", type=float, help="with --threshold: the visit threshold (default match.visit_threshold)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write the DET curves as PNG")
+    p.add_argument("--stolen-code", action="store_true",
+                   help="also: how often a stranger holding one resident's stolen QR credential gets in where the "
+                        "credential is the second factor (the resident among the stranger's candidates)")
     p.add_argument("--write-calibration", type=Path, metavar="JSON",
                    help="measure the calibration (thresholds per size and target) and write it here")
     p.set_defaults(func=cmd_evaluate_open_set)
@@ -245,13 +248,30 @@ def cmd_evaluate_open_set(args) -> int:
                                                      indent=1) + "\n")
         report["calibration"] = {"file": str(args.write_calibration), "rule": {"margin": rule.margin,
                                  "cohort_weight": rule.cohort_weight}, "rules_tried": table, "points": points}
+    if args.stolen_code:
+        from ..evaluation.stolen_code import StolenCode, stolen_code
+
+        report["stolen_code"] = StolenCode.pooled([stolen_code(samples, replace(protocol, seed=seed), match)
+                                                   for seed in seeds]).as_json()
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print_report(report, sys.stdout)
         if args.write_calibration:
             _print_calibration(report["calibration"])
+        if args.stolen_code:
+            _print_stolen_code(report["stolen_code"])
     return 0
+
+
+def _print_stolen_code(s: dict) -> None:
+    print(f"\nA stolen QR credential (the second factor, candidates within match.threshold), "
+          f"{s['visits']} stranger visits, about {s['residents']} residents:")
+    print(f"  stranger visits narrowed to anyone (SHOW_QR): {s['narrowed']} ({100 * s['narrowed_share']:.2f}%)")
+    print(f"  one resident's code with a stranger's face: accepted {100 * s['per_code']:.4f}% "
+          f"({s['accepted']} of {s['pairs']} pairs; 95% upper bound {100 * s['per_code_upper95']:.4f}%), "
+          f"as a runner-up {100 * s['runner_up_per_code']:.4f}%")
+    print(f"  the resident most often a stranger's candidate: {100 * s['worst_resident']:.2f}% of visits")
 
 
 def _jittered_enrollment(samples, protocol, describer, cache) -> dict[str, np.ndarray]:

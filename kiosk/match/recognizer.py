@@ -109,6 +109,7 @@ class Recognizer:
         self.config = config
         self.tracker.settings = config.track
         self.tracker.match = config.match
+        self.second_factor.window_s = config.match.second_factor_window_s
         self._follow_gallery()
 
     def _follow_gallery(self) -> None:
@@ -181,13 +182,14 @@ class Recognizer:
 
     def review(self, decisions: list[Decision], now: float, *, final: bool = False) -> list[Decision]:
         """Decisions as the door takes them: with the second factor on, residents' QR credentials
-        only confirm a face that narrowed to them (:mod:`kiosk.match.second_factor`).
+        only confirm a face in view that narrowed to them (:mod:`kiosk.match.second_factor`).
 
+        Called once per frame, after :meth:`process` (the tracker's tracks are the faces in view).
         ``now``: the frame time; ``final``: the source is over (credentials still waiting are refused).
         """
         if not (self.point.second_factor or self.second_factor.waiting):
             return decisions
-        out = self.second_factor.review(decisions, now)
+        out = self.second_factor.review(decisions, now, self.tracker.tracks)
         return out + self.second_factor.flush(now) if final else out
 
     def _end(self, track: Track, t: float) -> Decision | None:
@@ -251,8 +253,6 @@ class Recognizer:
             liveness=dict(live.scores) if live else {},
             candidates=track.votes.candidates() if outcome is Outcome.SHOW_QR else (),
         )
-        if d.outcome is Outcome.SHOW_QR and self.second_factor is not None:
-            self.second_factor.narrowed(d)
         return self._finish(track, d)
 
     def _finish(self, track: Track, d: Decision) -> Decision:
