@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import time
 
 import pytest
 
+from docs import docs_snippet, sh_lines
 from ingest_kit import REPO, _env, wait_for
 from ingest_rig import IngestRig
 
@@ -151,7 +153,11 @@ def test_a_store_error_is_isolated_to_its_message_by_splitting_the_batch(rig):
 
 
 def ingest_health(config) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kiosk.backend.ingest", "--config", str(config), "--health"],
+    """docs/backend.md's health command, as printed, with the test's config in place of /etc/kiosk's."""
+    argv = shlex.split(sh_lines(docs_snippet("backend-health"))[0])
+    assert argv[0] == "kiosk-ingest" and "/etc/kiosk/ingest.toml" in argv
+    argv = [str(config) if a == "/etc/kiosk/ingest.toml" else a for a in argv[1:]]
+    return subprocess.run([sys.executable, "-m", "kiosk.backend.ingest", *argv],
                           capture_output=True, text=True, env=_env(), cwd=REPO, timeout=60)
 
 
