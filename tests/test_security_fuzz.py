@@ -118,7 +118,7 @@ def deep(n: int) -> bytes:
 # -- event envelopes at the back end ---------------------------------------------------------------------------
 
 EVENT_REASONS = {"malformed", "wrong_recipient", "not_decryptable", "unknown_signer", "bad_signature", "wrong_type",
-                 "topic_mismatch", "missing_claims", "claims_mismatch"}
+                 "topic_mismatch", "missing_claims", "bad_claims", "claims_mismatch"}
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,8 @@ def test_event_envelopes(parties):
     backend, device = parties
     ring = keymod.KeyRing([device.public()])
     topic = f"kiosk/{SITE}/{DEVICE}/events"
-    claims = {"event_id": "0190-aaaa", "seq": 1, "site": SITE, "device": DEVICE, "type": "checkin", "time": 1.0}
+    claims = {"event_id": "0190-aaaa", "seq": 1, "site": SITE, "device": DEVICE, "type": "checkin",
+              "time": 1_800_000_000.0}
     genuine = seal(claims, device, backend.encryption).encode()
     assert verify_event(topic, genuine, backend, ring, "kiosk").claims == claims
     reasons: dict[str, int] = {}
@@ -151,7 +152,7 @@ def test_event_envelopes(parties):
             assert (event.claims["site"], event.claims["device"]) == (SITE, DEVICE)
 
     run()
-    assert {"malformed", "not_decryptable", "missing_claims"} <= set(reasons), reasons
+    assert {"malformed", "not_decryptable", "missing_claims", "bad_claims"} <= set(reasons), reasons
 
 
 # -- provisioning and reset codes -----------------------------------------------------------------------------
