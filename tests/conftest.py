@@ -21,6 +21,24 @@ from postgres import postgres_server, postgres_url  # noqa: E402,F401
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """The back end's store, once as a fresh SQLite file and once as a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def ingest_rig(broker, tmp_path, store_url):
+    """A running kiosk-ingest on ``store_url`` with two doors (tests/ingest_rig.py)."""
+    from ingest_rig import IngestRig
+
+    r = IngestRig(broker, tmp_path, store_url).start()
+    yield r
+    r.close()
+
+
 def _data_dir() -> Path:
     return Path(os.environ.get("KIOSK_TEST_DATA", REPO.parent / "shared" / "data")).resolve()
 

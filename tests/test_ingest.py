@@ -25,13 +25,6 @@ from kiosk.sync import keys as keymod
 from kiosk.sync.envelope import seal
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'events.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 def stored_ids(url: str) -> list[str]:
     with open_store(url) as s:
         return [k[2] for k in s.event_keys()]

@@ -18,18 +18,9 @@ from kiosk.admin import main as kiosk_admin
 from kiosk.backend.store import Incoming, open_store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'events.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
-def rig(broker, tmp_path, store_url):
-    r = IngestRig(broker, tmp_path, store_url).start()
-    yield r
-    r.close()
+def rig(ingest_rig):
+    return ingest_rig
 
 
 def erase(url: str, resident: str) -> None:

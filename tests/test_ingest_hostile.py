@@ -24,18 +24,9 @@ from ingest_kit import REPO, _env, wait_for
 from ingest_rig import IngestRig
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'events.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
 @pytest.fixture
-def rig(broker, tmp_path, store_url):
-    r = IngestRig(broker, tmp_path, store_url).start()
-    yield r
-    r.close()
+def rig(ingest_rig):
+    return ingest_rig
 
 
 def b64(data: bytes) -> str:
