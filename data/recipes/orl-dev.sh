@@ -8,6 +8,9 @@ git --git-dir="$G" archive "$C" orl_faces | tar -x -C "$tmp"
 for d in "$tmp"/orl_faces/s*/; do
   id=$(basename "$d")
   h=$(printf %s "$id" | sha256sum | cut -c64)
-  case $h in [02468ace]) cp -r "$d" "$OUT/$id" ;; esac
+  case $h in [02468ace])
+    mkdir -p "$OUT/$id"
+    cp "$d"/*.pgm "$OUT/$id/" ;;
+  esac
 done
 echo "ORL dev half: $(find "$OUT" -name '*.pgm' | wc -l) images, $(find "$OUT" -mindepth 1 -maxdepth 1 -type d | wc -l) identities in $OUT"
