@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from .cliopts import add_common_options, config_after_subcommands, default_config, validate_target
 from .config import load_config
 from .errors import ConfigError, KioskError
 
@@ -25,12 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kiosk",
         description="Edge clock-in kiosk: matches faces locally and publishes signed, encrypted check-ins.",
     )
-    parser.add_argument(
-        "--validate-config", metavar="FILE", help="check a config file, print what is wrong, exit 0 or 78"
-    )
+    add_common_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"kiosk.{name}").register(sub)
+    config_after_subcommands(parser)
     return parser
 
 
@@ -51,20 +51,23 @@ def run_command(prog: str, fn, args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.config = default_config(args.config)
     if args.validate_config:
-        return run_command("kiosk", _validate, args)
+        return run_command("kiosk", validate, args)
     if not args.command:
         parser.print_help()
         return 2
     return run_command("kiosk", args.func, args)
 
 
-def _validate(args) -> int:
+def validate(args) -> int:
+    """``--validate-config``: the kiosk config and this door's key file, checked (kiosk and kiosk-admin)."""
     from .sync.keys import check_device_key_owner
 
-    cfg = load_config(args.validate_config)
+    path = validate_target(args)
+    cfg = load_config(path)
     check_device_key_owner(cfg)  # the key file, when there is one, is this door's
-    print(f"{args.validate_config}: OK")
+    print(f"{path or 'the built-in defaults'}: OK")
     return 0
 
 

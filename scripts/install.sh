@@ -345,6 +345,7 @@ install_units() {
       put 0644 "$page" "$prefix/share/docs/$(basename "$page")"
     done
   fi
+  [ ! -x "$here/scripts/install-commands" ] || KIOSK_ROOT=$R KIOSK_DRY_RUN=$dry_run "$here/scripts/install-commands" "$prefix/venv"
   if [ "$0" != "$R$prefix/libexec/install.sh" ]; then
     put 0755 "$0" "$prefix/libexec/install.sh"
   fi

@@ -205,3 +205,26 @@ def test_dry_run_on_the_host_changes_nothing(tmp_path, wheel):
 def test_help():
     r = run_install("--help")
     assert "--root DIR" in r.stdout and "--firstboot" in r.stdout
+
+
+def test_the_commands_are_on_path_with_their_man_pages_and_completions(tmp_path, wheel):
+    root = tmp_path / "root"
+    root.mkdir()
+    r = run_install("--root", root, "--wheel", wheel)
+    for command in ("kiosk", "kiosk-admin", "kiosk-ingest"):
+        # /usr/local: what no Debian package installed; the venv's entry point appears at first boot.
+        assert os.readlink(root / "usr/local/bin" / command) == f"/opt/kiosk/venv/bin/{command}"
+        for installed, generated in ((f"usr/local/share/man/man1/{command}.1", f"share/man/man1/{command}.1"),
+                                     (f"usr/local/share/bash-completion/completions/{command}",
+                                      f"share/bash-completion/completions/{command}")):
+            assert (root / installed).read_bytes() == (REPO / generated).read_bytes()
+            assert mode(root / installed) == 0o644
+    # A file of someone else's at a link's place is kept, and said so.
+    (root / "usr/local/bin/kiosk").unlink()
+    (root / "usr/local/bin/kiosk").write_text("#!/bin/sh\n")
+    r = run_install("--root", root, "--wheel", wheel)
+    assert "warning: keeping /usr/local/bin/kiosk" in r.stdout
+    assert (root / "usr/local/bin/kiosk").read_text() == "#!/bin/sh\n"
+    r = run_install("--dry-run", "--wheel", wheel)
+    assert "would link /usr/local/bin/kiosk-admin -> /opt/kiosk/venv/bin/kiosk-admin" in r.stdout
+    assert "would install /usr/local/share/man/man1/kiosk-ingest.1 (mode 0644)" in r.stdout

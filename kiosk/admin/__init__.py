@@ -11,7 +11,8 @@ import argparse
 import importlib
 import sys
 
-from ..cli import run_command
+from ..cli import run_command, validate
+from ..cliopts import add_common_options, config_after_subcommands, default_config
 from ..logs import setup_logging
 
 #: Modules that provide sub-commands, in the order --help lists them.
@@ -35,18 +36,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kiosk-admin",
         description="Admin and installer tools for the clock-in kiosk: enrollment, evaluation, keys, events.",
     )
-    parser.add_argument("--config", metavar="FILE", help="kiosk config file (default: built-in defaults)")
+    add_common_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    config_after_subcommands(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.config = default_config(args.config)
     setup_logging("DEBUG" if args.verbose else "WARNING", journald=False)
+    if args.validate_config:
+        return run_command("kiosk-admin", validate, args)
+    if not args.command:  # a sub-command is required unless --validate-config is given
+        parser.error("the following arguments are required: COMMAND")
     return run_command("kiosk-admin", args.func, args)
 
 

@@ -29,6 +29,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..cliopts import INGEST_CONFIG_ENV, INGEST_CONFIG_PATH, add_common_options, default_config, validate_target
 from ..errors import BrokerUnavailable, ConfigError, KeyFileError, KioskError, StoreUnavailable
 from ..logs import setup_logging
 from ..notify import Notifier
@@ -227,10 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
         "messages in their own table, and delete what is past the retention period. Runs until SIGTERM; "
         "SIGHUP re-reads the doors' public keys.",
     )
-    p.add_argument("--config", default="/etc/kiosk/ingest.toml", metavar="FILE",
-                   help="settings (default /etc/kiosk/ingest.toml; every key is documented in config/ingest.toml)")
-    p.add_argument("--validate-config", action="store_true",
-                   help="check the config and key files, print OK and exit (78 when something is wrong)")
+    add_common_options(p, config_help=f"settings (default: ${INGEST_CONFIG_ENV}, else {INGEST_CONFIG_PATH}; "
+                       "every key is documented in config/ingest.toml)")
     p.add_argument("--health", action="store_true",
                    help="say whether the running service is storing (from the health file in its state folder): "
                    "exit 0 when it is, 1 when it is stalled or not running")
@@ -239,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The back end cannot run on built-in defaults: without a file, /etc/kiosk/ingest.toml (and its error).
+    args.config = default_config(args.config, env=INGEST_CONFIG_ENV, system=INGEST_CONFIG_PATH) or str(
+        INGEST_CONFIG_PATH)
+    if args.validate_config:
+        args.config = validate_target(args)
     if args.health:
         try:
             config = load_ingest_config(args.config)

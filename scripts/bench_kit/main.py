@@ -16,6 +16,7 @@ from .baseline import run_baseline
 from .ours import run_ours
 from .report import VideoRow, as_json, table, verdicts
 from .search import bench_search, bench_site_search
+from .stack import use_baseline_stack
 
 
 def parse_args(argv):
@@ -38,6 +39,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    use_baseline_stack()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cv2.setNumThreads(1)
     config = load_config(args.config)

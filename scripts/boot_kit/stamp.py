@@ -22,6 +22,7 @@ STAMP = REPO / "tests" / "arm64-boot.stamp"
 #: the same on any machine: the regular tests cover it.
 INPUTS = (
     "scripts/install.sh",
+    "scripts/install-commands",
     "scripts/build-image.sh",
     "scripts/arm64-rootfs",
     "scripts/arm64-vm-root",
