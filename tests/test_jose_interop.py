@@ -101,8 +101,12 @@ def test_key_files_of_the_jwcrypto_kiosk_load_and_are_written_back_the_same(tmp_
 
 def test_key_files_the_kiosk_writes_load_in_jwcrypto(tmp_path):
     party = keymod.generate(f"{SITE}/{DOOR}")
-    data = json.loads(keymod.save_private(tmp_path / "device.jwks", party).read_text())
-    sig, enc = (jwk.JWK(**k) for k in data["keys"])
+    text = keymod.save_private(tmp_path / "device.jwks", party).read_text()
+    sig, enc = (jwk.JWK(**k) for k in json.loads(text)["keys"])
+    # Byte for byte what the jwcrypto kiosk wrote for the same keys.
+    assert text.encode() == jwcrypto_file(tmp_path / "old.jwks", [sig, enc], private=True)
+    pub = keymod.save_public(tmp_path / "device.pub.jwks", party).read_bytes()
+    assert pub == jwcrypto_file(tmp_path / "old.pub.jwks", [sig, enc], private=False)
     assert sig.has_private and enc.has_private
     assert sig.get("kid") == f"{SITE}/{DOOR}/sig/{sig.thumbprint()}" == party.signing_kid
     assert enc.get("kid") == f"{SITE}/{DOOR}/enc/{enc.thumbprint()}" == party.encryption_kid
