@@ -11,6 +11,7 @@ import base64
 import json
 
 import numpy as np
+from jose_cross import to_jwcrypto
 from jwcrypto import jwe, jws
 
 from kiosk.match.gallery import Resident, gallery_digest
@@ -80,14 +81,14 @@ class Admin:
         key = (signer or self.keys).signing
         signed = jws.JWS(payload)
         hdr = header or {"alg": "Ed25519", "kid": key.get("kid"), "typ": GALLERY_TYP}
-        signed.add_signature(key, alg="Ed25519", protected=json.dumps(hdr))
+        signed.add_signature(to_jwcrypto(key), alg="Ed25519", protected=json.dumps(hdr))
         return encrypt_raw(signed.serialize(compact=True).encode("ascii"), *devices)
 
 
 def encrypt_raw(plaintext: bytes, *devices: keymod.PartyKeys, protected: dict | None = None) -> str:
     e = jwe.JWE(plaintext, protected=json.dumps(protected or {"enc": "A256GCM", "cty": "JWT"}))
     for d in devices:
-        e.add_recipient(keymod.public_key(d.encryption), header=json.dumps({"alg": "ECDH-ES+A256KW", "kid": d.encryption_kid}))
+        e.add_recipient(to_jwcrypto(keymod.public_key(d.encryption)), header=json.dumps({"alg": "ECDH-ES+A256KW", "kid": d.encryption_kid}))
     return e.serialize(compact=False)
 
 

@@ -17,6 +17,8 @@ from kiosk.errors import ConfigError, EnvelopeError, KeyFileError
 from kiosk.sync import keys as keymod
 from kiosk.sync.envelope import EVENT_TYP, open_sealed, seal
 
+from jose_cross import to_jwcrypto
+
 CLAIMS = {
     "event_id": "01890a5d-ac96-774b-bcce-b302099a8057",
     "seq": 7,
@@ -80,20 +82,20 @@ def test_jwcrypto_opens_it_too(device, backend):
 
     token = seal(CLAIMS, device, backend.public().encryption)
     outer = cwe.JWE()
-    outer.deserialize(token, key=backend.encryption)
+    outer.deserialize(token, key=to_jwcrypto(backend.encryption))
     signed = cws.JWS()
     signed.deserialize(outer.payload.decode())
-    signed.verify(device.public().signing, alg="Ed25519")
+    signed.verify(to_jwcrypto(device.public().signing), alg="Ed25519")
     assert json.loads(signed.payload) == CLAIMS
     assert json.loads(signed.objects["protected"]) == {"alg": "Ed25519", "kid": device.signing_kid, "typ": EVENT_TYP}
     # An envelope made by jwcrypto opens in the kiosk's open_sealed.
     inner = cws.JWS(json.dumps(CLAIMS).encode())
-    inner.add_signature(device.signing, alg="Ed25519",
+    inner.add_signature(to_jwcrypto(device.signing), alg="Ed25519",
                         protected=json.dumps({"alg": "Ed25519", "kid": device.signing_kid, "typ": EVENT_TYP}))
     made = cwe.JWE(inner.serialize(compact=True).encode(),
                    protected=json.dumps({"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "cty": "JWT",
                                          "kid": backend.encryption_kid}))
-    made.add_recipient(backend.public().encryption)
+    made.add_recipient(to_jwcrypto(backend.public().encryption))
     opened = open_sealed(made.serialize(compact=True), backend, keymod.KeyRing([device]))
     assert opened.claims == CLAIMS and opened.signer == device.owner
 
@@ -108,7 +110,7 @@ def _wrap(inner_text: str, backend, header=None) -> str:
 
     protected = header or {"alg": "ECDH-ES+A256KW", "enc": "A256GCM", "cty": "JWT", "kid": backend.encryption_kid}
     made = cwe.JWE(inner_text.encode(), protected=json.dumps(protected))
-    made.add_recipient(backend.public().encryption)
+    made.add_recipient(to_jwcrypto(backend.public().encryption))
     return made.serialize(compact=True)
 
 
@@ -131,16 +133,16 @@ def test_signature_confusions_are_refused(device, backend):
         return _b64(json.dumps({"kid": device.signing_kid, "typ": EVENT_TYP, **extra}).encode())
 
     assert reason(f"{header(alg='none')}.{payload}.") == "bad_signature"
-    public = device.public().signing.export_public().encode()
+    public = to_jwcrypto(device.public().signing).export_public().encode()
     signing_input = f"{header(alg='HS256')}.{payload}"
     mac = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
     assert reason(f"{signing_input}.{_b64(mac)}") == "bad_signature"
     # Signed by an attacker who names the device's kid and carries their own key in the header.
     attacker = keymod.generate("test-site/kiosk-t1")
     forged = cws.JWS(json.dumps(CLAIMS).encode())
-    forged.add_signature(attacker.signing, alg="Ed25519", protected=json.dumps(
+    forged.add_signature(to_jwcrypto(attacker.signing), alg="Ed25519", protected=json.dumps(
         {"alg": "Ed25519", "kid": device.signing_kid, "typ": EVENT_TYP,
-         "jwk": json.loads(attacker.public().signing.export_public())}))
+         "jwk": keymod.jwk_dict(attacker.signing, private=False)}))
     assert reason(forged.serialize(compact=True)) == "bad_signature"
     # The outer layer must be the one key agreement and cipher: anything else is refused before any key is used.
     genuine = seal(CLAIMS, device, backend.public().encryption)
@@ -189,11 +191,9 @@ def test_refusals_name_their_reason(device, backend):
 
 
 def _with_kid(key, kid):
-    from jwcrypto import jwk
-
-    data = json.loads(key.export_private())
+    data = keymod.jwk_dict(key, private=True)
     data["kid"] = kid
-    return jwk.JWK(**data)
+    return keymod.key_from_jwk(data)
 
 
 def test_key_files_are_0600_and_refused_when_readable(tmp_path, device):

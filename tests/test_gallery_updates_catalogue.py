@@ -20,6 +20,7 @@ from jwcrypto import jws
 
 from broker import Broker
 from gallery_kit import Admin, KioskSite, World, b64url, encrypt_raw, erase_op, part_frame, vectors
+from jose_cross import to_jwcrypto
 from kiosk.match.gallery import Resident, open_store
 from kiosk.sync import keys as keymod
 from kiosk.sync.envelope import sign_compact
@@ -58,7 +59,7 @@ def refused(site: Site, frames: list[bytes], reason: str, topic: str | None = No
 def jws_parts(site: Site, claims: dict) -> list[str]:
     signed = jws.JWS(json.dumps(claims).encode())
     key = site.admin.keys.signing
-    signed.add_signature(key, alg="Ed25519", protected=json.dumps({"alg": "Ed25519", "kid": key.get("kid"),
+    signed.add_signature(to_jwcrypto(key), alg="Ed25519", protected=json.dumps({"alg": "Ed25519", "kid": key.get("kid"),
                                                                    "typ": "kiosk-gallery+jwt"}))
     return signed.serialize(compact=True).split(".")
 

@@ -22,6 +22,7 @@ from jwcrypto import jwe
 
 from broker import Broker, MqttProbe
 from gallery_kit import KioskSite
+from jose_cross import to_jwcrypto
 from kiosk.sync import keys as keymod
 
 try:  # (this test also runs against the code before the fix, to show it fails there)
@@ -86,7 +87,7 @@ def v2_part(sha: str, part: int, data: str) -> bytes:
 def big_jwe(device_keys: keymod.PartyKeys, size: int) -> str:
     """A JWE to the device's public key: anyone can make one. Its content is nobody's signed update."""
     sealed = jwe.JWE(b"A" * size, protected=json.dumps({"enc": "A256GCM", "cty": "JWT"}))
-    sealed.add_recipient(keymod.public_key(device_keys.encryption),
+    sealed.add_recipient(to_jwcrypto(keymod.public_key(device_keys.encryption)),
                          header=json.dumps({"alg": "ECDH-ES+A256KW", "kid": device_keys.encryption_kid}))
     return sealed.serialize(compact=False)
 

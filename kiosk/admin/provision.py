@@ -105,7 +105,7 @@ def cmd_fleet_key(args) -> int:
             raise KeyFileError(f"{path}: exists; refusing to overwrite a key (--force to replace it)")
     key = generate_root()
     save_root(args.out, public_out, key, overwrite=args.force)
-    print(key.export_public())
+    print(json.dumps(keymod.jwk_dict(key, private=False), separators=(",", ":")))
     print(f"private root key: {args.out} (0600, keep it offline)\npublic root key:  {public_out}", file=sys.stderr)
     return 0
 
@@ -145,7 +145,7 @@ def cmd_provision_qr(args) -> int:
         print(f"kiosk-admin provision-qr: note: {args.admin} holds keys of {admin.owner!r}; "
               f"the kiosk will know them as {bmod.ADMIN!r}", file=sys.stderr)
     code = bmod.sign_bundle(bundle, root)
-    summary = bundle.summary() | {"signed_by": root.get("kid"),
+    summary = bundle.summary() | {"signed_by": root.kid,
                                   "expires": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(bundle.expires_at))}
     return _emit(code, args, "provisioning code", summary)
 
@@ -153,6 +153,6 @@ def cmd_provision_qr(args) -> int:
 def cmd_reset_qr(args) -> int:
     root = load_root_private(args.fleet_key)
     code = bmod.sign_reset(args.site, args.device, root, valid_s=args.valid_minutes * 60)
-    summary = {"reset": f"{args.site}/{args.device}", "signed_by": root.get("kid"),
+    summary = {"reset": f"{args.site}/{args.device}", "signed_by": root.kid,
                "valid_minutes": args.valid_minutes}
     return _emit(code, args, "reset code", summary)

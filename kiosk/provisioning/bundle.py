@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from jwcrypto import jwk
+from joserfc.jwk import OKPKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..config import MqttSettings
@@ -195,7 +195,7 @@ def make_bundle(
     return bundle
 
 
-def sign_bundle(bundle: Bundle, root_key: jwk.JWK) -> str:
+def sign_bundle(bundle: Bundle, root_key: OKPKey) -> str:
     """The provisioning code: the bundle signed with the fleet's private root key."""
     return sign_compact(bundle.claims(), root_key, typ=PROVISION_TYP)
 
@@ -249,7 +249,7 @@ class Reset:
     nonce: str
 
 
-def sign_reset(site: str, device_id: str, root_key: jwk.JWK, *, valid_s: float = 3600, now: float | None = None) -> str:
+def sign_reset(site: str, device_id: str, root_key: OKPKey, *, valid_s: float = 3600, now: float | None = None) -> str:
     """A signed reset for one provisioned device."""
     now = int(time.time() if now is None else now)
     claims = {"v": 1, "site": site, "dev": device_id, "iat": now, "exp": int(now + valid_s),

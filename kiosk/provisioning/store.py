@@ -32,7 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from jwcrypto import jwk
 
 from ..atomicfile import fsync_dir, write_atomic
 from ..config import KioskConfig
@@ -288,8 +287,8 @@ def check_pinned(path: Path, pinned: keymod.PartyKeys, whose: str) -> None:
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        found = {jwk.JWK(**k).thumbprint() for k in data["keys"]}
-    except Exception as e:  # unreadable JSON, not a JWK Set, a bad key: jwcrypto raises several types
+        found = {keymod.key_from_jwk(k).thumbprint() for k in data["keys"]}
+    except Exception as e:  # unreadable JSON, not a JWK Set, a bad key: joserfc raises several types
         raise PinnedKeyMismatch(f"{path}: {whose} public keys are unreadable ({type(e).__name__}); the kiosk does "
                                 "not run on them. `kiosk provision --restore-keys` writes them again from the "
                                 "signed code") from None

@@ -14,49 +14,46 @@ import json
 import logging
 from pathlib import Path
 
-from jwcrypto import jwk
+from joserfc.jwk import OKPKey
 
 from ..atomicfile import write_atomic
 from ..errors import KeyFileError
 from ..keyfile import check_private, write_secret
-from ..sync.keys import SIG_ALG
+from ..sync.keys import SIG_ALG, jwk_dict, key_from_jwk, public_key, with_meta
 
 log = logging.getLogger(__name__)
 
 FLEET = "fleet"
 
 
-def generate_root() -> jwk.JWK:
+def generate_root() -> OKPKey:
     """A new Ed25519 fleet root key (private), with its key id."""
-    key = jwk.JWK.generate(kty="OKP", crv="Ed25519")
-    data = json.loads(key.export_private())
-    data.update(kid=f"{FLEET}/sig/{key.thumbprint()}", use="sig", alg=SIG_ALG)
-    return jwk.JWK(**data)
+    return with_meta(OKPKey.generate_key("Ed25519"), FLEET, "sig", SIG_ALG)
 
 
-def public_of(key: jwk.JWK) -> jwk.JWK:
-    return jwk.JWK(**json.loads(key.export_public()))
+def public_of(key: OKPKey) -> OKPKey:
+    return public_key(key)
 
 
-def save_root(private_path: Path | str, public_path: Path | str, key: jwk.JWK, *, overwrite: bool = False) -> None:
+def save_root(private_path: Path | str, public_path: Path | str, key: OKPKey, *, overwrite: bool = False) -> None:
     """Write the private key (0600) and its public half (0644) as JWK Sets."""
     private_path, public_path = Path(private_path), Path(public_path)
     if public_path.exists() and not overwrite:
         raise KeyFileError(f"{public_path}: exists; refusing to overwrite a key")
-    write_secret(private_path, _jwks([json.loads(key.export_private())]), overwrite=overwrite)
-    write_atomic(public_path, _jwks([json.loads(key.export_public())]), mode=0o644)
+    write_secret(private_path, _jwks([jwk_dict(key, private=True)]), overwrite=overwrite)
+    write_atomic(public_path, _jwks([jwk_dict(key, private=False)]), mode=0o644)
 
 
 def _jwks(keys: list[dict]) -> bytes:
     return (json.dumps({"keys": keys}, indent=2) + "\n").encode()
 
 
-def load_root_private(path: Path | str) -> jwk.JWK:
+def load_root_private(path: Path | str) -> OKPKey:
     """The fleet's private root key (refused when others may read the file)."""
     path = Path(path)
     check_private(path)
     keys = _read(path)
-    if len(keys) != 1 or not keys[0].has_private:
+    if len(keys) != 1 or not keys[0].is_private:
         raise KeyFileError(f"{path}: expected one private fleet root key")
     return keys[0]
 
@@ -64,8 +61,8 @@ def load_root_private(path: Path | str) -> jwk.JWK:
 class RootKeys:
     """The fleet root public keys a device trusts, by key id."""
 
-    def __init__(self, keys: list[jwk.JWK]):
-        self._by_kid = {k.get("kid"): public_of(k) for k in keys}
+    def __init__(self, keys: list[OKPKey]):
+        self._by_kid = {k.kid: public_of(k) for k in keys}
 
     @classmethod
     def load(cls, path: Path | str) -> "RootKeys":
@@ -74,11 +71,11 @@ class RootKeys:
         if not path.is_file():
             raise KeyFileError(f"{path}: fleet root key missing")
         keys = _read(path)
-        if any(k.has_private for k in keys):
+        if any(k.is_private for k in keys):
             check_private(path)
         return cls(keys)
 
-    def get(self, kid: str) -> jwk.JWK | None:
+    def get(self, kid: str) -> OKPKey | None:
         return self._by_kid.get(kid)
 
     @property
@@ -89,7 +86,7 @@ class RootKeys:
         return len(self._by_kid)
 
 
-def _read(path: Path) -> list[jwk.JWK]:
+def _read(path: Path) -> list[OKPKey]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -105,7 +102,7 @@ def _read(path: Path) -> list[jwk.JWK]:
         if not isinstance(kid, str) or not kid.startswith(f"{FLEET}/sig/"):
             raise KeyFileError(f"{path}: key id {kid!r} is not a fleet root key id ({FLEET}/sig/…)")
         try:
-            keys.append(jwk.JWK(**item))
-        except Exception as e:  # jwcrypto raises several types for bad keys
+            keys.append(key_from_jwk(item))
+        except Exception as e:  # joserfc raises several types for bad keys
             raise KeyFileError(f"{path}: bad key: {e}") from None
     return keys

@@ -8,14 +8,18 @@ included, can read or forge it; any standard JOSE library can open it.
 
 ``typ`` tells kinds of message apart (explicit typing, RFC 8725 §3.11), so a
 check-in event cannot be replayed as something else.
+
+Everything JOSE in the kiosk goes through joserfc (chosen for speed: the
+publisher's drain rate and the back end's rest on it); the tests open what
+it makes, and make what it opens, with a second, independent library.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +27,9 @@ from typing import Any
 from joserfc import jwe as rfc_jwe
 from joserfc import jws as rfc_jws
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, OKPKey
-from jwcrypto import jwk, jws
-from jwcrypto.common import JWException
 
 from ..errors import EnvelopeError
-from .keys import CONTENT_ENC, KEY_ALG, SIG_ALG, KeyRing, PartyKeys
+from .keys import CONTENT_ENC, KEY_ALG, SIG_ALG, Key, KeyRing, PartyKeys
 
 log = logging.getLogger(__name__)
 
@@ -48,48 +49,17 @@ class Opened:
     typ: str
 
 
-def seal(claims: dict[str, Any], sender: PartyKeys, recipient_key: jwk.JWK, *, typ: str = EVENT_TYP) -> str:
+def seal(claims: dict[str, Any], sender: PartyKeys, recipient_key: Key, *, typ: str = EVENT_TYP) -> str:
     """Sign ``claims`` with the sender's key and encrypt them to ``recipient_key``.
 
     :param recipient_key: the recipient's public P-256 encryption key (with ``kid``).
-
-    Sealed with joserfc, which does it in about a third of jwcrypto's time
-    (jwcrypto deep-copies its header registries for every object): the
-    publisher's drain rate rests on it. The tests open envelopes with
-    jwcrypto too, an independent implementation.
     """
     payload = json.dumps(claims, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-    signing = _rfc_key(sender.signing, private=True)
     inner = rfc_jws.serialize_compact(
-        {"alg": SIG_ALG, "kid": sender.signing_kid, "typ": typ}, payload, signing, algorithms=[SIG_ALG]
+        {"alg": SIG_ALG, "kid": sender.signing_kid, "typ": typ}, payload, sender.signing, algorithms=[SIG_ALG]
     )
-    header = {"alg": KEY_ALG, "enc": CONTENT_ENC, "kid": recipient_key.get("kid"), "cty": "JWT"}
-    return rfc_jwe.encrypt_compact(header, inner, _rfc_key(recipient_key, private=False),
-                                   algorithms=[KEY_ALG, CONTENT_ENC])
-
-
-#: joserfc copies of jwcrypto key objects, by the object (held, so that its id stays its own);
-#: the least recently used go first once a back end knows more doors than this.
-_RFC_KEYS: OrderedDict[tuple[int, bool], tuple[jwk.JWK, Any]] = OrderedDict()
-_RFC_KEYS_MAX = 20_000
-
-
-def _rfc_key(key: jwk.JWK, *, private: bool):
-    """The joserfc form of a jwcrypto key (OKP Ed25519 or EC P-256), made once per key object.
-
-    Cached by the object, never by its ``kid``: a key id says nothing until
-    the key behind it is checked.
-    """
-    hit = _RFC_KEYS.get((id(key), private))
-    if hit is not None and hit[0] is key:
-        _RFC_KEYS.move_to_end((id(key), private))
-        return hit[1]
-    data = json.loads(key.export(private_key=private))
-    made = (OKPKey if data["kty"] == "OKP" else ECKey).import_key(data)
-    while len(_RFC_KEYS) >= _RFC_KEYS_MAX:
-        _RFC_KEYS.popitem(last=False)
-    _RFC_KEYS[(id(key), private)] = (key, made)
-    return made
+    header = {"alg": KEY_ALG, "enc": CONTENT_ENC, "kid": recipient_key.kid, "cty": "JWT"}
+    return rfc_jwe.encrypt_compact(header, inner, recipient_key, algorithms=[KEY_ALG, CONTENT_ENC])
 
 
 def open_sealed(token: str | bytes, recipient: PartyKeys, senders: KeyRing, *, typ: str = EVENT_TYP) -> Opened:
@@ -99,11 +69,7 @@ def open_sealed(token: str | bytes, recipient: PartyKeys, senders: KeyRing, *, t
     ``wrong_recipient``, ``not_decryptable``, ``unknown_signer``,
     ``bad_signature`` or ``wrong_type``.
 
-    Opened with joserfc, like :func:`seal` (jwcrypto took half again as long,
-    most of it copying its header registries for every object: the back
-    end's rate rests on it). The headers are read and checked here before
-    any key is used; the tests open every kind of envelope with jwcrypto too,
-    an independent implementation.
+    The headers are read and checked here before any key is used.
     """
     if isinstance(token, bytes):
         if len(token) > MAX_ENVELOPE_BYTES:
@@ -120,7 +86,7 @@ def open_sealed(token: str | bytes, recipient: PartyKeys, senders: KeyRing, *, t
     if header.get("kid") != recipient.encryption_kid:
         raise _fail("wrong_recipient", f"encrypted to key {header.get('kid')!r}, not ours")
     try:
-        outer = rfc_jwe.decrypt_compact(token, _rfc_key(recipient.encryption, private=True), registry=_JWE_REGISTRY)
+        outer = rfc_jwe.decrypt_compact(token, recipient.encryption, registry=_JWE_REGISTRY)
         inner_text = outer.plaintext.decode("ascii")
     except (JoseError, ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
         raise _fail("not_decryptable", f"cannot decrypt: {type(e).__name__}: {e}") from None
@@ -135,7 +101,7 @@ def open_sealed(token: str | bytes, recipient: PartyKeys, senders: KeyRing, *, t
         raise _fail("unknown_signer", f"signed by unknown key {kid!r}")
     owner, key = found
     try:
-        inner = rfc_jws.deserialize_compact(inner_text, _rfc_key(key, private=False), registry=_JWS_REGISTRY)
+        inner = rfc_jws.deserialize_compact(inner_text, key, registry=_JWS_REGISTRY)
     except (JoseError, ValueError, TypeError, KeyError) as e:
         raise _fail("bad_signature", f"signature does not verify: {type(e).__name__}: {e}") from None
     if protected.get("typ") != typ:
@@ -162,21 +128,19 @@ def _protected_header(text: str, kind: str) -> dict[str, Any]:
     return header
 
 
-def sign_compact(claims: dict[str, Any], key: jwk.JWK, *, typ: str) -> str:
+def sign_compact(claims: dict[str, Any], key: Key, *, typ: str) -> str:
     """``claims`` as a compact JWS signed with an Ed25519 key (``kid`` taken from the key).
 
     Signed, not encrypted: for what is shown as a QR code (provisioning
     codes, residents' credentials), where the camera must read it offline.
     """
     payload = json.dumps(claims, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-    signed = jws.JWS(payload)
-    header = {"alg": SIG_ALG, "kid": key.get("kid"), "typ": typ}
-    signed.add_signature(key, alg=SIG_ALG, protected=json.dumps(header, separators=(",", ":")))
-    return signed.serialize(compact=True)
+    header = {"alg": SIG_ALG, "kid": key.kid, "typ": typ}
+    return rfc_jws.serialize_compact(header, payload, key, algorithms=[SIG_ALG])
 
 
 def verify_compact(
-    token: str | bytes, signer: Callable[[str], jwk.JWK | None], *, typ: str, max_bytes: int = 8192
+    token: str | bytes, signer: Callable[[str], Key | None], *, typ: str, max_bytes: int = 8192
 ) -> tuple[dict[str, Any], str]:
     """Verify a compact JWS made by :func:`sign_compact`; return its claims and the signing key id.
 
@@ -193,7 +157,7 @@ def verify_compact(
     token = token.strip()
     if len(token) > max_bytes or token.count(".") != 2:
         raise _fail("malformed", "not a compact JWS")
-    signed, protected = _parse_jws(token)
+    protected, _ = parse_jws(token)
     # The type is read before the signature is checked only to tell someone
     # else's code from a forged one of ours; nothing is accepted on it.
     if protected.get("typ") != typ:
@@ -204,31 +168,55 @@ def verify_compact(
     key = signer(kid) if isinstance(kid, str) else None
     if key is None:
         raise _fail("unknown_signer", f"signed by unknown key {kid!r}")
-    try:
-        signed.verify(key, alg=SIG_ALG)
-    except (JWException, ValueError, TypeError) as e:
-        raise _fail("bad_signature", f"signature does not verify: {e}") from None
-    return _claims_of(signed), kid
+    verified = verified_payload(token, key, max_bytes=max_bytes)
+    if verified is None:
+        raise _fail("bad_signature", "signature does not verify")
+    return _claims_from(verified), kid
 
 
-def _parse_jws(text: str) -> tuple[jws.JWS, dict[str, Any]]:
-    """A compact JWS and its protected header, not yet verified."""
+def parse_jws(text: str, *, loads: Callable[[bytes], Any] = json.loads) -> tuple[dict[str, Any], bytes]:
+    """The protected header and the payload of a compact JWS, read and not yet verified.
+
+    Raises :class:`EnvelopeError` (``malformed``) when a part is not
+    base64url, or the header not a JSON object (read with ``loads``).
+    """
     try:
-        signed = jws.JWS()
-        signed.deserialize(text)
-        protected = json.loads(signed.objects["protected"])
-    except (JWException, ValueError, TypeError, KeyError) as e:
-        raise _fail("malformed", f"unreadable JWS: {e}") from None
+        header_b64, payload_b64, signature_b64 = text.split(".")
+        raw_header, payload = _unb64(header_b64), _unb64(payload_b64)
+        _unb64(signature_b64)
+        protected = loads(raw_header)
+    except (ValueError, TypeError, UnicodeDecodeError) as e:  # binascii.Error and JSONDecodeError are ValueErrors
+        raise _fail("malformed", f"unreadable JWS: {type(e).__name__}: {e}") from None
     except RecursionError:
         raise _fail("malformed", "JWS header nested too deep") from None
     if not isinstance(protected, dict):
         raise _fail("malformed", "JWS header is not a JSON object")
-    return signed, protected
+    return protected, payload
 
 
-def _claims_of(verified: jws.JWS) -> dict[str, Any]:
-    """The claims of a verified JWS, which must be a JSON object."""
-    return _claims_from(verified.payload)
+def verified_payload(text: str, key: Key, *, max_bytes: int) -> bytes | None:
+    """The payload of the compact JWS ``text`` if it carries a good Ed25519 signature by ``key``, else None.
+
+    Its header has been checked by the caller; joserfc checks the signature,
+    allowing Ed25519 alone, for a JWS of up to ``max_bytes``.
+    """
+    registry = rfc_jws.JWSRegistry(algorithms=[SIG_ALG])
+    # Sizes are the caller's to bound (max_bytes): joserfc's own defaults are for web tokens.
+    registry.max_header_length = registry.max_payload_length = registry.max_signature_length = max_bytes
+    try:
+        signed = rfc_jws.extract_compact(text.encode("ascii"), registry=registry)
+        if rfc_jws.validate_compact(signed, key, registry=registry):
+            return signed.payload
+    except (JoseError, ValueError, TypeError, KeyError):
+        pass
+    return None
+
+
+def _unb64(part: str) -> bytes:
+    """base64url, padding optional (as the kiosk has always read it)."""
+    if len(part) % 4 == 1:
+        raise binascii.Error("not base64url: a length of 4n+1")
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
 def _claims_from(payload: bytes) -> dict[str, Any]:

@@ -13,14 +13,15 @@ verified signature names the device that made it.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from jwcrypto import jwk
-from jwcrypto.common import base64url_decode, base64url_encode
+from joserfc.jwk import ECKey, JWKRegistry, OKPKey
 
 from ..config import KioskConfig
 from ..atomicfile import write_atomic
@@ -38,6 +39,9 @@ ENC_CURVE = "P-256"
 
 BACKEND = "backend"
 
+#: A JOSE key as the kiosk holds it (joserfc): Ed25519 (OKP) signs, P-256 (EC) is encrypted to.
+Key = OKPKey | ECKey
+
 
 @dataclass(frozen=True)
 class PartyKeys:
@@ -47,36 +51,43 @@ class PartyKeys:
     """
 
     owner: str
-    signing: jwk.JWK
-    encryption: jwk.JWK
+    signing: Key
+    encryption: Key
 
     @property
     def has_private(self) -> bool:
-        return self.signing.has_private and self.encryption.has_private
+        return self.signing.is_private and self.encryption.is_private
 
     @property
     def signing_kid(self) -> str:
-        return self.signing.get("kid")
+        return self.signing.kid
 
     @property
     def encryption_kid(self) -> str:
-        return self.encryption.get("kid")
+        return self.encryption.kid
 
     def public(self) -> "PartyKeys":
         return PartyKeys(self.owner, public_key(self.signing), public_key(self.encryption))
 
     def to_jwks(self, *, private: bool) -> dict:
-        keys = []
-        for k in (self.signing, self.encryption):
-            text = k.export_private() if private else k.export_public()
-            keys.append(json.loads(text))
-        return {"keys": keys}
+        return {"keys": [jwk_dict(k, private=private) for k in (self.signing, self.encryption)]}
 
 
-def public_key(key: jwk.JWK) -> jwk.JWK:
+def jwk_dict(key: Key, *, private: bool) -> dict[str, Any]:
+    """One key as a JWK (a dict), its members in name order as the key files have always had them."""
+    return dict(sorted(key.as_dict(private=private).items()))
+
+
+def key_from_jwk(data: Any) -> Key:
+    """A key from a JWK (a dict); ValueError (or another joserfc error) when it is not a sound key."""
+    if not isinstance(data, dict):
+        raise ValueError("a JWK is a JSON object")
+    return JWKRegistry.import_key(data)
+
+
+def public_key(key: Key) -> Key:
     """The public half of one key (kid, use and alg kept)."""
-    pub = jwk.JWK(**json.loads(key.export_public()))
-    return pub
+    return type(key).import_key(key.as_dict(private=False))
 
 
 def owner_of_kid(kid: str) -> str:
@@ -95,17 +106,16 @@ def generate(owner: str) -> PartyKeys:
     """Make a new signing and encryption key pair for ``owner``."""
     if not owner or owner.count("/") > 1 or any(c.isspace() for c in owner):
         raise ValueError(f"bad key owner {owner!r}: use SITE/DEVICE or 'backend'")
-    sig = jwk.JWK.generate(kty="OKP", crv="Ed25519")
-    enc = jwk.JWK.generate(kty="EC", crv=ENC_CURVE)
-    sig = _with_meta(sig, owner, "sig", SIG_ALG)
-    enc = _with_meta(enc, owner, "enc", KEY_ALG)
+    sig = with_meta(OKPKey.generate_key("Ed25519"), owner, "sig", SIG_ALG)
+    enc = with_meta(ECKey.generate_key(ENC_CURVE), owner, "enc", KEY_ALG)
     return PartyKeys(owner, sig, enc)
 
 
-def _with_meta(key: jwk.JWK, owner: str, use: str, alg: str) -> jwk.JWK:
-    data = json.loads(key.export_private())
+def with_meta(key: Key, owner: str, use: str, alg: str) -> Key:
+    """``key`` named ``<owner>/<use>/<RFC 7638 thumbprint>``, with its use and algorithm."""
+    data = key.as_dict(private=key.is_private)
     data.update(kid=f"{owner}/{use}/{key.thumbprint()}", use=use, alg=alg)
-    return jwk.JWK(**data)
+    return type(key).import_key(data)
 
 
 def save_private(path: Path | str, keys: PartyKeys, *, overwrite: bool = False) -> Path:
@@ -154,7 +164,7 @@ def load_public(path: Path | str) -> list[PartyKeys]:
     if not path.is_file():
         raise KeyFileError(f"{path}: key file missing")
     parties = _parse(path)
-    if any(p.signing.has_private or p.encryption.has_private for p in parties):
+    if any(p.signing.is_private or p.encryption.is_private for p in parties):
         check_private(path)
     return [p.public() for p in parties]
 
@@ -174,12 +184,12 @@ def _parse(path: Path) -> list[PartyKeys]:
     raw = data.get("keys") if isinstance(data, dict) and "keys" in data else [data]
     if not isinstance(raw, list) or not raw:
         raise KeyFileError(f"{path}: not a JWK Set")
-    by_owner: dict[str, dict[str, jwk.JWK]] = {}
+    by_owner: dict[str, dict[str, Key]] = {}
     for item in raw:
         try:
-            key = jwk.JWK(**item)
+            key = key_from_jwk(item)
             owner = owner_of_kid(item.get("kid", ""))
-        except Exception as e:  # jwcrypto raises several types for bad keys
+        except Exception as e:  # joserfc raises several types for bad keys
             raise KeyFileError(f"{path}: bad key: {e}") from None
         use = item.get("use")
         if use == "sig" and not (item.get("kty") == "OKP" and item.get("crv") == "Ed25519"):
@@ -204,14 +214,19 @@ def compact_public(party: PartyKeys) -> str:
     SIG is the raw Ed25519 public key, ENC the compressed P-256 point, both
     base64url. :func:`party_from_compact` rebuilds the same keys and key ids.
     """
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    def pyca(key: jwk.JWK):
-        return load_pem_public_key(key.export_to_pem(private_key=False))
+    sig = party.signing.public_key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+    enc = party.encryption.public_key.public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
+    return f"{_b64url(sig)}.{_b64url(enc)}"
 
-    sig = pyca(party.signing).public_bytes(Encoding.Raw, PublicFormat.Raw)
-    enc = pyca(party.encryption).public_bytes(Encoding.X962, PublicFormat.CompressedPoint)
-    return f"{base64url_encode(sig)}.{base64url_encode(enc)}"
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def party_from_compact(owner: str, text: str) -> PartyKeys:
@@ -220,20 +235,14 @@ def party_from_compact(owner: str, text: str) -> PartyKeys:
 
     try:
         sig_text, enc_text = text.split(".")
-        sig = ed25519.Ed25519PublicKey.from_public_bytes(base64url_decode(sig_text))
-        enc = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), base64url_decode(enc_text))
+        sig = ed25519.Ed25519PublicKey.from_public_bytes(_b64url_decode(sig_text))
+        enc = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), _b64url_decode(enc_text))
     except Exception as e:  # bad base64, wrong length, point not on the curve
         raise ValueError(f"not compact public keys: {e}") from None
-
-    def public_with_meta(key: jwk.JWK, use: str, alg: str) -> jwk.JWK:
-        data = json.loads(key.export_public())
-        data.update(kid=f"{owner}/{use}/{key.thumbprint()}", use=use, alg=alg)
-        return jwk.JWK(**data)
-
     return PartyKeys(
         owner,
-        public_with_meta(jwk.JWK.from_pyca(sig), "sig", SIG_ALG),
-        public_with_meta(jwk.JWK.from_pyca(enc), "enc", KEY_ALG),
+        with_meta(OKPKey.import_key(sig), owner, "sig", SIG_ALG),
+        with_meta(ECKey.import_key(enc), owner, "enc", KEY_ALG),
     )
 
 
@@ -241,7 +250,7 @@ class KeyRing:
     """Public keys of known parties, looked up by key id."""
 
     def __init__(self, parties: Iterable[PartyKeys] = ()):
-        self._by_kid: dict[str, tuple[str, jwk.JWK]] = {}
+        self._by_kid: dict[str, tuple[str, Key]] = {}
         self.owners: set[str] = set()
         for p in parties:
             self.add(p)
@@ -273,7 +282,7 @@ class KeyRing:
                 ring.add(party)
         return ring
 
-    def signer(self, kid: str) -> tuple[str, jwk.JWK] | None:
+    def signer(self, kid: str) -> tuple[str, Key] | None:
         """(owner, public signing key) for a signing key id, or None."""
         hit = self._by_kid.get(kid)
         if hit is None or hit[1].get("use") != "sig":

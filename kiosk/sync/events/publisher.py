@@ -95,7 +95,7 @@ class Publisher:
         self.settings = settings
         self.device_keys = device_keys
         self.recipient = backend_public_key.public().encryption if isinstance(backend_public_key, PartyKeys) else backend_public_key
-        if self.recipient.has_private:
+        if self.recipient.is_private:
             # Only the public half is needed; keep the private one out of this process's use.
             self.recipient = keymod.public_key(self.recipient)
         self.topics = Topics(settings.topic_prefix, outbox.site, outbox.device)

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-from jwcrypto import jwe, jwk
+from joserfc import jwe as rfc_jwe
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -45,7 +45,7 @@ from ...config import GallerySettings
 from ...errors import UpdateRejected
 from ...match.embed import DIMENSIONS
 from ..envelope import sign_compact, verify_compact
-from ..keys import CONTENT_ENC, KEY_ALG, KeyRing, PartyKeys
+from ..keys import CONTENT_ENC, KEY_ALG, Key, KeyRing, PartyKeys
 
 GALLERY_TYP = "kiosk-gallery+jwt"
 HEAD_TYP = "kiosk-gallery-head+jwt"
@@ -315,17 +315,21 @@ def new_update(
     return claims
 
 
-def seal_update(claims: dict[str, Any], admin: PartyKeys, recipients: Iterable[jwk.JWK]) -> str:
-    """Sign ``claims`` with the admin's key and encrypt them to each device's public P-256 key (JWE JSON)."""
-    inner = sign_compact(claims, admin.signing, typ=GALLERY_TYP)
-    sealed = jwe.JWE(inner.encode("ascii"), protected=json.dumps({"enc": CONTENT_ENC, "cty": "JWT"}))
-    count = 0
-    for key in recipients:
-        sealed.add_recipient(key, header=json.dumps({"alg": KEY_ALG, "kid": key.get("kid")}))
-        count += 1
-    if not count:
+def seal_update(claims: dict[str, Any], admin: PartyKeys, recipients: Iterable[Key]) -> str:
+    """Sign ``claims`` with the admin's key and encrypt them to each device's public P-256 key (JWE JSON).
+
+    One recipient gives the flattened serialization, more the general one.
+    """
+    inner = sign_compact(claims, admin.signing, typ=GALLERY_TYP).encode("ascii")
+    keys = list(recipients)
+    if not keys:
         raise ValueError("an update needs at least one recipient device")
-    return sealed.serialize(compact=False)
+    protected = {"enc": CONTENT_ENC, "cty": "JWT"}
+    sealed = (rfc_jwe.FlattenedJSONEncryption(protected, inner) if len(keys) == 1
+              else rfc_jwe.GeneralJSONEncryption(protected, inner))
+    for key in keys:
+        sealed.add_recipient({"alg": KEY_ALG, "kid": key.kid}, key)
+    return json.dumps(rfc_jwe.encrypt_json(sealed, None, algorithms=[KEY_ALG, CONTENT_ENC]), separators=(",", ":"))
 
 
 def update_head(claims: dict[str, Any], sealed: str, chunks: list[str]) -> dict[str, Any]:

@@ -29,14 +29,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from jwcrypto import jwe, jws
-from jwcrypto.common import JWException
+from joserfc import jwe as rfc_jwe
+from joserfc._rfc7516.message import perform_decrypt  # what decrypt_compact runs (see _decrypt_for)
+from joserfc.errors import JoseError
 from pydantic import Field, ValidationError
 
 from ...config import GallerySettings
 from ...errors import EnvelopeError, UpdateRejected
-from ..envelope import verify_compact
-from ..keys import CONTENT_ENC, KEY_ALG, SIG_ALG, KeyRing, PartyKeys
+from ..envelope import parse_jws, verified_payload, verify_compact
+from ..keys import CONTENT_ENC, KEY_ALG, SIG_ALG, Key, KeyRing, PartyKeys
 from .format import (
     _B64URL, _HEX64, GALLERY_TYP, HEAD_TYP, GalleryUpdate, UpdateHead, _Strict, _strict_json, parse_update, reject,
 )
@@ -313,26 +314,20 @@ class UpdateReceiver:
         header = ours[0]["header"]
         if header.get("alg") != KEY_ALG or "zip" in header or "enc" in header:
             raise reject("malformed", f"JWE key management must be {KEY_ALG}")
-        flat = {k: outer[k] for k in ("protected", "iv", "ciphertext", "tag") if k in outer}
-        flat.update(header=header, encrypted_key=ours[0].get("encrypted_key", ""))
         try:
-            token = jwe.JWE(algs=[KEY_ALG, CONTENT_ENC])
-            token.deserialize(json.dumps(flat))
-            token.decrypt(self.device_keys.encryption)
-            return token.payload.decode("ascii")
-        except (JWException, ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
+            return _decrypt_for(outer, header, ours[0].get("encrypted_key", ""), self.device_keys.encryption,
+                                self.limits.max_update_bytes).decode("ascii")
+        except (JoseError, ValueError, TypeError, KeyError, AttributeError, AssertionError, UnicodeDecodeError) as e:
             raise reject("not_decryptable", f"cannot decrypt: {type(e).__name__}") from None
 
     def _verify(self, inner: str) -> tuple[bytes, str]:
         if inner.count(".") != 2:
             raise reject("malformed", "encrypted content is not a compact JWS")
         try:
-            signed = jws.JWS()
-            signed.deserialize(inner)
-            protected = _strict_json(signed.objects["protected"])
-        except (JWException, ValueError, TypeError, KeyError) as e:
-            raise reject("malformed", f"unreadable JWS: {type(e).__name__}") from None
-        if not isinstance(protected, dict) or set(protected) - {"alg", "kid", "typ"}:
+            protected, _ = parse_jws(inner, loads=_strict_json)
+        except EnvelopeError:
+            raise reject("malformed", "unreadable JWS: not base64url, or its header not a JSON object") from None
+        if set(protected) - {"alg", "kid", "typ"}:
             raise reject("malformed", "JWS header must hold alg, kid and typ only")
         if protected.get("alg") != SIG_ALG:
             raise reject("bad_signature", f"signature algorithm {str(protected.get('alg'))[:40]!r} is not {SIG_ALG}")
@@ -340,14 +335,49 @@ class UpdateReceiver:
         found = self.admins.signer(kid) if isinstance(kid, str) else None
         if found is None:
             raise reject("unknown_signer", "signed by a key that is not a pinned admin key")
-        try:
-            signed.verify(found[1], alg=SIG_ALG)
-        except (JWException, ValueError, TypeError):
-            raise reject("bad_signature", "the signature does not verify") from None
+        payload = verified_payload(inner, found[1], max_bytes=self.limits.max_update_bytes)
+        if payload is None:
+            raise reject("bad_signature", "the signature does not verify")
         # Typed after the signature: a forged type never gets this far.
         if protected.get("typ") != GALLERY_TYP:
             raise reject("wrong_type", f"message type {str(protected.get('typ'))[:40]!r}, not {GALLERY_TYP}")
-        return signed.payload, kid
+        return payload, kid
+
+
+def _decrypt_for(outer: dict, header: dict, encrypted_key: str, key: Key, max_bytes: int) -> bytes:
+    """The plaintext of a JWE JSON for one recipient (its ``header`` and ``encrypted_key``), with joserfc.
+
+    joserfc's own ``decrypt_json`` authenticates a re-encoding of the
+    protected header, not the header as received (RFC 7516 §5.2 step 14
+    wants the latter), so it refuses a JWE whose header another library
+    spaced differently: the updates of an older kiosk-admin. The message is
+    built here as ``decrypt_compact`` builds one, with the header as received
+    for the AAD, and only this key agreement and cipher are allowed; the
+    headers were checked by the caller.
+    """
+    # base64url strings, each of them (ValueError otherwise), before anything else is done.
+    decoded = {name: base64.urlsafe_b64decode(_padded(outer.get(name))) for name in ("iv", "ciphertext", "tag")}
+    protected = _strict_json(base64.urlsafe_b64decode(_padded(outer.get("protected"))))
+    cek = base64.urlsafe_b64decode(_padded(encrypted_key))
+    if not isinstance(protected, dict) or set(protected) & set(header):
+        raise ValueError("the protected and the recipient's header must not share a name (RFC 7516 §7.2.1)")
+    registry = rfc_jwe.JWERegistry(algorithms=[KEY_ALG, CONTENT_ENC])
+    # The update's size is bounded by its head (max_update_bytes); joserfc's defaults are for web tokens.
+    registry.max_ciphertext_length = max_bytes
+    segments = {name: outer[name].encode("ascii") for name in decoded}
+    registry.validate_protected_header_size(outer["protected"].encode("ascii"))
+    registry.validate_initialization_vector_size(segments["iv"])
+    registry.validate_ciphertext_size(segments["ciphertext"])
+    registry.validate_auth_tag_size(segments["tag"])
+    key.check_use("enc")
+    message = rfc_jwe.CompactEncryption({**header, **protected})
+    message.base64_segments = {"aad": outer["protected"].encode("ascii"), **segments}
+    message.bytes_segments = decoded
+    recipient = rfc_jwe.Recipient(message, None, key)
+    recipient.encrypted_key = cek
+    message.recipient = recipient
+    perform_decrypt(message, registry)
+    return message.plaintext
 
 
 def _claimed_sha256(token: str) -> str | None:
