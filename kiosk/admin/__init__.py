@@ -30,6 +30,12 @@ COMMAND_MODULES = [
 ]
 
 
+#: The camera stack, which only the device extra brings: a server installs
+#: kiosk[backend] without it (docs/backend.md), and the commands that need it
+#: are left out there, saying so.
+DEVICE_STACK = frozenset({"cv2", "numpy", "dlib", "face_recognition_models", "pyzbar", "gpiozero"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kiosk-admin",
@@ -38,8 +44,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="kiosk config file (default: built-in defaults)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    without = []
     for name in COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ImportError as e:
+            if (e.name or "").split(".")[0] not in DEVICE_STACK:
+                raise
+            without.append(name)
+            continue
+        module.register(sub)
+    if without:
+        parser.epilog = (f"Not here: the {', '.join(without)} commands need the camera stack "
+                         "(pip install 'kiosk[device]').")
     return parser
 
 
