@@ -30,10 +30,10 @@ COMMAND_MODULES = [
 ]
 
 
-#: The camera stack, which only the device extra brings: a server installs
-#: kiosk[backend] without it (docs/backend.md), and the commands that need it
-#: are left out there, saying so.
-DEVICE_STACK = frozenset({"cv2", "numpy", "dlib", "face_recognition_models", "pyzbar", "gpiozero"})
+#: What only the device extra brings (the camera stack, QR codes): a server
+#: installs kiosk[backend] without it (docs/backend.md), and the commands
+#: that need it are left out there, saying so.
+DEVICE_STACK = frozenset({"cv2", "numpy", "dlib", "face_recognition_models", "pyzbar", "gpiozero", "segno"})
 
 
 def build_parser() -> argparse.ArgumentParser:
