@@ -46,7 +46,10 @@ dry_run=0
 firstboot=0
 
 # System packages the kiosk needs on any Debian 12 (Bookworm) system.
-apt_packages=(python3-venv python3-pip libzbar0 ca-certificates)
+# python3-systemd (systemd-python, seen through the venv's system site
+# packages) sends the daemon's log records to journald with their priority
+# and fields, so that `journalctl -u kiosk -p err` finds its errors.
+apt_packages=(python3-venv python3-pip python3-systemd libzbar0 ca-certificates)
 # Raspberry Pi OS packages the daemon uses from the system: picamera2 and
 # libcamera are only packaged by apt (the venv sees them through
 # --system-site-packages), lgpio is gpiozero's pin library on Bookworm. Only

@@ -153,6 +153,12 @@ def test_the_image_boots_and_runs_the_kiosk(tmp_path, test_data):
     assert dog["restarts"] >= 1
     assert any("Watchdog timeout" in line for line in dog["journal"]), dog["journal"]
     assert any("with signal SIGABRT" in line for line in dog["journal"]), dog["journal"]
+    # Before that, the daemon's own error, found by journalctl -u kiosk -p err with its fields (systemd-python).
+    err = dog["error_record"]
+    assert err["MESSAGE"].startswith("camera stopped delivering frames") and err["PRIORITY"] == "3", err
+    assert (err["_TRANSPORT"], err["LOGGER"], err["THREAD_NAME"], err["CODE_FUNC"]) == (
+        "journal", "kiosk.daemon", "match", "_tick"), err
+    assert err["CODE_FILE"].endswith("/kiosk/daemon.py") and int(err["CODE_LINE"]) > 0, err
     # It passed: the stamp now vouches for these inputs (commit it).
     after = stamp.read_stamp()
     assert after != before and after["inputs"] == stamp.inputs_hash() == result["inputs"]

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,9 @@ from docs import docs_snippet, sh_lines
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "requirements.lock"
+#: A back-end server's packages (docs/backend.md): no camera stack.
+BACKEND_LOCK = REPO / "requirements-backend.lock"
+CAMERA_STACK = {"dlib-bin", "face-recognition-models", "opencv-python-headless", "numpy", "pyzbar", "gpiozero"}
 #: Where the platforms' wheelhouses are kept between runs (scripts/arm64-* use the aarch64 one).
 CACHE = Path(os.environ.get("KIOSK_ARM64_CACHE", Path.home() / ".cache/kiosk-arm64"))
 
@@ -48,10 +52,43 @@ def test_every_package_is_pinned_with_hashes():
     assert "simplejpeg" in locked and "face-recognition-models" in locked
 
 
+def test_the_backend_lock_has_no_camera_stack_and_the_kiosks_versions():
+    backend, kiosk = pins(BACKEND_LOCK.read_text()), pins(LOCK.read_text())
+    assert all(hashes for _, hashes in backend.values())
+    assert "psycopg" in backend and "psycopg-binary" in backend
+    assert not CAMERA_STACK & set(backend)
+    # What both hold is what the tests run: one version of each package.
+    assert {n: v for n, (v, _) in backend.items() if n in kiosk} == {
+        n: v for n, (v, _) in kiosk.items() if n in backend}
+
+
+def _floors(requirements: list[str]) -> dict[str, str]:
+    out = {}
+    for req in requirements:
+        m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^]]*\])?>=([^,;\s]+)", req)
+        assert m, f"no floor: {req!r}"
+        out[canonicalize_name(m.group(1))] = m.group(2)
+    return out
+
+
+def test_the_floors_are_the_locked_versions():
+    """pyproject.toml allows nothing older than what the tests ran (the lock's versions)."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    locked = {n: v for n, (v, _) in pins(LOCK.read_text()).items()}
+    kiosk = _floors(project["dependencies"] + extras["device"] + extras["picamera2"])
+    assert set(CAMERA_STACK) <= set(kiosk)
+    assert {n: locked.get(n) for n in kiosk} == kiosk
+    backend_locked = {n: v for n, (v, _) in pins(BACKEND_LOCK.read_text()).items()}
+    backend = _floors(extras["backend"])
+    assert {n: backend_locked.get(n) for n in backend} == backend
+
+
 def test_the_tests_run_on_the_locked_versions():
-    # scripts/bootstrap installs the lock first: CI tests exactly what a kiosk runs.
+    # scripts/bootstrap installs the locks first: CI tests exactly what a kiosk and a server run.
     wrong = {}
-    for name, (version, _) in pins(LOCK.read_text()).items():
+    both = pins(LOCK.read_text()) | pins(BACKEND_LOCK.read_text())
+    for name, (version, _) in both.items():
         try:
             have = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
@@ -68,16 +105,17 @@ def test_the_lock_is_current_with_pyproject(tmp_path):
         pytest.skip("uv is not installed (scripts/bootstrap installs it)")
     tree = tmp_path / "tree"
     (tree / "scripts").mkdir(parents=True)
-    for f in ("pyproject.toml", "requirements.lock", "scripts/lock", "scripts/wheelhouse"):
+    for f in ("pyproject.toml", "requirements.lock", "requirements-backend.lock", "scripts/lock", "scripts/wheelhouse"):
         shutil.copy2(REPO / f, tree / f)
     (tree / ".venv").symlink_to(Path(sys.executable).parent.parent)
     (command,) = sh_lines(docs_snippet("appliance-lock"))
     r = subprocess.run(["bash", "-c", command], cwd=tree, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "wrote requirements.lock" in r.stdout
-    assert {n: v for n, (v, _) in pins((tree / "requirements.lock").read_text()).items()} == {
-        n: v for n, (v, _) in pins(LOCK.read_text()).items()
-    }, "pyproject.toml changed: run scripts/lock"
+    for lock in (LOCK, BACKEND_LOCK):
+        assert {n: v for n, (v, _) in pins((tree / lock.name).read_text()).items()} == {
+            n: v for n, (v, _) in pins(lock.read_text()).items()
+        }, "pyproject.toml changed: run scripts/lock"
 
 
 def _supported(platform: str) -> set[str]:

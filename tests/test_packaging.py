@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 import zipfile
 from email.parser import Parser
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
+
+from docs import docs_snippet, sh_lines
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,9 +40,16 @@ def _metadata(whl: Path):
         return Parser().parsestr(z.read(name).decode())
 
 
-def test_no_legacy_setup_py():
-    assert (REPO / "pyproject.toml").is_file()
-    assert not (REPO / "setup.py").exists()
+def test_setup_py_is_minimal_and_reads_pyproject():
+    """For tools that look for a setup.py: it calls setup() with nothing, so pyproject.toml stays the one source."""
+    tree = ast.parse((REPO / "setup.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    assert [(c.func.id, c.args, c.keywords) for c in calls] == [("setup", [], [])]
+    r = subprocess.run([sys.executable, "setup.py", "--version"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    assert r.stdout.strip().splitlines()[-1] == version
 
 
 def test_wheel_carries_py_typed_and_the_documented_default_config(wheel):
@@ -49,17 +63,28 @@ def test_wheel_carries_py_typed_and_the_documented_default_config(wheel):
     assert "kiosk = kiosk.cli:main" in entry_points and "kiosk-admin = kiosk.admin:main" in entry_points
 
 
+#: What only the door runs: the device extra.
+CAMERA_STACK = {"dlib-bin", "face-recognition-models", "opencv-python-headless", "numpy", "pyzbar", "gpiozero"}
+
+
+def _names(reqs, extra: str | None = None) -> set[str]:
+    mine = [r for r in reqs if ("extra ==" not in r if extra is None else f'extra == "{extra}"' in r)]
+    return {re.split(r"[<>=!~\[;\s]", r, maxsplit=1)[0].lower() for r in mine}
+
+
 def test_wheel_requirements(wheel):
     reqs = _metadata(wheel).get_all("Requires-Dist")
     plain = {r.split(";")[0].strip() for r in reqs if "extra ==" not in r}
-    names = {r.split(">")[0].split("=")[0].split("<")[0].strip().lower() for r in plain}
+    names = _names(reqs)
     assert any(r.startswith("joserfc>=") for r in plain) and "jwcrypto" not in names  # one JOSE library at runtime
-    assert any(r.startswith("jwcrypto>=1.5.7") and 'extra == "test"' in r for r in reqs)  # the tests' second one
+    assert any(r.startswith("jwcrypto>=1.6.1") and 'extra == "test"' in r for r in reqs)  # the tests' second one
     assert "tenacity" not in names  # never imported
     assert not {"matplotlib", "tqdm"} & names  # admin-only
-    admin = {r.split(";")[0].split(">")[0].strip() for r in reqs if 'extra == "admin"' in r}
-    assert admin == {"matplotlib", "tqdm"}
+    assert _names(reqs, "admin") == {"matplotlib", "tqdm"}
     assert any(r.startswith("simplejpeg") and 'extra == "picamera2"' in r for r in reqs)
+    # The camera stack is the device extra's alone: a server installs without it.
+    assert CAMERA_STACK <= _names(reqs, "device") and not CAMERA_STACK & names
+    assert not CAMERA_STACK & _names(reqs, "backend")
 
 
 def test_an_installed_wheel_finds_its_default_config(wheel, tmp_path):
@@ -107,3 +132,41 @@ def test_admin_commands_say_plainly_when_the_admin_extra_is_missing(tmp_path):
     r = _admin_without(["tqdm", "matplotlib"], "keys", "device", "--out", str(tmp_path / "device.jwks"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "device.jwks").is_file()
+
+
+@pytest.mark.slow
+def test_a_server_install_has_no_camera_stack(tmp_path):
+    """docs/backend.md's install, in a clean venv: kiosk-ingest and kiosk-admin report work, and no dlib is there."""
+    venv = tmp_path / "kiosk-ingest"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}  # nothing of the test venv
+    for command in sh_lines(docs_snippet("backend-install")):
+        r = subprocess.run(["bash", "-c", command.replace("/opt/kiosk-ingest", str(venv))], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=900)  # fmt: skip
+        assert r.returncode == 0, f"{command}:\n{r.stdout[-2000:]}{r.stderr[-3000:]}"
+    assert "usage: kiosk-ingest" in r.stdout
+    python = venv / "bin/python"
+    for module in ("dlib", "cv2", "numpy", "pyzbar", "gpiozero", "face_recognition_models"):
+        r = subprocess.run([python, "-c", f"import {module}"], env=env, capture_output=True, text=True)
+        assert r.returncode == 1 and "ModuleNotFoundError" in r.stderr, (module, r.stderr)
+    r = subprocess.run([venv / "bin/kiosk-admin", "report", "--help"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "usage: kiosk-admin report" in r.stdout, r.stderr
+    r = subprocess.run([venv / "bin/kiosk-admin", "--help"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0 and "pip install 'kiosk[device]'" in " ".join(r.stdout.split()), r.stderr
+    # A report runs (on a new SQLite store).
+    store = tmp_path / "events.db"
+    r = subprocess.run([venv / "bin/kiosk-admin", "report", "doors", "--store", f"sqlite:///{store}"], env=env,
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0 and "Events per door" in r.stdout, r.stderr
+    installed = subprocess.run([python, "-m", "pip", "list", "--format=freeze"], env=env, capture_output=True,
+                               text=True).stdout  # fmt: skip
+    assert not CAMERA_STACK & {line.split("==")[0].lower() for line in installed.splitlines()}
+    assert "psycopg-binary==" in installed.lower()
+    # Unpinned, the backend extra resolves to the same packages as the lock (PyPI's newest versions).
+    report = tmp_path / "resolved.json"
+    r = subprocess.run([python, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed", "--report",
+                        str(report), f"{REPO}[backend]"], env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    resolved = {canonicalize_name(i["metadata"]["name"]) for i in json.loads(report.read_text())["install"]} - {"kiosk"}
+    from test_lock import pins
+
+    assert resolved == set(pins((REPO / "requirements-backend.lock").read_text()))

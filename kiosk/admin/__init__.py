@@ -31,6 +31,12 @@ COMMAND_MODULES = [
 ]
 
 
+#: What only the device extra brings (the camera stack, QR codes): a server
+#: installs kiosk[backend] without it (docs/backend.md), and the commands
+#: that need it are left out there, saying so.
+DEVICE_STACK = frozenset({"cv2", "numpy", "dlib", "face_recognition_models", "pyzbar", "gpiozero", "segno"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kiosk-admin",
@@ -39,9 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    without = []
     for name in COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ImportError as e:
+            if (e.name or "").split(".")[0] not in DEVICE_STACK:
+                raise
+            without.append(name)
+            continue
+        module.register(sub)
     config_after_subcommands(parser)
+    if without:
+        parser.epilog = (f"Not here: the {', '.join(without)} commands need the camera stack "
+                         "(pip install 'kiosk[device]').")
     return parser
 
 
