@@ -10,7 +10,7 @@ import pytest
 from kiosk.backend.schema import MIGRATIONS, SCHEMA_VERSION
 from kiosk.backend.store import Incoming, Refusal, open_store
 from kiosk.errors import ConfigError, StorageError, StoreUnavailable
-from kiosk.sync.events.freshness import FreshnessRules, flags_for
+from kiosk.backend.freshness import FreshnessRules, flags_for
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

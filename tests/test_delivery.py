@@ -13,7 +13,7 @@ import time
 import pytest
 
 from kiosk.sync import keys as keymod
-from kiosk.sync.events.consumer import EventConsumer
+from kiosk.backend.consumer import EventConsumer
 from kiosk.sync.events.publisher import Publisher
 from kiosk.sync.mqtt import tls_files
 from outbox_kit import CN, DEVICE, SITE, backend_keys, decision, device_keys, outbox, wait_for  # noqa: F401

@@ -13,7 +13,7 @@ import pytest
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
-from kiosk.sync.events.consumer import EventConsumer, SeenIds
+from kiosk.backend.consumer import EventConsumer, SeenIds
 from kiosk.sync.envelope import seal
 from kiosk.sync.mqtt import tls_files
 from kiosk.sync.events.format import CLAIM_FIELDS

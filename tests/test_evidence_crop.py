@@ -21,7 +21,7 @@ from kiosk.match.detect import Box, FaceDetector
 from kiosk.match.evidence import MAX_SIDE, EvidenceCrops, face_jpeg
 from kiosk.match.track import Track
 from kiosk.sync import keys as keymod
-from kiosk.sync.events.consumer import EventConsumer
+from kiosk.backend.consumer import EventConsumer
 from kiosk.sync.mqtt import tls_files
 from polling import wait_for
 

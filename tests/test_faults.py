@@ -29,7 +29,7 @@ from broker import TcpProxy, device_cn
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
-from kiosk.sync.events.consumer import EventConsumer
+from kiosk.backend.consumer import EventConsumer
 from kiosk.sync.mqtt import tls_files
 from kiosk.sync.events.outbox import Outbox
 from kiosk.sync.events.publisher import Publisher

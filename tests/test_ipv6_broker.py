@@ -18,7 +18,7 @@ from kiosk.errors import ConfigError
 from kiosk.match.decide import Decision, Outcome
 from kiosk.selftest import FAIL, OK, Context, run_checks
 from kiosk.sync import keys as keymod
-from kiosk.sync.events.consumer import EventConsumer
+from kiosk.backend.consumer import EventConsumer
 from kiosk.sync.events.outbox import Outbox
 from kiosk.sync.events.publisher import Publisher
 from kiosk.sync.mqtt import tls_files

@@ -1,6 +1,6 @@
 """Every parser that reads bytes from outside the device, fuzzed (hypothesis), as the gallery receiver is.
 
-- event envelopes at the back end (:func:`kiosk.sync.events.consumer.verify_event`, the one path the
+- event envelopes at the back end (:func:`kiosk.backend.consumer.verify_event`, the one path the
   reference consumer and the ingest share);
 - provisioning codes and reset codes (:class:`kiosk.provisioning.store.ProvisioningStore`, as the
   camera and ``kiosk provision`` hand them over);
@@ -34,7 +34,7 @@ from kiosk.provisioning.store import ProvisioningStore
 from kiosk.qrtoken import NonceCache, QrVerifier, issue_token
 from kiosk.sync import keys as keymod
 from kiosk.sync.envelope import seal, sign_compact
-from kiosk.sync.events.consumer import verify_event
+from kiosk.backend.consumer import verify_event
 
 pytestmark = pytest.mark.slow  # about a minute in all
 

@@ -152,7 +152,7 @@ def test_a_second_kiosk_with_one_identity_is_refused_by_the_back_end_and_the_adm
     from kiosk.admin import main as admin_main
     from kiosk.errors import EnvelopeError
     from kiosk.sync.envelope import seal
-    from kiosk.sync.events.consumer import verify_event
+    from kiosk.backend.consumer import verify_event
 
     keys = []
     for name in ("kiosk-a", "kiosk-b"):

@@ -37,12 +37,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlite_utils.migrations import Migrations
 
-from ...config import MqttSettings
-from ...errors import BrokerUnavailable, EnvelopeError, KioskError
-from ..envelope import EVENT_TYP, open_sealed
-from ..keys import KeyRing, PartyKeys
-from ..mqtt import FAILURE, TlsFiles, new_client, parse_event_topic, reason_value
-from .format import check_claims, printable
+from ..config import MqttSettings
+from ..errors import BrokerUnavailable, EnvelopeError, KioskError
+from ..sync.envelope import EVENT_TYP, open_sealed
+from ..sync.keys import KeyRing, PartyKeys
+from ..sync.mqtt import FAILURE, TlsFiles, new_client, parse_event_topic, reason_value
+from ..sync.events.format import check_claims, printable
 from .freshness import FreshnessRules, flags_for
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class SeenIds:
         self.path = Path(path) if path else None
         self.keep_days = keep_days
         if self.path is not None:
-            from ...privatefile import private_database
+            from ..privatefile import private_database
 
             private_database(self.path)  # 0600 before SQLite opens it; its -wal and -shm follow
         conn = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
