@@ -26,7 +26,7 @@ from .errors import ConfigError, KioskError, NotProvisioned
 from .logs import setup_logging
 from .match.decide import Decision, Outcome
 from .match.evidence import EvidenceCrops
-from .match.gallery import GalleryStore, open_store
+from .gallery.store import GalleryStore, open_store
 from .match.models import MODEL_ID
 from .match.motion import MotionGate
 from .match.recognizer import Recognizer

@@ -13,7 +13,7 @@ import json
 import numpy as np
 from jwcrypto import jwe, jws
 
-from kiosk.match.gallery import Resident, gallery_digest
+from kiosk.gallery.store import Resident, gallery_digest
 from kiosk.sync import keys as keymod
 from kiosk.sync.updates.format import GALLERY_TYP, erase_op, new_update, seal_update, to_frames, upsert_op  # noqa: F401 (erase_op for the tests)
 
@@ -235,7 +235,7 @@ class KioskSite:
 
     def snapshot(self):
         """What must not change on a refusal."""
-        from kiosk.match.gallery import open_store
+        from kiosk.gallery.store import open_store
 
         store = open_store(self.config)
         try:

@@ -9,7 +9,7 @@ import pytest
 
 from kiosk.config import MatchSettings, parse_config
 from kiosk.match.calibration import CALIBRATION_FILE, Calibration, operating_point, shipped, summary
-from kiosk.match.gallery import Gallery, Resident
+from kiosk.gallery.store import Gallery, Resident
 from kiosk.match.models import MODEL_ID
 
 
@@ -143,7 +143,7 @@ def _face():
 
 def test_a_gallery_update_that_grows_the_gallery_moves_the_operating_point(recognizer_parts, tmp_path):
     from gallery_kit import Admin, RecordingLink, World, vectors
-    from kiosk.match.gallery import open_store
+    from kiosk.gallery.store import open_store
     from kiosk.match.recognizer import Recognizer
     from kiosk.sync import keys as keymod
     from kiosk.sync.updates.device import GallerySync
@@ -181,7 +181,7 @@ def test_sighup_reload_applies_the_calibration_for_the_new_size(resident_state, 
     from kiosk.capture.replay import ReplaySource
     from kiosk.config import load_config
     from kiosk.daemon import Kiosk
-    from kiosk.match.gallery import open_store
+    from kiosk.gallery.store import open_store
 
     cfg_path = tmp_path / "kiosk.toml"
     cfg_path.write_text(f'[device]\nstate_dir = "{resident_state}"\n[logging]\njournald = false\n')

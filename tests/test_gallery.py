@@ -8,8 +8,8 @@ from hypothesis import given, settings, strategies as st
 
 from kiosk.db import open_database
 from kiosk.errors import KeyFileError, StorageError
-from kiosk.match.gallery import Gallery, GalleryStore, Resident
-from kiosk.match.templates import TemplateCipher
+from kiosk.gallery.store import Gallery, GalleryStore, Resident
+from kiosk.gallery.templates import TemplateCipher
 
 
 def _random_gallery(rng, n_res, per):

@@ -15,8 +15,8 @@ from kiosk.config import GallerySettings
 from kiosk.db import open_database
 from kiosk.errors import UpdateRejected
 from kiosk.match.decide import Decision, Outcome
-from kiosk.match.gallery import Gallery, GalleryStore, Resident
-from kiosk.match.templates import TemplateCipher
+from kiosk.gallery.store import Gallery, GalleryStore, Resident
+from kiosk.gallery.templates import TemplateCipher
 from kiosk.sync import keys as keymod
 from kiosk.sync.updates.apply import apply_update, held_version
 from kiosk.sync.updates.admin import AdminGallery, DeviceView, Ledger, plan
@@ -348,7 +348,7 @@ def send(sync, frames):
 def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(parties, tmp_path):
     from gallery_kit import RecordingLink, RecordingRecognizer
     from kiosk.config import parse_config
-    from kiosk.match.gallery import open_store
+    from kiosk.gallery.store import open_store
     from kiosk.sync.updates.device import GallerySync
 
     admin, device = parties
@@ -453,6 +453,6 @@ def test_admin_commands_without_a_broker(tmp_path, capsys):
 
 def open_store_at(state):
     from kiosk.config import parse_config
-    from kiosk.match.gallery import open_store
+    from kiosk.gallery.store import open_store
 
     return open_store(parse_config(f'[device]\nsite = "{SITE}"\nstate_dir = "{state}"\n'))

@@ -20,7 +20,7 @@ from jwcrypto import jws
 
 from broker import Broker
 from gallery_kit import Admin, KioskSite, World, b64url, encrypt_raw, erase_op, part_frame, vectors
-from kiosk.match.gallery import Resident, open_store
+from kiosk.gallery.store import Resident, open_store
 from kiosk.sync import keys as keymod
 from kiosk.sync.envelope import sign_compact
 from kiosk.sync.updates.format import HEAD_TYP, update_head

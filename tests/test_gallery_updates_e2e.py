@@ -31,7 +31,7 @@ from kiosk.capture.replay import ReplaySource
 from kiosk.config import parse_config
 from kiosk.daemon import Kiosk
 from kiosk.match.decide import Outcome
-from kiosk.match.gallery import open_store
+from kiosk.gallery.store import open_store
 from kiosk.sync import keys as keymod
 from kiosk.sync.updates.admin import AdminGallery, Ledger
 from kiosk.sync.updates.format import verify_ack

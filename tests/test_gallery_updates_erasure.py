@@ -19,8 +19,8 @@ from kiosk.admin import main as admin_main
 from kiosk.config import GallerySettings, parse_config
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
-from kiosk.match.gallery import GalleryStore, Resident, open_store
-from kiosk.match.templates import TemplateCipher
+from kiosk.gallery.store import GalleryStore, Resident, open_store
+from kiosk.gallery.templates import TemplateCipher
 from kiosk.sync import keys as keymod
 from kiosk.sync.updates.apply import apply_update
 from kiosk.sync.events.outbox import Outbox

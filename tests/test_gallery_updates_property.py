@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from gallery_kit import Admin, RecordingLink, RecordingRecognizer, World, erase_op, vectors
 from kiosk.config import parse_config
 from kiosk.errors import UpdateRejected
-from kiosk.match.gallery import Resident, open_store
+from kiosk.gallery.store import Resident, open_store
 from kiosk.sync import keys as keymod
 from kiosk.sync.updates.apply import apply_update, held_version
 from kiosk.sync.updates.device import GallerySync

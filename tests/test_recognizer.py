@@ -9,7 +9,7 @@ from kiosk.capture import open_source
 from kiosk.capture.reader import CaptureThread
 from kiosk.config import parse_config
 from kiosk.match.decide import Outcome
-from kiosk.match.gallery import open_store
+from kiosk.gallery.store import open_store
 from kiosk.match.recognizer import Recognizer
 
 pytestmark = pytest.mark.slow

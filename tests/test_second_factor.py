@@ -244,7 +244,7 @@ class Door:
 
     def __init__(self, state, backend, *, fps=5.0):
         from kiosk.config import parse_config
-        from kiosk.match.gallery import open_store
+        from kiosk.gallery.store import open_store
         from kiosk.match.recognizer import Recognizer
         from kiosk.qrtoken import open_qr_checkin
         from kiosk.sync import keys as keymod

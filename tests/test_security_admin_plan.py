@@ -29,7 +29,7 @@ from broker import Broker, MqttProbe
 from gallery_kit import mqtt_toml, vectors
 from kiosk.admin import main as admin_main
 from kiosk.config import parse_config
-from kiosk.match.gallery import Resident, open_store
+from kiosk.gallery.store import Resident, open_store
 from kiosk.sync import keys as keymod
 from kiosk.sync.updates.admin import AdminGallery, Ledger
 from kiosk.sync.updates.format import ack_claims, sign_ack

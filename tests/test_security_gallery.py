@@ -182,7 +182,7 @@ def _added(claims: dict):
 
     import numpy as np
 
-    from kiosk.match.gallery import Resident
+    from kiosk.gallery.store import Resident
 
     op = claims["ops"][0]
     vecs = [np.frombuffer(base64.urlsafe_b64decode(t + "=" * (-len(t) % 4)), "<f4").astype(np.float32)

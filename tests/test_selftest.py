@@ -12,7 +12,7 @@ from gpiozero.pins.mock import MockFactory
 
 from kiosk import cli
 from kiosk.config import GpioSettings
-from kiosk.match.gallery import Resident, open_store
+from kiosk.gallery.store import Resident, open_store
 from kiosk.selftest import FAIL, OK, SKIPPED, WARN, Context, clock_synchronised, format_table, run_checks
 
 

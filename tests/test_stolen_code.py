@@ -13,7 +13,7 @@ from kiosk.config import MatchSettings
 from kiosk.evaluation.openset import Protocol, _groups, fold_of, people_of
 from kiosk.evaluation.stolen_code import stolen_code
 from kiosk.match.decide import OperatingPoint, Outcome, Vote, VoteBox
-from kiosk.match.gallery import Gallery, Resident
+from kiosk.gallery.store import Gallery, Resident
 from test_openset import lfw_slice  # noqa: F401 (the slice, and where its descriptor cache is kept)
 
 pytestmark = pytest.mark.slow

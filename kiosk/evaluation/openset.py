@@ -22,7 +22,7 @@ The protocol, on photos labelled by identity (``DIR/<identity>/*``):
 
 Every search is kept (:class:`Trials`), so that any operating point can be
 judged afterwards without searching again: :mod:`kiosk.evaluation.rates`.
-The galleries are :class:`~kiosk.match.gallery.Gallery` objects searched as
+The galleries are :class:`~kiosk.gallery.store.Gallery` objects searched as
 the kiosk searches them.
 """
 
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..match.gallery import Gallery, Resident, rank
+from ..gallery.store import Gallery, Resident, rank
 from .pairs import Sample
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlite_utils
 
-from .embed import DIMENSIONS
-from .templates import TemplateCipher
+from .templates import DIMENSIONS, TemplateCipher
 
 log = logging.getLogger(__name__)
 

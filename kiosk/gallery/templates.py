@@ -15,7 +15,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import KeyFileError, StorageError
 from ..keyfile import credential_path, read_secret, write_secret
-from .embed import DIMENSIONS
+
+#: Length of a face descriptor (dlib's ResNet).
+DIMENSIONS = 128
 
 _NONCE = 12
 _VERSION = b"\x01"
