@@ -18,7 +18,7 @@ from kiosk.config import KioskConfig, parse_config
 from kiosk.daemon import Kiosk
 from kiosk.match.decide import Decision, Outcome, VoteBox
 from kiosk.match.detect import Box, FaceDetector
-from kiosk.match.evidence import MAX_SIDE, EvidenceCrops, face_jpeg
+from kiosk.match.crops import MAX_SIDE, EvidenceCrops, face_jpeg
 from kiosk.match.track import Track
 from kiosk.sync import keys as keymod
 from kiosk.backend.consumer import EventConsumer

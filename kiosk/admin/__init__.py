@@ -8,27 +8,10 @@ callable taking the parsed arguments and returning an exit status.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from ..cli import run_command
 from ..logs import setup_logging
-
-#: Modules that provide sub-commands, in the order --help lists them.
-COMMAND_MODULES = [
-    "enroll",
-    "faces",
-    "evaluate",
-    "attacks",
-    "liveness",
-    "keys",
-    "events",
-    "report",
-    "provision",
-    "qrtoken",
-    "gallery",
-]
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -38,8 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", metavar="FILE", help="kiosk config file (default: built-in defaults)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+    # Imported when the parser is built, not with the package: a module that imports
+    # one of them (kiosk.admin.report, say) does not pull in the others.
+    from . import attacks, enroll, evaluate, events, faces, gallery, keys, liveness, provision, qrtoken, report
+
+    # In the order --help lists them.
+    for module in (enroll, faces, evaluate, attacks, liveness, keys, events, report, provision, qrtoken, gallery):
+        module.register(sub)
     return parser
 
 

@@ -1,6 +1,6 @@
 """What each piece of evidence buys: FNIR at the same FPIR, on the open-set protocol.
 
-``python -m kiosk.evaluation.evidence LFW_DEV`` (``scripts/calibrate --evidence``) runs each
+``python -m kiosk.evaluation.variants LFW_DEV`` (``scripts/calibrate --evidence``) runs each
 variant on the same people (those with at least 4 photos are the residents; their probes are
 their photos from the 4th on, whatever they were enrolled from), fits the thresholds that give
 0.1% FPIR at 100 and 300 residents, and prints the FNIR that costs, for single photos and
@@ -19,7 +19,7 @@ from pathlib import Path
 from ..config import DetectSettings
 from .calibration import Rule, fit_cell
 from .descriptors import DescriptorCache, default_cache_path, describe_samples
-from .openset import Protocol, Trials, run_trials
+from .openset import Protocol, Trials, jittered_enrollment, run_trials
 from .pairs import Describer, labelled_images
 
 BASE = Protocol(enroll_photos=3, visit_photos=2, sizes=(100, 300), mean_template=True, min_photos=4, probe_from=3)
@@ -36,14 +36,14 @@ CELLS = ((100, 0.001), (300, 0.001), (300, 0.0003))
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m kiosk.evaluation.evidence", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m kiosk.evaluation.variants", description=__doc__.split("\n\n")[0])
     ap.add_argument("directory", type=Path, help="the LFW development half (DIR/<identity>/*.jpg)")
     ap.add_argument("--seed", default="0,1,2", help="seeds pooled (default 0,1,2)")
     ap.add_argument("--jitter", type=int, default=0, metavar="J",
                     help="also try enrollment descriptors with J jitter passes (costly: about J x 100 ms a photo)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    from ..admin.extra import need, tqdm
+    from ..extra import need, tqdm
 
     need("the evidence study", "tqdm")
     seeds = [int(x) for x in args.seed.split(",")]
@@ -54,9 +54,7 @@ def main(argv=None) -> int:
     variants = list(VARIANTS)
     enroll = {}
     if args.jitter:
-        from ..admin.evaluate import _jittered_enrollment
-
-        enroll[JITTER[0]] = _jittered_enrollment(samples, BASE, Describer(settings, jitter=args.jitter, face="central"), cache)
+        enroll[JITTER[0]] = jittered_enrollment(samples, BASE, Describer(settings, jitter=args.jitter, face="central"), cache)
         variants.append(JITTER)
     cache.close()
     rows = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import MissingExtra
+from .errors import MissingExtra
 
 INSTALL_HINT = "pip install 'kiosk[admin]' (or /opt/kiosk/venv/bin/pip install tqdm matplotlib)"
 
