@@ -9,14 +9,14 @@ import pytest
 
 from kiosk.config import KioskConfig, parse_config
 
-# A real Mosquitto (test CA, TLS with client certificates, ACL): tests/broker.py.
-from broker import broker, broker_pki, mqtt_probe, mqtt_settings  # noqa: E402,F401
+# A real Mosquitto (test CA, TLS with client certificates, ACL): harness/broker.py.
+from harness.broker import broker, broker_pki, mqtt_probe, mqtt_settings  # noqa: E402,F401
 
 # A real gpsd fed by gpsfake from NMEA logs the tests write: tests/gpsd.py.
 from gpsd import gpsfake  # noqa: E402,F401
 
-# A real PostgreSQL (throw-away cluster on a loopback port): tests/postgres.py.
-from postgres import postgres_server, postgres_url  # noqa: E402,F401
+# A real PostgreSQL (throw-away cluster on a loopback port): harness/postgres.py.
+from harness.postgres import postgres_server, postgres_url  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ import itertools
 import time
 from pathlib import Path
 
-from broker import MqttProbe
-from ingest_kit import Fleet, IngestProcess, wait_for
+from harness.broker import MqttProbe
+from harness.ingest_kit import Fleet, IngestProcess, wait_for
 from kiosk.backend.store import open_store
 from kiosk.sync.envelope import seal
 from systemd_tools import NotifySocket

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from broker import device_cn
+from harness.broker import device_cn
 from kiosk.config import OutboxSettings
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
 from kiosk.sync.events.outbox import Outbox
-from polling import wait_for  # noqa: F401 (re-exported to the tests that import it from here)
+from harness.polling import wait_for  # noqa: F401 (re-exported to the tests that import it from here)
 
 SITE, DEVICE = "test-site", "kiosk-t1"
 CN = device_cn(SITE, DEVICE)  # the door's broker identity

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from docs import docs_snippet, sh_lines
+from harness.docs import docs_snippet, sh_lines
 from test_lock import LOCK, pins
 
 REPO = Path(__file__).resolve().parent.parent

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from docs import docs_snippet, sh_lines
+from harness.docs import docs_snippet, sh_lines
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))

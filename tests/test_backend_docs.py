@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from docs import docs_snippet, sh_lines
+from harness.docs import docs_snippet, sh_lines
 from kiosk.admin import main as admin_main
 from kiosk.backend.config import parse_ingest_config
 from kiosk.backend.store import Incoming, open_store

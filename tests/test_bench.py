@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from docs import docs_snippet
+from harness.docs import docs_snippet
 from kiosk.bench.measure import Costs, Stages, Timing, far_scales, measure, synthetic_gallery
 from kiosk.bench.plan import PHASES, frame_budget_ms, recommend, simulate
 from kiosk.capture import open_source

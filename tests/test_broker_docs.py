@@ -13,11 +13,11 @@ import shutil
 
 import pytest
 
-from broker import Broker, MqttProbe, device_cn
-from docs import docs_snippet
-from ingest_kit import Fleet, IngestProcess
+from harness.broker import Broker, MqttProbe, device_cn
+from harness.docs import docs_snippet
+from harness.ingest_kit import Fleet, IngestProcess
 from kiosk.backend.store import open_store
-from polling import wait_for
+from harness.polling import wait_for
 
 
 pytestmark = pytest.mark.e2e

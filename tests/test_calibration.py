@@ -142,7 +142,7 @@ def _face():
 
 
 def test_a_gallery_update_that_grows_the_gallery_moves_the_operating_point(recognizer_parts, tmp_path):
-    from gallery_kit import Admin, RecordingLink, World, vectors
+    from harness.gallery_kit import Admin, RecordingLink, World, vectors
     from kiosk.gallery.store import open_store
     from kiosk.match.recognizer import Recognizer
     from kiosk.sync import keys as keymod
@@ -213,7 +213,7 @@ def test_sighup_reload_applies_the_calibration_for_the_new_size(resident_state, 
 def test_the_configuration_of_the_docs():
     import tomllib
 
-    from docs import docs_snippet
+    from harness.docs import docs_snippet
 
     match = MatchSettings(**tomllib.loads(docs_snippet("recognition-config"))["match"])
     assert match.fpir_target == 0.001 and match.second_factor == "auto"

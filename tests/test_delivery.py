@@ -1,6 +1,6 @@
 """Delivery that means delivered: PUBACK "no matching subscribers" keeps events; a stop sends what it can.
 
-Against a real Mosquitto (tests/broker.py): events published before any
+Against a real Mosquitto (harness/broker.py): events published before any
 back end has subscribed are answered with reason 16 and must stay in the
 outbox until a consumer with a persistent session exists.
 """

@@ -19,7 +19,7 @@ from kiosk.sync.mqtt import tls_files
 from kiosk.sync.events.format import CLAIM_FIELDS
 from kiosk.sync.events.outbox import Outbox
 from kiosk.sync.events.publisher import Publisher
-from polling import wait_for
+from harness.polling import wait_for
 
 SITE = "test-site"
 TOPIC_T1 = f"kiosk/{SITE}/kiosk-t1/events"
@@ -134,7 +134,7 @@ def test_seen_ids_survive_a_restart_keyed_on_site_device_and_id_and_pruned_by_ag
 
 
 def test_consumer_without_accepted_certificate_raises(broker, backend, t1, tmp_path):
-    from broker import Pki
+    from harness.broker import Pki
 
     from kiosk.errors import BrokerUnavailable
 

@@ -23,7 +23,7 @@ from kiosk.match.track import Track
 from kiosk.sync import keys as keymod
 from kiosk.backend.consumer import EventConsumer
 from kiosk.sync.mqtt import tls_files
-from polling import wait_for
+from harness.polling import wait_for
 
 SITE, DEVICE = "s1", "door-1"
 

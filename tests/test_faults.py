@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from broker import TcpProxy, device_cn
+from harness.broker import TcpProxy, device_cn
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
@@ -33,7 +33,7 @@ from kiosk.backend.consumer import EventConsumer
 from kiosk.sync.mqtt import tls_files
 from kiosk.sync.events.outbox import Outbox
 from kiosk.sync.events.publisher import Publisher
-from polling import wait_for
+from harness.polling import wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 

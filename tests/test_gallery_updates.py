@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from gallery_kit import Admin, World, erase_op, part_frame, vectors
+from harness.gallery_kit import Admin, World, erase_op, part_frame, vectors
 from kiosk.config import GallerySettings
 from kiosk.db import open_database
 from kiosk.errors import UpdateRejected
@@ -134,7 +134,7 @@ def test_the_broker_sees_neither_names_nor_templates(parties):
     wire = b"".join(admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device))
     for needle in (b"Ada Lovelace", b"R-secret-id", v[0].tobytes()[:16]):
         assert needle not in wire
-    from gallery_kit import b64url
+    from harness.gallery_kit import b64url
 
     assert b64url(v[0].tobytes())[:40].encode() not in wire
 
@@ -229,7 +229,7 @@ def test_every_reason_is_explained():
 
 def test_the_documented_head_is_a_head(parties):
     """docs/gallery-updates.md's head example follows the format, and names what a real head names."""
-    from docs import docs_snippet
+    from harness.docs import docs_snippet
     from kiosk.sync.updates.format import UpdateHead
 
     documented = json.loads(docs_snippet("gallery-head"))
@@ -346,7 +346,7 @@ def send(sync, frames):
 
 
 def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(parties, tmp_path):
-    from gallery_kit import RecordingLink, RecordingRecognizer
+    from harness.gallery_kit import RecordingLink, RecordingRecognizer
     from kiosk.config import parse_config
     from kiosk.gallery.store import open_store
     from kiosk.sync.updates.device import GallerySync

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from jwcrypto import jws
 
-from broker import Broker
-from gallery_kit import Admin, KioskSite, World, b64url, encrypt_raw, erase_op, part_frame, vectors
+from harness.broker import Broker
+from harness.gallery_kit import Admin, KioskSite, World, b64url, encrypt_raw, erase_op, part_frame, vectors
 from kiosk.gallery.store import Resident, open_store
 from kiosk.sync import keys as keymod
 from kiosk.sync.envelope import sign_compact

@@ -22,9 +22,9 @@ from collections import deque
 import numpy as np
 import pytest
 
-from broker import MqttProbe
+from harness.broker import MqttProbe
 from conftest import WEBCAM_RESIDENT
-from gallery_kit import device_state, device_toml, mqtt_toml
+from harness.gallery_kit import device_state, device_toml, mqtt_toml
 from kiosk.admin import main as admin_main
 from kiosk.capture.base import BaseSource
 from kiosk.capture.replay import ReplaySource

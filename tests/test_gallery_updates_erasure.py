@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gallery_kit import Admin, World, erase_op, vectors
+from harness.gallery_kit import Admin, World, erase_op, vectors
 from kiosk.admin import main as admin_main
 from kiosk.config import GallerySettings, parse_config
 from kiosk.db import open_database

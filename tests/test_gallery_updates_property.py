@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gallery_kit import Admin, RecordingLink, RecordingRecognizer, World, erase_op, vectors
+from harness.gallery_kit import Admin, RecordingLink, RecordingRecognizer, World, erase_op, vectors
 from kiosk.config import parse_config
 from kiosk.errors import UpdateRejected
 from kiosk.gallery.store import Resident, open_store

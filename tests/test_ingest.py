@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from broker import MqttProbe
-from ingest_kit import REPO, Fleet, IngestProcess, wait_for
+from harness.broker import MqttProbe
+from harness.ingest_kit import REPO, Fleet, IngestProcess, wait_for
 from kiosk.backend.config import DEFAULT_INGEST_CONFIG, IngestConfig, load_ingest_config, parse_ingest_config
 from kiosk.backend.store import open_store
 from kiosk.errors import ConfigError

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from ingest_kit import wait_for
+from harness.ingest_kit import wait_for
 from ingest_rig import IngestRig
 from kiosk.admin import main as kiosk_admin
 from kiosk.backend.store import Incoming, open_store
@@ -105,7 +105,7 @@ def test_erase_while_a_door_is_offline_holding_that_residents_check_ins(rig, tmp
     with open_store(rig.url, migrate=False) as s:
         r1_before = [e["event_id"] for e in s.events(resident_id="r-1")]
     assert r1_before
-    from ingest_kit import Producer
+    from harness.ingest_kit import Producer
 
     held = Producer(offline, "--events", "10", "--rate", "500")  # the door is offline: all held in its outbox
     assert held.wait() == 0, held.stderr()

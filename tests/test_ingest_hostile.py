@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from docs import docs_snippet, sh_lines
-from ingest_kit import REPO, _env, wait_for
+from harness.docs import docs_snippet, sh_lines
+from harness.ingest_kit import REPO, _env, wait_for
 from ingest_rig import IngestRig
 
 

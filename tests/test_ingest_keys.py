@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from ingest_kit import REPO, Fleet, _env, wait_for
+from harness.ingest_kit import REPO, Fleet, _env, wait_for
 from ingest_rig import IngestRig
 from kiosk.errors import KeyFileError
 from kiosk.sync import keys as keymod

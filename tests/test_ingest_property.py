@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest_kit import wait_for
+from harness.ingest_kit import wait_for
 from ingest_rig import IngestRig
 
 # Text with what broke the back end before: NUL, control characters, lone surrogates.
@@ -35,7 +35,7 @@ HEADER_NAMES = ["alg", "enc", "kid", "cty", "typ", "zip", "epk", "crit"]
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def rig(request, tmp_path_factory, broker_pki):
-    from broker import MOSQUITTO, Broker
+    from harness.broker import MOSQUITTO, Broker
     import os
 
     if not os.path.exists(MOSQUITTO):

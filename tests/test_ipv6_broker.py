@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from broker import MOSQUITTO, Broker, Pki
+from harness.broker import MOSQUITTO, Broker, Pki
 from fleet import fleet  # noqa: F401
 from kiosk.config import MqttSettings, OutboxSettings, parse_config
 from kiosk.db import open_database
@@ -22,7 +22,7 @@ from kiosk.backend.consumer import EventConsumer
 from kiosk.sync.events.outbox import Outbox
 from kiosk.sync.events.publisher import Publisher
 from kiosk.sync.mqtt import tls_files
-from polling import wait_for
+from harness.polling import wait_for
 
 SITE, DEVICE = "test-site", "kiosk-t1"
 

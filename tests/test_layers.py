@@ -65,3 +65,15 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path / "kiosk")
     assert upward("gallery", ("kiosk.match",)) == ["kiosk/gallery/bad.py imports kiosk.match.detect",
                                                     "kiosk/gallery/bad.py imports kiosk.match.detect.Face"]
+
+
+def test_the_runtime_imports_no_harness():
+    """harness/ and tests/ sit beside the kiosk: nothing in the package reaches for them."""
+    outside = {"harness", "tests", "conftest", "broker", "postgres", "ingest_kit", "gallery_kit", "fleet"}
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            bad += [f"{path.relative_to(PACKAGE.parent)} imports {n}" for n in names if n.split(".")[0] in outside]
+    assert bad == []

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from docs import REPO, docs_snippet
+from harness.docs import REPO, docs_snippet
 from kiosk.admin import main as admin_main
 from kiosk.config import KioskConfig
 from kiosk.evaluation.attacks import crop_portrait, render_attack

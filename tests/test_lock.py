@@ -14,7 +14,7 @@ import pytest
 from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from docs import docs_snippet, sh_lines
+from harness.docs import docs_snippet, sh_lines
 
 REPO = Path(__file__).resolve().parent.parent
 LOCK = REPO / "requirements.lock"

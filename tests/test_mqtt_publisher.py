@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from broker import Pki, TcpProxy
+from harness.broker import Pki, TcpProxy
 from kiosk.config import OutboxSettings
 from kiosk.db import open_database
 from kiosk.errors import ConfigError, KeyFileError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from docs import REPO, docs_snippet
+from harness.docs import REPO, docs_snippet
 from kiosk.admin import main as admin_main
 
 pytestmark = pytest.mark.slow

@@ -25,8 +25,8 @@ import uuid
 import numpy as np
 import pytest
 
-from broker import Broker, MqttProbe
-from gallery_kit import mqtt_toml, vectors
+from harness.broker import Broker, MqttProbe
+from harness.gallery_kit import mqtt_toml, vectors
 from kiosk.admin import main as admin_main
 from kiosk.config import parse_config
 from kiosk.gallery.store import Resident, open_store

@@ -20,8 +20,8 @@ import time
 import pytest
 from jwcrypto import jwe
 
-from broker import Broker, MqttProbe
-from gallery_kit import KioskSite
+from harness.broker import Broker, MqttProbe
+from harness.gallery_kit import KioskSite
 from kiosk.sync import keys as keymod
 
 try:  # (this test also runs against the code before the fix, to show it fails there)

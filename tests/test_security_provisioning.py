@@ -264,7 +264,7 @@ def test_the_documented_command_makes_a_code_for_one_kiosk(fleet, tmp_path, monk
 
     import cv2
 
-    from docs import docs_snippet, sh_lines
+    from harness.docs import docs_snippet, sh_lines
     from kiosk.admin import main as admin_main
     from kiosk.capture.qr import decode_qr
 

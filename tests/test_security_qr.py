@@ -129,7 +129,7 @@ def test_the_documented_command_issues_a_code_for_its_door(backend, tmp_path, mo
 
     import cv2
 
-    from docs import docs_snippet, sh_lines
+    from harness.docs import docs_snippet, sh_lines
     from kiosk.admin import main as admin_main
     from kiosk.capture.qr import decode_qr
     from kiosk.errors import TokenRefused

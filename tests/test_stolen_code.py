@@ -91,7 +91,7 @@ def test_evaluate_open_set_reports_the_stolen_code_rate(lfw_slice, capsys):
 
 
 def test_the_stolen_code_command_of_the_docs(lfw_slice, tmp_path, monkeypatch):
-    from docs import docs_snippet
+    from harness.docs import docs_snippet
     from test_openset import run_docs
 
     root, cache = lfw_slice

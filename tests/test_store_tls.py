@@ -22,14 +22,14 @@ import uuid
 import psycopg
 import pytest
 
-from broker import Pki
-from docs import docs_snippet
-from ingest_kit import REPO, Fleet
+from harness.broker import Pki
+from harness.docs import docs_snippet
+from harness.ingest_kit import REPO, Fleet
 from kiosk.backend.config import parse_ingest_config
 from kiosk.backend.pgurl import check_store_url, is_local
 from kiosk.backend.store import Incoming, open_store
 from kiosk.errors import ConfigError, StoreUnavailable
-from postgres import TLS_PASSWORD_USER, Postgres, pg_program
+from harness.postgres import TLS_PASSWORD_USER, Postgres, pg_program
 
 #: The first 8 bytes libpq sends when it asks for TLS (length 8, code 80877103).
 SSL_REQUEST = struct.pack("!ii", 8, 80877103)

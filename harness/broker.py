@@ -46,7 +46,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from docs import docs_snippet
+from .docs import docs_snippet
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -171,7 +171,7 @@ class Broker:
             return
         self.conf_path.write_text(
             f"""\
-# Written by tests/broker.py.
+# Written by harness/broker.py.
 # As root, Mosquitto switches to user mosquitto before reading the TLS keys
 # (0600, ours): stay root.
 user root
@@ -230,7 +230,7 @@ use_identity_as_username true
                 .replace("listener 8883", f"listener {port} 127.0.0.1"))
         log = workdir / "mosquitto.log"
         log.touch()
-        conf += f"\n# Added by tests/broker.py\nlog_dest file {log}\nlog_type all\nconnection_messages true\n"
+        conf += f"\n# Added by harness/broker.py\nlog_dest file {log}\nlog_type all\nconnection_messages true\n"
         if os.geteuid() == 0:
             pw = pwd.getpwnam("mosquitto")
             for p in (workdir, etc, data, log, *etc.iterdir()):

@@ -18,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
-from polling import wait_for  # noqa: F401 (re-exported to the tests that import it from here)
+from .polling import wait_for  # noqa: F401 (re-exported to the tests that import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = "elm-court"

@@ -174,7 +174,7 @@ class KioskSite:
                  extra: str = ""):
         import threading
 
-        from broker import MqttProbe
+        from .broker import MqttProbe
         from kiosk.capture.replay import ReplaySource
         from kiosk.config import parse_config
         from kiosk.daemon import Kiosk

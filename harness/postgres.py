@@ -120,7 +120,7 @@ class Postgres:
             dst.chmod(0o600)  # PostgreSQL refuses a key others may read
             self._chown(dst)
         with open(self.data / "postgresql.conf", "a") as conf:
-            conf.write("\n# Added by tests/postgres.py\nssl = on\nssl_cert_file = 'server.crt'\n"
+            conf.write("\n# Added by harness/postgres.py\nssl = on\nssl_cert_file = 'server.crt'\n"
                        "ssl_key_file = 'server.key'\nssl_ca_file = 'root.crt'\n")
         (self.data / "pg_hba.conf").write_text(TLS_HBA)
 
