@@ -1,6 +1,6 @@
-"""A simulated fleet and a real ``kiosk-ingest`` process, for the back-end tests and the ingest benchmark.
+"""A simulated site and a real ``kiosk-ingest`` process, for the back-end tests and the ingest benchmark.
 
-- :class:`Fleet`: the back end's keys, a folder of the doors' public keys,
+- :class:`SimulatedSite`: the back end's keys, a folder of the doors' public keys,
   and per door a kiosk config for ``python -m kiosk.sync.events.loadgen``
   (the real outbox and publisher fed with synthetic decisions);
 - :class:`IngestProcess`: ``python -m kiosk.backend.ingest`` with its own
@@ -28,7 +28,7 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-class Fleet:
+class SimulatedSite:
     """Keys and configs of ``n`` doors of one site, and of the back end, under ``root``."""
 
     def __init__(self, root: Path, broker, n: int, *, site: str = SITE):

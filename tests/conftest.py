@@ -34,6 +34,40 @@ def test_data() -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def device_keys():
+    """The test door's JOSE keys (test-site/kiosk-t1), one pair per test module."""
+    from kiosk.sync import keys as keymod
+
+    return keymod.generate("test-site/kiosk-t1")
+
+
+@pytest.fixture(scope="module")
+def backend_keys():
+    """The back end's JOSE keys, one pair per test module."""
+    from kiosk.sync import keys as keymod
+
+    return keymod.generate(keymod.BACKEND)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """Each store the back end takes: a SQLite file, and a database on the test PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def rig(broker, tmp_path, store_url):
+    """kiosk-ingest running on ``store_url``, fed by simulated doors through the test broker."""
+    from ingest_rig import IngestRig
+
+    r = IngestRig(broker, tmp_path, store_url).start()
+    yield r
+    r.close()
+
+
 @pytest.fixture
 def state_dir(tmp_path) -> Path:
     d = tmp_path / "state"
