@@ -77,3 +77,15 @@ def test_the_runtime_imports_no_harness():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             bad += [f"{path.relative_to(PACKAGE.parent)} imports {n}" for n in names if n.split(".")[0] in outside]
     assert bad == []
+
+
+def test_kiosk_admin_report_loads_no_face_models():
+    """`kiosk-admin report` (a back-end command) builds its parser without importing dlib."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom kiosk.admin import main\ntry:\n    main(['report', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('dlib', 'face_recognition_models') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
