@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from .cliopts import add_common_options, config_after_subcommands, default_config, validate_target
 from .config import load_config
 from .errors import ConfigError, KioskError
-
-#: Modules (under kiosk/) that provide sub-commands through ``register(subparsers)``.
-COMMAND_MODULES = [
-    "daemon",
-    "selftest",
-    "preview",
-    "door",
-    "provisioning.command",
-    "bench.command",
-]
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -28,8 +16,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"kiosk.{name}").register(sub)
+    # Each provides its sub-command through register(subparsers). Imported here, not at the top:
+    # kiosk-admin imports run_command from this module and needs none of them.
+    from . import daemon, door, preview, selftest
+    from .bench import command as bench
+    from .provisioning import command as provisioning
+
+    for module in (daemon, selftest, preview, door, provisioning, bench):
+        module.register(sub)
     config_after_subcommands(parser)
     return parser
 

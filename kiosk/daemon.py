@@ -25,8 +25,8 @@ from .config import KioskConfig, config_from_args, load_config
 from .errors import ConfigError, KioskError, NotProvisioned
 from .logs import setup_logging
 from .match.decide import Decision, Outcome
-from .match.evidence import EvidenceCrops
-from .match.gallery import GalleryStore, open_store
+from .match.crops import EvidenceCrops
+from .gallery.store import GalleryStore, open_store
 from .match.models import MODEL_ID
 from .match.motion import MotionGate
 from .match.recognizer import Recognizer

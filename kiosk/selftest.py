@@ -105,7 +105,7 @@ def check_models(ctx: Context) -> str:
 
 
 def check_gallery(ctx: Context) -> str:
-    from .match.templates import TemplateCipher
+    from .gallery.templates import TemplateCipher
 
     cfg = ctx.config
     path = cfg.database_path

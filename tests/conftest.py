@@ -9,34 +9,16 @@ import pytest
 
 from kiosk.config import KioskConfig, parse_config
 
-# A real Mosquitto (test CA, TLS with client certificates, ACL): tests/broker.py.
-from broker import broker, broker_pki, mqtt_probe, mqtt_settings  # noqa: E402,F401
+# A real Mosquitto (test CA, TLS with client certificates, ACL): harness/broker.py.
+from harness.broker import broker, broker_pki, mqtt_probe, mqtt_settings  # noqa: E402,F401
 
 # A real gpsd fed by gpsfake from NMEA logs the tests write: tests/gpsd.py.
 from gpsd import gpsfake  # noqa: E402,F401
 
-# A real PostgreSQL (throw-away cluster on a loopback port): tests/postgres.py.
-from postgres import postgres_server, postgres_url  # noqa: E402,F401
+# A real PostgreSQL (throw-away cluster on a loopback port): harness/postgres.py.
+from harness.postgres import postgres_server, postgres_url  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path) -> str:
-    """The back end's store, once as a fresh SQLite file and once as a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'events.db'}"
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def ingest_rig(broker, tmp_path, store_url):
-    """A running kiosk-ingest on ``store_url`` with two doors (tests/ingest_rig.py)."""
-    from ingest_rig import IngestRig
-
-    r = IngestRig(broker, tmp_path, store_url).start()
-    yield r
-    r.close()
 
 
 def _data_dir() -> Path:
@@ -50,6 +32,40 @@ def test_data() -> Path:
     if not (d / "faces").is_dir():
         pytest.fail(f"test data not found at {d}: set KIOSK_TEST_DATA")
     return d
+
+
+@pytest.fixture(scope="module")
+def device_keys():
+    """The test door's JOSE keys (test-site/kiosk-t1), one pair per test module."""
+    from kiosk.sync import keys as keymod
+
+    return keymod.generate("test-site/kiosk-t1")
+
+
+@pytest.fixture(scope="module")
+def backend_keys():
+    """The back end's JOSE keys, one pair per test module."""
+    from kiosk.sync import keys as keymod
+
+    return keymod.generate(keymod.BACKEND)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """Each store the back end takes: a SQLite file, and a database on the test PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def rig(broker, tmp_path, store_url):
+    """kiosk-ingest running on ``store_url``, fed by simulated doors through the test broker."""
+    from ingest_rig import IngestRig
+
+    r = IngestRig(broker, tmp_path, store_url).start()
+    yield r
+    r.close()
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import itertools
 import time
 from pathlib import Path
 
-from broker import MqttProbe
-from ingest_kit import Fleet, IngestProcess, wait_for
+from harness.broker import MqttProbe
+from harness.ingest_kit import IngestProcess, SimulatedSite, wait_for
 from kiosk.backend.store import open_store
 from kiosk.sync.envelope import seal
 from systemd_tools import NotifySocket
@@ -23,7 +23,7 @@ from systemd_tools import NotifySocket
 
 class IngestRig:
     def __init__(self, broker, root: Path, store_url: str, *, watchdog_usec: int = 3_000_000, **ingest: object):
-        self.fleet = Fleet(root / "fleet", broker, 2)
+        self.fleet = SimulatedSite(root / "fleet", broker, 2)
         self.url = store_url
         self.notify = NotifySocket(root / "notify")
         self.config = self.fleet.ingest_config(store_url, **ingest)

@@ -1,6 +1,6 @@
 """One door's outbox and keys, for the tests that publish its events through a real broker.
 
-Import the fixtures into a test module (``from outbox_kit import backend_keys, device_keys, outbox``)
+Import the fixtures into a test module (``from outbox_kit import outbox``; the keys are in conftest.py)
 to use them there.
 """
 
@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import pytest
 
-from broker import device_cn
+from harness.broker import device_cn
 from kiosk.config import OutboxSettings
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
-from kiosk.sync import keys as keymod
 from kiosk.sync.events.outbox import Outbox
-from polling import wait_for  # noqa: F401 (re-exported to the tests that import it from here)
+from harness.polling import wait_for  # noqa: F401 (re-exported to the tests that import it from here)
 
 SITE, DEVICE = "test-site", "kiosk-t1"
 CN = device_cn(SITE, DEVICE)  # the door's broker identity
-
-
-@pytest.fixture(scope="module")
-def device_keys():
-    return keymod.generate(f"{SITE}/{DEVICE}")
-
-
-@pytest.fixture(scope="module")
-def backend_keys():
-    return keymod.generate("backend")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from docs import REPO, all_blocks, pages
+from harness.docs import REPO, all_blocks, pages
 
 #: Snippets no test runs yet: a debt to pay, never to grow. A name stays here only while
 #: no test uses it (the test below fails as soon as one does, so the list cannot go stale).
@@ -20,11 +20,13 @@ UNTESTED = {
 }
 
 TESTS = Path(__file__).resolve().parent
+#: Where snippets are run from: the tests, and the harnesses they share with the scripts.
+USERS = (TESTS, REPO / "harness")
 
 
 def _used_names() -> set[str]:
     used: set[str] = set()
-    for f in TESTS.glob("*.py"):
+    for f in (f for d in USERS for f in d.rglob("*.py")):
         if f.name in ("test_docs.py", "docs.py"):
             continue
         used.update(re.findall(r"""docs_snippet\(\s*["']([a-z0-9-]+)["']""", f.read_text(encoding="utf-8")))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from docs import REPO, docs_snippet, sh_lines
+from harness.docs import REPO, docs_snippet, sh_lines
 
 BIN = Path(sys.executable).parent
 

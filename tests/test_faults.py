@@ -25,31 +25,21 @@ from pathlib import Path
 
 import pytest
 
-from broker import TcpProxy, device_cn
+from harness.broker import TcpProxy, device_cn
 from kiosk.db import open_database
 from kiosk.match.decide import Decision, Outcome
 from kiosk.sync import keys as keymod
-from kiosk.sync.events.consumer import EventConsumer
+from kiosk.backend.consumer import EventConsumer
 from kiosk.sync.mqtt import tls_files
 from kiosk.sync.events.outbox import Outbox
 from kiosk.sync.events.publisher import Publisher
-from polling import wait_for
+from harness.polling import wait_for
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 
 SITE, DEVICE = "test-site", "kiosk-t1"
 CN = device_cn(SITE, DEVICE)
 REPO = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def device_keys():
-    return keymod.generate(f"{SITE}/{DEVICE}")
-
-
-@pytest.fixture(scope="module")
-def backend_keys():
-    return keymod.generate("backend")
 
 
 class BackEnd:
@@ -204,12 +194,27 @@ journald = false
     return cfg
 
 
+def _seed() -> int:
+    """The kills' random seed: ``$KIOSK_FAULT_SEED`` to replay a failed run, else a new one."""
+    return int(os.environ.get("KIOSK_FAULT_SEED", random.randrange(1 << 30)))
+
+
+def _drain(cfg: Path, env: dict[str, str], seed: int) -> subprocess.CompletedProcess:
+    """A last, clean run of the producer with nothing new: it delivers what the kills left behind."""
+    done = subprocess.run(
+        [sys.executable, "-m", "kiosk.sync.events.loadgen", "--config", str(cfg), "--events", "0", "--drain", "--timeout", "60"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr} (seed {seed})"
+    return done
+
+
 def test_sigkill_at_random_moments(broker, tmp_path, device_keys, backend_keys, back_end):
     cfg = _write_config(tmp_path, broker)
     state = tmp_path / "state"
     keymod.save_private(state / "device.jwks", device_keys)
     keymod.save_public(state / "backend.pub.jwks", backend_keys)
-    seed = int(os.environ.get("KIOSK_FAULT_SEED", random.randrange(1 << 30)))
+    seed = _seed()
     rng = random.Random(seed)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     acknowledged: set[str] = set()  # commit() returned: must survive any kill
@@ -230,13 +235,7 @@ def test_sigkill_at_random_moments(broker, tmp_path, device_keys, backend_keys, 
         reader.join(5)
         kills += 1
         acknowledged |= {ln.split()[2] for ln in lines if ln.startswith("committed ")}
-    assert kills >= 20
-    # A last, clean run with nothing new delivers what the kills left behind.
-    done = subprocess.run(
-        [sys.executable, "-m", "kiosk.sync.events.loadgen", "--config", str(cfg), "--events", "0", "--drain", "--timeout", "60"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr} (seed {seed})"
+    done = _drain(cfg, env, seed)
     assert_exactly_once(state / "kiosk.db", back_end, must_include=acknowledged)
     print(f"seed {seed}: {kills} kills, {len(acknowledged)} acknowledged commits, "
           f"{back_end.consumer.duplicates} duplicates dropped, last run: {done.stdout.strip()}")
@@ -273,7 +272,7 @@ def test_daemon_sigkilled_at_random_moments(broker, tmp_path, device_keys, backe
                           "[motion]\nenabled = false\n[match]\nrepeat_interval_s = 0.0\n")
     keymod.save_private(resident_state / "device.jwks", device_keys)
     keymod.save_public(resident_state / "backend.pub.jwks", backend_keys)
-    seed = int(os.environ.get("KIOSK_FAULT_SEED", random.randrange(1 << 30)))
+    seed = _seed()
     rng = random.Random(seed)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     acknowledged: set[str] = set()  # printed after the commit: must survive any kill
@@ -296,10 +295,6 @@ def test_daemon_sigkilled_at_random_moments(broker, tmp_path, device_keys, backe
         reader.join(5)
         acknowledged |= {ln.rsplit("event=", 1)[1].strip() for ln in lines if "event=" in ln}
     assert kills >= 20, f"only {kills} kills landed (seed {seed})"
-    done = subprocess.run(
-        [sys.executable, "-m", "kiosk.sync.events.loadgen", "--config", str(cfg), "--events", "0", "--drain", "--timeout", "60"],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr} (seed {seed})"
+    _drain(cfg, env, seed)
     assert len(acknowledged) >= 20
     assert_exactly_once(resident_state / "kiosk.db", back_end, must_include=acknowledged)

@@ -20,7 +20,7 @@ import pytest
 
 from kiosk.backend.store import Incoming, open_store
 from kiosk.match.decide import Decision, Outcome
-from kiosk.sync.events.consumer import SeenIds
+from kiosk.backend.consumer import SeenIds
 from kiosk.sync.events.outbox import Outbox
 
 

@@ -56,7 +56,7 @@ def test_reload_takes_new_match_settings_and_gallery(resident_state, test_data, 
     from kiosk.capture.replay import ReplaySource
     from kiosk.config import load_config
     from kiosk.daemon import Kiosk
-    from kiosk.match.gallery import Resident, open_store
+    from kiosk.gallery.store import Resident, open_store
 
     cfg_path = tmp_path / "kiosk.toml"
     base = f'[device]\nstate_dir = "{resident_state}"\n[logging]\njournald = false\n'

@@ -12,7 +12,7 @@ from gpiozero.pins.mock import MockFactory
 
 from kiosk import cli
 from kiosk.config import GpioSettings
-from kiosk.match.gallery import Resident, open_store
+from kiosk.gallery.store import Resident, open_store
 from kiosk.selftest import FAIL, OK, SKIPPED, WARN, Context, clock_synchronised, format_table, run_checks
 
 
@@ -121,7 +121,7 @@ def test_broker_connects_over_tls(config, broker):
 def test_broker_down_or_untrusted_is_a_failure(config, broker, tmp_path):
     settings = broker.settings(f"{config.device.site}/{config.device.device_id}")
     # A CA that did not sign the broker's certificate.
-    from broker import Pki
+    from harness.broker import Pki
 
     other = Pki(tmp_path / "other-ca")
     cfg = config.model_copy(update={"mqtt": settings.model_copy(update={"ca_file": other.ca_file})})
@@ -146,7 +146,7 @@ def test_location_skipped_when_not_configured(config):
 
 
 def test_location_fixed_and_gpsd_unreachable(config):
-    from broker import free_port
+    from harness.broker import free_port
 
     here = {"latitude": 52.37403, "longitude": 4.88969, "radius_m": 100.0}
     r = one(Context(with_(config, location={"provider": "fixed", **here})), "location")

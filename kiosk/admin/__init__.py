@@ -8,28 +8,11 @@ callable taking the parsed arguments and returning an exit status.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from ..cli import run_command, validate
 from ..cliopts import add_common_options, config_after_subcommands, default_config
 from ..logs import setup_logging
-
-#: Modules that provide sub-commands, in the order --help lists them.
-COMMAND_MODULES = [
-    "enroll",
-    "faces",
-    "evaluate",
-    "attacks",
-    "liveness",
-    "keys",
-    "events",
-    "report",
-    "provision",
-    "qrtoken",
-    "gallery",
-]
-
 
 #: What only the device extra brings (the camera stack, QR codes): a server
 #: installs kiosk[backend] without it (docs/backend.md), and the commands
@@ -45,20 +28,24 @@ def build_parser() -> argparse.ArgumentParser:
     add_common_options(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    without = []
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ImportError as e:
-            if (e.name or "").split(".")[0] not in DEVICE_STACK:
-                raise
-            without.append(name)
-            continue
+    # Imported when the parser is built, not with the package: a module that imports
+    # one of them (kiosk.admin.report, say) does not pull in the others.
+    from . import events, keys, report  # what a back-end server runs
+
+    try:  # what needs the camera stack, which only the device extra brings
+        from . import attacks, enroll, evaluate, faces, gallery, liveness, provision, qrtoken
+    except ImportError as e:
+        if (e.name or "").split(".")[0] not in DEVICE_STACK:
+            raise
+        before, after = (), ()
+        parser.epilog = ("Not here: the enroll, faces, evaluate, attacks, liveness, provision, qrtoken and gallery "
+                         "commands need the camera stack (pip install 'kiosk[device]').")
+    else:
+        before, after = (enroll, faces, evaluate, attacks, liveness), (provision, qrtoken, gallery)
+    # In the order --help lists them.
+    for module in (*before, keys, events, report, *after):
         module.register(sub)
     config_after_subcommands(parser)
-    if without:
-        parser.epilog = (f"Not here: the {', '.join(without)} commands need the camera stack "
-                         "(pip install 'kiosk[device]').")
     return parser
 
 

@@ -16,8 +16,8 @@ from ..evaluation.attacks import ATTACK_TYPES, ClipEntry, crop_portrait, render_
 from ..match.detect import FaceDetector
 from ..match.enroll import read_image
 from ..errors import EnrollmentRefused
+from ..extra import need, tqdm
 from .common import config_of
-from .extra import need, tqdm
 
 log = logging.getLogger(__name__)
 

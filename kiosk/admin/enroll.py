@@ -12,9 +12,9 @@ from pathlib import Path
 from ..errors import EnrollmentRefused
 from ..capture.formats import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ..match.enroll import MAX_TEMPLATES, Enroller, select_diverse
-from ..match.gallery import Resident, open_store
+from ..gallery.store import Resident, open_store
+from ..extra import need, tqdm
 from .common import config_of
-from .extra import need, tqdm
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation.pairs import FACE_CHOICES, Describer, describe_all, labelled_images, pair_distances, plot_roc, visit_distances
+from ..extra import need, tqdm
 from .common import config_of
-from .extra import need, tqdm
 
 
 def register(sub) -> None:
@@ -172,7 +172,7 @@ def cmd_evaluate_open_set(args) -> int:
     from ..evaluation import calibration as fitting
     from ..evaluation.descriptors import DescriptorCache, default_cache_path, describe_samples
     from ..evaluation.det import plot_det
-    from ..evaluation.openset import Protocol, Trials, people_of, run_trials
+    from ..evaluation.openset import Protocol, Trials, jittered_enrollment, people_of, run_trials
     from ..evaluation.report import curves, open_set_report, print_report
     from ..match.calibration import Calibration, operating_point
 
@@ -212,7 +212,7 @@ def cmd_evaluate_open_set(args) -> int:
         describe_samples(samples, Describer(cfg.detect, face=args.face), cache)
         enroll_vectors = None
         if args.enroll_jitter > 0:
-            enroll_vectors = _jittered_enrollment(samples, protocol, Describer(cfg.detect, jitter=args.enroll_jitter,
+            enroll_vectors = jittered_enrollment(samples, protocol, Describer(cfg.detect, jitter=args.enroll_jitter,
                                                                               face=args.face), cache)
     finally:
         if cache is not None:
@@ -272,32 +272,6 @@ def _print_stolen_code(s: dict) -> None:
           f"({s['accepted']} of {s['pairs']} pairs; 95% upper bound {100 * s['per_code_upper95']:.4f}%), "
           f"as a runner-up {100 * s['runner_up_per_code']:.4f}%")
     print(f"  the resident most often a stranger's candidate: {100 * s['worst_resident']:.2f}% of visits")
-
-
-def _jittered_enrollment(samples, protocol, describer, cache) -> dict[str, np.ndarray]:
-    """Jittered descriptors of each person's enrollment photos (the first usable ones, as the protocol takes them)."""
-    from ..evaluation.descriptors import describe_samples
-    from ..evaluation.pairs import Sample
-
-    seen, firsts = set(), {}
-    for s in samples:
-        if s.vector is None or s.sha256 in seen:
-            continue
-        seen.add(s.sha256)
-        mine = firsts.setdefault(s.identity, [])
-        if len(mine) < protocol.enroll_photos:
-            mine.append(Sample(s.path, s.identity, s.sha256))
-    from ..evaluation.openset import people_of
-
-    counts = {ident: len(v) for ident, v in people_of(samples, protocol.max_photos).items()}
-    enough = max(protocol.enroll_photos, protocol.min_photos)
-    firsts = {ident: mine for ident, mine in firsts.items() if protocol.mixed or counts.get(ident, 0) >= enough}
-    todo = [s for mine in firsts.values() for s in mine]
-    describe_samples(todo, describer, cache, desc="jittered enrollment")
-    plain = {s.sha256: s.vector for s in samples}
-    # A photo the jittered pass finds no face in keeps its plain descriptor (the detector is the same: never).
-    return {ident: np.vstack([s.vector if s.vector is not None else plain[s.sha256] for s in mine])
-            for ident, mine in firsts.items()}
 
 
 def _print_calibration(c: dict) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config import MqttSettings
 from ..csvsafe import text_cell
 from ..sync import keys as keymod
-from ..sync.events.consumer import Event, EventConsumer, Invalid, PrintSink, SeenIds
+from ..backend.consumer import Event, EventConsumer, Invalid, PrintSink, SeenIds
 from ..sync.mqtt import tls_files
 from ..sync.events.format import CLAIM_FIELDS
 from .common import config_of

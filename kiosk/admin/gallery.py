@@ -9,8 +9,8 @@ from pathlib import Path
 
 from ..config import MqttSettings
 from ..errors import KeyFileError
-from ..match.erasure import erase_resident, reclaim
-from ..match.gallery import Resident, open_store
+from ..gallery.erasure import erase_resident, reclaim
+from ..gallery.store import Resident, open_store
 from ..sync import keys as keymod
 from ..sync.updates.admin import AdminGallery, AdminLink, Ledger, frames_for, plan
 from ..sync.mqtt import tls_files

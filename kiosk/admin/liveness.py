@@ -9,8 +9,8 @@ from pathlib import Path
 from ..errors import ModelUnavailable
 from ..evaluation import liveness as ev
 from ..evaluation.livesets import FORMATS, GENUINE, parse_subjects, read_set
+from ..extra import need
 from .common import config_of
-from .extra import need
 
 
 def register(sub) -> None:

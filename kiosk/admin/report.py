@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..errors import ConfigError
 from ..backend import report as rep
 from ..backend.store import open_store
-from .extra import need
+from ..extra import need
 
 REPORTS = {
     "daily": "per resident and day: first and last check-in, how many, at which doors",

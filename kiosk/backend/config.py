@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator
 from ..config import MqttSettings, Section, parse_model
 from ..errors import ConfigError
 from ..keyfile import credential_path
-from ..sync.events.freshness import FreshnessRules
+from .freshness import FreshnessRules
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
 

@@ -1,6 +1,6 @@
 """``kiosk-ingest``: the back-end service that stores every verified event, once.
 
-It is the reference consumer (:class:`~kiosk.sync.events.consumer.EventConsumer`:
+It is the reference consumer (:class:`~kiosk.backend.consumer.EventConsumer`:
 the same subscription, verification and decryption) with a sink that
 stores: each batch of checked messages goes into the store in one
 transaction (events idempotently on (site, device, event id), refusals in
@@ -34,8 +34,8 @@ from ..errors import BrokerUnavailable, ConfigError, KeyFileError, KioskError, S
 from ..logs import setup_logging
 from ..notify import Notifier
 from ..sync import keys as keymod
-from ..sync.events.consumer import Event, EventConsumer, Invalid, retry_until_stopped
-from ..sync.events.freshness import FreshnessRules, flags_for
+from .consumer import Event, EventConsumer, Invalid, retry_until_stopped
+from .freshness import FreshnessRules, flags_for
 from ..sync.mqtt import tls_files
 from .config import IngestConfig, load_ingest_config
 from .health import Health, check_health, write_health

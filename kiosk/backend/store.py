@@ -78,7 +78,7 @@ class BatchResult:
     past_retention: int = 0
 
 
-#: ``flag(claims, received_at, last_seq)`` -> flags (see kiosk.sync.events.freshness).
+#: ``flag(claims, received_at, last_seq)`` -> flags (see kiosk.backend.freshness).
 Flagger = Callable[[dict[str, Any], float, "int | None"], tuple[str, ...]]
 
 

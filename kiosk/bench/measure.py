@@ -28,8 +28,8 @@ from ..config import DetectSettings, KioskConfig, LivenessSettings, MotionSettin
 from ..errors import CameraUnavailable, KioskError, SourceExhausted
 from ..match.decide import Decision, Outcome, VoteBox
 from ..match.detect import Box, Face, to_grey
-from ..match.embed import DIMENSIONS
-from ..match.gallery import Gallery, Resident
+from ..gallery.store import Gallery, Resident
+from ..gallery.templates import DIMENSIONS
 from ..match.track import Track
 
 log = logging.getLogger(__name__)
@@ -373,8 +373,8 @@ def device_gallery(cfg: KioskConfig) -> tuple[Gallery | None, str, int, int]:
             try:
                 import sqlite_utils
 
-                from ..match.gallery import GalleryStore
-                from ..match.templates import TemplateCipher
+                from ..gallery.store import GalleryStore
+                from ..gallery.templates import TemplateCipher
 
                 cipher = TemplateCipher.from_file(cfg.state_path(cfg.storage.template_key), create=False)
                 return GalleryStore(sqlite_utils.Database(conn), cipher).load(), "database", residents, templates

@@ -27,8 +27,8 @@ import numpy as np
 from ..capture.base import Frame
 from ..config import KioskConfig
 from ..match.detect import Box, Face, SceneDetector
-from ..match.embed import DIMENSIONS
-from ..match.gallery import Gallery, Resident
+from ..gallery.store import Gallery, Resident
+from ..gallery.templates import DIMENSIONS
 from ..match.recognizer import LivenessResult, Recognizer
 from .measure import Costs, smallest_face_px, useful_far_scale
 

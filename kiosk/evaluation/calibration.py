@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..match.decide import OperatingPoint
-from ..match.gallery import COHORT_SIZE
+from ..gallery.store import COHORT_SIZE
 from ..match.models import MODEL_ID
 from .openset import Protocol, Trials
 from .rates import single_rates, visit_rates

@@ -18,7 +18,7 @@ import numpy as np
 import sqlite_utils
 
 from ..errors import EnrollmentRefused
-from ..match.embed import DIMENSIONS
+from ..gallery.templates import DIMENSIONS
 from ..match.enroll import read_image
 from ..match.models import MODEL_ID
 from .pairs import Describer, Sample

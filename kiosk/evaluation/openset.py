@@ -22,7 +22,7 @@ The protocol, on photos labelled by identity (``DIR/<identity>/*``):
 
 Every search is kept (:class:`Trials`), so that any operating point can be
 judged afterwards without searching again: :mod:`kiosk.evaluation.rates`.
-The galleries are :class:`~kiosk.match.gallery.Gallery` objects searched as
+The galleries are :class:`~kiosk.gallery.store.Gallery` objects searched as
 the kiosk searches them.
 """
 
@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..match.gallery import Gallery, Resident, rank
+from ..gallery.store import Gallery, Resident, rank
 from .pairs import Sample
 
 log = logging.getLogger(__name__)
@@ -235,3 +235,26 @@ def _stack(size: int, chunks: list[dict], templates: np.ndarray) -> Trials:
     keys = [k for k in Trials.__dataclass_fields__ if k not in ("size", "galleries", "templates")]
     return Trials(size=size, galleries=len(chunks), templates=templates,
                   **{k: np.concatenate([c[k] for c in chunks]) for k in keys})
+
+
+def jittered_enrollment(samples, protocol, describer, cache) -> dict[str, np.ndarray]:
+    """Jittered descriptors of each person's enrollment photos (the first usable ones, as the protocol takes them)."""
+    from .descriptors import describe_samples  # it reads images: cv2
+
+    seen, firsts = set(), {}
+    for s in samples:
+        if s.vector is None or s.sha256 in seen:
+            continue
+        seen.add(s.sha256)
+        mine = firsts.setdefault(s.identity, [])
+        if len(mine) < protocol.enroll_photos:
+            mine.append(Sample(s.path, s.identity, s.sha256))
+    counts = {ident: len(v) for ident, v in people_of(samples, protocol.max_photos).items()}
+    enough = max(protocol.enroll_photos, protocol.min_photos)
+    firsts = {ident: mine for ident, mine in firsts.items() if protocol.mixed or counts.get(ident, 0) >= enough}
+    todo = [s for mine in firsts.values() for s in mine]
+    describe_samples(todo, describer, cache, desc="jittered enrollment")
+    plain = {s.sha256: s.vector for s in samples}
+    # A photo the jittered pass finds no face in keeps its plain descriptor (the detector is the same: never).
+    return {ident: np.vstack([s.vector if s.vector is not None else plain[s.sha256] for s in mine])
+            for ident, mine in firsts.items()}

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..config import MatchSettings
-from ..match.gallery import Gallery, Resident, rank
+from ..gallery.store import Gallery, Resident, rank
 from .openset import Protocol, _distances, _groups, fold_of, people_of
 from .pairs import Sample
 from .rates import wilson_upper

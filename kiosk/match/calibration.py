@@ -26,7 +26,7 @@ from pathlib import Path
 from ..config import MatchSettings
 from ..errors import ConfigError
 from .decide import OperatingPoint
-from .gallery import COHORT_SIZE
+from ..gallery.store import COHORT_SIZE
 from .models import MODEL_ID
 
 log = logging.getLogger(__name__)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import DetectSettings
+from ..gallery.templates import DIMENSIONS
 from . import models
 from .detect import Face
-
-DIMENSIONS = 128
 
 
 class Embedder:

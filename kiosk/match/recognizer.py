@@ -25,7 +25,7 @@ from .calibration import operating_point, summary
 from .decide import Decision, OperatingPoint, Outcome, Vote
 from .detect import Face, FaceDetector, SceneDetector, to_grey
 from .embed import Embedder
-from .gallery import Gallery
+from ..gallery.store import Gallery
 from .second_factor import SecondFactor
 from .track import Track, Tracker
 

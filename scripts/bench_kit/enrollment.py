@@ -17,7 +17,7 @@ import numpy as np
 from kiosk.config import KioskConfig
 from kiosk.errors import EnrollmentRefused
 from kiosk.match.enroll import Enroller, video_frames
-from kiosk.match.gallery import Gallery, Resident
+from kiosk.gallery.store import Gallery, Resident
 
 from .baseline import rgb
 

@@ -6,7 +6,7 @@ import time
 
 from kiosk.config import KioskConfig
 from kiosk.match.decide import Outcome
-from kiosk.match.gallery import Gallery
+from kiosk.gallery.store import Gallery
 from kiosk.match.motion import MotionGate
 from kiosk.match.recognizer import Recognizer
 

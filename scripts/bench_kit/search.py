@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kiosk.match.embed import DIMENSIONS
-from kiosk.match.gallery import Gallery, Resident
+from kiosk.gallery.templates import DIMENSIONS
+from kiosk.gallery.store import Gallery, Resident
 
 
 @dataclass

@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 from ...config import MqttSettings
 from ...db import get_meta, set_meta
 from ...errors import BrokerUnavailable, EnvelopeError
-from ...match.gallery import GalleryStore, Resident, gallery_digest
+from ...gallery.store import GalleryStore, Resident, gallery_digest
 from ..keys import KeyRing, PartyKeys
 from ..mqtt import FAILURE, TlsFiles, new_client, reason_value
 from .format import SNAPSHOT, erase_op, new_update, seal_update, to_frames, upsert_op, verify_ack

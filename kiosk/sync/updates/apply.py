@@ -8,7 +8,7 @@ When the database does not hold what the searched gallery says (another
 version, other row counts), the new gallery is instead loaded from the rows
 just written and checked inside the transaction. Any failure rolls
 everything back. Erased residents' pages are then handed back and the WAL
-emptied (:mod:`kiosk.match.erasure`).
+emptied (:mod:`kiosk.gallery.erasure`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import numpy as np
 
 from ...db import set_meta
 from ...errors import StorageError, UpdateRejected
-from ...match.erasure import erase_resident, reclaim
-from ...match.embed import DIMENSIONS
-from ...match.gallery import Gallery, GalleryStore, Resident
+from ...gallery.erasure import erase_resident, reclaim
+from ...gallery.store import Gallery, GalleryStore, Resident
+from ...gallery.templates import DIMENSIONS
 from .format import GalleryUpdate, Upsert, check_target, check_version, reject
 
 log = logging.getLogger(__name__)

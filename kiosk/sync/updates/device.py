@@ -29,7 +29,7 @@ from typing import Any
 
 from ...config import KioskConfig
 from ...errors import UpdateRejected
-from ...match.gallery import GalleryStore, open_store
+from ...gallery.store import GalleryStore, open_store
 from .. import keys as keymod
 from ..keys import KeyRing, PartyKeys
 from .apply import apply_update, held_version, was_applied

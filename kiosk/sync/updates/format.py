@@ -43,7 +43,7 @@ from pydantic_core import PydanticCustomError
 
 from ...config import GallerySettings
 from ...errors import UpdateRejected
-from ...match.embed import DIMENSIONS
+from ...gallery.templates import DIMENSIONS
 from ..envelope import sign_compact, verify_compact
 from ..keys import CONTENT_ENC, KEY_ALG, Key, KeyRing, PartyKeys
 

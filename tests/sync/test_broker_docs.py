@@ -1,0 +1,135 @@
+"""docs/broker.md works as printed: Mosquitto started with its mosquitto.conf and ACL, verbatim.
+
+The end-to-end path (a kiosk publishes, ``kiosk-ingest`` stores) runs over
+that broker, and the cross-site attack of the security review (finding 3)
+is replayed over it: a door of one site tries to write another site's
+status, acks and events, and the broker refuses each.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from harness.broker import Broker, MqttProbe, device_cn
+from harness.docs import docs_snippet
+from harness.ingest_kit import IngestProcess, SimulatedSite
+from kiosk.backend.store import open_store
+from harness.polling import wait_for
+
+
+pytestmark = pytest.mark.e2e
+
+NOT_AUTHORIZED = 0x87
+
+
+@pytest.fixture
+def docs_broker(broker_pki):
+    b = Broker.from_docs(broker_pki)
+    b.start()
+    yield b
+    b.kill()
+    shutil.rmtree(b.dir, ignore_errors=True)
+
+
+def test_the_pages_files_are_used_verbatim(docs_broker):
+    conf = docs_broker.conf_path.read_text()
+    for line in docs_snippet("broker-mosquitto-conf").splitlines():
+        if "/etc/mosquitto/" not in line and "/var/lib/mosquitto/" not in line and "listener" not in line:
+            assert line in conf.splitlines()
+    assert docs_broker.acl_path.read_text() == docs_snippet("broker-acl")
+    assert "user mosquitto" in conf and "user root" not in conf
+
+
+def test_a_door_of_one_site_cannot_write_another_sites_topics(docs_broker):
+    """Finding 3: with the certificate naming only the device, oak-park's door-1 could write elm-court's door-1."""
+    real = MqttProbe(docs_broker, device_cn("elm-court", "door-1"))
+    assert real.connected
+    status = json.dumps({"state": "online", "gallery": {"version": 7, "digest": "genuine"}})
+    assert real.publish("kiosk/elm-court/door-1/status", status, retain=True) < 0x80
+    assert real.publish("kiosk/elm-court/door-1/ack", b"genuine-ack", retain=True) < 0x80
+    intruder = MqttProbe(docs_broker, device_cn("oak-park", "door-1"))
+    assert intruder.connected
+    forged = json.dumps({"state": "online", "gallery": {"version": 99, "digest": "forged"}})
+    assert intruder.publish("kiosk/elm-court/door-1/status", forged, retain=True) == NOT_AUTHORIZED
+    assert intruder.publish("kiosk/elm-court/door-1/ack", b"forged-ack", retain=True) == NOT_AUTHORIZED
+    assert intruder.publish("kiosk/elm-court/door-1/events", b"x") == NOT_AUTHORIZED
+    assert intruder.publish("kiosk/elm-court/gallery", b"x") == NOT_AUTHORIZED
+    # Its own topics it may write (no one subscribed: reason 16, not a refusal).
+    assert intruder.publish("kiosk/oak-park/door-1/events", b"x") < 0x80
+    # Nor does it get what is sent to the other door's own gallery topic (Mosquitto grants the
+    # subscription and then delivers nothing it may not read).
+    intruder.subscribe("kiosk/elm-court/door-1/gallery/#")
+    real.subscribe("kiosk/elm-court/door-1/gallery/#")
+    backend = MqttProbe(docs_broker, "backend")
+    assert backend.publish("kiosk/elm-court/door-1/gallery", b"snapshot") == 0  # someone took it: the real door
+    assert wait_for(lambda: any(t.endswith("/gallery") for t, _, _ in real.messages), 5)
+    assert not [t for t, _, _ in intruder.messages if "gallery" in t]
+    # The genuine retained messages are untouched.
+    assert backend.retained("kiosk/elm-court/door-1/status")["gallery"]["digest"] == "genuine"
+    backend.subscribe("kiosk/elm-court/door-1/ack")
+    assert wait_for(lambda: any(t.endswith("/ack") for t, _, _ in backend.messages), 5)
+    assert [p for t, p, _ in backend.messages if t.endswith("/ack")] == [b"genuine-ack"]
+    for p in (real, intruder, backend):
+        p.close()
+
+
+#: The ACL the docs printed before (a door's certificate named the device alone).
+OLD_ACL = """\
+pattern write kiosk/+/%u/events
+pattern readwrite kiosk/+/%u/status
+pattern read kiosk/+/%u/gallery/#
+pattern read kiosk/+/gallery/#
+pattern write kiosk/+/%u/ack
+user backend
+topic read kiosk/#
+"""
+
+
+def test_the_attack_went_through_with_the_old_acl(tmp_path, broker_pki):
+    """The same attack against the ACL and identities the docs used to print: it succeeds (what the fix stops)."""
+    old = Broker(tmp_path / "old", broker_pki, acl=OLD_ACL).start()
+    try:
+        intruder = MqttProbe(old, "door-1")  # oak-park's door-1, certificate CN = device id
+        assert intruder.publish("kiosk/elm-court/door-1/status", b"{}", retain=True) < 0x80
+        assert intruder.publish("kiosk/elm-court/door-1/ack", b"forged-ack", retain=True) < 0x80
+        intruder.close()
+    finally:
+        old.kill()
+
+
+def test_a_certificate_naming_the_device_alone_gets_nothing(docs_broker):
+    legacy = MqttProbe(docs_broker, "door-1")  # the old way: CN = device id
+    assert legacy.connected
+    assert legacy.publish("kiosk/elm-court/door-1/events", b"x") == NOT_AUTHORIZED
+    assert legacy.publish("kiosk/elm-court/door-1/status", b"x", retain=True) == NOT_AUTHORIZED
+    legacy.close()
+
+
+def test_mosquitto_denies_identities_with_wildcards(docs_broker):
+    # Substituted into "kiosk/%u/events", "elm-court/+" would match every door of the site:
+    # Mosquitto denies any pattern rule to such a user name.
+    odd = MqttProbe(docs_broker, "elm-court/+")
+    assert odd.connected
+    assert odd.publish("kiosk/elm-court/door-1/events", b"x") == NOT_AUTHORIZED
+    odd.close()
+
+
+@pytest.mark.slow
+def test_kiosks_publish_and_the_ingest_stores_over_the_documented_broker(docs_broker, tmp_path):
+    fleet = SimulatedSite(tmp_path / "fleet", docs_broker, 2)
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    ingest = IngestProcess(fleet.ingest_config(url), tmp_path / "ingest.log").start()
+    try:
+        assert ingest.wait_subscribed(), ingest.log_text()
+        producers = [fleet.loadgen(d, "--events", "20", "--rate", "200", "--drain", "--timeout", "60")
+                     for d in fleet.doors]
+        assert all(p.wait() == 0 for p in producers), [p.stderr() for p in producers]
+        committed = {e for p in producers for e in p.committed}
+        with open_store(url) as store:
+            assert wait_for(lambda: store.counts()["events"] >= 40, 30)
+            assert {k[2] for k in store.event_keys()} == committed and store.counts()["events"] == 40
+    finally:
+        assert ingest.stop() == 0
