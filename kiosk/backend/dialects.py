@@ -91,6 +91,7 @@ class Sqlite(Dialect):
         from ..privatefile import private_database
 
         self.path = path
+        self._conn = None
         try:
             private_database(path)  # 0600 before SQLite opens it, whatever the umask; its -wal and -shm follow
             self._conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
@@ -99,6 +100,12 @@ class Sqlite(Dialect):
             self._conn.execute("PRAGMA synchronous=FULL")
             # Erased rows are overwritten, not left in free pages.
             self._conn.execute("PRAGMA secure_delete=ON")
+        except sqlite3.OperationalError as e:
+            # Busy or locked (another ingest process creating or migrating it): waited for, as an outage is.
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            raise StoreUnavailable(f"cannot open the store {path} yet: {e}") from None
         except (sqlite3.Error, OSError) as e:
             raise StorageError(f"cannot open the store {path}: {e}") from None
 

@@ -107,7 +107,11 @@ def open_store(url: str | Path, *, migrate: bool = True) -> "Store":
     else:
         raise ConfigError(f"store URL {text!r}: not sqlite:///PATH or postgresql://USER@HOST/DB")
     if migrate:
-        store.migrate()
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()  # retried by the caller: no connection left behind
+            raise
     return store
 
 
