@@ -366,7 +366,6 @@ class EventConsumer:
         self.invalid = 0
         self.sink_failures = 0
         self.unstorable = 0
-        self.acknowledged = 0
         self.last_error: str | None = None
         self._holding_since: float | None = None
         self._queue: queue.Queue = queue.Queue()
@@ -605,7 +604,6 @@ class EventConsumer:
             self.last_error = None
         for _, msg, _ in messages:
             self._client.ack(msg.mid, msg.qos)
-        self.acknowledged += len(messages)
         self._holding_since = None
 
 
