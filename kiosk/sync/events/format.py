@@ -68,9 +68,9 @@ MAX_DEPTH = 4
 
 
 def _plain_text(value: str) -> str:
-    # Lone surrogates are refused by pydantic itself; NUL and other control
-    # characters are refused here (PostgreSQL cannot store NUL in text).
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+    # PostgreSQL cannot store NUL in text, and neither store a lone surrogate
+    # (which pydantic refuses first).
+    if _bad_text(value):
         raise ValueError("holds a control character")
     return value
 
