@@ -61,6 +61,10 @@ class GpioUnavailable(KioskError, RuntimeError):
     """The GPIO pins (door relay, LEDs, buzzer, sensors) could not be claimed."""
 
 
+class ScreenUnavailable(KioskError, RuntimeError):
+    """The door screen cannot listen where ``[screen]`` says (the port is taken, the address is not here)."""
+
+
 class OutboxFull(KioskError, RuntimeError):
     """The outbox reached its disk budget and the policy is to refuse new events."""
 
