@@ -329,6 +329,45 @@ class GallerySettings(Section):
         return self
 
 
+class ScreenSettings(Section):
+    enabled: bool = False
+    # Before bind, so that bind's check can read it.
+    open_to_network: bool = False
+    bind: str = "127.0.0.1"
+    port: int = Field(8088, ge=0, le=65535)
+
+    @field_validator("bind")
+    @classmethod
+    def _loopback_unless_opened(cls, bind: str, info) -> str:
+        ip = _ip(bind)
+        if ip is None:
+            raise ValueError("must be an IP address (127.0.0.1, ::1, or this device's own address)")
+        if not ip.is_loopback and not info.data.get("open_to_network", False):
+            raise ValueError(f"{bind} is not loopback: the page shows the camera and who is let in; "
+                             "set open_to_network = true to open it on purpose")
+        return bind
+
+
+#: "HH:MM-HH:MM" (local time; across midnight when the end is earlier), or "" for none.
+_QUIET = r"^(|([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-3]):[0-5]\d)$"
+
+
+class VoiceSettings(Section):
+    enabled: bool = False
+    folder: Path = Path("/opt/kiosk/voice")
+    language: str = Field("en", pattern=r"^[A-Za-z0-9_+-]{1,32}$")
+    player: str = Field("aplay", min_length=1)
+    alsa_device: str = Field("", pattern=r"^[A-Za-z0-9_:,.=-]*$")
+    quiet_hours: str = Field("", pattern=_QUIET)
+
+    @model_validator(mode="after")
+    def _some_hours(self):
+        start, _, end = self.quiet_hours.partition("-")
+        if start and start == end:
+            raise ValueError("quiet_hours starts and ends at the same time: give an interval, or \"\" for none")
+        return self
+
+
 class KioskConfig(Section):
     device: DeviceSettings = DeviceSettings()
     capture: CaptureSettings = CaptureSettings()
@@ -347,6 +386,8 @@ class KioskConfig(Section):
     qr_credential: QrCredentialSettings = QrCredentialSettings()
     liveness: LivenessSettings = LivenessSettings()
     gallery: GallerySettings = GallerySettings()
+    screen: ScreenSettings = ScreenSettings()
+    voice: VoiceSettings = VoiceSettings()
 
     source_path: Path | None = Field(None, exclude=True)
 

@@ -23,6 +23,7 @@ from .capture.base import FrameSource
 from .capture.reader import CaptureThread
 from .config import KioskConfig, config_from_args, load_config
 from .errors import ConfigError, KioskError, NotProvisioned
+from .feedback import Panels
 from .logs import setup_logging
 from .match.decide import Decision, Outcome
 from .match.crops import EvidenceCrops
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 # How often the match loop wakes when no frame comes, and reports STATUS=.
 _POLL_S = 0.2
 _STATUS_EVERY_S = 5.0
+#: How often the door screen hears the door's state (link, queue, location).
+_DOOR_STATE_EVERY_S = 1.0
 #: After a provisioning code is taken, how long the rest of start-up may take with systemd's watchdog
 #: fed (the unit's TimeoutStartSec=, which bounds a start that has not sent READY=1).
 START_UNDER_WATCHDOG_S = 120.0
@@ -79,12 +82,14 @@ class Kiosk:
         self.motion: MotionGate | None = None
         self.crops: EvidenceCrops | None = None  # with [outbox] evidence_crop
         self.panel = None
+        self.screen = None  # the door screen, with [screen] enabled
         self.decisions: list[Decision] = []
         self._last_watchdog = 0.0
         self._last_status = 0.0
         self.location: LocationGuard | None = None
         self.qr: QrCheckIn | None = None
         self._last_location = 0.0
+        self._last_door_state = 0.0
         self._camera_ok = True
         self._starting = KeepAlive(self.notifier, 0.0)  # fed only after a provisioning code, see _provisioned
 
@@ -145,8 +150,55 @@ class Kiosk:
         self._started.append((name, fn))
 
     def _start_panel(self, cfg: KioskConfig) -> None:
-        self.panel = self._panel if self._panel is not None else _open_panel(cfg)
-        self._on_stop("panel", self.panel.close)
+        door = self._panel if self._panel is not None else _open_panel(cfg)
+        self._on_stop("panel", door.close)
+        parts = [door]
+        if cfg.screen.enabled:
+            from .screen.panel import DoorScreen
+
+            self.screen = DoorScreen(cfg.screen, names=self._display_name).start()
+            self._on_stop("screen", self.screen.close)
+            parts.append(self.screen)
+        if cfg.voice.enabled:
+            from .voice.player import VoicePanel
+
+            voice = VoicePanel(cfg.voice)
+            self._on_stop("voice", voice.close)
+            parts.append(voice)
+        self.panel = door if len(parts) == 1 else Panels(parts)
+
+    def _display_name(self, resident_id: str) -> str | None:
+        """The gallery's display name for the screen's "Welcome" (never the id)."""
+        r = self.recognizer
+        resident = r.gallery.residents.get(resident_id) if r is not None else None
+        return resident.name if resident is not None else None
+
+    def _see(self, frame, boxes=()) -> None:
+        """The newest frame and its faces' boxes to a screen (in memory only)."""
+        see = getattr(self.panel, "see", None)
+        if see is not None:
+            try:
+                see(frame.image, boxes)
+            except Exception:
+                log.exception("door screen failed")
+
+    def _door_state(self, **state) -> None:
+        tell = getattr(self.panel, "door", None)
+        if tell is not None:
+            try:
+                tell(**state)
+            except Exception:
+                log.exception("door screen failed")
+
+    def _frames_shown(self, get):
+        """``get`` (the capture's), each frame also shown on the screen (while waiting for a code)."""
+        def get_frame(*args, **kw):
+            frame = get(*args, **kw)
+            if frame is not None:
+                self._see(frame)
+            return frame
+
+        return get_frame
 
     def _start_capture(self, cfg: KioskConfig) -> None:
         source = self._source if self._source is not None else open_source(cfg.capture.source, cfg.capture)
@@ -163,9 +215,12 @@ class Kiosk:
             return cfg
         self._start_panel(cfg)
         self._start_capture(cfg)
-        bundle = wait_for_code(store, self.capture.get, stop=self._stop, notifier=self.notifier, panel=self.panel)
+        self._door_state(unprovisioned=True)
+        bundle = wait_for_code(store, self._frames_shown(self.capture.get), stop=self._stop, notifier=self.notifier,
+                               panel=self.panel)
         if bundle is None:
             raise NotProvisioned("no provisioning code was taken (stopped, or the frames ended)")
+        self._door_state(unprovisioned=False)
         # READY=1 went out while waiting: systemd's watchdog runs from here on, through the rest of start().
         self._starting = KeepAlive(self.notifier, START_UNDER_WATCHDOG_S).start()
         cfg, _, _ = provisioned_config(cfg)
@@ -229,6 +284,7 @@ class Kiosk:
             if self.crops is not None:
                 self.crops.see(frame.image, frame.timestamp, self.recognizer.tracker.tracks.values())
             decisions = self.recognizer.review(decisions, frame.timestamp)  # the QR second factor, where on
+            self._see(frame, [t.box for t in self.recognizer.tracker.tracks.values() if t.last_seen == frame.timestamp])
             last_t = frame.timestamp
             for d in decisions:
                 self._handle(d)
@@ -302,9 +358,21 @@ class Kiosk:
         if self.location is not None and now - self._last_location >= 1.0:
             self._last_location = now
             self._check_location()
+        if now - self._last_door_state >= _DOOR_STATE_EVERY_S:
+            self._last_door_state = now
+            self._tell_door_state()
         if now - self._last_status >= _STATUS_EVERY_S:
             self._last_status = now
             self.notifier.status(self._status_line())
+
+    def _tell_door_state(self) -> None:
+        """The link, the queue and the location, for the screen (a door without MQTT has no link to tell)."""
+        if getattr(self.panel, "door", None) is None:
+            return
+        linked = self.publisher is not None
+        self._door_state(offline=linked and not self.publisher.connected,
+                         queued=self.outbox.depth() if linked else 0,
+                         location_lost=self.location is not None and self.location.policy() == "refuse")
 
     def _check_location(self) -> None:
         """A change of location state is an event of its own."""
