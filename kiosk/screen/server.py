@@ -22,6 +22,7 @@ import time
 
 from flask import Flask, Response, abort, render_template, request
 
+from ..prompts import TEXTS, Prompt
 from .camera import LiveView
 from .state import ScreenState
 
@@ -66,7 +67,8 @@ def create_app(state: ScreenState, live: LiveView, *, open_to_network: bool = Fa
 
     @app.get("/")
     def door():
-        return render_template("door.html", view=state.view())
+        # The page says "out of service" by itself when it loses the daemon (stopped, restarting).
+        return render_template("door.html", view=state.view(), lost=TEXTS[Prompt.OUT_OF_SERVICE])
 
     @app.get("/state")
     def view():

@@ -104,8 +104,8 @@ class ScreenState:
             else:
                 door = None
             m = self._message if self._message is not None and now < self._message.until else None
-            if m is not None and door is Prompt.OUT_OF_SERVICE:
-                m = None  # nothing else to say while the door is out of order
+            if m is not None and (door is Prompt.OUT_OF_SERVICE or m.prompt is door):
+                m = None  # nothing else to say while the door is out of order, nor the same words twice
             queued, offline = self._queued, self._offline
         link = None
         if offline or queued:

@@ -238,3 +238,5 @@ def test_a_stalled_camera_puts_the_door_out_of_service(chromium, resident_state,
         source.resume()
         wait_until(chromium, shows("door-state", ""))  # back in service by itself
         assert door.kiosk.capture.healthy
+    # The daemon gone (stopped, restarting): the page says so by itself.
+    wait_until(chromium, shows("door-state", "Door out of service"), timeout=15)

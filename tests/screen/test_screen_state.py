@@ -62,6 +62,12 @@ def test_out_of_service_hides_messages_until_cleared(state):
     assert state.view()["door"] == "ok"
 
 
+def test_the_same_words_are_not_said_twice(state):
+    state.door(location_lost=True)
+    state.say(Prompt.LOCATION_LOST)  # a check-in refused for the location
+    assert state.view()["message"] is None and state.view()["door_text"] == TEXTS[Prompt.LOCATION_LOST]
+
+
 def test_door_states_and_their_order(state):
     state.door(location_lost=True)
     assert (state.view()["door"], state.view()["door_text"]) == ("location_lost", TEXTS[Prompt.LOCATION_LOST])

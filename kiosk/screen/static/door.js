@@ -19,9 +19,23 @@
     link.dataset.offline = v.link.offline ? "yes" : "no";
   }
 
+  // Without the daemon (stopped, restarting) the door is out of service: say so after a few seconds.
+  var lost = null;
+  function daemonLost() {
+    render({door: "out_of_service", door_text: main.dataset.lost, message: null,
+            link: {offline: false, queued: 0, text: null}});
+  }
   var events = new EventSource("/events");
-  events.onmessage = function (e) { render(JSON.parse(e.data)); main.dataset.live = "yes"; };
-  events.onerror = function () { main.dataset.live = "no"; };  // EventSource reconnects by itself
+  events.onmessage = function (e) {
+    clearTimeout(lost);
+    lost = null;
+    render(JSON.parse(e.data));
+    main.dataset.live = "yes";
+  };
+  events.onerror = function () {  // EventSource reconnects by itself
+    main.dataset.live = "no";
+    if (lost === null) { lost = setTimeout(daemonLost, 3000); }
+  };
 
   // The newest picture, one after the other (about 10 a second at most).
   function next(delay) {
