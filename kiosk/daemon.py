@@ -22,7 +22,7 @@ from .capture import open_source
 from .capture.base import FrameSource
 from .capture.reader import CaptureThread
 from .config import KioskConfig, config_from_args, load_config
-from .errors import ConfigError, KioskError, NotProvisioned
+from .errors import ConfigError, KioskError, NotProvisioned, ScreenUnavailable
 from .feedback import Panels
 from .logs import setup_logging
 from .match.decide import Decision, Outcome
@@ -83,6 +83,7 @@ class Kiosk:
         self.crops: EvidenceCrops | None = None  # with [outbox] evidence_crop
         self.panel = None
         self.screen = None  # the door screen, with [screen] enabled
+        self.screen_error: str | None = None  # why the screen could not start (the door works without it)
         self.decisions: list[Decision] = []
         self._last_watchdog = 0.0
         self._last_status = 0.0
@@ -156,9 +157,15 @@ class Kiosk:
         if cfg.screen.enabled:
             from .screen.panel import DoorScreen
 
-            self.screen = DoorScreen(cfg.screen, names=self._display_name).start()
-            self._on_stop("screen", self.screen.close)
-            parts.append(self.screen)
+            try:
+                self.screen = DoorScreen(cfg.screen, names=self._display_name).start()
+            except ScreenUnavailable as e:
+                # The relay, the lights and the buzzer still work: the door stays in service, and says so.
+                self.screen_error = str(e)
+                log.error("door screen unavailable, running without it: %s", e)
+            else:
+                self._on_stop("screen", self.screen.close)
+                parts.append(self.screen)
         if cfg.voice.enabled:
             from .voice.player import VoicePanel
 
@@ -402,7 +409,12 @@ class Kiosk:
             else {"updates": "off", "version": r.gallery.version if r else None},
             "liveness": self.liveness_status(),
             "recognition": r.operating_status() if r else None,
+            "screen": self.screen_status(),
         }
+
+    def screen_status(self) -> str:
+        """The door screen: "ok", "off" (not configured) or "unavailable" (it could not start)."""
+        return "ok" if self.screen is not None else ("unavailable" if self.screen_error else "off")
 
     def _status_line(self) -> str:
         r, c = self.recognizer, self.capture
@@ -411,6 +423,7 @@ class Kiosk:
             f"{len(r.gallery) if r else 0} residents; camera {camera}; frames {r.stats.frames if r else 0}; "
             f"decisions {sum(r.stats.decisions.values()) if r else 0}; outbox {self.outbox.depth() if self.outbox else 0} undelivered"
             + (f"; location {self.location.state.value}" if self.location is not None else "")
+            + ("; SCREEN UNAVAILABLE" if self.screen_error else "")
         )
 
     def reload(self) -> None:

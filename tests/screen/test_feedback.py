@@ -68,6 +68,7 @@ def test_without_a_screen_the_daemon_keeps_its_one_panel(resident_state):
     kiosk.start()
     try:
         assert kiosk.panel is door and kiosk.screen is None
+        assert kiosk.screen_status() == "off"
     finally:
         kiosk.stop()
 
@@ -78,3 +79,28 @@ def _one_frame():
     from kiosk.capture.replay import ReplaySource
 
     return ReplaySource([np.zeros((48, 64, 3), np.uint8)], live=False)
+
+
+def test_a_taken_screen_port_leaves_the_door_working(resident_state, caplog):
+    """Something else on the screen's port: the door still opens, the status and the journal say why."""
+    import socket
+
+    from kiosk.config import parse_config
+    from kiosk.daemon import Kiosk
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        door = Panel(GPIO, pin_factory=MockFactory())
+        kiosk = Kiosk(parse_config(f'[device]\nstate_dir = "{resident_state}"\n[logging]\njournald = false\n'
+                                   f"[screen]\nenabled = true\nport = {port}\n"), panel=door, source=_one_frame())
+        kiosk.start()
+        try:
+            assert kiosk.panel is door and kiosk.screen is None
+            assert f"screen.port = {port}" in kiosk.screen_error
+            assert "SCREEN UNAVAILABLE" in kiosk._status_line()
+            assert kiosk._status_fields()["screen"] == "unavailable"  # in the retained MQTT status too
+            assert "door screen unavailable" in caplog.text
+        finally:
+            kiosk.stop()
