@@ -30,7 +30,7 @@ from ...config import OutboxSettings
 from ...db import get_meta, set_meta
 from ...errors import OutboxFull
 from ...match.decide import Decision, Outcome
-from .format import CHECKIN_TYPES, CLAIM_FIELDS, CLAIMS_VERSION, EXTRA_CLAIMS, check_claims
+from .format import CHECKIN_TYPES, CLAIM_FIELDS, CLAIMS_VERSION, EXTRA_CLAIMS, SITE_CLAIMS, check_claims
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,7 @@ class Outbox:
             "location_flagged": None,
             "gallery_version": None,
             "model_id": None,
+            **dict.fromkeys(SITE_CLAIMS),
             "time": now,
             "v": CLAIMS_VERSION,
         }
@@ -360,6 +361,15 @@ class Outbox:
             "budget_bytes": self.budget_bytes,
             "alarm": self._alarm,
         }
+
+    def recent(self, since: float, types: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Events of ``types`` committed since ``since`` (wall time), as dicts of ``type`` and ``claims``:
+        what the door's own site estimate reads (kiosk.siteestimate), for as long as retention keeps them."""
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT type, claims FROM checkins WHERE created_at >= ? AND type IN ({','.join('?' * len(types))})"
+                " ORDER BY seq", [since, *types]).fetchall()
+        return [{"type": t, "claims": json.loads(c)} for t, c in rows]
 
     def all(self) -> list[CheckIn]:
         with self._lock:

@@ -235,7 +235,8 @@ class GallerySync:
         update = received.update
         try:
             applied = apply_update(self.store, update, site=self.site, device=self.device, now=self._wall(),
-                                   skew=self.limits.clock_skew_s, current=self.recognizer.gallery)
+                                   skew=self.limits.clock_skew_s, current=self.recognizer.gallery,
+                                   own_target=self.recognizer.config.match.fpir_target)
         except UpdateRejected as e:
             e.sha256 = received.message_sha256
             return self._refuse(e, update)
