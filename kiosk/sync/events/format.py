@@ -44,17 +44,12 @@ CLAIM_FIELDS = (
     "method",
     "gallery_version",
     "model_id",
-    "gap",
-    "threshold",
-    "fpir_target",
-    "gallery_size",
-    "face_alone",
-    "retry_of",
     "time",
     "v",
 )
 
-#: Claims the daemon adds for a site's estimate (kiosk.siteestimate): null on other events.
+#: Claims the daemon adds for a site's estimate (kiosk.siteestimate), on face decisions and check-ins only
+#: (absent elsewhere: every event would be larger).
 SITE_CLAIMS = ("gap", "threshold", "fpir_target", "gallery_size", "face_alone", "retry_of")
 
 #: Claims the daemon fills as ``extra`` (the rest are the outbox's own).

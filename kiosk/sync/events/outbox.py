@@ -30,7 +30,7 @@ from ...config import OutboxSettings
 from ...db import get_meta, set_meta
 from ...errors import OutboxFull
 from ...match.decide import Decision, Outcome
-from .format import CHECKIN_TYPES, CLAIM_FIELDS, CLAIMS_VERSION, EXTRA_CLAIMS, SITE_CLAIMS, check_claims
+from .format import CHECKIN_TYPES, CLAIM_FIELDS, CLAIMS_VERSION, EXTRA_CLAIMS, check_claims
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,6 @@ class Outbox:
             "location_flagged": None,
             "gallery_version": None,
             "model_id": None,
-            **dict.fromkeys(SITE_CLAIMS),
             "time": now,
             "v": CLAIMS_VERSION,
         }
