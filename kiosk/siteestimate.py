@@ -30,7 +30,7 @@ from typing import Iterable
 #: The gaps the calibration's near-miss profile is measured at (0: the FPIR itself).
 DELTAS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10)
 #: The near-miss band the estimate counts: a gap in (0, DEFAULT_DELTA].
-DEFAULT_DELTA = 0.06
+DEFAULT_DELTA = 0.10
 #: One-sided confidence of the bounds.
 CONFIDENCE = 0.95
 #: The estimate means something once, at the calibration's own crowding, its upper bound is at most this

@@ -59,7 +59,7 @@ def site_report(store: Store, *, since: float, until: float | None = None, site:
                      None if est.ratio_high is None else round(est.ratio_high, 2),
                      _pct(est.fpir_calibrated), _pct(est.fpir), _pct(est.fpir_high), est.min_visits, status,
                      s.resident_visits, s.turned_away, _pct(fnir), _pct(fnir_hi),
-                     None if hint is None else hint["fpir_target"]))
+                     None if hint is None else f"{hint['fpir_target']:g}"))
         found.append({"scope": scope, "site": name, "device": door, "estimate": est, "suggest": hint,
                       "fnir": fnir, "fnir_upper95": fnir_hi})
     table = Table(f"Strangers near the threshold, per site and door (gap <= {delta:g}; {_span(since, until)})",
