@@ -123,3 +123,18 @@ def test_residents_retrying_are_turned_away_residents_not_strangers(site_store, 
 def test_the_rolling_window(site_store, capsys):
     r = rows(report(capsys, site_store, "--format", "csv", "--days", "90")[1])
     assert "elm-court/door-3" in r  # 60 days old: inside 90 days, not inside the default 30
+
+
+def test_site_claims_go_through_the_broker_and_kiosk_ingest_which_checks_them(rig, tmp_path, capsys):
+    door = "door-2"
+    claims = door_events(tmp_path, rig.fleet.site, door, strangers=[0.05, 0.3, None], residents=1, retries=[0.02],
+                         start=NOW - DAY)
+    for c in claims:
+        rig.publish(door, rig.sealed(door, c))
+    assert rig.wait_stored(claims[-1]["event_id"])
+    r = rows(report(capsys, rig.url, "--format", "csv")[1])[f"{rig.fleet.site}/{door}"]
+    assert (int(r["strangers"]), int(r["near"]), int(r["turned_away"]), int(r["resident_visits"])) == (3, 1, 1, 2)
+    # The back end checks the site claims' types like any other: a gap as text is refused.
+    bad = rig.claims(door, type="unknown", outcome="UNKNOWN", resident_id=None, gap="0.05", threshold=0.47)
+    refused = rig.wait_refused(rig.publish(door, rig.sealed(door, bad)))
+    assert refused and refused[0]["reason"] == "bad_claims" and "gap" in refused[0]["detail"]
