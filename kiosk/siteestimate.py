@@ -11,7 +11,8 @@ of the threshold, and in the same proportion more fall just past it:
 
     site FPIR ≈ calibrated FPIR × (near misses seen / near misses expected)
 
-The ratio's 95% bounds are one-sided Clopper–Pearson bounds on the near misses
+It detects a crowded site; it can understate how crowded (look-alike pairs pass the threshold without filling
+the band before it: docs/recognition.md has the measurements). The ratio's 95% bounds are one-sided Clopper–Pearson bounds on the near misses
 seen (a binomial count among the stranger visits), divided by the expected
 share. The site is *crowded* when the lower bound is above 1: its strangers
 come closer than the calibration's, beyond chance. Nothing here needs numpy:
@@ -135,7 +136,7 @@ class Estimate:
         if not self.enough:
             return head + f": too few to estimate (needs {self.min_visits})"
         text = (f"{head}: {self.ratio:.2f}x the calibration's crowding (95% {self.ratio_low:.2f}-{self.ratio_high:.2f}); "
-                f"site FPIR ~{from_pct(self.fpir)} (at most {from_pct(self.fpir_high)}) against "
+                f"site FPIR ~{from_pct(self.fpir)} (upper 95% {from_pct(self.fpir_high)}) against "
                 f"{from_pct(self.fpir_calibrated)} calibrated")
         if self.crowded:
             text += "; strangers crowd the threshold more than the calibration expected"

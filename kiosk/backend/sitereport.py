@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 DEFAULT_DAYS = 30.0
 
 
+def _num(x: float | None) -> str | None:
+    return None if x is None else f"{x:.2f}"
+
+
 def _pct(x: float | None) -> str | None:
     return None if x is None else f"{100 * x:.3g}%"
 
@@ -54,9 +58,7 @@ def site_report(store: Store, *, since: float, until: float | None = None, site:
         fnir_hi = se.clopper_pearson(s.turned_away, s.resident_visits)[1] if s.resident_visits else None
         status = "CROWDED" if est.crowded else ("ok" if est.enough else "too few")
         scope = name if door is None else f"{name}/{door}"
-        rows.append((scope, est.strangers, est.near, round(est.expected, 1),
-                     None if est.ratio is None else round(est.ratio, 2),
-                     None if est.ratio_high is None else round(est.ratio_high, 2),
+        rows.append((scope, est.strangers, est.near, f"{est.expected:.1f}", _num(est.ratio), _num(est.ratio_high),
                      _pct(est.fpir_calibrated), _pct(est.fpir), _pct(est.fpir_high), est.min_visits, status,
                      s.resident_visits, s.turned_away, _pct(fnir), _pct(fnir_hi),
                      None if hint is None else f"{hint['fpir_target']:g}"))
@@ -73,7 +75,8 @@ def site_report(store: Store, *, since: float, until: float | None = None, site:
             line = f"WARNING {f['scope']}: {f['estimate'].line()}"
             if f["suggest"]:
                 line += (f"; a stricter target {f['suggest']['fpir_target']:g} (threshold {f['suggest']['threshold']:.4f},"
-                         f" calibrated FNIR {100 * f['suggest']['fnir']:.3g}%) would keep it within the target: "
+                         f" calibrated FNIR {100 * f['suggest']['fnir']:.3g}%) keeps the estimate within the target (an estimate "
+                         "that can understate a crowded site: docs/recognition.md): "
                          f"kiosk-admin gallery match --site {f['site']} --fpir-target {f['suggest']['fpir_target']:g}")
             table.notes.append(line)
     return table, found

@@ -138,3 +138,23 @@ def test_site_claims_go_through_the_broker_and_kiosk_ingest_which_checks_them(ri
     bad = rig.claims(door, type="unknown", outcome="UNKNOWN", resident_id=None, gap="0.05", threshold=0.47)
     refused = rig.wait_refused(rig.publish(door, rig.sealed(door, bad)))
     assert refused and refused[0]["reason"] == "bad_claims" and "gap" in refused[0]["detail"]
+
+
+def test_the_pages_commands_run_as_printed(tmp_path, monkeypatch, capsys):
+    import shlex
+
+    from harness.docs import docs_snippet, sh_lines
+
+    monkeypatch.chdir(tmp_path)
+    need = se.min_visits(expected())
+    with open_store("sqlite:///events.db") as s:
+        for site, gaps_ in (("elm-court", stream(need, 1.0, 5)), ("oak-row", stream(2 * need, 4.0, 6))):
+            s.store_batch(incoming(door_events(tmp_path, site, "door-1", strangers=gaps_, start=NOW - 5 * DAY)))
+    outputs = []
+    for line in sh_lines(docs_snippet("backend-site-report")):
+        argv = shlex.split(line)
+        assert argv[0] == "kiosk-admin"
+        outputs.append((main(argv[1:]), capsys.readouterr().out))
+    assert outputs[0][0] == 0 and "WARNING oak-row:" in outputs[0][1] and "CROWDED" in outputs[0][1]
+    assert outputs[1][0] == 0  # --check: elm-court is not crowded
+    assert rows((tmp_path / "site.csv").read_text())["elm-court"]["status"] == "ok"

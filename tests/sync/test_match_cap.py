@@ -12,6 +12,7 @@ from harness.gallery_kit import Admin, KioskSite
 from harness.polling import wait_for
 from kiosk.admin import main as admin_main
 from kiosk.gallery.store import open_store
+from kiosk.errors import ConfigError
 from kiosk.sync import keys as keymod
 
 pytestmark = pytest.mark.slow
@@ -70,15 +71,24 @@ def test_a_stricter_target_is_applied_a_looser_or_unsigned_one_refused(site):
     assert state(site)[1:] == after[1:]
 
 
-def test_gallery_match_plans_a_version_that_carries_the_target(resident_state, tmp_path, capsys):
-    admin = keymod.generate("admin")
-    keymod.save_private(tmp_path / "admin.jwks", admin)
-    door = keymod.generate("elm-court/door-1")
-    keymod.save_public(tmp_path / "door-1.pub.jwks", door)
-    common = ["--state-dir", str(resident_state), "--site", "elm-court", "--devices", str(tmp_path / "door-1.pub.jwks"),
-              "--key", str(tmp_path / "admin.jwks"), "--dry-run"]
-    assert admin_main(["gallery", "match", *common, "--fpir-target", "0.0003"]) == 0
-    out = capsys.readouterr().out
-    assert "match target 0.0003" in out
-    assert admin_main(["gallery", "publish", *common]) == 0
+def test_gallery_match_as_the_page_prints_it_plans_a_version_that_carries_the_target(resident_state, tmp_path,
+                                                                                     monkeypatch, capsys):
+    import shlex
+    import shutil
+
+    from harness.docs import docs_snippet, sh_lines
+
+    monkeypatch.chdir(tmp_path)
+    keymod.save_private(tmp_path / "admin.jwks", keymod.generate("admin"))
+    keymod.save_public(tmp_path / "door-1.pub.jwks", keymod.generate("elm-court/door-1"))
+    shutil.copytree(resident_state, tmp_path / "admin-state")
+    (line,) = sh_lines(docs_snippet("recognition-gallery-match"))
+    argv = shlex.split(line)
+    assert argv[:3] == ["kiosk-admin", "gallery", "match"] and "--dry-run" in argv
+    assert admin_main(argv[1:]) == 0
+    assert "match target 0.0003" in capsys.readouterr().out
+    # publish plans the same residents without it; a target that is not a rate is refused.
+    assert admin_main([*argv[1:2], "publish", *[a for a in argv[3:] if a not in ("--fpir-target", "0.0003")]]) == 0
     assert "match target" not in capsys.readouterr().out
+    assert admin_main([*argv[1:], "--fpir-target", "1.5"]) == ConfigError.exit_status
+    assert "a rate above 0 and at most 1" in capsys.readouterr().err
