@@ -9,6 +9,8 @@ For each gallery size and target, on open-set trials (:mod:`kiosk.evaluation.ope
 2. ``visit_threshold``: the largest (never above ``threshold``) at which
    strangers' visits (the vote rule and the mean together) are accepted at
    most at the target rate.
+3. ``near_miss``: how many strangers' visits came within 0.02 … 0.10 of those
+   thresholds (:mod:`.nearmiss`): what a site's own strangers are compared with.
 
 The margin and the cohort weight are one rule for every cell, chosen from a
 small grid by the lowest mean visit FNIR over the cells that matter
