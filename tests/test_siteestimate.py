@@ -25,9 +25,9 @@ def visits(n: int, near: int, threshold: float = 0.45) -> list[se.Visit]:
 
 
 def test_the_estimate_scales_the_calibrated_fpir_by_the_crowding_and_bounds_it():
-    share = se.expected_share(POINTS[1]["near_miss"])  # gap in (0, 0.06]: 0.03 of the strangers not accepted
+    share = se.expected_share(POINTS[1]["near_miss"], 0.06)  # gap in (0, 0.06]: 0.03 of the strangers not accepted
     assert share == pytest.approx(0.03 / (1 - 0.00097))
-    e = se.estimate(visits(2000, 180), POINTS)
+    e = se.estimate(visits(2000, 180), POINTS, delta=0.06)
     assert e.strangers == 2001 and e.near == 180 and e.expected == pytest.approx(2001 * share)
     assert e.ratio == pytest.approx(180 / (2001 * share))
     lo, hi = se.clopper_pearson(180, 2001)
@@ -38,7 +38,7 @@ def test_the_estimate_scales_the_calibrated_fpir_by_the_crowding_and_bounds_it()
     s = se.suggest(POINTS, e, 80)
     assert s["fpir_target"] == 0.0003 and s["threshold"] == 0.42 and s["enough"]
     # As the calibration expected: not crowded, nothing suggested.
-    calm = se.estimate(visits(2000, 60), POINTS)
+    calm = se.estimate(visits(2000, 60), POINTS, delta=0.06)
     assert calm.enough and not calm.crowded and se.suggest(POINTS, calm, 80) is None
     # Visits under a threshold the calibration does not hold are not counted.
     assert se.estimate(visits(100, 5, threshold=0.4444), POINTS).strangers == 0
