@@ -7,9 +7,11 @@ event streams from these gaps; the near-miss tests check them against the calibr
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,7 +40,9 @@ def trials() -> Trials:
     from kiosk.evaluation.pairs import Describer, labelled_images
 
     src = data_dir() / "faces/lfw_dev"
-    root = Path(tempfile.mkdtemp(prefix="realgaps-")) / "lfw"
+    work = Path(tempfile.mkdtemp(prefix="realgaps-"))
+    atexit.register(shutil.rmtree, work, True)
+    root = work / "lfw"
     four = one = 0
     for d in sorted(p for p in src.iterdir() if p.is_dir()):
         n = len(list(d.glob("*.jpg")))
