@@ -31,6 +31,7 @@ from .gallery.store import GalleryStore, open_store
 from .match.models import MODEL_ID
 from .match.motion import MotionGate
 from .match.recognizer import Recognizer
+from .match.site import SiteEvidence
 from .notify import KeepAlive, Notifier
 from .sync.keys import check_key_files
 from .sync.events.outbox import CheckIn, Outbox
@@ -92,6 +93,8 @@ class Kiosk:
         self._last_location = 0.0
         self._last_door_state = 0.0
         self._camera_ok = True
+        self.site = SiteEvidence()
+        self._local: tuple[float, dict] | None = None  # (monotonic time, the door's own estimate), see local_estimate
         self._starting = KeepAlive(self.notifier, 0.0)  # fed only after a provisioning code, see _provisioned
 
     # -- life cycle --------------------------------------------------------
@@ -318,9 +321,12 @@ class Kiosk:
                 d = replace(d, outcome=Outcome.REFUSED_LOCATION, reason=f"location_{self.location.state.value.lower()}")
         # Committed first: the door, the log and MQTT only follow a stored event.
         evidence = self.crops.take(d.track_id) if self.crops is not None and d.method == "face" else None
+        now = self._wall()
+        site = self.site.claims(d, self.recognizer.point, len(self.recognizer.gallery), now)
         checkin = self.outbox.commit(
-            d, evidence=evidence, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where
+            d, evidence=evidence, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where, **site
         )
+        self.site.committed(d, checkin.event_id, now)
         self.decisions.append(d)
         # Who it was stays in the check-in record (erasable), never in the journal (it is not).
         log.info("decision %s seq=%d event=%s", replace(d, resident_id=None).describe(), checkin.seq, checkin.event_id)
@@ -408,13 +414,30 @@ class Kiosk:
             "gallery": self.gallery_sync.status() if self.gallery_sync is not None
             else {"updates": "off", "version": r.gallery.version if r else None},
             "liveness": self.liveness_status(),
-            "recognition": r.operating_status() if r else None,
+            "recognition": {**r.operating_status(), "site_estimate": self.local_estimate()} if r else None,
             "screen": self.screen_status(),
         }
 
     def screen_status(self) -> str:
         """The door screen: "ok", "off" (not configured) or "unavailable" (it could not start)."""
         return "ok" if self.screen is not None else ("unavailable" if self.screen_error else "off")
+
+    def local_estimate(self) -> dict | None:
+        """This door's own estimate of its strangers against the calibration (from its outbox; recomputed at most
+        once a minute: it is read on the publisher thread). None where nothing is calibrated."""
+        from .siteestimate import DOOR_WINDOW_S, EVENT_TYPES, door_estimate, load_points
+
+        now = time.monotonic()
+        if self._local is not None and now - self._local[0] < 60.0:
+            return self._local[1]
+        try:
+            events = self.outbox.recent(self._wall() - DOOR_WINDOW_S, EVENT_TYPES) if self.outbox else []
+            value = door_estimate(events, load_points())
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("site estimate: cannot compute this door's: %s", e)
+            value = None
+        self._local = (now, value)
+        return value
 
     def _status_line(self) -> str:
         r, c = self.recognizer, self.capture

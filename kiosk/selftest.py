@@ -123,6 +123,10 @@ def check_gallery(ctx: Context) -> str:
         templates = conn.execute("SELECT count(*) FROM templates").fetchone()[0]
         searched = conn.execute("SELECT count(DISTINCT resident_id) FROM templates").fetchone()[0]
         sample = conn.execute("SELECT resident_id, vector FROM templates ORDER BY id LIMIT 1").fetchone()
+        from .gallery.store import FPIR_CAP_KEY
+
+        cap = conn.execute("SELECT value FROM meta WHERE key = ?", [FPIR_CAP_KEY]).fetchone()
+        events = _recent_events(conn)
     except sqlite3.DatabaseError as e:
         raise RuntimeError(f"{path}: {e}") from e
     finally:
@@ -134,15 +138,35 @@ def check_gallery(ctx: Context) -> str:
         detail += ", template key opens them"
     if residents == 0:
         raise Warn(detail + ": nobody is enrolled yet")
-    return _recognition(cfg, searched, detail)
+    return _recognition(cfg, searched, detail, cap=float(cap[0]) if cap else None, events=events)
 
 
-def _recognition(cfg: KioskConfig, residents: int, detail: str) -> str:
-    """The operating point at this gallery's size, and what it is expected to give (Warn: target not met)."""
+def _recent_events(conn: sqlite3.Connection) -> list[dict]:
+    """The outbox's recent face visits and check-ins (what the door's own site estimate reads)."""
+    from .siteestimate import DOOR_WINDOW_S, EVENT_TYPES
+
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'checkins'").fetchone():
+        return []
+    rows = conn.execute(f"SELECT type, claims FROM checkins WHERE created_at >= ? AND type IN "
+                        f"({','.join('?' * len(EVENT_TYPES))})", [time.time() - DOOR_WINDOW_S, *EVENT_TYPES])
+    return [{"type": t, "claims": json.loads(c)} for t, c in rows]
+
+
+def _recognition(cfg: KioskConfig, residents: int, detail: str, *, cap: float | None = None,
+                 events: list[dict] | None = None) -> str:
+    """The operating point at this gallery's size, and what it is expected to give (Warn: target not met);
+    beside it, this door's own estimate from its strangers (Warn: they crowd the threshold)."""
     from .match.calibration import operating_point, summary
+    from .siteestimate import door_estimate, load_points
 
-    point = operating_point(cfg.match, residents)
+    point = operating_point(cfg.match, residents, cap=cap)
     detail += "; " + summary(point)
+    if cap is not None and point.source == "calibration":
+        detail += f"; target capped at {cap:g} by a signed gallery update"
+    site = door_estimate(events or [], load_points())
+    detail += "; this door: " + site["summary"]
+    if site["crowded"]:
+        raise Warn(detail)
     if point.second_factor and not cfg.qr_credential.enabled:
         raise Warn(detail + "; but qr_credential.enabled is false: no credential can confirm a face")
     if not point.met and not point.second_factor:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..config import MqttSettings
-from ..errors import KeyFileError
+from ..errors import ConfigError, KeyFileError
 from ..gallery.erasure import erase_resident, reclaim
 from ..gallery.store import Resident, open_store
 from ..sync import keys as keymod
@@ -56,6 +56,24 @@ def register(sub) -> None:
     pub.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the devices' acks (default 30)")
     pub.add_argument("--dry-run", action="store_true", help="print what would be sent; publish nothing")
     pub.set_defaults(func=cmd_publish)
+
+    ma = gs.add_parser(
+        "match", help="publish a stricter match target to a site's devices (what `report site` suggests)",
+        description="Publish a new gallery version (the residents as they are) that carries a stricter "
+        "match.fpir_target for the site's devices, signed like every update. A device takes it only if it is at "
+        "least as strict as its own target and any earlier one, and keeps it across restarts; a looser one is "
+        "refused (reason looser_match) and changes nothing. No update loosens a device. Exit statuses as for "
+        "publish. See docs/recognition.md.")
+    _keys_args(ma)
+    ma.add_argument("--key", type=Path, required=True, metavar="ADMIN_KEY", help="the admin's private key file (0600)")
+    ma.add_argument("--fpir-target", type=float, required=True, metavar="RATE",
+                    help="the stricter target: strangers accepted per visit, e.g. 0.0003")
+    ma.add_argument("--valid-hours", type=float, default=168.0, help="hours the update may be applied (default 168)")
+    ma.add_argument("--max-message-bytes", type=int, help="split into parts of at most this size "
+                    "(default gallery.max_message_bytes of the config)")
+    ma.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the devices' acks (default 30)")
+    ma.add_argument("--dry-run", action="store_true", help="print what would be sent; publish nothing")
+    ma.set_defaults(func=cmd_publish, snapshot=False)
 
     st = gs.add_parser("status", help="show the version each device acknowledged, and whether it is in step",
                        description="Read each device's retained ack (signature checked) and status from the broker "
@@ -145,15 +163,18 @@ def cmd_publish(args) -> int:
         ledger = Ledger(store, site)
         max_bytes = args.max_message_bytes or cfg.gallery.max_message_bytes
         lifetime = args.valid_hours * 3600
+        match = _match_of(args)
         if args.dry_run:
-            p = plan(gallery, ledger, sorted(devices), {}, force_snapshot=args.snapshot, lifetime_s=lifetime)
+            p = plan(gallery, ledger, sorted(devices), {}, force_snapshot=args.snapshot, lifetime_s=lifetime,
+                     match=match)
             _print_plan(p, site)
             return 0
         ring = keymod.KeyRing(devices.values())
         with _link(cfg, args, site, ring) as link:
             link.wait(lambda views: all(d in views for d in devices), 2.0)  # retained acks and statuses
             known = ledger.known(link.views(), sorted(devices))  # signed acks only, the newest ever seen
-            p = plan(gallery, ledger, sorted(devices), known, force_snapshot=args.snapshot, lifetime_s=lifetime)
+            p = plan(gallery, ledger, sorted(devices), known, force_snapshot=args.snapshot, lifetime_s=lifetime,
+                     match=match)
             _print_plan(p, site, known)
             if not p.sends:
                 return 0
@@ -176,6 +197,16 @@ def cmd_publish(args) -> int:
     finally:
         store.db.close()
     return _print_acks(expect, views)
+
+
+def _match_of(args) -> dict | None:
+    """``gallery match``'s target as the update's ``match`` field (None for ``publish``)."""
+    target = getattr(args, "fpir_target", None)
+    if target is None:
+        return None
+    if not 0 < target <= 1:
+        raise ConfigError(f"--fpir-target {target:g}: a rate above 0 and at most 1")
+    return {"fpir_target": target}
 
 
 def _print_plan(p, site: str, views=None) -> None:

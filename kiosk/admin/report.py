@@ -9,8 +9,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..errors import ConfigError
 from ..backend import report as rep
+from ..backend.sitereport import DEFAULT_DAYS, site_report
 from ..backend.store import open_store
+from ..siteestimate import DEFAULT_DELTA, DELTAS
 from ..extra import need
+
+#: ``report site --check``'s exit status when a site is crowded.
+CROWDED_EXIT = 3
 
 REPORTS = {
     "daily": "per resident and day: first and last check-in, how many, at which doors",
@@ -18,6 +23,9 @@ REPORTS = {
     "hours": "check-ins and refusals per hour of the day",
     "refusals": "refusals and spoofs at the doors, and messages the back end refused, by reason",
     "resident": "every stored event of one resident (--id): what a resident asks to see",
+    "site": "per site and door over a rolling window (--days): how close strangers come to the threshold against "
+            "the calibration, the site's FPIR with its 95% bound, residents turned away (FNIR), a stricter target "
+            "where strangers crowd the threshold",
 }
 
 
@@ -41,6 +49,14 @@ def register(sub) -> None:
     p.add_argument("--until", metavar="WHEN", help="until this day or time, excluded (default: now)")
     p.add_argument("--site", help="only this site")
     p.add_argument("--device", help="only this door (hours)")
+    p.add_argument("--days", type=float, default=None, metavar="N",
+                   help=f"site: the rolling window, the last N days (default {DEFAULT_DAYS:g}; --since overrides)")
+    p.add_argument("--delta", type=float, default=DEFAULT_DELTA, choices=DELTAS[1:], metavar="GAP",
+                   help=f"site: the near-miss band, a gap of at most GAP above the threshold (default {DEFAULT_DELTA:g};"
+                   f" one of {', '.join(f'{d:g}' for d in DELTAS[1:])})")
+    p.add_argument("--check", action="store_true",
+                   help=f"site: exit {CROWDED_EXIT} when a site's strangers crowd the threshold more than the "
+                   "calibration expected (for monitoring)")
     p.add_argument("--tz", metavar="ZONE", help="time zone of days and hours, e.g. Asia/Shanghai (default: this "
                    "machine's)")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format (default table)")
@@ -82,9 +98,14 @@ def cmd_report(args) -> int:
             return _erase(store, args)
         if args.what == "purge":
             return _purge(store, retention or 400.0, args.yes)
+        found: list[dict] = []
         if since is None and args.what != "resident":
-            since = time.time() - 7 * 86400
-        if args.what == "daily":
+            since = time.time() - (args.days or DEFAULT_DAYS if args.what == "site" else 7) * 86400
+        if args.what == "site":
+            if args.chart:
+                raise ConfigError("report site has no chart")
+            table, found = site_report(store, since=since, until=until, site=args.site, delta=args.delta)
+        elif args.what == "daily":
             table = rep.daily(store, since=since, until=until, tz=tz, site=args.site)
         elif args.what == "doors":
             table = rep.doors(store, since=since, until=until, site=args.site)
@@ -102,6 +123,8 @@ def cmd_report(args) -> int:
     if args.chart:
         rep.chart(table, args.chart)
         print(f"chart: {args.chart}", file=sys.stderr)
+    if args.check and any(f["estimate"].crowded for f in found):
+        return CROWDED_EXIT
     return 0
 
 

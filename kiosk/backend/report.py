@@ -30,6 +30,7 @@ class Table:
     title: str
     columns: tuple[str, ...]
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # lines printed under the table (warnings)
 
     def text(self) -> str:
         """Aligned columns for a terminal."""
@@ -42,6 +43,8 @@ class Table:
                 lines.append("  ".join("-" * w for w in widths))
         if not self.rows:
             lines.append("(nothing in this period)")
+        if self.notes:
+            lines += [""] + self.notes
         return "\n".join(lines) + "\n"
 
     def csv(self) -> str:

@@ -385,8 +385,8 @@ class Store:
 
     def events(self, *, since: float | None = None, until: float | None = None, site: str | None = None,
                device: str | None = None, resident_id: str | None = None,
-               types: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
-        """Stored events in event-time order, as dicts of :data:`EVENT_COLUMNS`."""
+               types: Iterable[str] | None = None, claims: bool = False) -> Iterator[dict[str, Any]]:
+        """Stored events in event-time order, as dicts of :data:`EVENT_COLUMNS` (and ``claims``, parsed, if asked)."""
         where, args = [], []
         for col, op, val in (("event_time", ">=", since), ("event_time", "<", until), ("site", "=", site),
                              ("device", "=", device), ("resident_id", "=", resident_id)):
@@ -397,7 +397,8 @@ class Store:
             types = list(types)
             where.append(f"type IN ({','.join('?' * len(types))})")
             args.extend(types)
-        sql = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+        columns = (*EVENT_COLUMNS, "claims") if claims else EVENT_COLUMNS
+        sql = f"SELECT {', '.join(columns)} FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY event_time, site, device, seq"
@@ -405,7 +406,10 @@ class Store:
             cur.execute(self._d.q(sql), args)
             rows = cur.fetchall()
         for row in rows:
-            yield dict(zip(EVENT_COLUMNS, row))
+            out = dict(zip(columns, row))
+            if claims:
+                out["claims"] = json.loads(out["claims"])
+            yield out
 
     def claims_of(self, site: str, device: str, event_id: str) -> dict[str, Any] | None:
         with self._lock, self._d.transaction() as cur:

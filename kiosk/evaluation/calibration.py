@@ -9,6 +9,8 @@ For each gallery size and target, on open-set trials (:mod:`kiosk.evaluation.ope
 2. ``visit_threshold``: the largest (never above ``threshold``) at which
    strangers' visits (the vote rule and the mean together) are accepted at
    most at the target rate.
+3. ``near_miss``: how many strangers' visits came within 0.02 … 0.10 of those
+   thresholds (:mod:`.nearmiss`): what a site's own strangers are compared with.
 
 The margin and the cohort weight are one rule for every cell, chosen from a
 small grid by the lowest mean visit FNIR over the cells that matter
@@ -28,6 +30,7 @@ import numpy as np
 from ..match.decide import OperatingPoint
 from ..gallery.store import COHORT_SIZE
 from ..match.models import MODEL_ID
+from .nearmiss import near_miss
 from .openset import Protocol, Trials
 from .rates import single_rates, visit_rates
 
@@ -60,11 +63,12 @@ def _largest_below(scores: np.ndarray, allowed: int) -> float:
     return float(min(_CEILING, np.nextafter(s[allowed], -np.inf)))
 
 
-def fit_cell(t: Trials, rule: Rule, target: float, votes_k: int, repeats: int = 1) -> dict:
+def fit_cell(t: Trials, rule: Rule, target: float, votes_k: int, repeats: int = 1, near: bool = True) -> dict:
     """The thresholds for one gallery size and target, and their rates.
 
     ``repeats``: how many runs (seeds) the trials pool. The same strangers come back in each, so a
     target counts as resolvable only if it allows a false accept among one run's worth of trials.
+    ``near``: with the strangers' near-miss profile (:mod:`.nearmiss`), what a site compares its own with.
     """
     probe = rule.point(0.0, 0.0)
     nm = ~t.s_mated
@@ -103,6 +107,7 @@ def fit_cell(t: Trials, rule: Rule, target: float, votes_k: int, repeats: int = 
         "resolvable": bool(math.floor(target * int(nm.sum()) / repeats + 1e-9) >= 1
                            and math.floor(target * n_visits / repeats + 1e-9) >= 1),
         "repeats": repeats,
+        "near_miss": near_miss(point, t, votes_k) if near else None,
     }
 
 
@@ -117,7 +122,7 @@ def choose_rule(trials: dict[int, Trials], votes_k: int, cells: list[tuple[int, 
     for w in weights:
         for m in margins:
             rule = Rule(m, w)
-            fnirs = [fit_cell(trials[size], rule, target, votes_k)["fnir"] for size, target in cells]
+            fnirs = [fit_cell(trials[size], rule, target, votes_k, near=False)["fnir"] for size, target in cells]
             table.append({"margin": m, "cohort_weight": w, "mean_fnir": round(float(np.mean(fnirs)), 4),
                           "fnir": [round(f, 4) for f in fnirs]})
     best = min(table, key=lambda r: r["mean_fnir"])

@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     for label, protocol, rule in tqdm(variants, desc="variants", file=sys.stderr, disable=None):
         runs = [run_trials(samples, replace(protocol, seed=s), enroll_vectors=enroll.get(label)) for s in seeds]
         trials: dict[int, Trials] = {size: Trials.pooled([r[size] for r in runs]) for size in protocol.sizes}
-        cells = [fit_cell(trials[size], rule, target, 3, len(seeds)) for size, target in CELLS]
+        cells = [fit_cell(trials[size], rule, target, 3, len(seeds), near=False) for size, target in CELLS]
         rows.append({"variant": label, "enroll_photos": protocol.enroll_photos, "mean_template": protocol.mean_template,
                      "visit_photos": protocol.visit_photos, "margin": rule.margin, "cohort_weight": rule.cohort_weight,
                      "cells": cells})

@@ -86,6 +86,9 @@ def gallery_digest(residents: dict[str, Resident], vectors: dict[str, list[bytes
             h.update(len(v).to_bytes(4, "big") + v)
     return h.hexdigest()
 
+#: The meta key of the stricter target set by a signed gallery update.
+FPIR_CAP_KEY = "match_fpir_target"
+
 
 class Gallery:
     """Immutable search structure over all templates of valid residents.
@@ -101,9 +104,12 @@ class Gallery:
     same buffer, after them, so the search is still one matrix product.
     """
 
-    def __init__(self, residents: dict[str, Resident], owners: list[str], vectors: np.ndarray, version: str = "0"):
+    def __init__(self, residents: dict[str, Resident], owners: list[str], vectors: np.ndarray, version: str = "0",
+                 fpir_cap: float | None = None):
         self.residents = residents
         self.version = version
+        # The stricter match.fpir_target an admin's signed update set (kiosk.sync.updates): never loosened here.
+        self.fpir_cap = fpir_cap
         order = np.argsort(np.asarray(owners, dtype=object).astype(str), kind="stable") if owners else np.array([], int)
         owners_sorted = [owners[i] for i in order]
         stored = np.asarray(vectors[order] if len(order) else np.zeros((0, DIMENSIONS)), dtype=np.float32)
@@ -276,13 +282,18 @@ class GalleryStore:
             owners.append(rid)
             vecs.append(self.cipher.open(blob, rid))
         matrix = np.vstack(vecs) if vecs else np.zeros((0, DIMENSIONS), np.float32)
-        g = Gallery(residents, owners, matrix, version=self.version())
+        g = Gallery(residents, owners, matrix, version=self.version(), fpir_cap=self.fpir_cap())
         log.info("gallery loaded: %d residents, %d templates, version %s", len(g), g.template_count, g.version)
         return g
 
     def version(self) -> str:
         row = self.db.execute("SELECT value FROM meta WHERE key = 'gallery_version'").fetchone()
         return row[0] if row else "0"
+
+    def fpir_cap(self) -> float | None:
+        """The stricter target a signed gallery update set (None: none)."""
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", [FPIR_CAP_KEY]).fetchone()
+        return float(row[0]) if row else None
 
     def digest(self) -> str:
         """SHA-256 over residents and template vectors (not ciphertexts): see :func:`gallery_digest`."""

@@ -21,18 +21,17 @@ import functools
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..config import MatchSettings
 from ..errors import ConfigError
+from ..siteestimate import CALIBRATION_FILE
 from .decide import OperatingPoint
 from ..gallery.store import COHORT_SIZE
 from .models import MODEL_ID
 
 log = logging.getLogger(__name__)
 
-#: The calibration the package ships.
-CALIBRATION_FILE = Path(__file__).resolve().with_name("calibration.json")
+#: CALIBRATION_FILE: the calibration the package ships (one definition, also read without numpy there).
 FORMAT = 1
 
 
@@ -51,6 +50,15 @@ class CalibratedPoint:
     wrong: float  # per visit: accepted as another resident
     non_mated: int  # stranger visits the FPIR was measured on
     resolvable: bool  # enough stranger visits (and single photos) to measure the target at all
+    # Strangers' visits whose gap is at most delta, as (delta, share) pairs (kiosk.evaluation.nearmiss);
+    # None in a calibration made before it was measured.
+    near_miss: tuple[tuple[float, float], ...] | None = None
+
+    def near_miss_json(self) -> dict | None:
+        """The profile as the calibration file holds it (what :mod:`kiosk.siteestimate` reads)."""
+        if not self.near_miss:
+            return None
+        return {"deltas": [d for d, _ in self.near_miss], "share": [q for _, q in self.near_miss]}
 
 
 @dataclass(frozen=True)
@@ -90,10 +98,20 @@ class Calibration:
         if rule.get("cohort_size", COHORT_SIZE) != COHORT_SIZE:
             raise ConfigError(f"calibration {source}: cohort of {rule['cohort_size']}, the gallery uses {COHORT_SIZE}")
         fields = CalibratedPoint.__dataclass_fields__
-        points = tuple(CalibratedPoint(**{k: p[k] for k in fields}) for p in data["points"])
+        points = tuple(CalibratedPoint(**{k: p[k] for k in fields if k != "near_miss"}, near_miss=_near_miss(p))
+                       for p in data["points"])
         if not points:
             raise ConfigError(f"calibration {source}: no points")
         return cls(rule["margin"], rule["cohort_weight"], rule["cohort_anchor"], points, data.get("data", source))
+
+
+def _near_miss(point: dict) -> tuple[tuple[float, float], ...] | None:
+    nm = point.get("near_miss")
+    if not nm:
+        return None
+    if len(nm["deltas"]) != len(nm["share"]):
+        raise ConfigError("calibration: a near_miss profile with as many deltas as shares")
+    return tuple((float(d), float(q)) for d, q in zip(nm["deltas"], nm["share"]))
 
 
 @functools.cache
@@ -106,7 +124,8 @@ def shipped() -> Calibration:
     return Calibration.from_json(data, str(CALIBRATION_FILE))
 
 
-def operating_point(settings: MatchSettings, residents: int, calibration: Calibration | None = None) -> OperatingPoint:
+def operating_point(settings: MatchSettings, residents: int, calibration: Calibration | None = None,
+                    cap: float | None = None) -> OperatingPoint:
     """The rule's numbers for a gallery of ``residents`` under ``settings``.
 
     ``match.fpir_target = 0``: the fixed ``threshold``, ``margin`` and
@@ -116,7 +135,11 @@ def operating_point(settings: MatchSettings, residents: int, calibration: Calibr
     second factor only where the target is not met at this size (a face the
     strict point accepts still opens the door where the calibration can
     vouch for its FPIR); "always" never lets a face open it alone.
+
+    ``cap``: a stricter target from a signed gallery update; only ever tightens (a fixed threshold ignores it).
     """
+    if cap is not None and 0 < cap < settings.fpir_target:
+        settings = settings.model_copy(update={"fpir_target": cap})
     if settings.fpir_target <= 0:
         fixed = OperatingPoint.fixed(settings)
         return _with_policy(fixed, settings, met=True, fpir_ok=True)

@@ -149,6 +149,14 @@ class Decision:
     method: str = "face"  # how the resident identified: "face", "qr", or "face+qr" (second factor)
     # SHOW_QR: the residents the face could be (kept in memory for the credential, never published).
     candidates: tuple[str, ...] = ()
+    # How far the face fell short of the rule in force (VoteBox.gap; <= 0: it passed); None: nothing came near.
+    gap: float | None = None
+    # In memory only, never published: the resident nearest the face (UNKNOWN), and the one the rule
+    # in force names (SHOW_QR): what tells a resident's retry, and a face the credential confirms.
+    nearest: str | None = None
+    named: str | None = None
+    # face+qr: whether the face alone named the resident the credential confirmed.
+    face_alone: bool | None = None
 
     @property
     def event_type(self) -> str:
@@ -257,6 +265,39 @@ class VoteBox:
         if self._visit_good(point):
             return self.visit.resident_id, self.visit.distance, self.visit.margin
         return None
+
+    def gap(self, point: OperatingPoint | None = None) -> float | None:
+        """How far the visit fell short of ``point``'s rule: the least both thresholds would have to be
+        loosened for it to name a resident (at most 0 if it does). Any window of M votes counts, as
+        the visit went; margins stay. None: no vote and no mean with the margin (nothing came near).
+
+        The same gap as the calibration's near-miss profile (:mod:`kiosk.evaluation.nearmiss`).
+        """
+        p = point or self.point
+        k, m = self.settings.votes_k, self.settings.votes_m
+        best = math.inf
+        for end in range(1, len(self.votes) + 1):
+            over: dict[str, list[float]] = {}
+            for v in self.votes[max(0, end - m):end]:
+                if v.resident_id is not None and v.margin >= p.margin:
+                    over.setdefault(v.resident_id, []).append(float(p.score(v.distance, v.cohort)) - p.threshold)
+            for gaps in over.values():
+                if len(gaps) >= k:
+                    best = min(best, sorted(gaps)[k - 1])
+        v = self.visit
+        if (p.visit_threshold > 0 and v is not None and v.resident_id is not None and v.margin >= p.margin
+                and 2 * sum(x.resident_id == v.resident_id for x in self.votes) > len(self.votes)):
+            best = min(best, float(p.score(v.distance, v.cohort)) - min(p.visit_threshold, p.threshold))
+        return None if best == math.inf else best
+
+    def named(self) -> str | None:
+        """The resident the rule in force names, whatever the second-factor policy does with it."""
+        found = self._named(self.point)
+        return found[0] if found else None
+
+    def nearest(self) -> str | None:
+        """The resident nearest to any of the visit's votes (kept in memory, never published)."""
+        return min(self.votes, key=lambda v: v.distance).resident_id if self.votes else None
 
     def candidates(self) -> tuple[str, ...]:
         """Residents the face could be, by the candidate rule: each vote's and the mean's nearest

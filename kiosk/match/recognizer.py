@@ -114,7 +114,7 @@ class Recognizer:
 
     def _follow_gallery(self) -> None:
         """The operating point for this config and this gallery's size; new visits take it."""
-        point = operating_point(self.config.match, len(self._gallery))
+        point = operating_point(self.config.match, len(self._gallery), cap=getattr(self._gallery, "fpir_cap", None))
         if point != self.point:
             log.log(logging.INFO if point.met else logging.WARNING, "operating point: %s; %s",
                     point.describe(), summary(point))
@@ -252,6 +252,9 @@ class Recognizer:
             timestamp=t,
             liveness=dict(live.scores) if live else {},
             candidates=track.votes.candidates() if outcome is Outcome.SHOW_QR else (),
+            gap=track.votes.gap(),
+            nearest=track.votes.nearest() if outcome is Outcome.UNKNOWN else None,
+            named=(track.votes.named() if outcome is Outcome.SHOW_QR else None),
         )
         return self._finish(track, d)
 

@@ -169,7 +169,7 @@ class SecondFactor:
         c = code.decision
         return replace(c, outcome=Outcome.ACCEPTED, track_id=face.track_id, method="face+qr", timestamp=now,
                        distance=face.distance, margin=face.margin, frames=face.frames + c.frames,
-                       liveness=dict(face.liveness))
+                       liveness=dict(face.liveness), gap=face.gap, face_alone=face.named == c.resident_id)
 
     def _refuse(self, code: _Code, now: float) -> Decision:
         self.refused += 1

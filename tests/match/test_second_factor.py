@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 import sqlite3
 
@@ -352,3 +353,16 @@ def test_with_two_faces_in_view_a_code_for_a_face_that_left_is_refused(resident_
     assert codes[1].track_id == resident.track_id != biden.track_id
     (stranger,) = [d for d in got if d.method == "face" and d.track_id not in (biden.track_id, resident.track_id)]
     assert "biden" not in stranger.candidates, stranger.describe()
+
+
+def test_a_confirmed_face_says_whether_the_face_alone_named_the_resident():
+    """What the back end's on-site FNIR counts (kiosk.siteestimate): the credential confirms, the face's gap stays."""
+    sf = SecondFactor(window_s=3)
+    named = replace(face(1, 0.0, "a"), named="a", gap=-0.01)  # the rule named a; the policy asked for the code
+    short = replace(face(2, 0.0, "b", "a"), gap=0.03)  # narrowed to b and a; the rule named nobody
+    both = view(track(1, 0.0, named), track(2, 0.0, short))
+    sf.review([named, short], 0.0, both)
+    (d,) = sf.review([code("a", 0.5)], 0.5, both)
+    assert (d.track_id, d.face_alone, d.gap) == (1, True, -0.01)
+    (d,) = sf.review([code("b", 0.6)], 0.6, both)
+    assert (d.track_id, d.face_alone, d.gap) == (2, False, 0.03)

@@ -48,9 +48,13 @@ CLAIM_FIELDS = (
     "v",
 )
 
+#: Claims the daemon adds for a site's estimate (kiosk.siteestimate), on face decisions and check-ins only
+#: (absent elsewhere: every event would be larger).
+SITE_CLAIMS = ("gap", "threshold", "fpir_target", "gallery_size", "face_alone", "retry_of")
+
 #: Claims the daemon fills as ``extra`` (the rest are the outbox's own).
 EXTRA_CLAIMS = frozenset({"location_state", "location_distance_m", "location_accuracy_m", "location_flagged",
-                          "gallery_version", "model_id"})
+                          "gallery_version", "model_id", *SITE_CLAIMS})
 
 #: Event types that are check-ins (face and QR).
 CHECKIN_TYPES = ("checkin", "qr")
@@ -113,6 +117,16 @@ class EventClaims(BaseModel):
     # The gallery's version number (the daemon sends it as text).
     gallery_version: Annotated[int, Field(ge=0, le=SEQ_MAX)] | Word | None = None
     model_id: Word | None = None
+    # What a site's estimate needs (kiosk.siteestimate, docs/recognition.md): how far a face visit fell short of
+    # the rule in force (rounded; never whom it came near), that rule's threshold, target and gallery size; on a
+    # check-in a QR credential confirmed, whether the face alone named the resident; on a check-in after an
+    # UNKNOWN visit whose nearest resident this was, that visit's event id (a resident's retry, not a stranger).
+    gap: Number | None = None
+    threshold: Number | None = None
+    fpir_target: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    gallery_size: int | None = Field(None, ge=0, le=SEQ_MAX)
+    face_alone: bool | None = None
+    retry_of: Word | None = None
     v: int = Field(CLAIMS_VERSION, ge=1, le=1000)
     # The evidence crop, base64 (the envelope's own size limit bounds it).
     evidence_jpeg: Annotated[str, Field(pattern=r"^[A-Za-z0-9+/=]*$")] | None = None

@@ -361,6 +361,15 @@ class Outbox:
             "alarm": self._alarm,
         }
 
+    def recent(self, since: float, types: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Events of ``types`` committed since ``since`` (wall time), as dicts of ``type`` and ``claims``:
+        what the door's own site estimate reads (kiosk.siteestimate), for as long as retention keeps them."""
+        with self._lock:
+            rows = self.db.execute(
+                f"SELECT type, claims FROM checkins WHERE created_at >= ? AND type IN ({','.join('?' * len(types))})"
+                " ORDER BY seq", [since, *types]).fetchall()
+        return [{"type": t, "claims": json.loads(c)} for t, c in rows]
+
     def all(self) -> list[CheckIn]:
         with self._lock:
             rows = self.db.execute(

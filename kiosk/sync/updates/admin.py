@@ -212,8 +212,13 @@ class Plan:
 
 
 def plan(gallery: AdminGallery, ledger: Ledger, devices: list[str], views: dict[str, DeviceView], *,
-         force_snapshot: bool = False, lifetime_s: float = 7 * 86400, now: float | None = None) -> Plan:
-    """What to send ``devices`` of the ledger's site (see the module docstring)."""
+         force_snapshot: bool = False, lifetime_s: float = 7 * 86400, now: float | None = None,
+         match: dict[str, Any] | None = None) -> Plan:
+    """What to send ``devices`` of the ledger's site (see the module docstring).
+
+    ``match``: a stricter target for the site's doors (``kiosk-admin gallery match``), carried by the new
+    version: a delta without operations when nothing else changed.
+    """
     site = ledger.site
     last = ledger.last()
     held = last.version if last else 0
@@ -237,20 +242,22 @@ def plan(gallery: AdminGallery, ledger: Ledger, devices: list[str], views: dict[
 
     def snapshot(version: int, only: list[str] | None) -> dict[str, Any]:
         return new_update(site=site, version=version, base=SNAPSHOT, ops=gallery.upserts(), digest=gallery.digest,
-                          devices=only, lifetime_s=lifetime_s, now=now)
+                          devices=only, lifetime_s=lifetime_s, now=now, match=match if version == new_version else None)
 
     if force_snapshot or any(divergent(d) for d in devices):
         claims = snapshot(new_version, None)
         why = "snapshot asked for" if force_snapshot else "a device holds a gallery the ledger cannot explain"
         return Plan([Send(claims, list(devices))], (new_version, SNAPSHOT, claims["update_id"]), why)
-    if changed or gone:
+    if changed or gone or (match is not None and held):
         ops = gallery.upserts(changed) + [erase_op(r) for r in gone]
         delta = new_update(site=site, version=new_version, base=held, ops=ops, digest=gallery.digest,
-                           lifetime_s=lifetime_s, now=now)
+                           lifetime_s=lifetime_s, now=now, match=match)
         sends = [Send(delta, list(devices))]
         sends += [Send(snapshot(new_version, [d]), [d], d) for d in devices if behind(d)]
-        return Plan(sends, (new_version, "delta", delta["update_id"]),
-                    f"{len(changed)} resident(s) changed, {len(gone)} erased")
+        why = f"{len(changed)} resident(s) changed, {len(gone)} erased"
+        if match is not None:
+            why += f"; match target {match['fpir_target']:g}"
+        return Plan(sends, (new_version, "delta", delta["update_id"]), why)
     late = [d for d in devices if behind(d)]
     if late and held:
         return Plan([Send(snapshot(held, [d]), [d], d) for d in late], None, "devices behind the site's version")

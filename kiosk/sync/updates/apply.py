@@ -23,9 +23,9 @@ import numpy as np
 from ...db import set_meta
 from ...errors import StorageError, UpdateRejected
 from ...gallery.erasure import erase_resident, reclaim
-from ...gallery.store import Gallery, GalleryStore, Resident
+from ...gallery.store import FPIR_CAP_KEY, Gallery, GalleryStore, Resident
 from ...gallery.templates import DIMENSIONS
-from .format import GalleryUpdate, Upsert, check_target, check_version, reject
+from .format import GalleryUpdate, Upsert, check_match, check_target, check_version, reject
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +79,18 @@ def derive(current: Gallery, update: GalleryUpdate) -> Gallery:
         owners += [op.id] * len(vectors)
         rows.append(np.vstack(vectors))
     matrix = np.vstack(rows) if rows else np.zeros((0, DIMENSIONS), np.float32)
-    return Gallery(residents, owners, matrix, version=str(update.version))
+    cap = update.match.fpir_target if update.match is not None else current.fpir_cap
+    return Gallery(residents, owners, matrix, version=str(update.version), fpir_cap=cap)
 
 
 def apply_update(store: GalleryStore, update: GalleryUpdate, *, site: str, device: str, now: float,
-                 skew: float, current: Gallery | None = None) -> Applied:
+                 skew: float, current: Gallery | None = None, own_target: float = 0.0) -> Applied:
     """Check target, expiry and version, then apply every operation in one transaction.
 
     :param current: the gallery being searched, if any: the new one is then
         derived from it in memory, outside the write lock.
+    :param own_target: the device's ``match.fpir_target``: an update's ``match`` target must be at
+        least as strict as it and any cap held (``looser_match``, nothing applied).
 
     Raises :class:`UpdateRejected` (nothing changed) for a refusal, including
     ``digest_mismatch`` when the result would not hash to ``update.digest``
@@ -110,6 +113,7 @@ def apply_update(store: GalleryStore, update: GalleryUpdate, *, site: str, devic
     try:
         held = held_version(store)
         check_version(update, held, lambda uid: was_applied(store, uid))
+        check_match(update, own_target, store.fpir_cap())
         if derived is not None:
             counts = db.execute("SELECT (SELECT COUNT(*) FROM residents), (SELECT COUNT(*) FROM templates)").fetchone()
             if held != int(current.version) or tuple(counts) != (len(current.residents), current.template_count):
@@ -138,6 +142,8 @@ def apply_update(store: GalleryStore, update: GalleryUpdate, *, site: str, devic
                 [(op.id, blob, now) for blob in blobs],
             )
         set_meta(db, "gallery_version", str(update.version))
+        if update.match is not None:
+            set_meta(db, FPIR_CAP_KEY, repr(float(update.match.fpir_target)))
         db.execute(
             "INSERT INTO gallery_updates(update_id, version, kind, applied_at) VALUES (?,?,?,?)",
             [update.update_id, update.version, update.kind, now],

@@ -94,6 +94,7 @@ class GallerySync:
         self.site = config.device.site
         self.device = config.device.device_id
         self.limits = config.gallery
+        self._match = config.match  # the device's own target (a reload's, where the recogniser holds one)
         self.receiver = UpdateReceiver(
             device_keys, admins, self.limits, clock=clock,
             screen=head_screen(self.site, self.device, self.limits, held=lambda: self.version,
@@ -235,7 +236,8 @@ class GallerySync:
         update = received.update
         try:
             applied = apply_update(self.store, update, site=self.site, device=self.device, now=self._wall(),
-                                   skew=self.limits.clock_skew_s, current=self.recognizer.gallery)
+                                   skew=self.limits.clock_skew_s, current=self.recognizer.gallery,
+                                   own_target=self._own_target())
         except UpdateRejected as e:
             e.sha256 = received.message_sha256
             return self._refuse(e, update)
@@ -263,6 +265,11 @@ class GallerySync:
             self._retired.append((old, getattr(getattr(self.recognizer, "stats", None), "frames", None),
                                   time.monotonic() + SCRUB_WAIT_S))
         return ack
+
+    def _own_target(self) -> float:
+        """The device's configured match.fpir_target, as running (SIGHUP may have changed it)."""
+        config = getattr(self.recognizer, "config", None)
+        return (config.match if config is not None else self._match).fpir_target
 
     def _refuse(self, e: UpdateRejected, update) -> dict[str, Any] | None:
         self.refused += 1

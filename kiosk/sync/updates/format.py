@@ -84,6 +84,7 @@ REASONS = {
     "base_mismatch": "applies on an older version than the one held (a snapshot is asked for)",
     "digest_mismatch": "the gallery would not hash to the admin's digest (nothing applied; a snapshot is asked for)",
     "storage": "the database refused the change (nothing applied)",
+    "looser_match": "a match target that is not stricter than the device's own (a device never loosens)",
 }
 
 TEMPLATE_BYTES = DIMENSIONS * 4
@@ -171,6 +172,13 @@ class Erase(_Strict):
 Operation = Annotated[Union[Upsert, Erase], Field(discriminator="op")]
 
 
+class MatchCap(_Strict):
+    """A stricter operating point for the site's doors (``kiosk-admin gallery match``): a device takes it only
+    if it is at least as strict as its own target, and keeps it until a stricter one comes."""
+
+    fpir_target: float = Field(gt=0.0, le=1.0)
+
+
 class GalleryUpdate(_Strict):
     """One gallery update, as signed by an admin."""
 
@@ -184,6 +192,7 @@ class GalleryUpdate(_Strict):
     exp: FiniteFloat
     digest: Annotated[str, Field(pattern=_HEX64)]
     ops: list[Operation]
+    match: MatchCap | None = None
 
     @model_validator(mode="after")
     def _checks(self):
@@ -304,6 +313,7 @@ def erase_op(resident_id: str) -> dict[str, Any]:
 def new_update(
     *, site: str, version: int, base: int | str, ops: list[dict], digest: str, devices: list[str] | None = None,
     lifetime_s: float = 7 * 86400, now: float | None = None, update_id: str | None = None,
+    match: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The claim set of an update (checked against the format before it is returned)."""
     iat = time.time() if now is None else now
@@ -311,6 +321,8 @@ def new_update(
               "base": base, "iat": round(iat, 3), "exp": round(iat + lifetime_s, 3), "digest": digest, "ops": ops}
     if devices is not None:
         claims["devices"] = sorted(devices)
+    if match is not None:
+        claims["match"] = match
     GalleryUpdate.model_validate(claims, context={"limits": GallerySettings(max_templates_per_resident=1000)})
     return claims
 
@@ -396,6 +408,18 @@ def check_fresh(update: GalleryUpdate | UpdateHead, held: int, applied: Callable
         if applied(update.update_id):
             raise reject("replayed", f"update version {update.version} was already applied")
         raise reject("rollback", f"version {update.version} is not above the version held, {held}")
+
+
+def check_match(update: GalleryUpdate, own_target: float, cap: float | None) -> None:
+    """An update's match target is taken only if it is at least as strict as the device's own (its configured
+    target and any earlier cap); a device on a fixed threshold (target 0) has no target to tighten."""
+    if update.match is None:
+        return
+    if own_target <= 0:
+        raise reject("looser_match", "this device runs a fixed threshold (match.fpir_target = 0)")
+    held = min(own_target, cap) if cap is not None else own_target
+    if update.match.fpir_target > held * (1 + 1e-9):
+        raise reject("looser_match", f"target {update.match.fpir_target:g} is looser than the {held:g} in force")
 
 
 def check_version(update: GalleryUpdate, held: int, applied: Callable[[str], bool]) -> None:

@@ -1,0 +1,270 @@
+"""How close a site's strangers come to the threshold, against what the calibration expected; the site's FPIR.
+
+A stranger accepted at a door is never seen as a stranger: the event is a
+check-in like any other. What a site does show is how close its strangers
+come: every UNKNOWN visit carries its *gap* (how far the visit fell short of
+the rule, :mod:`kiosk.evaluation.nearmiss`) and the threshold in force. The
+calibration measured, per operating point, the share of strangers' visits
+with a gap of at most delta (``near_miss``). If a site's strangers are more
+alike its residents than the calibration's were, more of them fall just short
+of the threshold, and in the same proportion more fall just past it:
+
+    site FPIR ≈ calibrated FPIR × (near misses seen / near misses expected)
+
+It detects a crowded site; it can understate how crowded (look-alike pairs pass the threshold without filling
+the band before it: docs/recognition.md has the measurements). The ratio's 95% bounds are one-sided Clopper–Pearson bounds on the near misses
+seen (a binomial count among the stranger visits), divided by the expected
+share. The site is *crowded* when the lower bound is above 1: its strangers
+come closer than the calibration's, beyond chance. Nothing here needs numpy:
+the back end runs it too. Used by ``kiosk-admin report site``, the door's
+status and ``kiosk selftest`` (docs/recognition.md, docs/backend.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+#: The gaps the calibration's near-miss profile is measured at (0: the FPIR itself).
+DELTAS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10)
+#: The near-miss band the estimate counts: a gap in (0, DEFAULT_DELTA].
+DEFAULT_DELTA = 0.10
+#: One-sided confidence of the bounds.
+CONFIDENCE = 0.95
+#: The estimate means something once, at the calibration's own crowding, its upper bound is at most this
+#: many times the estimate (so that a site at twice the calibrated FPIR can be told from one that keeps it).
+MEANINGFUL_SPREAD = 2.0
+#: The calibration the package ships (read here as plain JSON: the back end has no numpy).
+CALIBRATION_FILE = Path(__file__).resolve().parent / "match" / "calibration.json"
+
+
+def _binom_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 1.0 if k >= n else 0.0
+    lp, lq = math.log(p), math.log1p(-p)
+    total, log_c = 0.0, 0.0  # log C(n, i), built up term by term
+    for i in range(0, k + 1):
+        if i:
+            log_c += math.log(n - i + 1) - math.log(i)
+        total += math.exp(log_c + i * lp + (n - i) * lq)
+    return min(1.0, total)
+
+
+def _solve(f, lo: float, hi: float) -> float:
+    """The root of a decreasing ``f`` on [lo, hi] (bisection)."""
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if f(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """One-sided exact bounds on a binomial share: (lower, upper), each holding with ``confidence``."""
+    if n <= 0:
+        return 0.0, 1.0
+    alpha = 1.0 - confidence
+    upper = 1.0 if k >= n else _solve(lambda p: _binom_cdf(k, n, p) - alpha, k / n, 1.0)
+    lower = 0.0 if k <= 0 else _solve(lambda p: alpha - (1.0 - _binom_cdf(k - 1, n, p)), 0.0, k / n)
+    return lower, upper
+
+
+def expected_share(near_miss: dict, delta: float = DEFAULT_DELTA) -> float | None:
+    """The share of strangers' visits *not accepted* whose gap is in (0, delta], by the calibration."""
+    if not near_miss:
+        return None
+    deltas, share = near_miss["deltas"], near_miss["share"]
+    if delta not in deltas or 0.0 not in deltas:
+        return None
+    accepted = share[deltas.index(0.0)]
+    return (share[deltas.index(delta)] - accepted) / (1.0 - accepted)
+
+
+def min_visits(share: float, spread: float = MEANINGFUL_SPREAD, confidence: float = CONFIDENCE) -> int:
+    """Stranger visits the estimate needs before it means anything.
+
+    The fewest visits N at which a site crowding exactly as the calibration expected (N × ``share``
+    near misses, rounded) gets an upper bound at most ``spread`` times its estimate.
+    """
+    if not share or share <= 0:
+        return 0
+    k = 1
+    while True:  # the spread depends (nearly) on the count of near misses alone: find the count, then N
+        n = max(k, math.ceil(k / share))
+        if clopper_pearson(k, n, confidence)[1] <= spread * k / n:
+            return n
+        k += 1
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A site's (or a door's) strangers against the calibration, and the FPIR that follows."""
+
+    strangers: int  # UNKNOWN visits with a calibrated point (residents' retries left out)
+    near: int  # of which near misses: gap in (0, delta]
+    expected: float  # near misses the calibration expected among them
+    delta: float
+    ratio: float | None  # near / expected
+    ratio_low: float | None
+    ratio_high: float | None
+    fpir_calibrated: float | None  # the point in force, as calibrated (per visit)
+    fpir: float | None  # the site's, estimated
+    fpir_high: float | None
+    fpir_target: float | None
+    min_visits: int  # stranger visits the estimate needs (see min_visits)
+    enough: bool
+    crowded: bool  # strangers come closer than the calibration's, beyond chance (and enough of them)
+
+    def as_json(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    def line(self) -> str:
+        """One line for a report, the status and the selftest."""
+        from_pct = lambda x: "n/a" if x is None else f"{100 * x:.2g}%"  # noqa: E731
+        if not self.strangers:
+            return "no stranger visits with a calibrated point yet"
+        head = (f"{self.strangers} stranger visits, {self.near} near misses (gap <= {self.delta:g}; "
+                f"{self.expected:.1f} expected)")
+        if not self.enough:
+            return head + f": too few to estimate (needs {self.min_visits})"
+        text = (f"{head}: {self.ratio:.2f}x the calibration's crowding (95% {self.ratio_low:.2f}-{self.ratio_high:.2f}); "
+                f"site FPIR ~{from_pct(self.fpir)} (upper 95% {from_pct(self.fpir_high)}) against "
+                f"{from_pct(self.fpir_calibrated)} calibrated")
+        if self.crowded:
+            text += "; strangers crowd the threshold more than the calibration expected"
+        return text
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One UNKNOWN visit as the estimate sees it: its gap (None: no rule came near) and the threshold in force."""
+
+    gap: float | None
+    threshold: float
+
+
+@dataclass
+class Split:
+    """A door's or a site's face visits, told apart: strangers, and residents' visits (some turned away)."""
+
+    strangers: list[Visit]
+    resident_visits: int = 0
+    turned_away: int = 0
+    gallery_size: int | None = None  # as the latest stranger visit had it
+
+    @property
+    def fnir(self) -> float | None:
+        return self.turned_away / self.resident_visits if self.resident_visits else None
+
+
+def split(events: Iterable[dict]) -> Split:
+    """Tell strangers from residents among events (dicts of ``type`` and ``claims``, one door or one site).
+
+    An UNKNOWN face visit (one with a threshold) is a stranger's unless a check-in names it as its retry
+    (``retry_of``): then it is a resident turned away. A face check-in is a resident's visit, turned away
+    too if a QR credential had to confirm what the face alone did not name (``face_alone`` false).
+    """
+    events = list(events)
+    retried = {(e["claims"].get("device"), e["claims"]["retry_of"]) for e in events if e["claims"].get("retry_of")}
+    out = Split([])
+    for e in events:
+        c = e["claims"]
+        if c.get("threshold") is None:
+            continue
+        if e["type"] == "unknown":
+            if (c.get("device"), c.get("event_id")) in retried:
+                out.resident_visits += 1
+                out.turned_away += 1
+            else:
+                out.strangers.append(Visit(c.get("gap"), c["threshold"]))
+                out.gallery_size = c.get("gallery_size")
+        elif e["type"] == "checkin":
+            out.resident_visits += 1
+            out.turned_away += int(c.get("face_alone") is False)
+    return out
+
+
+#: The event types the estimate reads.
+EVENT_TYPES = ("unknown", "checkin", "qr")
+#: How far back a door's own estimate looks (its outbox keeps delivered events ``outbox.retention_days``).
+DOOR_WINDOW_S = 30 * 86400.0
+
+
+def door_estimate(events: Iterable[dict], points: list[dict], delta: float = DEFAULT_DELTA) -> dict:
+    """The door's own estimate, for its status and ``kiosk selftest``: the estimate, its line, the FNIR."""
+    s = split(events)
+    est = estimate(s.strangers, points, delta=delta)
+    return {**est.as_json(), "resident_visits": s.resident_visits, "turned_away": s.turned_away,
+            "fnir": None if s.fnir is None else round(s.fnir, 4), "summary": est.line()}
+
+
+def load_points(path: Path | None = None) -> list[dict]:
+    """The calibration's points (plain dicts; those without a near-miss profile too)."""
+    data = json.loads(Path(path or CALIBRATION_FILE).read_text(encoding="utf-8"))
+    return list(data["points"])
+
+
+def point_for(points: list[dict], threshold: float) -> dict | None:
+    """The calibrated point with this threshold (the one the door ran), or None."""
+    found = [p for p in points if abs(p["threshold"] - threshold) < 5e-5 and p.get("near_miss")]
+    return max(found, key=lambda p: p["residents"]) if found else None
+
+
+def estimate(visits: Iterable[Visit], points: list[dict], *, delta: float = DEFAULT_DELTA,
+             current: dict | None = None) -> Estimate:
+    """Pool the visits (each against its own point's expected share) into one estimate.
+
+    ``current``: the point whose FPIR is scaled (default: the last visit's).
+    """
+    n = near = 0
+    expected = 0.0
+    last = None
+    for v in visits:
+        p = point_for(points, v.threshold)
+        share = expected_share(p["near_miss"], delta) if p else None
+        if share is None:
+            continue
+        n += 1
+        expected += share
+        near += int(v.gap is not None and 0.0 < v.gap <= delta + 1e-9)
+        last = p
+    point = current or last
+    share = expected / n if n else 0.0
+    need = min_visits(share) if share else 0
+    enough = n > 0 and share > 0 and n >= need
+    if not n or not share:
+        return Estimate(n, near, expected, delta, None, None, None, point and point["fpir"], None, None,
+                        point and point["fpir_target"], need, False, False)
+    lo, hi = clopper_pearson(near, n)
+    ratio, r_lo, r_hi = near / expected, lo / share, hi / share
+    fpir = point["fpir"]
+    return Estimate(n, near, expected, delta, ratio, r_lo, r_hi, fpir, min(1.0, fpir * ratio),
+                    min(1.0, fpir * r_hi), point["fpir_target"], need, enough, enough and r_lo > 1.0)
+
+
+def suggest(points: list[dict], estimate: Estimate, residents: int) -> dict | None:
+    """A stricter target that keeps the site's FPIR (upper bound) within the target in force, if one is needed.
+
+    The calibrated point of the same size with the largest target whose FPIR, scaled by the site's ratio
+    (upper bound), is still within the target in force; None when nothing stricter is needed or none exists.
+    """
+    if not estimate.crowded or estimate.fpir_target is None or not estimate.ratio_high:
+        return None
+    sizes = sorted({p["residents"] for p in points})
+    basis = next((s for s in sizes if s >= residents), sizes[-1])
+    cells = sorted((p for p in points if p["residents"] == basis and p.get("resolvable")),
+                   key=lambda p: p["fpir_target"])
+    fitting = [p for p in cells if p["fpir"] * estimate.ratio_high <= estimate.fpir_target]
+    choice = fitting[-1] if fitting else (cells[0] if cells else None)
+    if choice is None or choice["fpir_target"] >= estimate.fpir_target:
+        return None
+    return {"fpir_target": choice["fpir_target"], "threshold": choice["threshold"], "fnir": choice["fnir"],
+            "residents": basis, "enough": bool(fitting)}
