@@ -63,7 +63,7 @@ class DetectSettings(Section):
     min_sharpness: float = Field(25.0, ge=0)
     edge_margin: float = Field(0.02, ge=0, le=0.25)
     jitter: int = Field(0, ge=0, le=100)
-    # Guided capture's gates (kiosk.match.pose, detect.too_dark).
+    # Guided capture's gates (kiosk.match.gates).
     max_yaw: float = Field(30.0, gt=0, le=90)
     max_pitch: float = Field(25.0, gt=0, le=90)
     min_brightness: float = Field(40.0, ge=0, le=255)

@@ -6,7 +6,9 @@ by ``secrets`` for each turn), ``active_turns`` times. Each turn must reach
 face was when the check began, in the asked direction, within
 ``active_window_s`` of being asked; before the next turn counts, the head
 comes back to the centre (within half of that). A turn the wrong way fails
-the check at once, and so does a turn not made in time.
+the check at once, and so does a turn not made in time. A turn, either way,
+counts when two frames in a row show it: dlib's landmarks can jump for one
+frame (a hand, another face nearby), and one frame must not pass or fail it.
 
 A still picture cannot turn its head (tilting a print changes the landmarks'
 spacing, not the nose's place in the face, so the yaw hardly moves). A
@@ -31,6 +33,8 @@ PASSED, WRONG_TURN, NO_TURN = "passed", "challenge_wrong_turn", "challenge_no_tu
 KEY = "challenge"
 # Yaw samples before the challenge its centre is taken from.
 _BASE_SAMPLES = 5
+# Frames in a row that must show a turn.
+_HOLD = 2
 
 
 @dataclass
@@ -49,6 +53,7 @@ class Challenge:
     done_at: float | None = None
     seen: int = 0  # yaw samples consumed
     announced: int = -1  # the last turn the resident was told about
+    run: int = 0  # frames in a row turned the asked way (> 0) or the other way (< 0)
 
     @classmethod
     def start(cls, settings: LivenessSettings, t: float, yaws: list[tuple[float, float]], rng=None) -> "Challenge":
@@ -84,11 +89,17 @@ class Challenge:
                 continue
             want = 1.0 if self.turns[self.step] == LEFT else -1.0  # yaw > 0: turned to the resident's left
             if want * d >= self.turn_deg:
+                self.run = max(self.run, 0) + 1
+            elif -want * d >= self.turn_deg:
+                self.run = min(self.run, 0) - 1
+            else:
+                self.run = 0
+            if self.run >= _HOLD:
                 self.step += 1
-                self.step_since, self.centred = t, False
+                self.step_since, self.centred, self.run = t, False, 0
                 if self.step == len(self.turns):
                     self.result, self.done_at = PASSED, t
-            elif -want * d >= self.turn_deg:
+            elif self.run <= -_HOLD:
                 self.result, self.done_at = WRONG_TURN, t
         if self.result is None and now - self.step_since > self.window_s:
             self.result, self.done_at = NO_TURN, now

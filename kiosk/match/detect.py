@@ -24,8 +24,9 @@ BLURRED = "blurred"
 PARTLY_OUTSIDE = "partly_outside"
 NO_FACE = "no_face"
 SEVERAL_FACES = "several_faces"
+# The door's own gates (kiosk.match.gates): the recogniser adds them, enrollment and evaluation do not.
 TOO_DARK = "too_dark"
-TURNED_AWAY = "turned_away"  # set by kiosk.match.pose's gate, which needs the landmarks
+TURNED_AWAY = "turned_away"
 
 # Side of the grey face crop on which sharpness is measured, so the
 # measure does not depend on how large the face is in the frame.
@@ -173,8 +174,6 @@ class FaceDetector:
             reasons.append(BLURRED)
         if edge < s.edge_margin:
             reasons.append(PARTLY_OUTSIDE)
-        if too_dark(grey, box, s):
-            reasons.append(TOO_DARK)
         return Face(box=box, score=score, sharpness=sharp, edge_distance=edge, reasons=tuple(reasons))
 
 

@@ -14,14 +14,10 @@ active check share one landmark fit per face per frame.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from typing import NamedTuple
 
 import cv2
 import numpy as np
-
-from ..config import DetectSettings
-from .detect import TOO_SMALL, TURNED_AWAY, Face, turned_away
 
 # A generic head: 14 rigid landmarks of a 3D face model (brows, eye corners, nose wings, mouth, chin), as
 # the widely used 14-point head-pose model gives them (centimetres; here x to the frame's right, y down,
@@ -114,19 +110,3 @@ class LandmarkCache:
             self.fits += 1
         return shape
 
-
-def pose_gate(grey: np.ndarray, faces: list[Face], shapes, settings: DetectSettings) -> tuple[list[Face], list[Pose | None]]:
-    """The turned-away gate: each face's head pose, and the face with ``turned_away`` added where it is.
-
-    Faces too small for landmarks get no pose. ``shapes``: a 68-point predictor (a :class:`LandmarkCache`).
-    """
-    out, poses = [], []
-    for face in faces:
-        pose = None
-        if TOO_SMALL not in face.reasons:
-            pose = head_pose(landmark_points(shapes(grey, face.box.to_dlib())), grey.shape)
-        if pose is not None and turned_away(pose.yaw, pose.pitch, settings):
-            face = replace(face, reasons=(*face.reasons, TURNED_AWAY))
-        out.append(face)
-        poses.append(pose)
-    return out, poses

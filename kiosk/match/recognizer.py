@@ -27,12 +27,13 @@ from ..capture.base import Frame
 from ..config import KioskConfig
 from . import models
 from .calibration import operating_point, summary
-from .challenge import KEY as CHALLENGE, PASSED, Challenge
+from .challenge import KEY as CHALLENGE, NO_TURN, PASSED, Challenge
 from .decide import Decision, OperatingPoint, Outcome, Vote
 from .detect import Face, FaceDetector, SceneDetector, to_grey
 from .embed import Embedder
 from .guide import Guide
-from .pose import LandmarkCache, pose_gate
+from .gates import door_gates
+from .pose import LandmarkCache
 from ..gallery.store import Gallery
 from .second_factor import SecondFactor
 from .track import Track, Tracker
@@ -149,7 +150,7 @@ class Recognizer:
         grey = to_grey(frame.image)
         if faces is None:
             faces = self.detector.detect(frame.image, grey)
-            faces, _ = pose_gate(grey, faces, self.shapes, self.config.detect)
+            faces, _ = door_gates(grey, faces, self.shapes, self.config.detect)
         self.stats.faces += len(faces)
         seen, ended = self.tracker.update(faces, frame.timestamp)
         gallery = self._gallery  # one snapshot for the whole frame
@@ -318,19 +319,12 @@ class Recognizer:
         The passive cues keep watching: their "live" admits, their "attack" refuses, whatever the turns.
         """
         ch: Challenge = track.extras[CHALLENGE]
-        result = ch.advance(self.liveness.yaws(track), t)
+        live = challenged(ch, self.liveness, track, t, final, 2 * self.config.liveness.max_wait_s)
         self._announce(track, ch)
-        over = final or result is not None
-        passive = self.liveness.assess(track, final=over)
-        if passive is not None and passive.live is not None:
-            self.stats.challenges["passive " + ("live" if passive.live else "attack")] += 1
-            return LivenessResult(passive.live, {**passive.scores, **ch.scores()}, passive.reason)
-        if not over:
-            return None
-        result = result or "challenge_unfinished"
-        self.stats.challenges[result] += 1
-        scores = {**(passive.scores if passive else {}), **ch.scores()}
-        return LivenessResult(True, scores, PASSED) if result == PASSED else LivenessResult(None, scores, result)
+        if live is not None:
+            self.stats.challenges[live.reason if live.live is None or live.reason == PASSED
+                                  else "passive " + ("live" if live.live else "attack")] += 1
+        return live
 
     def _finish(self, track: Track, d: Decision) -> Decision:
         track.decision = d
@@ -340,3 +334,27 @@ class Recognizer:
 
 def _vote(m, t: float) -> Vote:
     return Vote(m.resident_id, m.distance, m.margin, t, cohort=m.cohort, runner_up_id=m.runner_up_id)
+
+
+def challenged(ch: Challenge, check: LivenessCheck, track: Track, t: float, final: bool,
+               patience_s: float) -> LivenessResult | None:
+    """A visit's liveness under the active check ``ch`` at frame time ``t``, or None while it goes on.
+
+    The passive cues keep watching: their "live" admits and their "attack" refuses, whatever the turns.
+    Otherwise the turns decide: all made, live (reason ``passed``); a wrong turn, or the visit over first,
+    unsure (the reason says which). No turn in time: the passive cues still get the time they would have
+    had without the check (``patience_s`` from the visit's first frame: twice ``liveness.max_wait_s``), so
+    the check never leaves a visit less evidence than before. (Shared with the liveness evaluation.)
+    """
+    result = ch.advance(check.yaws(track), t)
+    if result == NO_TURN and not final and t - track.first_seen < patience_s:
+        result = None
+    over = final or result is not None
+    passive = check.assess(track, final=over)
+    if passive is not None and passive.live is not None:
+        return LivenessResult(passive.live, {**passive.scores, **ch.scores()}, passive.reason)
+    if not over:
+        return None
+    result = result or "challenge_unfinished"
+    scores = {**(passive.scores if passive else {}), **ch.scores()}
+    return LivenessResult(True, scores, PASSED) if result == PASSED else LivenessResult(None, scores, result)
