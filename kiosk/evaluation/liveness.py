@@ -91,8 +91,7 @@ class _Visit:
         if self.result is not None:
             return
         if self.challenge is not None:
-            self.result = challenged(self.challenge, self.check, track, t, final=False,
-                                     patience_s=2 * self.max_wait_s)
+            self.result = challenged(self.challenge, self.check, track, t, final=False, max_wait_s=self.max_wait_s)
             self.at = t
             return
         r = self.check.assess(track, final=False)
@@ -112,7 +111,7 @@ class _Visit:
     def finish(self, track: Track) -> None:
         if self.result is None and self.challenge is not None:
             self.result = challenged(self.challenge, self.check, track, track.last_seen, final=True,
-                                     patience_s=2 * self.max_wait_s)
+                                     max_wait_s=self.max_wait_s)
             self.at = track.last_seen
         elif self.result is None:
             self.result, self.at = self.check.assess(track, final=True), track.last_seen

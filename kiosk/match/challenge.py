@@ -53,6 +53,7 @@ class Challenge:
     done_at: float | None = None
     seen: int = 0  # yaw samples consumed
     announced: int = -1  # the last turn the resident was told about
+    unsure_at: float | None = None  # when the passive cues first said unsure (kept by the recogniser)
     run: int = 0  # frames in a row turned the asked way (> 0) or the other way (< 0)
 
     @classmethod

@@ -27,7 +27,7 @@ from ..capture.base import Frame
 from ..config import KioskConfig
 from . import models
 from .calibration import operating_point, summary
-from .challenge import KEY as CHALLENGE, NO_TURN, PASSED, Challenge
+from .challenge import KEY as CHALLENGE, PASSED, Challenge
 from .decide import Decision, OperatingPoint, Outcome, Vote
 from .detect import Face, FaceDetector, SceneDetector, to_grey
 from .embed import Embedder
@@ -319,7 +319,7 @@ class Recognizer:
         The passive cues keep watching: their "live" admits, their "attack" refuses, whatever the turns.
         """
         ch: Challenge = track.extras[CHALLENGE]
-        live = challenged(ch, self.liveness, track, t, final, 2 * self.config.liveness.max_wait_s)
+        live = challenged(ch, self.liveness, track, t, final, self.config.liveness.max_wait_s)
         self._announce(track, ch)
         if live is not None:
             self.stats.challenges[live.reason if live.live is None or live.reason == PASSED
@@ -337,24 +337,27 @@ def _vote(m, t: float) -> Vote:
 
 
 def challenged(ch: Challenge, check: LivenessCheck, track: Track, t: float, final: bool,
-               patience_s: float) -> LivenessResult | None:
+               max_wait_s: float) -> LivenessResult | None:
     """A visit's liveness under the active check ``ch`` at frame time ``t``, or None while it goes on.
 
     The passive cues keep watching: their "live" admits and their "attack" refuses, whatever the turns.
-    Otherwise the turns decide: all made, live (reason ``passed``); a wrong turn, or the visit over first,
-    unsure (the reason says which). No turn in time: the passive cues still get the time they would have
-    had without the check (``patience_s`` from the visit's first frame: twice ``liveness.max_wait_s``), so
-    the check never leaves a visit less evidence than before. (Shared with the liveness evaluation.)
+    All turns made: live (reason ``passed``). A turn not made (the wrong way, or none in time) admits
+    nothing, and the visit goes on exactly as it would have without the check: the cues get the time they
+    would have had (``max_wait_s`` after they first said unsure) before the visit ends unsure, with the
+    challenge's reason. So the check only ever adds a way in. (Shared with the liveness evaluation.)
     """
     result = ch.advance(check.yaws(track), t)
-    if result == NO_TURN and not final and t - track.first_seen < patience_s:
-        result = None
-    over = final or result is not None
-    passive = check.assess(track, final=over)
+    passive = check.assess(track, final=final)
     if passive is not None and passive.live is not None:
         return LivenessResult(passive.live, {**passive.scores, **ch.scores()}, passive.reason)
-    if not over:
+    if passive is not None and ch.unsure_at is None:
+        ch.unsure_at = t
+    if result != PASSED and not final and (ch.unsure_at is None or t - ch.unsure_at < max_wait_s):
         return None
+    if result == PASSED and not final:
+        passive = check.assess(track, final=True)  # the cues' last word on the frames so far
+        if passive.live is False:
+            return LivenessResult(False, {**passive.scores, **ch.scores()}, passive.reason)
     result = result or "challenge_unfinished"
     scores = {**(passive.scores if passive else {}), **ch.scores()}
     return LivenessResult(True, scores, PASSED) if result == PASSED else LivenessResult(None, scores, result)
