@@ -43,3 +43,21 @@ def test_people_are_split_by_person_and_enrolled_from_other_frames(test_data, tm
     assert [v.id for v in dev] == [v.id for v in visits]
     with pytest.raises(ValueError, match="no visits"):
         read_visits(("shared",), cache=tmp_path, data=test_data, part="all", only="nobody")
+
+
+def test_the_docs_command_runs_on_the_shared_visits(test_data, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.docs import docs_snippet
+
+    env = {**os.environ, "KIOSK_TEST_DATA": str(test_data), "SETS": "shared",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", docs_snippet("visits-evaluate")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "shared" in r.stdout and (tmp_path / "door-visits.png").is_file()
+    report = json.loads((tmp_path / "door-visits.json").read_text())
+    assert report["part"] == "dev" and report["all"]["visits"] >= 1
