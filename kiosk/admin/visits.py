@@ -55,7 +55,8 @@ def cmd_evaluate_visits(args) -> int:
                                         progress=True)
     except (FileNotFoundError, ValueError, ModelUnavailable) as e:
         raise SystemExit(f"kiosk-admin: {e}") from None
-    rep = {"sets": list(sets), "part": args.part, "seed": args.seed, "every_frame": args.every_frame, "people_enrolled": len(people) - len(refused),
+    rep = {"sets": list(sets), "part": args.part, "seed": args.seed, "every_frame": args.every_frame,
+           "people_enrolled": len(people) - len(refused),
            "people_not_enrolled": refused, **ev.report(results)}
     if args.plot:
         ev.plot(results, rep, args.plot, title=f"door visits ({args.part})")

@@ -112,8 +112,11 @@ def play(visit: Visit, cfg: KioskConfig, gallery: Gallery, shapes: LandmarkCache
     for the camera's rate); the door still waits for the processing."""
     res = VisitResult(visit)
     check = Liveness(cfg.liveness, shape_predictor=shapes, appearance=appearance) if cfg.liveness.enabled else None
-    rec = Recognizer(cfg, gallery, liveness=check, shapes=shapes, rng=rng,
-                     on_instruction=lambda track, reason: res.instructions.append(reason) if res.outcome is None else None)
+    def told(track, reason):  # instructions up to the first decision
+        if res.outcome is None:
+            res.instructions.append(reason)
+
+    rec = Recognizer(cfg, gallery, liveness=check, shapes=shapes, rng=rng, on_instruction=told)
     images = list(visit.frames.images())
     times = visit.times[:len(images)]
     busy, i, n = float("-inf"), 0, len(images)
@@ -186,7 +189,8 @@ def summary(results: list[VisitResult]) -> dict:
         "fps_median": round(float(np.median(fps)), 2) if fps else None,
         "accepted_2s": _share(sum(r.accepted and r.face_to_door <= 2 for r in acquired), n),
         "accepted_5s": _share(sum(r.accepted and r.face_to_door <= 5 for r in acquired), n),
-        "accepted_5s_one_prompt": _share(sum(r.accepted and r.face_to_door <= 5 and r.prompts <= 1 for r in acquired), n),
+        "accepted_5s_one_prompt": _share(sum(r.accepted and r.face_to_door <= 5 and r.prompts <= 1
+                                             for r in acquired), n),
         "accepted": _share(sum(r.accepted for r in acquired), n),
         "bpnrr": _share(c[Outcome.LOOK_AT_CAMERA.value], n),
         "bpcer": _share(c[Outcome.SPOOF.value], n),

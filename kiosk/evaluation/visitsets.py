@@ -5,7 +5,8 @@ videos hosted elsewhere), so the benchmark is built from what exists (docs/recog
 of 20 people and 50 visits at 10 fps it falls):
 
 - ``nuaa``: NUAA's genuine webcam sequences (``live/``, subjects 0001-0008 as the recipe extracts them, about
-  5 fps; the third sessions of 0004, 0006 and 0007 at 17-20 fps). A person with several sequences is enrolled from the first and judged on the others; a person with
+  5 fps; the third sessions of 0004, 0006 and 0007 at 17-20 fps). A person with several sequences is
+  enrolled from the first and judged on the others; a person with
   one is enrolled from its first third and judged on the rest. Sequences are cut into visits of
   :data:`VISIT_S` seconds, at most :data:`MAX_WINDOWS` per sequence.
 - ``replay-attack``: Replay-Attack's genuine clips, ``train`` and ``devel`` (1.27 fps): each client enrolled

@@ -16,7 +16,8 @@ from .detect import TOO_DARK, TOO_SMALL, TURNED_AWAY, Face, too_dark, turned_awa
 from .pose import Pose, head_pose, landmark_points
 
 
-def door_gates(grey: np.ndarray, faces: list[Face], shapes, settings: DetectSettings) -> tuple[list[Face], list[Pose | None]]:
+def door_gates(grey: np.ndarray, faces: list[Face], shapes,
+               settings: DetectSettings) -> tuple[list[Face], list[Pose | None]]:
     """Each face with ``too_dark`` and ``turned_away`` added where they apply, and its head pose.
 
     Faces too small for landmarks get no pose. ``shapes``: a 68-point predictor (a

@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import cv2
-import numpy as np
 import pytest
 
-from conftest import WEBCAM_RESIDENT
 from kiosk.capture.base import Frame
 from kiosk.capture.folder import decode_image
-from kiosk.config import DetectSettings, GuideSettings, parse_config
+from kiosk.config import DetectSettings, GuideSettings, MatchSettings, parse_config
 from kiosk.evaluation.guidance import Judge, darken, evaluate
 from kiosk.gallery.store import open_store
 from kiosk.match import models
-from kiosk.match.decide import Outcome
+from kiosk.match.decide import Outcome, VoteBox
 from kiosk.match.guide import Guide, main_reason
 from kiosk.match.pose import LandmarkCache
 from kiosk.match.recognizer import Recognizer
 from kiosk.match.track import Track
-from kiosk.match.decide import VoteBox
-from kiosk.config import MatchSettings
 
 pytestmark = pytest.mark.slow
 
