@@ -63,6 +63,16 @@ class DetectSettings(Section):
     min_sharpness: float = Field(25.0, ge=0)
     edge_margin: float = Field(0.02, ge=0, le=0.25)
     jitter: int = Field(0, ge=0, le=100)
+    # Guided capture's gates (kiosk.match.gates).
+    max_yaw: float = Field(30.0, gt=0, le=90)
+    max_pitch: float = Field(25.0, gt=0, le=90)
+    min_brightness: float = Field(40.0, ge=0, le=255)
+
+
+class GuideSettings(Section):
+    enabled: bool = True
+    after_s: float = Field(0.4, ge=0, le=10)
+    every_s: float = Field(1.5, ge=0, le=60)
 
 
 class TrackSettings(Section):
@@ -253,6 +263,11 @@ class LivenessSettings(Section):
     appearance_live_weight: float = Field(0.0, ge=0, le=10)
     live_score: float = Field(0.5, gt=0, le=10)
     spoof_score: float = Field(0.5, gt=0, le=10)
+    active_check: bool = True
+    active_after_s: float = Field(1.5, ge=0, le=60)
+    active_turns: int = Field(2, ge=1, le=5)
+    active_window_s: float = Field(3.0, gt=0, le=30)
+    active_turn_deg: float = Field(15.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _ramp_order(self):
@@ -372,6 +387,7 @@ class KioskConfig(Section):
     device: DeviceSettings = DeviceSettings()
     capture: CaptureSettings = CaptureSettings()
     detect: DetectSettings = DetectSettings()
+    guide: GuideSettings = GuideSettings()
     track: TrackSettings = TrackSettings()
     match: MatchSettings = MatchSettings()
     storage: StorageSettings = StorageSettings()

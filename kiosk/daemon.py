@@ -28,7 +28,8 @@ from .logs import setup_logging
 from .match.decide import Decision, Outcome
 from .match.crops import EvidenceCrops
 from .gallery.store import GalleryStore, open_store
-from .match.models import MODEL_ID
+from .match.models import MODEL_ID, load as load_model
+from .match.pose import LandmarkCache
 from .match.motion import MotionGate
 from .match.recognizer import Recognizer
 from .match.site import SiteEvidence
@@ -126,8 +127,10 @@ class Kiosk:
             self.crops = EvidenceCrops() if self.outbox.settings.evidence_crop else None
             self.notifier.status("starting: loading models")
             recent = self.outbox.last_checkins(self._wall() - cfg.match.repeat_interval_s)
-            self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), on_prompt=self._prompt,
-                                         wall_clock=self._wall, recent_checkins=recent)
+            shapes = LandmarkCache(load_model("landmarks68"))  # one landmark fit per face, shared by the stages
+            self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg, shapes), on_prompt=self._prompt,
+                                         on_instruction=self._instruct, wall_clock=self._wall,
+                                         recent_checkins=recent, shapes=shapes)
             if self.publisher is not None:  # gallery updates come over the publisher's connection
                 self.gallery_sync = GallerySync.from_config(cfg, self.recognizer, self.publisher, wall_clock=self._wall)
                 if self.gallery_sync is not None:
@@ -312,6 +315,19 @@ class Kiosk:
         except Exception:
             log.exception("door panel failed")
 
+    def _instruct(self, track, reason: str) -> None:
+        """Guided capture and the active check: tell the resident what to do now (not a decision).
+
+        A quality gate's reason goes out as TOO_POOR, a head turn asked for as LOOK_AT_CAMERA, each with
+        its reason: the door's prompts (kiosk.prompts.for_decision) turn the reason into the instruction.
+        """
+        outcome = Outcome.LOOK_AT_CAMERA if reason.startswith("turn_") else Outcome.TOO_POOR
+        log.info("track %d: instruction %s", track.id, reason)
+        try:
+            self.panel.show(Decision(outcome, track.id, reason=reason))
+        except Exception:
+            log.exception("door panel failed")
+
     def _handle(self, d: Decision) -> CheckIn:
         where = {}
         if self.location is not None:
@@ -476,12 +492,12 @@ def _reapply_provisioning(cfg: KioskConfig) -> KioskConfig:
         raise ConfigError(f"provisioning: {e}") from e
 
 
-def _liveness(cfg: KioskConfig):
+def _liveness(cfg: KioskConfig, shapes=None):
     if not cfg.liveness.enabled:
         return None
     from .match.liveness import Liveness
 
-    return Liveness(cfg.liveness)
+    return Liveness(cfg.liveness, shape_predictor=shapes)
 
 
 def _open_panel(cfg: KioskConfig):

@@ -30,5 +30,8 @@ def test_every_outcome_has_a_prompt():
 def test_the_quality_gates_reasons_are_all_mapped():
     from kiosk.match import detect
 
-    for reason in (detect.TOO_SMALL, detect.BLURRED, detect.PARTLY_OUTSIDE, detect.NO_FACE, detect.SEVERAL_FACES):
+    from kiosk.match import challenge
+
+    for reason in (detect.TOO_SMALL, detect.BLURRED, detect.PARTLY_OUTSIDE, detect.NO_FACE, detect.SEVERAL_FACES,
+                   detect.TOO_DARK, detect.TURNED_AWAY, challenge.LEFT, challenge.RIGHT):
         assert reason in REASON_PROMPTS

@@ -100,6 +100,10 @@ def print_table(r: dict) -> None:
     for key, c in r["cues"].items():
         print(f"    {key:<12} " + ", ".join(f"{cue} {c[cue]['live']}/{c[cue]['attack']}" for cue in ev.CUES)
               + f"; {c['median_frames']:g} frames, decided after {r['decided_after_s'][key]} s")
+    if any(r.get("challenge", {}).values()):
+        print("  asked for head turns (the active check), and how it ended:")
+        for key, c in r["challenge"].items():
+            print(f"    {key:<12} " + (", ".join(f"{k} {v}" for k, v in c.items()) or "none"))
     if "ablation" in r:
         kinds = list(r["apcer"])
         print("  ablation (the same frames, cues switched off):")

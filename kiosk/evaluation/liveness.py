@@ -22,6 +22,7 @@ each keeps its own verdict.
 
 from __future__ import annotations
 
+import random
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ import numpy as np
 
 from ..capture.base import Frame
 from ..capture.folder import decode_image
-from ..config import KioskConfig
+from ..config import KioskConfig, LivenessSettings
+from ..match.challenge import Challenge
+from ..match.recognizer import challenged
 from ..match.decide import VoteBox
 from ..match.detect import SceneDetector, to_grey
 from ..match import models
@@ -70,18 +73,32 @@ ABLATION = (frozenset(), *(frozenset({c}) for c in CUES), frozenset(set(CUES) - 
 
 
 class _Visit:
-    """One variant's progress through one clip."""
+    """One variant's progress through one clip.
 
-    def __init__(self, check: Liveness, max_wait_s: float):
-        self.check, self.max_wait_s = check, max_wait_s
+    With ``liveness.active_check`` the visit asks for head turns as the daemon does (the directions drawn
+    from ``rng`` before any frame of the turns is seen); a recording cannot react, so it passes only where
+    it happens to turn as asked."""
+
+    def __init__(self, check: Liveness, settings: LivenessSettings, rng=None):
+        self.check, self.settings, self.rng = check, settings, rng
+        self.max_wait_s = settings.max_wait_s
         self.result = None
         self.prompted_at: float | None = None
         self.at: float | None = None
+        self.challenge: Challenge | None = None
 
     def ask(self, track: Track, t: float) -> None:
         if self.result is not None:
             return
+        if self.challenge is not None:
+            self.result = challenged(self.challenge, self.check, track, t, final=False, max_wait_s=self.max_wait_s)
+            self.at = t
+            return
         r = self.check.assess(track, final=False)
+        s = self.settings
+        if (s.active_check and (r is None or r.live is None) and t - track.first_seen >= s.active_after_s):
+            self.challenge = Challenge.start(s, t, self.check.yaws(track), self.rng)
+            return
         if r is None:
             return
         if r.live is None:  # unsure: prompt, and give the visit one more wait
@@ -92,15 +109,22 @@ class _Visit:
         self.result, self.at = r, t
 
     def finish(self, track: Track) -> None:
-        if self.result is None:
+        if self.result is None and self.challenge is not None:
+            self.result = challenged(self.challenge, self.check, track, track.last_seen, final=True,
+                                     max_wait_s=self.max_wait_s)
+            self.at = track.last_seen
+        elif self.result is None:
             self.result, self.at = self.check.assess(track, final=True), track.last_seen
 
 
-def play_clip(clip: LiveClip, cfg: KioskConfig, checks: list[Liveness], *, every: int = 1) -> list[ClipResult]:
+def play_clip(clip: LiveClip, cfg: KioskConfig, checks: list[Liveness], *, every: int = 1,
+              seed: int = 0) -> list[ClipResult]:
     """``clip`` as one visit, once per check in ``checks`` (the first one observes); their verdicts."""
     detector = SceneDetector(cfg.detect)
     track = None
-    visits = [_Visit(c, cfg.liveness.max_wait_s) for c in checks]
+    # The active check's directions: a generator per clip, seeded by its name (drawn before its frames are
+    # seen, so a recording passes only if it happens to turn as asked; the same figures on every run).
+    visits = [_Visit(c, cfg.liveness, random.Random(f"{seed}:{clip.id}")) for c in checks]
     seen = 0
     for i, (path, t) in enumerate(clip.frames[::every]):
         image = decode_image(path)
@@ -165,7 +189,7 @@ def error_rates(results: list[ClipResult]) -> dict:
     """APCER per attack type (and per medium, support and their combinations where the set has them), BPCER,
     BPNRR, the counts behind them, and which cues had evidence, per group."""
     out = {"apcer": {}, "apcer_by": {}, "bpcer": None, "bpnrr": None, "genuine_not_accepted": None, "counts": {},
-           "cues": {}, "decided_after_s": {}}
+           "cues": {}, "decided_after_s": {}, "challenge": {}}
     groups: dict[str, list[ClipResult]] = {}
     for r in results:
         groups.setdefault(group_of(r.clip), []).append(r)
@@ -176,6 +200,10 @@ def error_rates(results: list[ClipResult]) -> dict:
         out["cues"][key] = cue_summary(acquired)
         times = [r.decided_after_s for r in acquired if r.decided_after_s is not None]
         out["decided_after_s"][key] = round(float(np.median(times)), 2) if times else None
+        # The active check: the clips that were asked for turns, and how each ended.
+        asked = Counter(r.reason if r.verdict == LOOK or r.reason == "passed" else r.verdict
+                        for r in acquired if "challenge_turns" in r.scores)
+        out["challenge"][key] = dict(sorted(asked.items()))
         if key == GENUINE:
             n = len(acquired)
             out["bpcer"] = _rate(c[SPOOF], n)

@@ -24,6 +24,9 @@ BLURRED = "blurred"
 PARTLY_OUTSIDE = "partly_outside"
 NO_FACE = "no_face"
 SEVERAL_FACES = "several_faces"
+# The door's own gates (kiosk.match.gates): the recogniser adds them, enrollment and evaluation do not.
+TOO_DARK = "too_dark"
+TURNED_AWAY = "turned_away"
 
 # Side of the grey face crop on which sharpness is measured, so the
 # measure does not depend on how large the face is in the frame.
@@ -108,6 +111,23 @@ def sharpness(grey: np.ndarray, box: Box) -> float:
         return 0.0
     crop = cv2.resize(grey[t:b, l:r], (_SHARPNESS_SIDE, _SHARPNESS_SIDE), interpolation=cv2.INTER_AREA)
     return float(cv2.Laplacian(crop, cv2.CV_64F).var())
+
+
+def brightness(grey: np.ndarray, box: Box) -> float:
+    """Mean grey level (0-255) of the face's box, clipped to the frame."""
+    h, w = grey.shape[:2]
+    crop = grey[max(0, box.top):min(h, box.bottom), max(0, box.left):min(w, box.right)]
+    return float(crop.mean()) if crop.size else 0.0
+
+
+def too_dark(grey: np.ndarray, box: Box, settings: DetectSettings) -> bool:
+    """The face is too dark to be recognised (guided capture asks for more light)."""
+    return brightness(grey, box) < settings.min_brightness
+
+
+def turned_away(yaw: float, pitch: float, settings: DetectSettings) -> bool:
+    """The head is turned further from the camera than the gate allows (angles in degrees)."""
+    return abs(yaw) > settings.max_yaw or abs(pitch) > settings.max_pitch
 
 
 class FaceDetector:

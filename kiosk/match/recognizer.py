@@ -5,6 +5,10 @@ pass for far faces only when the cheap one finds nobody: ``SceneDetector``);
 descriptors only for undecided tracks, on every ``embed_every``-th face that
 passes the quality gates, and at most ``max_votes`` per visit. A decided
 track is followed without further work until it ends.
+
+While a visit goes on, the reason its face fails a gate is given to the
+resident as an instruction (:mod:`.guide`); when the liveness check cannot
+tell, the resident is asked for head turns (:mod:`.challenge`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,15 @@ import numpy as np
 
 from ..capture.base import Frame
 from ..config import KioskConfig
+from . import models
 from .calibration import operating_point, summary
+from .challenge import KEY as CHALLENGE, PASSED, Challenge
 from .decide import Decision, OperatingPoint, Outcome, Vote
 from .detect import Face, FaceDetector, SceneDetector, to_grey
 from .embed import Embedder
+from .guide import Guide
+from .gates import door_gates
+from .pose import LandmarkCache
 from ..gallery.store import Gallery
 from .second_factor import SecondFactor
 from .track import Track, Tracker
@@ -47,6 +56,9 @@ class LivenessCheck(Protocol):
     def assess(self, track: Track, final: bool) -> LivenessResult | None:
         """A verdict, or None while evidence is still coming in (only when not ``final``)."""
 
+    def yaws(self, track: Track) -> list[tuple[float, float]]:
+        """The visit's head yaw per frame, (frame time, degrees), for the active check."""
+
 
 @dataclass
 class RecognizerStats:
@@ -55,7 +67,9 @@ class RecognizerStats:
     descriptors: int = 0
     decisions: Counter = field(default_factory=Counter)
     short_tracks: int = 0
-    prompts: int = 0  # visits asked to look at the camera
+    prompts: int = 0  # visits asked to look at the camera (or, with the active check, to turn the head)
+    instructions: Counter = field(default_factory=Counter)  # instructions given, by reason
+    challenges: Counter = field(default_factory=Counter)  # active checks, by result
 
 
 class Recognizer:
@@ -68,13 +82,22 @@ class Recognizer:
         embedder: Embedder | None = None,
         liveness: LivenessCheck | None = None,
         on_prompt: Callable[[Track, LivenessResult], None] | None = None,
+        on_instruction: Callable[[Track, str], None] | None = None,
         wall_clock=time.time,
         recent_checkins: dict[str, float] | None = None,
+        shapes: LandmarkCache | None = None,
+        rng=None,
     ):
         self.config = config
         # Called (once per visit) when liveness cannot tell yet: the resident is
         # asked to look at the camera while the visit goes on.
         self.on_prompt = on_prompt
+        # Called with a reason (a quality gate's, or the active check's turn_left / turn_right) that the
+        # door screen and voice turn into an instruction (kiosk.prompts); not a decision.
+        self.on_instruction = on_instruction
+        self.shapes = shapes or LandmarkCache(models.load("landmarks68"))
+        self.guide = Guide(config.guide)
+        self._rng = rng  # the active check's directions: secrets unless a test injects a seeded one
         self.detector = detector or SceneDetector(config.detect)
         self.embedder = embedder or Embedder(config.detect)
         self.tracker = Tracker(config.track, config.match)
@@ -127,6 +150,7 @@ class Recognizer:
         grey = to_grey(frame.image)
         if faces is None:
             faces = self.detector.detect(frame.image, grey)
+            faces, _ = door_gates(grey, faces, self.shapes, self.config.detect)
         self.stats.faces += len(faces)
         seen, ended = self.tracker.update(faces, frame.timestamp)
         gallery = self._gallery  # one snapshot for the whole frame
@@ -137,6 +161,10 @@ class Recognizer:
                 continue
             if self.liveness is not None:
                 self.liveness.observe(track, frame, grey, face)
+            if self.config.guide.enabled and CHALLENGE not in track.extras:
+                reason = self.guide.update(track, face, frame.timestamp)
+                if reason is not None:
+                    self._instruct(track, reason)
             # Descriptors only while they can still change the verdict (not while
             # an accepted face waits for the liveness check).
             wanted = not track.votes.full and not track.votes.settled
@@ -213,8 +241,14 @@ class Recognizer:
         live: LivenessResult | None = None
         reason: str | None = None
         shown_qr = outcome is Outcome.SHOW_QR  # the face is half of the evidence: it must be live too
-        if (outcome is Outcome.ACCEPTED or shown_qr) and self.liveness is not None:
+        if (outcome is Outcome.ACCEPTED or shown_qr) and self.liveness is not None and CHALLENGE in track.extras:
+            live = self._challenged(track, t, final)
+            if live is None:
+                return None
+        elif (outcome is Outcome.ACCEPTED or shown_qr) and self.liveness is not None:
             live = self.liveness.assess(track, final)
+            if not final and (live is None or live.live is None) and self._start_challenge(track, t):
+                return None  # the active check has begun
             if live is None:
                 return None  # wait for more evidence while the visit goes on
             if live.live is None and not final:
@@ -229,10 +263,13 @@ class Recognizer:
                         self.on_prompt(track, live)
                 if t - prompted_at < self.config.liveness.max_wait_s:
                     return None
+        if live is not None:
             if live.live is False:
                 outcome, reason = Outcome.SPOOF, live.reason or "presentation_attack"
             elif live.live is None:
                 outcome, reason = Outcome.LOOK_AT_CAMERA, live.reason or "insufficient_liveness_evidence"
+            elif live.reason == PASSED:
+                reason = "active_check"
         if outcome is Outcome.ACCEPTED:
             last = self._last_accepted.get(rid)
             before = self._accepted_before.get(rid)
@@ -258,6 +295,40 @@ class Recognizer:
         )
         return self._finish(track, d)
 
+    def _instruct(self, track: Track, reason: str) -> None:
+        self.stats.instructions[reason] += 1
+        if self.on_instruction is not None:
+            self.on_instruction(track, reason)
+
+    def _start_challenge(self, track: Track, t: float) -> bool:
+        """Begin the active check if it is on and due (the cues had ``active_after_s`` to say live)."""
+        s = self.config.liveness
+        if not s.active_check or t - track.first_seen < s.active_after_s:
+            return False
+        ch = track.extras[CHALLENGE] = Challenge.start(s, t, self.liveness.yaws(track), self._rng)
+        self.stats.prompts += 1
+        self._announce(track, ch)
+        return True
+
+    def _announce(self, track: Track, ch: Challenge) -> None:
+        """Tell the resident which way to turn, once per turn."""
+        if ch.asked is not None and ch.announced != ch.step:
+            ch.announced = ch.step
+            self._instruct(track, ch.asked)
+
+    def _challenged(self, track: Track, t: float, final: bool) -> LivenessResult | None:
+        """The liveness verdict of a visit under the active check, or None while it goes on.
+
+        The passive cues keep watching: their "live" admits, their "attack" refuses, whatever the turns.
+        """
+        ch: Challenge = track.extras[CHALLENGE]
+        live = challenged(ch, self.liveness, track, t, final, self.config.liveness.max_wait_s)
+        self._announce(track, ch)
+        if live is not None:
+            self.stats.challenges[live.reason if live.live is None or live.reason == PASSED
+                                  else "passive " + ("live" if live.live else "attack")] += 1
+        return live
+
     def _finish(self, track: Track, d: Decision) -> Decision:
         track.decision = d
         self.stats.decisions[d.outcome] += 1
@@ -266,3 +337,30 @@ class Recognizer:
 
 def _vote(m, t: float) -> Vote:
     return Vote(m.resident_id, m.distance, m.margin, t, cohort=m.cohort, runner_up_id=m.runner_up_id)
+
+
+def challenged(ch: Challenge, check: LivenessCheck, track: Track, t: float, final: bool,
+               max_wait_s: float) -> LivenessResult | None:
+    """A visit's liveness under the active check ``ch`` at frame time ``t``, or None while it goes on.
+
+    The passive cues keep watching: their "live" admits and their "attack" refuses, whatever the turns.
+    All turns made: live (reason ``passed``). A turn not made (the wrong way, or none in time) admits
+    nothing, and the visit goes on exactly as it would have without the check: the cues get the time they
+    would have had (``max_wait_s`` after they first said unsure) before the visit ends unsure, with the
+    challenge's reason. So the check only ever adds a way in. (Shared with the liveness evaluation.)
+    """
+    result = ch.advance(check.yaws(track), t)
+    passive = check.assess(track, final=final)
+    if passive is not None and passive.live is not None:
+        return LivenessResult(passive.live, {**passive.scores, **ch.scores()}, passive.reason)
+    if passive is not None and ch.unsure_at is None:
+        ch.unsure_at = t
+    if result != PASSED and not final and (ch.unsure_at is None or t - ch.unsure_at < max_wait_s):
+        return None
+    if result == PASSED and not final:
+        passive = check.assess(track, final=True)  # the cues' last word on the frames so far
+        if passive.live is False:
+            return LivenessResult(False, {**passive.scores, **ch.scores()}, passive.reason)
+    result = result or "challenge_unfinished"
+    scores = {**(passive.scores if passive else {}), **ch.scores()}
+    return LivenessResult(True, scores, PASSED) if result == PASSED else LivenessResult(None, scores, result)

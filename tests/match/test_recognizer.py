@@ -122,6 +122,9 @@ class ScriptedLiveness:
     def observe(self, track, frame, grey, face) -> None:
         self.observed += 1
 
+    def yaws(self, track):
+        return []
+
     def assess(self, track, final):
         from kiosk.match.recognizer import LivenessResult
 
@@ -137,7 +140,9 @@ class ScriptedLiveness:
     (None, Outcome.LOOK_AT_CAMERA, 0.5),  # the second wait runs out first
 ])
 def test_unsure_liveness_prompts_once_and_the_visit_goes_on(resident_state, test_data, live_from, outcome, wait):
-    cfg = parse_config(f'[device]\nstate_dir = "{resident_state}"\n[liveness]\nmax_wait_s = {wait}\n')
+    # Without the active check (tests/match/test_challenge.py has it): asked to look at the camera.
+    cfg = parse_config(f'[device]\nstate_dir = "{resident_state}"\n[liveness]\nmax_wait_s = {wait}\n'
+                       'active_check = false\n')
     store = open_store(cfg)
     prompts = []
     live = ScriptedLiveness(live_from)

@@ -36,7 +36,9 @@ import numpy as np
 
 from ...config import LivenessSettings
 from .. import models
+from ..challenge import KEY as CHALLENGE
 from ..detect import Face
+from ..pose import head_pose
 from ..recognizer import LivenessResult
 from ..track import Track
 from .appearance import AppearanceModel, appearance_evidence
@@ -68,6 +70,8 @@ class Evidence:
     beyond: list[float | None] = field(default_factory=list)
     # Appearance: the model's log-odds of "live", per frame.
     appearance: list[float] = field(default_factory=list)
+    # Head yaw per frame, (frame time, degrees), for the active check (kiosk.match.pose).
+    yaws: list[tuple[float, float]] = field(default_factory=list)
     ref_grey: np.ndarray | None = None  # the frame motion is measured from
     ref_points: np.ndarray | None = None
 
@@ -108,11 +112,17 @@ class Liveness:
         if ev is None:
             ev = track.extras[_KEY] = Evidence(first=frame.timestamp)
         ev.last = frame.timestamp
-        if len(ev.points) >= _MAX_FRAMES:
+        capped = len(ev.points) >= _MAX_FRAMES
+        if capped and CHALLENGE not in track.extras:  # only an active check still needs the head's pose
             return
         shape = self._shape(grey, face.box.to_dlib())
         pts = np.array([(shape.part(i).x, shape.part(i).y) for i in range(68)], np.float64)
         if interocular(pts) < 8:  # landmarks collapsed: not a usable face
+            return
+        pose = head_pose(pts, grey.shape)
+        if pose is not None:
+            ev.yaws.append((frame.timestamp, pose.yaw))
+        if capped:
             return
         ev.points.append(pts)
         ev.ears.append(eye_aspect_ratio(pts))
@@ -171,6 +181,10 @@ class Liveness:
         out.update({c: round(v, 4) for c, v in e.items()})
         out["score"] = round(sum(w[c] * e[c] for c in CUES), 4)
         return out
+
+    def yaws(self, track: Track) -> list[tuple[float, float]]:
+        ev: Evidence | None = track.extras.get(_KEY)
+        return ev.yaws if ev else []
 
     def assess(self, track: Track, final: bool) -> LivenessResult | None:
         s = self.settings
