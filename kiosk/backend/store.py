@@ -188,6 +188,17 @@ class Store:
             self._erasure_key = bytes.fromhex(row[0])
         return hmac.new(self._erasure_key, resident_id.encode("utf-8", "backslashreplace"), "sha256").hexdigest()
 
+    def transaction(self):
+        """One transaction for callers with tables of their own (the console): ``with store.transaction() as cur``.
+
+        Write SQL with ``?`` placeholders through :meth:`q`.
+        """
+        return _Locked(self._lock, self._d.transaction())
+
+    def q(self, sql: str) -> str:
+        """``sql`` with ``?`` placeholders as this store's driver wants them."""
+        return self._d.q(sql)
+
     def schema_version(self) -> int:
         with self._lock, self._d.transaction() as cur:
             cur.execute("SELECT max(version) FROM schema_version")
@@ -442,6 +453,27 @@ class Store:
         with self._lock, self._d.transaction() as cur:
             cur.execute("SELECT site, device, event_id FROM events")
             return [tuple(r) for r in cur.fetchall()]
+
+
+class _Locked:
+    """The store's lock held around one dialect transaction."""
+
+    def __init__(self, lock, transaction):
+        self._lock, self._tx = lock, transaction
+
+    def __enter__(self):
+        self._lock.acquire()
+        try:
+            return self._tx.__enter__()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, *exc):
+        try:
+            return self._tx.__exit__(*exc)
+        finally:
+            self._lock.release()
 
 
 def _event_row(ev: Incoming, flags: str | None, stored_at: float) -> list:
