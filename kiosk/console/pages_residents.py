@@ -162,7 +162,6 @@ def erase(rid: str):
 @bp.route("/<rid>/credential.png", methods=["POST"])
 @admin_only
 def credential(rid: str):
-    from ..admin.provision import write_qr  # segno: the device extra
     from ..qrtoken import issue_token
 
     if g.console.residents.get(rid) is None:
