@@ -60,8 +60,13 @@ def _photos(files) -> list[tuple[str, bytes]]:
 
 
 def _refusals(result) -> None:
+    """One line per quality gate's reason, naming the photos it refused."""
+    by_reason: dict[tuple[str, str], list[str]] = {}
     for label, reason, message in result.refused:
-        flash(f"Refused {message.split(': ', 1)[-1] if ': ' in message else message} — {label} [{reason}]", "error")
+        why = message.split(": ", 1)[-1] if message.startswith(label + ": ") else message
+        by_reason.setdefault((reason, why.split(" (")[0]), []).append(label)
+    for (reason, why), labels in by_reason.items():
+        flash(f"Refused {len(labels)} photo(s), {why} [{reason}]: {', '.join(labels)}", "error")
 
 
 @bp.route("/new", methods=["GET", "POST"])

@@ -61,6 +61,7 @@ class Residents:
         self.lock = threading.RLock()
         self.gallery: GalleryStore = open_store(config)
         self._enroller = None
+        self._enrolling = threading.Lock()  # one enrolment at a time: dlib's networks are not for two threads
         self._max_templates = max_templates
 
     def close(self) -> None:
@@ -116,15 +117,28 @@ class Residents:
     def enroll(self, resident_id: str, name: str, photos: list[tuple[str, bytes]],
                valid_from: float | None = None, valid_until: float | None = None) -> Enrolment:
         """Enroll (or add photos to) one resident from uploaded photos, described in memory."""
-        import cv2
-        import numpy as np
-
         from ..match.enroll import MAX_TEMPLATES, select_diverse
 
         if not RESIDENT_ID.match(resident_id):
             raise ConfigError("a resident id is 1-64 letters, digits, '.', '_' or '-'")
-        enroller = self._enroller_once()
         out, templates = Enrolment(), []
+        with self._enrolling:
+            enroller = self._enroller_once()
+            self._describe(enroller, photos, out, templates)
+        kept = select_diverse(templates, self._max_templates or MAX_TEMPLATES)
+        if kept:
+            with self.lock:
+                out.added = self.gallery.enroll(Resident(resident_id, name, valid_from, valid_until),
+                                                [(t.vector, t.source_sha256) for t in kept])
+        log.info("enrolment: %d template(s) added, %d photo(s) refused", out.added, len(out.refused))
+        return out
+
+    @staticmethod
+    def _describe(enroller, photos, out: Enrolment, templates: list) -> None:
+        """Each photo decoded in memory, checked by the quality gates, turned into a template."""
+        import cv2
+        import numpy as np
+
         for filename, data in photos:
             label = filename or "photo"
             try:
@@ -136,13 +150,6 @@ class Residents:
                 out.refused.append((label, e.reason, str(e)))
             finally:
                 data = img = None  # noqa: F841 (nothing of the photo outlives this loop)
-        kept = select_diverse(templates, self._max_templates or MAX_TEMPLATES)
-        if kept:
-            with self.lock:
-                out.added = self.gallery.enroll(Resident(resident_id, name, valid_from, valid_until),
-                                                [(t.vector, t.source_sha256) for t in kept])
-        log.info("enrolment: %d template(s) added, %d photo(s) refused", out.added, len(out.refused))
-        return out
 
     def update(self, resident_id: str, name: str, valid_from: float | None, valid_until: float | None) -> Resident:
         if valid_from is not None and valid_until is not None and valid_until <= valid_from:

@@ -41,3 +41,93 @@ def token(html: str) -> str:
 def login(client, username: str, password: str = PASSWORD):
     page = client.get("/login").get_data(as_text=True)
     return client.post("/login", data={"username": username, "password": password, "csrf_token": token(page)})
+
+
+# -- a served console, and a door that people walk up to ------------------------------------------------------------
+
+class Served:
+    """The console's app served by waitress on a free loopback port, in a thread (stopped by :meth:`close`)."""
+
+    def __init__(self, console):
+        import threading
+
+        from waitress.server import create_server
+
+        self.console = console
+        self.server = create_server(create_app(console), host="127.0.0.1", port=0, threads=4)
+        self.url = f"http://127.0.0.1:{self.server.effective_port}"
+        self.thread = threading.Thread(target=self.server.run, name="console-under-test", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.close()
+        self.thread.join(10)
+        self.console.close()
+
+
+class Door:
+    """The real daemon at a door whose camera sees an empty hallway, and a visit whenever one is played."""
+
+    def __init__(self, config, visit_frames, fps: float = 15.0):
+        import threading
+        from collections import deque
+
+        import numpy as np
+
+        from kiosk.capture.base import BaseSource
+        from kiosk.daemon import Kiosk
+
+        door = self
+
+        class Doorway(BaseSource):
+            def __init__(self):
+                super().__init__("doorway", live=True)
+                self.empty = np.full(visit_frames[0].shape, 96, np.uint8)
+                self.queue: deque = deque()
+                self.next = 0.0
+
+            def _read(self):
+                import time
+
+                now = time.monotonic()
+                if self.next > now:
+                    time.sleep(self.next - now)
+                self.next = max(now, self.next) + 1.0 / fps
+                with door._lock:
+                    image = self.queue.popleft() if self.queue else self.empty
+                return self._frame(image.copy(), time.monotonic())
+
+        self.visit_frames = visit_frames
+        self._lock = threading.Lock()
+        self.decisions: list = []
+        self.doorway = Doorway()
+        self.kiosk = Kiosk(config, source=self.doorway, on_decision=lambda d, c: self._decided(d))
+        self.kiosk.start()
+        self.runner = threading.Thread(target=self.kiosk.run, name="kiosk-under-test", daemon=True)
+        self.runner.start()
+
+    def _decided(self, decision) -> None:
+        with self._lock:
+            self.decisions.append(decision)
+
+    def visit(self, timeout: float = 60.0) -> list:
+        """The person of ``visit_frames`` walks up; the decisions of that visit."""
+        import time
+
+        with self._lock:
+            n = len(self.decisions)
+            self.doorway.queue.extend(self.visit_frames)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if len(self.decisions) > n and not self.doorway.queue:
+                    break
+            time.sleep(0.1)
+        time.sleep(2.0)  # the empty hallway ends the visit
+        with self._lock:
+            return self.decisions[n:]
+
+    def stop(self) -> None:
+        self.kiosk.request_stop()
+        self.runner.join(15)
+        self.kiosk.stop()

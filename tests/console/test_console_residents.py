@@ -39,7 +39,7 @@ def test_enrol_from_photos_refuses_bad_ones_with_the_gates_reason_and_keeps_no_p
                    photo(test_data, "faces/face_recognition/examples/two_people.jpg")]})
     page = r.get_data(as_text=True)
     assert r.status_code == 200 and "Joe B." in page
-    assert "more than one face" in page and "[several_faces]" in page and "two_people.jpg" in page
+    assert "Refused 1 photo(s), more than one face" in page and "[several_faces]: two_people.jpg" in page
     row = con.residents.get("r-biden")
     assert row.name == "Joe B." and row.templates == 2
     # No photo anywhere under the console's folders: only templates and hashes in the database.
