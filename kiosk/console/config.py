@@ -52,9 +52,9 @@ class ConsoleGallery(Section):
 class ConsoleKeys(Section):
     admin_key: Path = Path("admin.jwks")
     devices: Path = Path("devices")
-    backend_key: Path = Path("")
-    backend_public: Path = Path("")
-    fleet_key: Path = Path("")
+    backend_key: str = ""
+    backend_public: str = ""
+    fleet_key: str = ""
     door_broker_url: str = ""
 
 
@@ -93,8 +93,9 @@ class ConsoleConfig(Section):
         return KioskConfig.model_validate({"device": {"site": self.console.site,
                                                       "state_dir": str(self.gallery.state_dir)}})
 
-    def optional(self, p: Path) -> Path | None:
-        return self.path(p) if str(p) not in ("", ".") else None
+    def optional(self, p: str) -> Path | None:
+        """A key path that may be left empty ("": none)."""
+        return self.path(Path(p)) if p else None
 
 
 DEFAULT_PATH = Path("/etc/kiosk/console.toml")
