@@ -9,7 +9,7 @@ from flask import Blueprint, Response, abort, g, jsonify, render_template, reque
 from ..backend import report as rep
 from ..errors import ConfigError
 from ..sync.events.format import CHECKIN_TYPES
-from .charts import bars_png, by_door_and_hour
+from .charts import by_door_and_hour, heatmap_png
 from .doors import doors as door_rows
 from .service import zone
 
@@ -17,6 +17,8 @@ bp = Blueprint("checkins", __name__)
 
 #: Today's page shows at most this many check-ins (the newest).
 TODAY_MAX = 500
+#: Rows of the attendance report per page (the CSV has them all).
+DAILY_PAGE = 200
 
 
 def _midnight(d: date, tz) -> float:
@@ -106,9 +108,17 @@ def daily():
     table = rep.daily(g.console.store, since=since, until=until, tz=tz)
     if request.args.get("format") == "csv":
         return csv_response(table, f"attendance-{form['from']}-to-{form['to']}.csv")
+    # The page shows the rows a page at a time; the CSV has them all.
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        page = 1
+    total = len(table.rows)
+    pages = max(1, (total + DAILY_PAGE - 1) // DAILY_PAGE)
+    table.rows = table.rows[(page - 1) * DAILY_PAGE:page * DAILY_PAGE]
     names = g.console.residents.names({r[1] for r in table.rows})
-    return render_template("daily.html", table=table, form=form, names=names, error=None,
-                           csv=url_for(".daily", **form, format="csv"))
+    return render_template("daily.html", table=table, form=form, names=names, error=None, page=page, pages=pages,
+                           total=total, csv=url_for(".daily", **form, format="csv"))
 
 
 @bp.route("/reports/refusals")
@@ -135,6 +145,6 @@ def chart(kind: str):
     except ConfigError:
         abort(400)
     title, types = CHARTS[kind]
-    png = bars_png(f"{title}, {form['from']} to {form['to']}",
+    png = heatmap_png(f"{title}, {form['from']} to {form['to']}",
                    by_door_and_hour(g.console.store, types, since=since, until=until, tz=tz))
     return Response(png, mimetype="image/png")

@@ -158,3 +158,25 @@ def test_csv_reports_do_not_hand_a_spreadsheet_formulas(tmp_path, capsys):
     [row] = rows_of(out)
     assert row["distance"] == "-0.250"  # a number we wrote stays a number, minus sign and all
     assert row["door"] == "elm-court/door-1" and row["time"] == "2026-03-02 08:00:00"
+
+
+@pytest.mark.parametrize("zone", [None, "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata",
+                                  "Asia/Kathmandu", "Pacific/Chatham"])
+def test_the_fast_local_clock_agrees_with_the_time_zone_database(zone):
+    """The daily report's per-quarter-hour offsets give the day and time datetime gives, DST changes included."""
+    import random
+
+    from kiosk.backend.report import LocalClock, _local
+
+    tz = ZoneInfo(zone) if zone else None
+    clock = LocalClock(tz)
+    rng = random.Random(zone)
+    stamps = [rng.uniform(1.6e9, 1.9e9) for _ in range(3000)]
+    # Around each offset change of 2026: every second of the hour either side, sampled.
+    for day in range(365):
+        t = datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC")).timestamp() + day * 86400
+        if _local(t, tz).utcoffset() != _local(t + 86400, tz).utcoffset():
+            stamps += [t + s for s in range(0, 86400, 97)]
+    for ts in stamps:
+        t = _local(ts, tz)
+        assert clock(ts) == (t.strftime("%Y-%m-%d"), t.hour * 3600 + t.minute * 60 + t.second), (zone, ts)

@@ -153,3 +153,36 @@ def test_refusal_charts_are_pngs_and_today_feeds_the_live_update(console):
     assert [e["resident"] for e in feed] == ["r-ada"]
     assert c.get(f"/checkins/today.json?after={now}").get_json() == []
     assert "r-ada" in c.get("/checkins/today").get_data(as_text=True)
+
+
+def test_the_attendance_page_shows_a_page_of_rows_and_the_csv_has_them_all(console):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    con, app = console
+    t = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+    con.store.store_batch([Incoming({"event_id": f"p{i}", "seq": i, "site": "elm-court", "device": "door-1",
+                                     "type": "checkin", "outcome": "ACCEPTED", "method": "face",
+                                     "resident_id": f"r-{i:04d}", "time": t + i, "v": 1}, received_at=t)
+                           for i in range(1, 251)])
+    c = app.test_client()
+    login(c, VIEWER)
+    page = c.get("/reports/daily?from=2026-03-02&to=2026-03-02&tz=UTC").get_data(as_text=True)
+    assert "250 rows; page 1 of 2" in page and "r-0200" in page and "r-0201" not in page
+    page2 = c.get("/reports/daily?from=2026-03-02&to=2026-03-02&tz=UTC&page=2").get_data(as_text=True)
+    assert "r-0201" in page2 and "r-0250" in page2
+    rows = c.get("/reports/daily?from=2026-03-02&to=2026-03-02&tz=UTC&format=csv").get_data(as_text=True)
+    assert len(rows.splitlines()) == 251
+
+
+def test_a_chart_is_drawn_once_for_the_same_counts(monkeypatch):
+    from kiosk.console import charts
+
+    series = {"elm-court/door-1": [h % 3 for h in range(24)]}
+    first = charts.heatmap_png("Spoofs", series)
+    assert first[:8] == b"\x89PNG\r\n\x1a\n"
+    drawn = []
+    real = charts._draw
+    monkeypatch.setattr(charts, "_draw", lambda *a: drawn.append(a) or real(*a))
+    assert charts.heatmap_png("Spoofs", series) is first and drawn == []
+    assert charts.heatmap_png("Spoofs", {"elm-court/door-1": [1] * 24}) != first and len(drawn) == 1
