@@ -45,7 +45,8 @@ class EraseForm(FlaskForm):
 
 class QrForm(FlaskForm):
     door = SelectField("Door", validators=[DataRequired()])
-    hours = FloatField("Good for (hours)", default=24.0, validators=[InputRequired(), NumberRange(0.05, 24 * 31)])
+    # Doors refuse a credential valid longer than their qr_credential.max_lifetime_s (5 minutes by default).
+    minutes = FloatField("Good for (minutes)", default=5.0, validators=[InputRequired(), NumberRange(0.5, 60)])
 
 
 class ProvisionForm(FlaskForm):

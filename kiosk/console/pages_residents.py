@@ -178,8 +178,8 @@ def credential(rid: str):
     if not form.validate_on_submit():
         flash("; ".join(f"{k}: {', '.join(v)}" for k, v in form.errors.items()), "error")
         return redirect(url_for(".show", rid=rid))
-    token = issue_token(g.console.backend_key, rid, g.console.site, form.door.data, lifetime_s=form.hours.data * 3600)
-    audit("resident.credential", rid, f"door {form.door.data}, {form.hours.data:g} h")
+    token = issue_token(g.console.backend_key, rid, g.console.site, form.door.data, lifetime_s=form.minutes.data * 60)
+    audit("resident.credential", rid, f"door {form.door.data}, {form.minutes.data:g} min")
     return _png(token, f"credential-{rid}-{form.door.data}.png")
 
 

@@ -18,7 +18,7 @@ def console_config(tmp: Path, store_url: str, *, site: str = "elm-court", extra:
     return parse_console_config(
         f'[console]\nstate_dir = "{tmp / "console"}"\nsite = "{site}"\ntimezone = "Asia/Shanghai"\n'
         f'login_failures = 3\n[store]\nurl = "{store_url}"\n[gallery]\nstate_dir = "{tmp / "gallery"}"\n'
-        f'[broker]\nenabled = false\n{extra}')
+        + ("" if "[broker]" in extra else "[broker]\nenabled = false\n") + extra)
 
 
 def make_console(tmp: Path, store_url: str, **kw):

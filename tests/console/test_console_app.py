@@ -77,7 +77,7 @@ def test_a_viewer_cannot_change_anything_by_posting_forms_directly(console):
                        (f"/accounts/{VIEWER}", {f"{VIEWER}-role": "admin"}),
                        ("/residents/new", {"resident_id": "r1", "name": "R"}),
                        ("/residents/r1/edit", {"name": "R"}), ("/residents/r1/erase", {"confirm": "y"}),
-                       ("/residents/r1/credential.png", {"door": "d", "hours": "1"}),
+                       ("/residents/r1/credential.png", {"door": "d", "minutes": "5"}),
                        ("/doors/provision", {}), ("/doors/door-1/reset.png", {"minutes": "5"}),
                        (f"/accounts/{ADMIN}/unlock", {})]:
         r = c.post(path, data={**data, "csrf_token": csrf})
