@@ -428,6 +428,21 @@ class Store:
             cur.execute(self._d.q(sql), args)
             return cur.fetchall()
 
+    def events_state(self, *, since: float | None = None, until: float | None = None) -> tuple[int, float]:
+        """(how many events, the latest stored_at) in an event-time range: it changes whenever the range's
+        events do, since events are only ever inserted (stored_at now) or deleted, so a report of the
+        range can be kept until it does."""
+        where, args = [], []
+        for op, val in ((">=", since), ("<", until)):
+            if val is not None:
+                where.append(f"event_time {op} ?")
+                args.append(val)
+        sql = "SELECT count(*), max(stored_at) FROM events" + (" WHERE " + " AND ".join(where) if where else "")
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q(sql), args)
+            n, latest = cur.fetchone()
+        return int(n), float(latest or 0.0)
+
     def claims_of(self, site: str, device: str, event_id: str) -> dict[str, Any] | None:
         with self._lock, self._d.transaction() as cur:
             cur.execute(self._d.q("SELECT claims FROM events WHERE site = ? AND device = ? AND event_id = ?"),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from datetime import date, datetime, time as dtime, timedelta
 
-from flask import Blueprint, Response, abort, g, jsonify, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, g, jsonify, render_template, request, url_for
 
 from ..backend import report as rep
 from ..errors import ConfigError
@@ -99,15 +101,51 @@ def csv_response(table: rep.Table, name: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
+class _Reports:
+    """Reports kept while the events of their range stay the same (:meth:`Store.events_state`): paging through
+    a report, or exporting the one on screen, does not read and count a week's events again."""
+
+    KEEP = 16
+
+    def __init__(self):
+        self._kept: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key, state, make):
+        with self._lock:
+            hit = self._kept.get(key)
+            if hit is not None and hit[0] == state:
+                self._kept.move_to_end(key)
+                return hit[1]
+        value = make()
+        with self._lock:
+            self._kept[key] = (state, value)
+            while len(self._kept) > self.KEEP:
+                self._kept.popitem(last=False)
+        return value
+
+
+def _daily_kept(since: float, until: float, tz, tzname: str) -> tuple[rep.Table, list]:
+    """The daily report of the range and, made when first asked for, its CSV (a list holding it)."""
+    reports = current_app.extensions.setdefault("console_reports", _Reports())
+    state = g.console.store.events_state(since=since, until=until)
+    return reports.get(("daily", since, until, tzname), state,
+                       lambda: (rep.daily(g.console.store, since=since, until=until, tz=tz), []))
+
+
 @bp.route("/reports/daily")
 def daily():
     try:
         since, until, tz, form = _period()
     except ConfigError as e:
         return _bad_period(e, "daily.html")
-    table = rep.daily(g.console.store, since=since, until=until, tz=tz)
+    kept, csv_text = _daily_kept(since, until, tz, form["tz"])
     if request.args.get("format") == "csv":
-        return csv_response(table, f"attendance-{form['from']}-to-{form['to']}.csv")
+        if not csv_text:
+            csv_text.append(kept.csv())
+        return Response(csv_text[0], mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="attendance-{form["from"]}-to-{form["to"]}.csv"'})
+    table = rep.Table(kept.title, kept.columns, kept.rows)
     # The page shows the rows a page at a time; the CSV has them all.
     try:
         page = max(1, int(request.args.get("page", "1")))

@@ -186,3 +186,23 @@ def test_a_chart_is_drawn_once_for_the_same_counts(monkeypatch):
     monkeypatch.setattr(charts, "_draw", lambda *a: drawn.append(a) or real(*a))
     assert charts.heatmap_png("Spoofs", series) is first and drawn == []
     assert charts.heatmap_png("Spoofs", {"elm-court/door-1": [1] * 24}) != first and len(drawn) == 1
+
+
+def test_a_kept_report_follows_new_and_erased_events(console):
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    con, app = console
+    t = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("UTC")).timestamp()
+    _store_checkins(con.store, "r-ada", [t])
+    c = app.test_client()
+    login(c, VIEWER)
+    url = "/reports/daily?from=2026-03-02&to=2026-03-02&tz=UTC&format=csv"
+    assert c.get(url).get_data(as_text=True).count("r-ada") == 1
+    assert c.get(url).get_data(as_text=True).count("r-ada") == 1  # kept
+    con.store.store_batch([Incoming({"event_id": "late", "seq": 99, "site": "elm-court", "device": "door-2",
+                                     "type": "checkin", "outcome": "ACCEPTED", "method": "face",
+                                     "resident_id": "r-bob", "time": t + 60, "v": 1}, received_at=t + 90)])
+    assert "r-bob" in c.get(url).get_data(as_text=True)  # a late event: made again
+    con.store.erase_resident("r-ada")
+    assert "r-ada" not in c.get(url).get_data(as_text=True)  # an erasure: made again
