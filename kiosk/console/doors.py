@@ -31,6 +31,13 @@ class Door:
     residents: int | None
     location: str | None
     heard_at: float
+    status_gallery_version: int | None = None  # the gallery the status was sent with
+
+    @property
+    def status_behind(self) -> bool:
+        """The status predates the gallery the door acknowledged: its size and target are the old gallery's
+        (a door sends its status every mqtt.status_interval, not after each update)."""
+        return self.gallery_version is not None and (self.status_gallery_version or 0) < self.gallery_version
 
     def behind(self, version: int | None) -> bool:
         return bool(version) and (self.gallery_version is None or self.gallery_version < version)
@@ -61,7 +68,15 @@ def _door(row, now: float, offline_after_s: float) -> Door:
         ack_result=ack.get("result"), target_met=_get(status, "recognition", "target_met"),
         residents=_get(status, "recognition", "residents"),
         location=location if isinstance(location, str) else None, heard_at=heard_at,
+        status_gallery_version=_int(_get(status, "gallery", "version")),
     )
+
+
+def _int(v) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
 
 
 def doors(store: Store, site: str, *, offline_after_s: float = 300.0, now: float | None = None) -> list[Door]:

@@ -149,3 +149,35 @@ def test_create_admin_reads_the_password_from_stdin_never_argv(tmp_path):
                         "--username", "x", "--password", "secret"], capture_output=True, text=True, timeout=60,
                        env={"PYTHONPATH": str(repo), "PATH": "/usr/bin"})
     assert r.returncode == 2 and "unrecognized arguments: --password" in r.stderr
+
+
+def test_doors_show_status_and_signed_version_and_the_ones_behind(console):
+    import json
+    import time
+
+    from kiosk.sync.updates.admin import Ledger
+
+    con, app = console
+    now = time.time()
+    status = {"state": "online", "time": now - 5, "outbox": {"depth": 7}, "versions": {"software": "0.1.0"},
+              "gallery": {"version": 1}, "recognition": {"target_met": True, "residents": 40},
+              "location": {"state": "VERIFIED"}}
+    rows = [("door-1", status, {"version": 2, "result": "applied", "time": now}),
+            ("door-2", {**status, "time": now - 3600}, {"version": 1, "result": "applied", "time": now - 4000}),
+            ("door-3", {**status, "state": "offline"}, {"version": 1, "result": "refused", "time": now})]
+    with con.store.transaction() as cur:
+        for device, st, ack in rows:
+            cur.execute(con.store.q("INSERT INTO console_doors (site, device, status, ack, heard_at) VALUES (?,?,?,?,?)"),
+                        ["elm-court", device, json.dumps(st), json.dumps(ack), now])
+    with con.residents.lock:  # the site's latest publication: version 2
+        Ledger(con.residents.gallery, "elm-court").db.execute(
+            "INSERT INTO gallery_publications(site, version, kind, update_id, digest, residents, published_at)"
+            " VALUES ('elm-court', 2, 'delta', 'u2', 'd', 40, ?)", [now])
+    c = app.test_client()
+    login(c, VIEWER)
+    page = c.get("/doors/").get_data(as_text=True)
+    assert "elm-court/door-1</td><td>online" in page and ">7<" in page and "VERIFIED" in page
+    assert "before version 2" in page  # door-1's status is older than the gallery it acknowledged
+    assert "elm-court/door-2</td><td>offline" in page  # silent for an hour: offline whatever it last said
+    behind = c.get("/doors/behind").get_data(as_text=True)
+    assert "door-2" in behind and "door-3" in behind and "door-1" not in behind
