@@ -227,6 +227,12 @@ class Accounts:
                                  " VALUES (?, ?, ?, ?, ?, ?, ?)"),
                     [str(uuid6.uuid7()), self.clock(), actor, action, target, detail, remote or "-"])
 
+    def forget(self, target: str, replacement: str) -> int:
+        """An erased resident's id out of the audit log: each entry about them names ``replacement`` instead."""
+        with self.store.transaction() as cur:
+            cur.execute(self.store.q("UPDATE console_audit SET target = ? WHERE target = ?"), [replacement, target])
+            return cur.rowcount
+
     def audit_log(self, *, limit: int = 200, actor: str | None = None) -> list[dict]:
         cols = ("at", "actor", "action", "target", "detail", "remote")
         sql = f"SELECT {', '.join(cols)} FROM console_audit"

@@ -156,7 +156,10 @@ def erase(rid: str):
             abort(404)
         g.console.residents.erase(rid)
         events = g.console.store.erase_resident(rid)
-        audit("resident.erase", rid, f"gallery entry and {events} stored event(s) erased")
+        # The audit log keeps who erased someone and when, not whom: the id becomes the store's keyed hash.
+        gone = f"erased:{g.console.store.resident_hash(rid)[:16]}"
+        g.console.accounts.forget(rid, gone)
+        audit("resident.erase", gone, f"gallery entry and {events} stored event(s) erased")
         _published(f"Erased, with {events} stored check-in record(s)")
         return redirect(url_for(".index"))
     if r is None:

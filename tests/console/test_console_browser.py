@@ -239,5 +239,16 @@ def test_a_viewer_changes_nothing_csrf_is_required_and_a_lockout_holds_in_a_brow
             d.delete_all_cookies()
             d.get(base + "/login")
             shot(d, "login")
+        with chromium(1280, 800, javascript=False) as d:  # the pages are the server's: no script needed
+            log_in(d, base, ADMIN)
+            d.get(base + "/accounts")
+            d.find_element(By.NAME, "username").send_keys("bea")
+            d.find_element(By.CSS_SELECTOR, "form.box input[name=password]").send_keys("a long passphrase")
+            submit(d, d.find_element(By.CSS_SELECTOR, "form.box button[type=submit]"))
+            assert "Account bea made (viewer)" in text(d)
+            d.get(base + "/checkins/today")
+            assert "No check-ins yet today" in text(d) and not d.find_element(By.ID, "live").is_displayed()
+            shot(d, "today-no-javascript")
+            assert con.accounts.get("bea").role == "viewer"
     finally:
         served.close()

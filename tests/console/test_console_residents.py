@@ -103,6 +103,9 @@ def test_name_dates_and_erasure_of_the_gallery_entry_and_every_stored_checkin(co
     assert list(con.store.events(resident_id="obama")) == []
     audit = con.accounts.audit_log()
     assert audit[0]["action"] == "resident.erase" and audit[0]["actor"] == ADMIN and audit[0]["remote"] == "127.0.0.1"
+    # Who erased someone stays; whom does not (the update before it names the same keyed hash).
+    assert audit[0]["target"].startswith("erased:") and audit[1]["target"] == audit[0]["target"]
+    assert not [a for a in audit if "obama" in a["target"] + a["detail"]]
     assert "obama" not in c.get("/residents/").get_data(as_text=True)
 
 
