@@ -100,7 +100,7 @@ def open_console(config: ConsoleConfig, *, publish: bool = True, store: Store | 
             check_private(p)
             console.fleet_key_path = p
         admin_path = config.path(keys.admin_key)
-        if publish or admin_path.exists():
+        if admin_path.exists() or (publish and config.broker.enabled):  # publishing needs it, reading does not
             console.admin_key = keymod.load_private(admin_path)
         if publish and config.broker.enabled:
             mqtt = config.broker.mqtt()
