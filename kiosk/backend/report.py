@@ -85,21 +85,50 @@ class LocalClock:
     Every offset change of the zones in use falls on a quarter hour, so the
     offset at the start of a quarter hour holds for all of it; a report over a
     million events then asks the time zone database a few thousand times, not
-    a million.
+    a million. :meth:`spans` cuts a period where the offset changes, so that
+    the store can count per local day in SQL.
     """
 
     def __init__(self, tz: tzinfo | None):
         self.tz = tz
         self._offsets: dict[int, float] = {}
 
-    def __call__(self, ts: float) -> tuple[str, int]:
-        q = int(ts // 900)
+    def offset(self, q: int) -> float:
+        """The UTC offset (seconds) throughout quarter hour ``q`` (Unix time // 900)."""
         off = self._offsets.get(q)
         if off is None:
             off = self._offsets[q] = _local(q * 900.0, self.tz).utcoffset().total_seconds()
-        local = ts + off
+        return off
+
+    def __call__(self, ts: float) -> tuple[str, int]:
+        local = ts + self.offset(int(ts // 900))
         days = int(local // 86400)
         return _DAY0.fromordinal(_ORDINAL0 + days).isoformat(), int(local - days * 86400)
+
+    def spans(self, since: float, until: float) -> list[tuple[float, float, float]]:
+        """[since, until) cut where the offset changes: (start, end, offset) each.
+
+        A day (then an hour) whose first and last quarter hour have one offset
+        is taken whole: no zone changes its offset twice within a day.
+        """
+        out: list[list[float]] = []
+        q, q_end = int(since // 900), int(-(-until // 900))
+        while q < q_end:
+            off = self.offset(q)
+            step = 1
+            for block in (96, 4):
+                end = min(q - q % block + block, q_end)
+                if end - q > 1 and self.offset(end - 1) == off:
+                    step = end - q
+                    break
+            if out and out[-1][2] == off:
+                out[-1][1] = (q + step) * 900.0
+            else:
+                out.append([q * 900.0, (q + step) * 900.0, off])
+            q += step
+        if out:
+            out[0][0], out[-1][1] = since, until
+        return [(a, b, c) for a, b, c in out]
 
 
 _DAY0 = datetime(1970, 1, 1).date()
@@ -112,28 +141,37 @@ def _hms(seconds: int) -> str:
 
 def daily(store: Store, *, since: float | None = None, until: float | None = None,
           tz: tzinfo | None = None, site: str | None = None) -> Table:
-    """Per resident and local day: first and last check-in, how many, at which doors."""
-    acc: dict[tuple[str, str], list] = {}
+    """Per resident and local day: first and last check-in, how many, at which doors.
+
+    Counted by the store (per local day, resident and door, in each span of
+    one UTC offset), then merged here: a day that a clock change cuts in two
+    comes back from two spans.
+    """
+    title = f"Check-ins per resident and day ({_span(since, until)})"
+    columns = ("day", "resident", "first", "last", "check_ins", "doors")
+    if since is None or until is None:
+        span = store.event_span(CHECKIN_TYPES)
+        if span is None:
+            return Table(title, columns, [])
+        since = span[0] if since is None else since
+        until = span[1] + 1.0 if until is None else until
+    acc: dict[tuple[int, str], list] = {}
     clock = LocalClock(tz)
-    for ts, resident, esite, edevice in store.event_rows(("event_time", "resident_id", "site", "device"),
-                                                         since=since, until=until, site=site, types=CHECKIN_TYPES):
-        if not resident:
-            continue
-        day, secs = clock(ts)
-        a = acc.get((day, resident))
-        if a is None:
-            acc[(day, resident)] = [secs, secs, 1, {f"{esite}/{edevice}"}]
-            continue
-        if secs < a[0]:
-            a[0] = secs
-        if secs > a[1]:
-            a[1] = secs
-        a[2] += 1
-        a[3].add(f"{esite}/{edevice}")
-    rows = [(d, r, _hms(a[0]), _hms(a[1]), a[2], " ".join(sorted(a[3])))
+    for start, end, off in clock.spans(since, until) if until > since else []:
+        for day, resident, esite, edevice, first, last, n in store.checkin_days(start, end, off, CHECKIN_TYPES,
+                                                                                 site=site):
+            day = int(day)
+            lo, hi = int(first + off - day * 86400), int(last + off - day * 86400)
+            a = acc.get((day, resident))
+            if a is None:
+                acc[(day, resident)] = [lo, hi, n, {f"{esite}/{edevice}"}]
+                continue
+            a[0], a[1] = min(a[0], lo), max(a[1], hi)
+            a[2] += n
+            a[3].add(f"{esite}/{edevice}")
+    rows = [(_DAY0.fromordinal(_ORDINAL0 + d).isoformat(), r, _hms(a[0]), _hms(a[1]), a[2], " ".join(sorted(a[3])))
             for (d, r), a in sorted(acc.items())]
-    return Table(f"Check-ins per resident and day ({_span(since, until)})",
-                 ("day", "resident", "first", "last", "check_ins", "doors"), rows)
+    return Table(title, columns, rows)
 
 
 def doors(store: Store, *, since: float | None = None, until: float | None = None,

@@ -428,6 +428,32 @@ class Store:
             cur.execute(self._d.q(sql), args)
             return cur.fetchall()
 
+    def checkin_days(self, since: float, until: float, offset: float, types: Sequence[str], *,
+                     site: str | None = None) -> list[tuple]:
+        """Events of ``types`` with a resident, counted in SQL per local day, resident and door, for a span whose
+        UTC offset is ``offset`` throughout: (day number since 1970-01-01, resident, site, device, first event
+        time, last event time, count)."""
+        day = self._d.whole_days.format("event_time + ?")
+        where = ["event_time >= ?", "event_time < ?", "resident_id IS NOT NULL", "resident_id <> ''",
+                 f"type IN ({','.join('?' * len(types))})"]
+        args: list = [offset, since, until, *types]
+        if site is not None:
+            where.append("site = ?")
+            args.append(site)
+        sql = (f"SELECT {day}, resident_id, site, device, min(event_time), max(event_time), count(*) FROM events"
+               f" WHERE {' AND '.join(where)} GROUP BY 1, 2, 3, 4")
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q(sql), args)
+            return cur.fetchall()
+
+    def event_span(self, types: Sequence[str]) -> tuple[float, float] | None:
+        """(first, last) event time of the stored events of ``types``, or None when there are none."""
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q(f"SELECT min(event_time), max(event_time) FROM events"
+                                  f" WHERE type IN ({','.join('?' * len(types))})"), list(types))
+            row = cur.fetchone()
+        return None if row is None or row[0] is None else (float(row[0]), float(row[1]))
+
     def events_state(self, *, since: float | None = None, until: float | None = None) -> tuple[int, float]:
         """(how many events, the latest stored_at) in an event-time range: it changes whenever the range's
         events do, since events are only ever inserted (stored_at now) or deleted, so a report of the
