@@ -10,6 +10,7 @@ except :func:`erase_resident`.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -135,7 +136,9 @@ _DAY0 = datetime(1970, 1, 1).date()
 _ORDINAL0 = _DAY0.toordinal()
 
 
+@functools.lru_cache(maxsize=86400)
 def _hms(seconds: int) -> str:
+    """HH:MM:SS of a second of the day (kept: a report over many residents writes the same ones again)."""
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
@@ -169,7 +172,8 @@ def daily(store: Store, *, since: float | None = None, until: float | None = Non
             a[0], a[1] = min(a[0], lo), max(a[1], hi)
             a[2] += n
             a[3].add(f"{esite}/{edevice}")
-    rows = [(_DAY0.fromordinal(_ORDINAL0 + d).isoformat(), r, _hms(a[0]), _hms(a[1]), a[2], " ".join(sorted(a[3])))
+    days = {d: _DAY0.fromordinal(_ORDINAL0 + d).isoformat() for d, _ in acc}
+    rows = [(days[d], r, _hms(a[0]), _hms(a[1]), a[2], " ".join(sorted(a[3])) if len(a[3]) > 1 else next(iter(a[3])))
             for (d, r), a in sorted(acc.items())]
     return Table(title, columns, rows)
 
