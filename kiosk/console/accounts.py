@@ -153,29 +153,40 @@ class Accounts:
     # -- logging in -----------------------------------------------------------------
 
     def login(self, username: str, password: str, *, remote: str) -> Account:
-        """The account, or :class:`LoginRefused`; a locked name stays locked whatever the password."""
+        """The account, or :class:`LoginRefused`; a locked name stays locked whatever the password.
+
+        Failures are counted per name and per address (``address:`` and the
+        client's address, which no user name can spell): a name is locked after
+        ``failures`` of them, an address, trying many names, after four times
+        as many.
+        """
         now = self.clock()
         q = self.store.q
+        named = bool(USERNAME.match(username or ""))  # anything else is no account's, and touches no name's count
+        address = f"address:{remote or '-'}"
         with self.store.transaction() as cur:
-            cur.execute(q("SELECT failures, first_failure_at, locked_until FROM console_logins WHERE username = ?"),
-                        [username])
-            attempts = cur.fetchone()
+            cur.execute(q("SELECT username, failures, first_failure_at, locked_until FROM console_logins"
+                          " WHERE username IN (?, ?)"), [username if named else address, address])
+            attempts = {r[0]: r[1:] for r in cur.fetchall()}
             cur.execute(q(f"SELECT {_COLS}, password_hash FROM console_accounts WHERE username = ?"), [username])
             row = cur.fetchone()
-        if attempts and attempts[2] > now:
-            self.audit(username, "login.locked", username, "refused while locked", remote)
-            raise LoginRefused("this login is locked after too many failed attempts; try again later",
-                               locked_until=attempts[2])
+        for key, what in ((address, "logins from this address are"), (username if named else None, "this login is")):
+            held = attempts.get(key)
+            if key and held and held[2] > now:
+                self.audit(username if named else "-", "login.locked", key, "refused while locked", remote)
+                raise LoginRefused(f"{what} locked after too many failed attempts; try again later",
+                                   locked_until=held[2])
         stored = row[6] if row else _DUMMY
         try:
             ok = _hasher.verify(stored, password) and row is not None and not row[2]
         except (VerificationError, InvalidHashError):
             ok = False
         if not ok:
-            locked = self._failed(username, attempts, now, remote)
+            locked = self._failed(address, attempts.get(address), now, remote, self.lockout.failures * 4)
+            if named:
+                locked = self._failed(username, attempts.get(username), now, remote, self.lockout.failures) or locked
             if locked:
-                raise LoginRefused("this login is locked after too many failed attempts; try again later",
-                                   locked_until=locked)
+                raise LoginRefused("locked after too many failed attempts; try again later", locked_until=locked)
             raise LoginRefused("wrong user name or password")
         with self.store.transaction() as cur:
             cur.execute(q("DELETE FROM console_logins WHERE username = ?"), [username])
@@ -186,23 +197,27 @@ class Accounts:
             self._audit(cur, username, "login", username, "", remote)
         return self.get(username)
 
-    def _failed(self, username: str, attempts, now: float, remote: str) -> float | None:
-        """Count a failure; the time the name is locked until, if this one locks it."""
+    def _failed(self, key: str, attempts, now: float, remote: str, limit: int) -> float | None:
+        """Count a failure of a name or an address; the time it is locked until, if this one locks it."""
         lk = self.lockout
         q = self.store.q
         if attempts is None or now - attempts[1] > lk.window_s:
             failures, first = 1, now
         else:
             failures, first = attempts[0] + 1, attempts[1]
-        locked_until = now + lk.lock_s if failures >= lk.failures else 0.0
+        locked_until = now + lk.lock_s if failures >= limit else 0.0
         with self.store.transaction() as cur:
-            cur.execute(q("DELETE FROM console_logins WHERE username = ?"), [username])
+            cur.execute(q("DELETE FROM console_logins WHERE username = ?"), [key])
             cur.execute(q("INSERT INTO console_logins (username, failures, first_failure_at, locked_until)"
-                          " VALUES (?, ?, ?, ?)"), [username, failures, first, locked_until])
-            self._audit(cur, username, "login.failed", username,
-                        f"failure {failures}" + (", locked" if locked_until else ""), remote)
+                          " VALUES (?, ?, ?, ?)"), [key, failures, first, locked_until])
+            if not key.startswith("address:"):
+                self._audit(cur, key, "login.failed", key, f"failure {failures}" + (", locked" if locked_until else ""),
+                            remote)
+            elif locked_until:
+                self._audit(cur, "-", "login.address_locked", key, f"{failures} failures", remote)
         if locked_until:
-            log.warning("a console login is locked after %d failed attempts", failures)
+            log.warning("console logins locked after %d failed attempts (%s)", failures,
+                        "an address" if key.startswith("address:") else "a name")
         return locked_until or None
 
     def unlock(self, username: str, *, actor: str, remote: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from console_kit import ADMIN, PASSWORD, VIEWER, login, make_console, token
+from kiosk.errors import LoginRefused
 
 
 @pytest.fixture
@@ -180,3 +181,21 @@ def test_doors_show_status_and_signed_version_and_the_ones_behind(console):
     assert "elm-court/door-2</td><td>offline" in page  # silent for an hour: offline whatever it last said
     behind = c.get("/doors/behind").get_data(as_text=True)
     assert "door-2" in behind and "door-3" in behind and "door-1" not in behind
+
+
+def test_an_address_trying_many_names_is_locked_and_cannot_lock_another(console):
+    """Failures per address too (four times a name's limit); a name spelling an address counts for nobody."""
+    con, app = console
+    acc = con.accounts
+    for i in range(11):  # login_failures = 3: an address is locked at 12
+        with pytest.raises(LoginRefused, match="wrong user name"):
+            acc.login(f"guess-{i}", "wrong password!!", remote="203.0.113.9")
+    with pytest.raises(LoginRefused, match="locked"):
+        acc.login("guess-11", "wrong password!!", remote="203.0.113.9")
+    with pytest.raises(LoginRefused, match="from this address"):
+        acc.login(ADMIN, PASSWORD, remote="203.0.113.9")  # the right password, from that address: still locked
+    assert acc.login(ADMIN, PASSWORD, remote="198.51.100.7").username == ADMIN  # from elsewhere: in
+    for _ in range(5):  # typing another address's key as a user name counts only against one's own address
+        with pytest.raises(LoginRefused):
+            acc.login("address:198.51.100.7", "x", remote="192.0.2.1")
+    assert acc.login(ADMIN, PASSWORD, remote="198.51.100.7").username == ADMIN
