@@ -21,6 +21,7 @@ from typing import Callable
 from .capture import open_source
 from .capture.base import FrameSource
 from .capture.reader import CaptureThread
+from .cliopts import package_version
 from .config import KioskConfig, config_from_args, load_config
 from .errors import ConfigError, KioskError, NotProvisioned, ScreenUnavailable
 from .feedback import Panels
@@ -424,7 +425,7 @@ class Kiosk:
         """Extra fields of the retained MQTT status (read on the publisher thread)."""
         r = self.recognizer
         return {
-            "versions": {"gallery": r.gallery.version if r else None, "model": MODEL_ID},
+            "versions": {"gallery": r.gallery.version if r else None, "model": MODEL_ID, "software": package_version()},
             "camera": "ok" if self.capture and self.capture.healthy else "no_frames",
             "location": self.location_status(),
             "gallery": self.gallery_sync.status() if self.gallery_sync is not None

@@ -103,3 +103,11 @@ class MissingExtra(KioskError, ImportError):
 
 class StoreUnavailable(KioskError, ConnectionError):
     """The back end's event store cannot be reached (PostgreSQL down): retried, nothing acknowledged meanwhile."""
+
+
+class LoginRefused(KioskError, PermissionError):
+    """A console login refused: a wrong name or password, or a login locked out after too many failures."""
+
+    def __init__(self, message: str, *, locked_until: float | None = None):
+        super().__init__(message)
+        self.locked_until = locked_until

@@ -46,11 +46,15 @@ def upward(room: str, forbidden: tuple[str, ...]) -> list[str]:
     "room, forbidden",
     [
         ("gallery", ("kiosk.match", "kiosk.daemon", "kiosk.sync", "kiosk.admin", "kiosk.capture", "kiosk.backend",
-                     "kiosk.evaluation", "kiosk.bench", "kiosk.cli")),
+                     "kiosk.evaluation", "kiosk.bench", "kiosk.cli", "kiosk.console")),
         # Offline tools sit beside the runtime, below the admin commands that run them.
         ("evaluation", ("kiosk.admin", "kiosk.cli", "kiosk.daemon")),
         # The device's side of sync knows nothing of the back end or the admin tools.
-        ("sync", ("kiosk.backend", "kiosk.admin", "kiosk.daemon", "kiosk.cli")),
+        ("sync", ("kiosk.backend", "kiosk.admin", "kiosk.daemon", "kiosk.cli", "kiosk.console")),
+        # The back end is below the console that reads its store, and knows no admin command.
+        ("backend", ("kiosk.console", "kiosk.admin", "kiosk.daemon", "kiosk.cli")),
+        # The console sits beside kiosk-admin (sharing the rooms below, not its commands) and runs no door.
+        ("console", ("kiosk.admin", "kiosk.daemon", "kiosk.cli", "kiosk.evaluation", "kiosk.bench")),
     ],
 )
 def test_no_upward_import(room, forbidden):
@@ -86,6 +90,19 @@ def test_kiosk_admin_report_loads_no_face_models():
 
     code = ("import sys\nfrom kiosk.admin import main\ntry:\n    main(['report', '--help'])\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('dlib', 'face_recognition_models') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_kiosk_console_serves_without_loading_face_models():
+    """The console's pages load no dlib: only an enrolment does (the device stack, docs/console.md)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport kiosk.console.app, kiosk.console.cli, kiosk.console.service\n"
+            "from kiosk.console import pages_residents, pages_doors, pages_checkins, pages_accounts\n"
+            "print(sorted(m for m in ('dlib', 'face_recognition_models', 'cv2') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]"

@@ -28,6 +28,8 @@ class Dialect:
     kind = ""
     greatest = "GREATEST"
     for_update = ""
+    #: The whole days in a non-negative number of seconds (SQLite's CAST truncates; PostgreSQL's rounds).
+    whole_days = "CAST(FLOOR(({}) / 86400) AS BIGINT)"
 
     def q(self, sql: str) -> str:
         return sql
@@ -86,6 +88,7 @@ class _Transaction:
 class Sqlite(Dialect):
     kind = "sqlite"
     greatest = "MAX"
+    whole_days = "CAST(({}) / 86400 AS INTEGER)"
 
     def __init__(self, path: Path):
         from ..privatefile import private_database

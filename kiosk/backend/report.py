@@ -10,6 +10,7 @@ except :func:`erase_resident`.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -82,23 +83,102 @@ def _span(since: float | None, until: float | None) -> str:
     return f"{day(since)} to {day(until)}"
 
 
+class LocalClock:
+    """Unix times to local (day, seconds into the day), the UTC offset looked up once per quarter hour.
+
+    Every offset change of the zones in use falls on a quarter hour, so the
+    offset at the start of a quarter hour holds for all of it; a report over a
+    million events then asks the time zone database a few thousand times, not
+    a million. :meth:`spans` cuts a period where the offset changes, so that
+    the store can count per local day in SQL.
+    """
+
+    def __init__(self, tz: tzinfo | None):
+        self.tz = tz
+        self._offsets: dict[int, float] = {}
+
+    def offset(self, q: int) -> float:
+        """The UTC offset (seconds) throughout quarter hour ``q`` (Unix time // 900)."""
+        off = self._offsets.get(q)
+        if off is None:
+            off = self._offsets[q] = _local(q * 900.0, self.tz).utcoffset().total_seconds()
+        return off
+
+    def __call__(self, ts: float) -> tuple[str, int]:
+        local = ts + self.offset(int(ts // 900))
+        days = int(local // 86400)
+        return _DAY0.fromordinal(_ORDINAL0 + days).isoformat(), int(local - days * 86400)
+
+    def spans(self, since: float, until: float) -> list[tuple[float, float, float]]:
+        """[since, until) cut where the offset changes: (start, end, offset) each.
+
+        A day (then an hour) whose first and last quarter hour have one offset
+        is taken whole: no zone changes its offset twice within a day.
+        """
+        out: list[list[float]] = []
+        q, q_end = int(since // 900), int(-(-until // 900))
+        while q < q_end:
+            off = self.offset(q)
+            step = 1
+            for block in (96, 4):
+                end = min(q - q % block + block, q_end)
+                if end - q > 1 and self.offset(end - 1) == off:
+                    step = end - q
+                    break
+            if out and out[-1][2] == off:
+                out[-1][1] = (q + step) * 900.0
+            else:
+                out.append([q * 900.0, (q + step) * 900.0, off])
+            q += step
+        if out:
+            out[0][0], out[-1][1] = since, until
+        return [(a, b, c) for a, b, c in out]
+
+
+_DAY0 = datetime(1970, 1, 1).date()
+_ORDINAL0 = _DAY0.toordinal()
+
+
+@functools.lru_cache(maxsize=86400)
+def _hms(seconds: int) -> str:
+    """HH:MM:SS of a second of the day (kept: a report over many residents writes the same ones again)."""
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def daily(store: Store, *, since: float | None = None, until: float | None = None,
           tz: tzinfo | None = None, site: str | None = None) -> Table:
-    """Per resident and local day: first and last check-in, how many, at which doors."""
-    acc: dict[tuple[str, str], list] = {}
-    for e in store.events(since=since, until=until, site=site, types=CHECKIN_TYPES):
-        if not e["resident_id"]:
-            continue
-        t = _local(e["event_time"], tz)
-        key = (t.strftime("%Y-%m-%d"), e["resident_id"])
-        a = acc.setdefault(key, [t, t, 0, set()])
-        a[0], a[1] = min(a[0], t), max(a[1], t)
-        a[2] += 1
-        a[3].add(f"{e['site']}/{e['device']}")
-    rows = [(d, r, a[0].strftime("%H:%M:%S"), a[1].strftime("%H:%M:%S"), a[2], " ".join(sorted(a[3])))
+    """Per resident and local day: first and last check-in, how many, at which doors.
+
+    Counted by the store (per local day, resident and door, in each span of
+    one UTC offset), then merged here: a day that a clock change cuts in two
+    comes back from two spans.
+    """
+    title = f"Check-ins per resident and day ({_span(since, until)})"
+    columns = ("day", "resident", "first", "last", "check_ins", "doors")
+    if since is None or until is None:
+        span = store.event_span(CHECKIN_TYPES)
+        if span is None:
+            return Table(title, columns, [])
+        since = span[0] if since is None else since
+        until = span[1] + 1.0 if until is None else until
+    acc: dict[tuple[int, str], list] = {}
+    clock = LocalClock(tz)
+    for start, end, off in clock.spans(since, until) if until > since else []:
+        for day, resident, esite, edevice, first, last, n in store.checkin_days(start, end, off, CHECKIN_TYPES,
+                                                                                 site=site):
+            day = int(day)
+            lo, hi = int(first + off - day * 86400), int(last + off - day * 86400)
+            a = acc.get((day, resident))
+            if a is None:
+                acc[(day, resident)] = [lo, hi, n, {f"{esite}/{edevice}"}]
+                continue
+            a[0], a[1] = min(a[0], lo), max(a[1], hi)
+            a[2] += n
+            a[3].add(f"{esite}/{edevice}")
+    days = {d: _DAY0.fromordinal(_ORDINAL0 + d).isoformat() for d, _ in acc}
+    rows = [(days[d], r, _hms(a[0]), _hms(a[1]), a[2], " ".join(sorted(a[3])) if len(a[3]) > 1 else next(iter(a[3])))
             for (d, r), a in sorted(acc.items())]
-    return Table(f"Check-ins per resident and day ({_span(since, until)})",
-                 ("day", "resident", "first", "last", "check_ins", "doors"), rows)
+    return Table(title, columns, rows)
 
 
 def doors(store: Store, *, since: float | None = None, until: float | None = None,

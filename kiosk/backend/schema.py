@@ -106,6 +106,53 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        3,
+        "console",
+        (
+            # The console's people (kiosk.console): one row per person, an argon2id hash,
+            # a role (admin or viewer). ``session_epoch`` goes up when a password changes or
+            # the account is disabled, so that sessions signed before it end at once.
+            """CREATE TABLE console_accounts (
+                username TEXT PRIMARY KEY,
+                role TEXT NOT NULL,
+                password_hash TEXT NOT NULL,
+                disabled BIGINT NOT NULL DEFAULT 0,
+                session_epoch BIGINT NOT NULL DEFAULT 0,
+                created_at DOUBLE PRECISION NOT NULL,
+                last_login_at DOUBLE PRECISION
+            )""",
+            # Every change made through the console: who, what, to what, when, from where.
+            """CREATE TABLE console_audit (
+                id TEXT PRIMARY KEY,
+                at DOUBLE PRECISION NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                detail TEXT NOT NULL,
+                remote TEXT NOT NULL
+            )""",
+            "CREATE INDEX console_audit_by_time ON console_audit (at)",
+            # Failed logins per name, and until when it is locked: a restart unlocks nothing.
+            """CREATE TABLE console_logins (
+                username TEXT PRIMARY KEY,
+                failures BIGINT NOT NULL,
+                first_failure_at DOUBLE PRECISION NOT NULL,
+                locked_until DOUBLE PRECISION NOT NULL
+            )""",
+            # Each door's latest retained status and verified gallery ack, as the console last heard them.
+            """CREATE TABLE console_doors (
+                site TEXT NOT NULL,
+                device TEXT NOT NULL,
+                status TEXT,
+                ack TEXT,
+                heard_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (site, device)
+            )""",
+            # Today's page and a resident's history read events by type and time.
+            "CREATE INDEX events_by_type ON events (type, event_time)",
+        ),
+    ),
 )
 
 #: The schema version this code writes and reads.

@@ -188,6 +188,17 @@ class Store:
             self._erasure_key = bytes.fromhex(row[0])
         return hmac.new(self._erasure_key, resident_id.encode("utf-8", "backslashreplace"), "sha256").hexdigest()
 
+    def transaction(self):
+        """One transaction for callers with tables of their own (the console): ``with store.transaction() as cur``.
+
+        Write SQL with ``?`` placeholders through :meth:`q`.
+        """
+        return _Locked(self._lock, self._d.transaction())
+
+    def q(self, sql: str) -> str:
+        """``sql`` with ``?`` placeholders as this store's driver wants them."""
+        return self._d.q(sql)
+
     def schema_version(self) -> int:
         with self._lock, self._d.transaction() as cur:
             cur.execute("SELECT max(version) FROM schema_version")
@@ -387,6 +398,22 @@ class Store:
                device: str | None = None, resident_id: str | None = None,
                types: Iterable[str] | None = None, claims: bool = False) -> Iterator[dict[str, Any]]:
         """Stored events in event-time order, as dicts of :data:`EVENT_COLUMNS` (and ``claims``, parsed, if asked)."""
+        columns = (*EVENT_COLUMNS, "claims") if claims else EVENT_COLUMNS
+        for row in self.event_rows(columns, since=since, until=until, site=site, device=device,
+                                   resident_id=resident_id, types=types):
+            out = dict(zip(columns, row))
+            if claims:
+                out["claims"] = json.loads(out["claims"])
+            yield out
+
+    def event_rows(self, columns: Sequence[str], *, since: float | None = None, until: float | None = None,
+                   site: str | None = None, device: str | None = None, resident_id: str | None = None,
+                   types: Iterable[str] | None = None) -> list[tuple]:
+        """Stored events in event-time order, as tuples of ``columns`` (of :data:`EVENT_COLUMNS`, or ``claims``,
+        unparsed): for reports over many events, which need a few columns and no dict per row."""
+        bad = [c for c in columns if c not in EVENT_COLUMNS and c != "claims"]
+        if bad:
+            raise ValueError(f"not columns of events: {bad}")
         where, args = [], []
         for col, op, val in (("event_time", ">=", since), ("event_time", "<", until), ("site", "=", site),
                              ("device", "=", device), ("resident_id", "=", resident_id)):
@@ -397,19 +424,54 @@ class Store:
             types = list(types)
             where.append(f"type IN ({','.join('?' * len(types))})")
             args.extend(types)
-        columns = (*EVENT_COLUMNS, "claims") if claims else EVENT_COLUMNS
         sql = f"SELECT {', '.join(columns)} FROM events"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY event_time, site, device, seq"
         with self._lock, self._d.transaction() as cur:
             cur.execute(self._d.q(sql), args)
-            rows = cur.fetchall()
-        for row in rows:
-            out = dict(zip(columns, row))
-            if claims:
-                out["claims"] = json.loads(out["claims"])
-            yield out
+            return cur.fetchall()
+
+    def checkin_days(self, since: float, until: float, offset: float, types: Sequence[str], *,
+                     site: str | None = None) -> list[tuple]:
+        """Events of ``types`` with a resident, counted in SQL per local day, resident and door, for a span whose
+        UTC offset is ``offset`` throughout: (day number since 1970-01-01, resident, site, device, first event
+        time, last event time, count)."""
+        day = self._d.whole_days.format("event_time + ?")
+        where = ["event_time >= ?", "event_time < ?", "resident_id IS NOT NULL", "resident_id <> ''",
+                 f"type IN ({','.join('?' * len(types))})"]
+        args: list = [offset, since, until, *types]
+        if site is not None:
+            where.append("site = ?")
+            args.append(site)
+        sql = (f"SELECT {day}, resident_id, site, device, min(event_time), max(event_time), count(*) FROM events"
+               f" WHERE {' AND '.join(where)} GROUP BY 1, 2, 3, 4")
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q(sql), args)
+            return cur.fetchall()
+
+    def event_span(self, types: Sequence[str]) -> tuple[float, float] | None:
+        """(first, last) event time of the stored events of ``types``, or None when there are none."""
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q(f"SELECT min(event_time), max(event_time) FROM events"
+                                  f" WHERE type IN ({','.join('?' * len(types))})"), list(types))
+            row = cur.fetchone()
+        return None if row is None or row[0] is None else (float(row[0]), float(row[1]))
+
+    def events_state(self, *, since: float | None = None, until: float | None = None) -> tuple[int, float]:
+        """(how many events, the latest stored_at) in an event-time range: it changes whenever the range's
+        events do, since events are only ever inserted (stored_at now) or deleted, so a report of the
+        range can be kept until it does."""
+        where, args = [], []
+        for op, val in ((">=", since), ("<", until)):
+            if val is not None:
+                where.append(f"event_time {op} ?")
+                args.append(val)
+        sql = "SELECT count(*), max(stored_at) FROM events" + (" WHERE " + " AND ".join(where) if where else "")
+        with self._lock, self._d.transaction() as cur:
+            cur.execute(self._d.q(sql), args)
+            n, latest = cur.fetchone()
+        return int(n), float(latest or 0.0)
 
     def claims_of(self, site: str, device: str, event_id: str) -> dict[str, Any] | None:
         with self._lock, self._d.transaction() as cur:
@@ -446,6 +508,27 @@ class Store:
         with self._lock, self._d.transaction() as cur:
             cur.execute("SELECT site, device, event_id FROM events")
             return [tuple(r) for r in cur.fetchall()]
+
+
+class _Locked:
+    """The store's lock held around one dialect transaction."""
+
+    def __init__(self, lock, transaction):
+        self._lock, self._tx = lock, transaction
+
+    def __enter__(self):
+        self._lock.acquire()
+        try:
+            return self._tx.__enter__()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def __exit__(self, *exc):
+        try:
+            return self._tx.__exit__(*exc)
+        finally:
+            self._lock.release()
 
 
 def _event_row(ev: Incoming, flags: str | None, stored_at: float) -> list:

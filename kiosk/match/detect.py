@@ -131,13 +131,13 @@ def turned_away(yaw: float, pitch: float, settings: DetectSettings) -> bool:
 
 
 class FaceDetector:
-    """HOG face detector with quality gates; one per recognising thread."""
+    """HOG face detector with quality gates; the dlib detector it runs is the calling thread's own."""
 
     def __init__(self, settings: DetectSettings, *, scale: float | None = None, upsample: int | None = None):
         self.settings = settings
         self.scale = settings.scale if scale is None else scale
         self.upsample = settings.upsample if upsample is None else upsample
-        self._hog = models.hog_detector()
+        models.hog_detector()  # loaded now (the constructing thread's), not at the first frame
 
     def detect(self, image: np.ndarray, grey: np.ndarray | None = None) -> list[Face]:
         """Faces in a BGR (or grey) frame, boxes in full-frame pixels, largest first."""
@@ -147,7 +147,7 @@ class FaceDetector:
             small = cv2.resize(grey, (max(1, round(w * self.scale)), max(1, round(h * self.scale))), interpolation=cv2.INTER_AREA)
         else:
             small = grey
-        rects, scores, _ = self._hog.run(small, self.upsample, 0.0)
+        rects, scores, _ = models.hog_detector().run(small, self.upsample, 0.0)
         faces = []
         inv = 1.0 / self.scale
         for rect, score in zip(rects, scores):

@@ -66,8 +66,19 @@ def load(name: str):
         return _load(name)
 
 
-@functools.cache
-def hog_detector():
-    import dlib
+_per_thread = threading.local()
 
-    return dlib.get_frontal_face_detector()
+
+def hog_detector():
+    """dlib's HOG face detector, one per thread (made at a thread's first call, about 0.5 s).
+
+    Unlike the models above it keeps scratch state while it runs: two threads
+    running one detector at once crash the process (a daemon and an enrolment
+    in one process, or the console enrolling on two of its threads).
+    """
+    det = getattr(_per_thread, "hog", None)
+    if det is None:
+        import dlib
+
+        det = _per_thread.hog = dlib.get_frontal_face_detector()
+    return det

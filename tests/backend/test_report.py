@@ -158,3 +158,64 @@ def test_csv_reports_do_not_hand_a_spreadsheet_formulas(tmp_path, capsys):
     [row] = rows_of(out)
     assert row["distance"] == "-0.250"  # a number we wrote stays a number, minus sign and all
     assert row["door"] == "elm-court/door-1" and row["time"] == "2026-03-02 08:00:00"
+
+
+@pytest.mark.parametrize("zone", [None, "Europe/Paris", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata",
+                                  "Asia/Kathmandu", "Pacific/Chatham"])
+def test_the_fast_local_clock_agrees_with_the_time_zone_database(zone):
+    """The daily report's per-quarter-hour offsets give the day and time datetime gives, DST changes included."""
+    import random
+
+    from kiosk.backend.report import LocalClock, _local
+
+    tz = ZoneInfo(zone) if zone else None
+    clock = LocalClock(tz)
+    rng = random.Random(zone)
+    stamps = [rng.uniform(1.6e9, 1.9e9) for _ in range(3000)]
+    # Around each offset change of 2026: every second of the hour either side, sampled.
+    for day in range(365):
+        t = datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC")).timestamp() + day * 86400
+        if _local(t, tz).utcoffset() != _local(t + 86400, tz).utcoffset():
+            stamps += [t + s for s in range(0, 86400, 97)]
+    for ts in stamps:
+        t = _local(ts, tz)
+        assert clock(ts) == (t.strftime("%Y-%m-%d"), t.hour * 3600 + t.minute * 60 + t.second), (zone, ts)
+
+
+@pytest.mark.parametrize("zone", ["Europe/Paris", "Australia/Lord_Howe", "America/Santiago"])
+def test_spans_cut_a_period_where_the_offset_changes(zone):
+    from kiosk.backend.report import LocalClock, _local
+
+    tz = ZoneInfo(zone)
+    since = datetime(2026, 1, 1, 0, 7, tzinfo=tz).timestamp()
+    until = datetime(2027, 1, 1, tzinfo=tz).timestamp()
+    spans = LocalClock(tz).spans(since, until)
+    assert spans[0][0] == since and spans[-1][1] == until and len(spans) == 3  # two changes a year
+    for (a, b, off), nxt in zip(spans, spans[1:] + [None]):
+        assert nxt is None or nxt[0] == b
+        for t in (a, (a + b) / 2, b - 1):
+            assert _local(t, tz).utcoffset().total_seconds() == off
+
+
+def test_daily_across_a_clock_change_counts_as_the_zone_database_does(tmp_path):
+    """Check-ins every 7 minutes through the night Paris puts its clocks forward, and through an ordinary day."""
+    tz = ZoneInfo("Europe/Paris")
+    t0 = datetime(2026, 3, 28, 20, 0, tzinfo=tz).timestamp()
+    times = [t0 + 420 * i for i in range(400)]
+    with open_store(tmp_path / "e.db") as s:
+        s.store_batch([Incoming({"event_id": f"x{i}", "seq": i, "site": "elm-court", "device": f"door-{i % 3}",
+                                 "type": "checkin", "outcome": "ACCEPTED", "method": "face",
+                                 "resident_id": f"r-{i % 4}", "time": t, "v": 1}, received_at=t)
+                       for i, t in enumerate(times)])
+        from kiosk.backend import report
+
+        got = report.daily(s, since=t0 - 86400, until=t0 + 4 * 86400, tz=tz).rows
+    want: dict = {}
+    for i, t in enumerate(times):
+        local = datetime.fromtimestamp(t, tz)
+        a = want.setdefault((local.strftime("%Y-%m-%d"), f"r-{i % 4}"), [local, local, 0, set()])
+        a[0], a[1] = min(a[0], local), max(a[1], local)
+        a[2] += 1
+        a[3].add(f"elm-court/door-{i % 3}")
+    assert got == [(d, r, a[0].strftime("%H:%M:%S"), a[1].strftime("%H:%M:%S"), a[2], " ".join(sorted(a[3])))
+                   for (d, r), a in sorted(want.items())]

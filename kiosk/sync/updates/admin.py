@@ -397,6 +397,20 @@ class AdminLink:
             out[device] = v
         return out
 
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        """Each device's latest retained status as it came (unsigned: for display only), by device."""
+        with self._cond:
+            raw = {d: v["status"] for d, v in self._raw.items() if "status" in v}
+        out = {}
+        for device, payload in raw.items():
+            try:
+                status = json.loads(payload)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(status, dict):
+                out[device] = status
+        return out
+
     def wait(self, predicate, timeout: float) -> bool:
         """Wait until ``predicate(views)`` holds, re-checking as messages arrive."""
         deadline = time.monotonic() + timeout

