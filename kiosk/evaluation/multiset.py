@@ -8,8 +8,13 @@ halves of several sets together, by one rule: for each gallery size and target, 
 - A set whose people are too few for a gallery of N residents speaks for N through its largest gallery n,
   at the target scaled by n / N: the kiosk assumes a stranger's chance of resembling someone grows at most
   in proportion to N (:mod:`kiosk.match.calibration`), and so does the fit.
-- A set that cannot resolve a cell (its stranger visits allow under one false accept at that target, in one
-  run) does not set that cell's threshold; it is still reported.
+  Where its strangers are too few for the scaled target, it still bounds the cell: the threshold that meets
+  the target at n, since more residents never need a looser threshold.
+- A set that cannot resolve a cell (its stranger visits and photos, every deal pooled, allow under one false
+  accept at that target) does not set that cell's threshold; it is still reported.
+- The margin and cohort weight are chosen as before (:func:`kiosk.evaluation.calibration.choose_rule`), but
+  on this fit: the lowest mean FNIR per visit on the first set (LFW's half, the only one with galleries of
+  100 and more) at 100 and 300 residents, targets 0.1% and 1%.
 - Acceptance is monotone in both thresholds, so the smallest of each meets the target on every set that set it.
 
 :func:`leave_one_out` fits the same rule without each set in turn; that fit is then judged on the set left
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .calibration import TARGETS, Rule, fit_cell
+from .calibration import COHORT_WEIGHTS, MARGINS, TARGETS, Rule, fit_cell
 from .openset import Trials
 from .rates import single_rates, visit_rates
 
@@ -49,16 +54,28 @@ class Population:
 
 
 def cell(populations: list[Population], rule: Rule, size: int, target: float, votes_k: int,
-         repeats: int) -> dict:
-    """The point for one gallery size and target, fitted on every set at once, and how it does on each."""
+         repeats: int, memo: dict | None = None) -> dict:
+    """The point for one gallery size and target, fitted on every set at once, and how it does on each.
+
+    ``memo``: each set's own fit of a cell, kept across calls (it does not depend on the other sets).
+    """
+    memo = {} if memo is None else memo
     fitted = {}
     for pop in populations:
         got = pop.reach(size)
         if got is None:
             continue
         t, n = got
-        fitted[pop.name] = (t, n, fit_cell(t, rule, target * n / size, votes_k, repeats))
-    binding = [name for name, (_, _, c) in fitted.items() if c["resolvable"]]
+        key = (pop.name, rule, size, target)
+        if key not in memo:
+            c = fit_cell(t, rule, target * n / size, votes_k, repeats)
+            if not _speaks(c) and n < size:
+                # Too few strangers for the scaled target; the same target at n still bounds the threshold
+                # (more residents never need a looser one), and that the set can resolve.
+                c = fit_cell(t, rule, target, votes_k, repeats)
+            memo[key] = c
+        fitted[pop.name] = (t, n, memo[key])
+    binding = [name for name, (_, _, c) in fitted.items() if _speaks(c)]
     pool = binding or list(fitted)  # none resolves it: the strictest measured, marked not resolvable
     # fit_cell rounds its threshold to 4 places, perhaps up past a stranger's score: step down to below it.
     threshold = math.floor((min(fitted[name][2]["threshold"] for name in pool) - 5e-5) * 1e4) / 1e4
@@ -93,17 +110,44 @@ def cell(populations: list[Population], rule: Rule, size: int, target: float, vo
     }
 
 
+def _speaks(c: dict) -> bool:
+    """Whether a set's own fit of a cell may set the threshold: its trials (every deal pooled) allow a false
+    accept at that target, for visits and single photos. Whether the point can be vouched for (``resolvable``)
+    asks that of one deal's trials: the deals share their strangers."""
+    return c["fpir_target"] * c["non_mated"] >= 1 - 1e-9 and c["fpir_target"] * c["non_mated_single"] >= 1 - 1e-9
+
+
+def choose_rule(populations: list[Population], votes_k: int, cells, repeats: int = 1, memo: dict | None = None,
+                margins=MARGINS, weights=COHORT_WEIGHTS) -> tuple[Rule, list[dict]]:
+    """The (margin, cohort weight) whose fit on every set has the lowest mean visit FNIR over ``cells``
+    (size, target) on the first set; and the table."""
+    memo = {} if memo is None else memo
+    first = populations[0].name
+    table = []
+    for w in weights:
+        for m in margins:
+            rule = Rule(m, w)
+            fnirs = [cell(populations, rule, size, target, votes_k, repeats, memo)["sets"][first]["fnir"]
+                     for size, target in cells]
+            table.append({"margin": m, "cohort_weight": w, "mean_fnir": round(float(np.mean(fnirs)), 4),
+                          "fnir": [round(f, 4) for f in fnirs]})
+    best = min(table, key=lambda r: r["mean_fnir"])
+    return Rule(best["margin"], best["cohort_weight"]), table
+
+
 def fit(populations: list[Population], rule: Rule, votes_k: int, sizes: list[int], targets=TARGETS,
-        repeats: int = 1) -> list[dict]:
+        repeats: int = 1, memo: dict | None = None) -> list[dict]:
     """Every cell (size x target) that some set can speak for."""
-    return [cell(populations, rule, size, target, votes_k, repeats) for size in sizes for target in targets
+    memo = {} if memo is None else memo
+    return [cell(populations, rule, size, target, votes_k, repeats, memo) for size in sizes for target in targets
             if any(p.reach(size) for p in populations)]
 
 
 def leave_one_out(populations: list[Population], rule: Rule, votes_k: int, sizes: list[int], targets=TARGETS,
-                  repeats: int = 1) -> dict[str, list[dict]]:
+                  repeats: int = 1, memo: dict | None = None) -> dict[str, list[dict]]:
     """For each set, the points fitted on all the others."""
-    return {p.name: fit([q for q in populations if q is not p], rule, votes_k, sizes, targets, repeats)
+    memo = {} if memo is None else memo
+    return {p.name: fit([q for q in populations if q is not p], rule, votes_k, sizes, targets, repeats, memo)
             for p in populations}
 
 
@@ -189,7 +233,7 @@ def main(argv=None) -> int:
     from ..config import load_config
     from ..extra import need
     from ..match.calibration import Calibration
-    from .calibration import calibration_json, choose_rule
+    from .calibration import calibration_json
     from .descriptors import DescriptorCache, default_cache_path
     from .openset import Protocol
 
@@ -200,6 +244,8 @@ def main(argv=None) -> int:
     ap.add_argument("--config", type=Path, help="kiosk config (default: the defaults)")
     ap.add_argument("--fit-seeds", default="0,1,2")
     ap.add_argument("--check-seeds", default="3,4")
+    ap.add_argument("--rule", metavar="MARGIN,WEIGHT",
+                    help="take this margin and cohort weight instead of choosing them on the first set (quicker)")
     args = ap.parse_args(argv)
     need("the calibration", "tqdm")
     started = time.monotonic()
@@ -214,10 +260,14 @@ def main(argv=None) -> int:
     finally:
         cache.close()
     fitting = [Population(name, _trials(samples, protocol, fit_seeds), groups) for name, samples, groups in loaded]
-    first = fitting[0].trials
-    rule, table = choose_rule({s: first[s] for s in SIZES}, match.votes_k, list(RULE_CELLS))
+    memo: dict = {}
     repeats = len(fit_seeds)
-    points = fit(fitting, rule, match.votes_k, list(SIZES), repeats=repeats)
+    if args.rule:
+        margin, weight = (float(x) for x in args.rule.split(","))
+        rule, table = Rule(margin, weight), []
+    else:
+        rule, table = choose_rule(fitting, match.votes_k, RULE_CELLS, repeats, memo)
+    points = fit(fitting, rule, match.votes_k, list(SIZES), repeats=repeats, memo=memo)
     what = "; ".join(f"{name}: {len({s.identity for s in samples})} people, "
                      f"{sum(s.vector is not None for s in samples)} photos with a face"
                      for name, samples, _ in loaded)
@@ -232,7 +282,7 @@ def main(argv=None) -> int:
     shipped = write(args.out, points, what)
     args.work.mkdir(parents=True, exist_ok=True)
     without = {}
-    for name, pts in leave_one_out(fitting, rule, match.votes_k, list(SIZES), repeats=repeats).items():
+    for name, pts in leave_one_out(fitting, rule, match.votes_k, list(SIZES), repeats=repeats, memo=memo).items():
         if pts:
             without[name] = write(args.work / f"calibration-without-{name}.json", pts, f"{what}; without {name}")
     report = {"rule": {"margin": rule.margin, "cohort_weight": rule.cohort_weight}, "rules_tried": table,

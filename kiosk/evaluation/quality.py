@@ -141,6 +141,40 @@ def gated(point: OperatingPoint, t: Trials, measures: dict[str, np.ndarray], vot
     return r
 
 
+def degrade(src: Path, out: Path, *, scale: float, restore: bool, people: int = 120, photos: int = 6) -> int:
+    """A synthetic stress population from a development half: its first ``people`` with ``photos`` photos or
+    more, their first ``photos`` photos downscaled by ``scale`` (``restore``: scaled back up, so the face keeps
+    its size and loses its detail: soft). Returns how many photos it wrote."""
+    import cv2
+
+    from .pairs import IMAGE_SUFFIXES
+
+    written = 0
+    dirs = [d for d in sorted(src.iterdir()) if d.is_dir()]
+    for d in dirs:
+        mine = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if len(mine) < photos:
+            continue
+        (out / d.name).mkdir(parents=True, exist_ok=True)
+        for p in mine[:photos]:
+            if scale == 1.0:  # the control: the photos as they are
+                (out / d.name / p.name).unlink(missing_ok=True)
+                (out / d.name / p.name).symlink_to(p)
+                written += 1
+                continue
+            image = cv2.imread(str(p))
+            h, w = image.shape[:2]
+            small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+            if restore:
+                small = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+            cv2.imwrite(str(out / d.name / (p.stem + ".png")), small)
+            written += 1
+        people -= 1
+        if people == 0:
+            break
+    return written
+
+
 def main(argv=None) -> int:
     """``python -m kiosk.evaluation.quality DIR,DIR,... [--calibration FILE]``: the tables of docs/recognition.md."""
     import argparse
@@ -160,7 +194,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="3,4")
     ap.add_argument("--sizes", default="100,0", help="gallery sizes (0: everyone); each set at those it can form")
     ap.add_argument("--json", type=Path, help="also write the whole report here")
+    ap.add_argument("--degrade", nargs=2, type=Path, metavar=("SRC", "OUT"),
+                    help="only write two synthetic stress sets from the development half SRC: OUT-small (faces at "
+                         "0.45 of their size) and OUT-soft (the same, scaled back up: their size, their detail lost), "
+                         "and OUT-control (the same people's photos as they are)")
     args = ap.parse_args(argv)
+    if args.degrade:
+        src, out = args.degrade
+        for suffix, scale, restore in (("-control", 1.0, False), ("-small", 0.45, False), ("-soft", 0.45, True)):
+            n = degrade(src, out.with_name(out.name + suffix), scale=scale, restore=restore)
+            print(f"{out.name + suffix}: {n} photos ({'the same people, as they are' if scale == 1 else 'synthetic: degraded'})")
+        return 0
     need("the quality study", "tqdm")
     cfg = load_config(None)
     cal = Calibration.from_json(json.loads(args.calibration.read_text()), str(args.calibration)) if args.calibration else None
