@@ -54,10 +54,11 @@ class Population:
 
 
 def cell(populations: list[Population], rule: Rule, size: int, target: float, votes_k: int,
-         repeats: int, memo: dict | None = None) -> dict:
+         repeats: int, memo: dict | None = None, cap: tuple[float, float] | None = None) -> dict:
     """The point for one gallery size and target, fitted on every set at once, and how it does on each.
 
     ``memo``: each set's own fit of a cell, kept across calls (it does not depend on the other sets).
+    ``cap``: thresholds it may not exceed (a looser target's, so that a stricter target is never looser).
     """
     memo = {} if memo is None else memo
     fitted = {}
@@ -68,11 +69,11 @@ def cell(populations: list[Population], rule: Rule, size: int, target: float, vo
         t, n = got
         key = (pop.name, rule, size, target)
         if key not in memo:
-            c = fit_cell(t, rule, target * n / size, votes_k, repeats)
+            c = {**fit_cell(t, rule, target * n / size, votes_k, repeats), "bound": False}
             if not _speaks(c) and n < size:
                 # Too few strangers for the scaled target; the same target at n still bounds the threshold
                 # (more residents never need a looser one), and that the set can resolve.
-                c = fit_cell(t, rule, target, votes_k, repeats)
+                c = {**fit_cell(t, rule, target, votes_k, repeats), "bound": True}
             memo[key] = c
         fitted[pop.name] = (t, n, memo[key])
     binding = [name for name, (_, _, c) in fitted.items() if _speaks(c)]
@@ -80,6 +81,8 @@ def cell(populations: list[Population], rule: Rule, size: int, target: float, vo
     # fit_cell rounds its threshold to 4 places, perhaps up past a stranger's score: step down to below it.
     threshold = math.floor((min(fitted[name][2]["threshold"] for name in pool) - 5e-5) * 1e4) / 1e4
     visit_threshold = min(min(fitted[name][2]["visit_threshold"] for name in pool), threshold)
+    if cap is not None:
+        threshold, visit_threshold = min(threshold, cap[0]), min(visit_threshold, cap[1])
     point = rule.point(threshold, visit_threshold)
     sets, scaled = {}, []
     for name, (t, n, _) in fitted.items():
@@ -90,7 +93,7 @@ def cell(populations: list[Population], rule: Rule, size: int, target: float, vo
                       "wrong": round(v.wrong, 6), "wrong_single": round(s.wrong, 6),
                       "non_mated": v.non_mated, "mated": v.mated, "non_mated_single": s.non_mated,
                       "mated_single": s.mated, "fpir_upper95": round(v.fpir_upper, 6),
-                      "resolvable": name in binding}
+                      "resolvable": name in binding, "bound": fitted[name][2]["bound"]}
         scaled.append((min(1.0, v.fpir * k), min(1.0, s.fpir * k), min(1.0, v.fpir_upper * k)))
     worst = lambda key: max(x[key] for x in sets.values())  # noqa: E731
     # The kiosk reads one FPIR and FNIR per cell: the worst set's (FPIR scaled to this size where measured smaller).
@@ -104,7 +107,9 @@ def cell(populations: list[Population], rule: Rule, size: int, target: float, vo
         "non_mated_single": sum(x["non_mated_single"] for x in sets.values()),
         "mated_single": sum(x["mated_single"] for x in sets.values()),
         "fpir_upper95": round(max(x[2] for x in scaled), 6),
-        "resolvable": bool(binding), "repeats": repeats,
+        # Vouched for only where a set measured this target itself (not a bound) on one deal's trials.
+        "resolvable": any(fitted[name][2]["resolvable"] and not fitted[name][2]["bound"] for name in binding),
+        "repeats": repeats,
         "binding": sorted(binding, key=lambda name: fitted[name][2]["threshold"])[:1],
         "sets": sets,
     }
@@ -139,8 +144,17 @@ def fit(populations: list[Population], rule: Rule, votes_k: int, sizes: list[int
         repeats: int = 1, memo: dict | None = None) -> list[dict]:
     """Every cell (size x target) that some set can speak for."""
     memo = {} if memo is None else memo
-    return [cell(populations, rule, size, target, votes_k, repeats, memo) for size in sizes for target in targets
-            if any(p.reach(size) for p in populations)]
+    out = []
+    for size in sizes:
+        if not any(p.reach(size) for p in populations):
+            continue
+        cap, cells = None, []
+        for target in sorted(targets, reverse=True):  # loosest first: each stricter target is capped by it
+            c = cell(populations, rule, size, target, votes_k, repeats, memo, cap)
+            cap = (c["threshold"], c["visit_threshold"])
+            cells.append(c)
+        out += sorted(cells, key=lambda c: c["fpir_target"])
+    return out
 
 
 def leave_one_out(populations: list[Population], rule: Rule, votes_k: int, sizes: list[int], targets=TARGETS,
