@@ -159,7 +159,7 @@ def degrade(src: Path, out: Path, *, scale: float, restore: bool, people: int = 
         for p in mine[:photos]:
             if scale == 1.0:  # the control: the photos as they are
                 (out / d.name / p.name).unlink(missing_ok=True)
-                (out / d.name / p.name).symlink_to(p)
+                (out / d.name / p.name).symlink_to(p.resolve())
                 written += 1
                 continue
             image = cv2.imread(str(p))
@@ -189,7 +189,7 @@ def main(argv=None) -> int:
     from .pairs import Describer, labelled_images
 
     ap = argparse.ArgumentParser(prog="python -m kiosk.evaluation.quality", description=__doc__.split("\n\n")[0])
-    ap.add_argument("directories", help="development halves, comma-separated")
+    ap.add_argument("directories", nargs="?", help="development halves, comma-separated")
     ap.add_argument("--calibration", type=Path, help="calibration to judge (default: the one the kiosk ships)")
     ap.add_argument("--seeds", default="3,4")
     ap.add_argument("--sizes", default="100,0", help="gallery sizes (0: everyone); each set at those it can form")
@@ -205,6 +205,8 @@ def main(argv=None) -> int:
             n = degrade(src, out.with_name(out.name + suffix), scale=scale, restore=restore)
             print(f"{out.name + suffix}: {n} photos ({'the same people, as they are' if scale == 1 else 'synthetic: degraded'})")
         return 0
+    if not args.directories:
+        ap.error("DIR,DIR,... is needed (or --degrade SRC OUT)")
     need("the quality study", "tqdm")
     cfg = load_config(None)
     cal = Calibration.from_json(json.loads(args.calibration.read_text()), str(args.calibration)) if args.calibration else None
