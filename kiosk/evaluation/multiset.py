@@ -16,6 +16,9 @@ halves of several sets together, by one rule: for each gallery size and target, 
   on this fit: the lowest mean FNIR per visit on the first set (LFW's half, the only one with galleries of
   100 and more) at 100 and 300 residents, targets 0.1% and 1%.
 - Acceptance is monotone in both thresholds, so the smallest of each meets the target on every set that set it.
+  A stricter target never gets a looser threshold than a looser one at the same size.
+- A cell is vouched for (``resolvable``, what the kiosk's "target met" rests on) only where a set measured that
+  target itself, not as a bound, with a false accept allowed in one deal's trials.
 
 :func:`leave_one_out` fits the same rule without each set in turn; that fit is then judged on the set left
 out, on other deals (seeds) than the ones fitted on.
