@@ -189,7 +189,7 @@ SIZES = (10, 30, 100, 300)
 RULE_CELLS = ((100, 0.001), (300, 0.001), (100, 0.01), (300, 0.01))
 
 
-def _load(directory, settings, cache, max_photos: int):
+def _load(directory, settings, cache):
     import csv
     from pathlib import Path
 
@@ -273,7 +273,7 @@ def main(argv=None) -> int:
     protocol = Protocol(enroll_photos=3, visit_photos=2, sizes=SIZES + (0,), mean_template=True, seed=fit_seeds[0])
     cache = DescriptorCache(default_cache_path())
     try:
-        loaded = [_load(d, cfg.detect, cache, protocol.max_photos) for d in args.directories.split(",")]
+        loaded = [_load(d, cfg.detect, cache) for d in args.directories.split(",")]
     finally:
         cache.close()
     fitting = [Population(name, _trials(samples, protocol, fit_seeds), groups) for name, samples, groups in loaded]
