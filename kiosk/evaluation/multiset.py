@@ -99,8 +99,11 @@ def cell(populations: list[Population], rule: Rule, size: int, target: float, vo
                       "resolvable": name in binding, "bound": fitted[name][2]["bound"]}
         scaled.append((min(1.0, v.fpir * k), min(1.0, s.fpir * k), min(1.0, v.fpir_upper * k)))
     worst = lambda key: max(x[key] for x in sets.values())  # noqa: E731
+    strictest = min(pool, key=lambda name: fitted[name][2]["threshold"])
+    # Anything else fit_cell measures (what this module does not combine) comes from the set whose threshold it is.
+    extra = {k: v for k, v in fitted[strictest][2].items() if k not in _COMBINED}
     # The kiosk reads one FPIR and FNIR per cell: the worst set's (FPIR scaled to this size where measured smaller).
-    return {
+    return extra | {
         "residents": size, "fpir_target": target,
         "threshold": round(threshold, 4), "visit_threshold": round(math.floor(visit_threshold * 1e4) / 1e4, 4),
         "fpir": round(max(x[0] for x in scaled), 6), "fnir": worst("fnir"),
@@ -113,9 +116,15 @@ def cell(populations: list[Population], rule: Rule, size: int, target: float, vo
         # Vouched for only where a set measured this target itself (not a bound) on one deal's trials.
         "resolvable": any(fitted[name][2]["resolvable"] and not fitted[name][2]["bound"] for name in binding),
         "repeats": repeats,
-        "binding": sorted(binding, key=lambda name: fitted[name][2]["threshold"])[:1],
+        "binding": [strictest] if binding else [],
         "sets": sets,
     }
+
+
+#: What :func:`cell` computes itself from fit_cell's output (and "bound", its own mark).
+_COMBINED = frozenset({"residents", "fpir_target", "threshold", "visit_threshold", "fpir", "fnir", "fpir_single",
+                       "fnir_single", "wrong", "wrong_single", "non_mated", "mated", "non_mated_single",
+                       "mated_single", "fpir_upper95", "resolvable", "repeats", "bound"})
 
 
 def _speaks(c: dict) -> bool:

@@ -161,3 +161,18 @@ def test_groups_count_strangers_and_residents_by_their_own_group():
         "a": {"non_mated": 2, "false_accepts": 1, "mated": 1, "misses": 0},
         "b": {"non_mated": 0, "false_accepts": 0, "mated": 2, "misses": 1},
     }
+
+
+def test_what_fit_cell_measures_beyond_the_rates_comes_from_the_set_whose_threshold_it_is(populations, monkeypatch):
+    """A field fit_cell adds (e.g. a near-miss profile) reaches the file, from the binding set's own fit."""
+    from kiosk.evaluation import multiset
+
+    plain = multiset.fit_cell
+
+    def marked(t, rule, target, votes_k, repeats=1):
+        return plain(t, rule, target, votes_k, repeats) | {"extra_measure": round(float(np.median(t.residents)))}
+
+    monkeypatch.setattr(multiset, "fit_cell", marked)
+    for p in multiset.fit(populations, _rule(), 3, SIZES, TARGETS, repeats=2):
+        if p["binding"]:
+            assert p["extra_measure"] == p["sets"][p["binding"][0]]["residents"]
