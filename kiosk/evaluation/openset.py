@@ -90,6 +90,10 @@ class Trials:
     # Stored templates of each resident (by global index): a gallery mixes residents enrolled from
     # k photos with distractors who had fewer (see kiosk.evaluation.calibration).
     templates: np.ndarray
+    # Which photo each single probe is (an index into :func:`photos_of`'s order), and each visit's photos:
+    # for judging by the probe's quality (kiosk.evaluation.quality).
+    s_photo: np.ndarray | None = None
+    votes_photo: np.ndarray | None = None
 
     @classmethod
     def pooled(cls, parts: list["Trials"]) -> "Trials":
@@ -99,7 +103,7 @@ class Trials:
         for t in parts:
             shift = lambda a: np.where(a >= 0, a + offset, a)  # noqa: E731
             for k in cls.__dataclass_fields__:
-                if k in ("size", "galleries", "templates"):
+                if k in ("size", "galleries", "templates") or getattr(parts[0], k) is None:
                     continue
                 a = getattr(t, k)
                 out.setdefault(k, []).append(shift(a) if k in _INDICES else a)
@@ -127,16 +131,25 @@ def fold_of(identity: str, folds: int, seed: int = 0) -> int:
 
 def people_of(samples: list[Sample], max_photos: int) -> dict[str, np.ndarray]:
     """Each identity's usable descriptors (byte-identical copies once, at most ``max_photos``), in file order."""
+    return {k: np.vstack([np.asarray(s.vector, np.float32) for s in v]) for k, v in _used(samples, max_photos).items()}
+
+
+def photos_of(samples: list[Sample], max_photos: int) -> list[Sample]:
+    """The photos :func:`people_of` uses, in its order (identity, then file): ``Trials.s_photo`` indexes this."""
+    return [s for v in _used(samples, max_photos).values() for s in v]
+
+
+def _used(samples: list[Sample], max_photos: int) -> dict[str, list[Sample]]:
     seen: set[str] = set()
-    out: dict[str, list[np.ndarray]] = {}
+    out: dict[str, list[Sample]] = {}
     for s in samples:
         if s.vector is None or s.sha256 in seen:
             continue
         seen.add(s.sha256)
         rows = out.setdefault(s.identity, [])
         if len(rows) < max_photos:
-            rows.append(np.asarray(s.vector, np.float32))
-    return {k: np.vstack(v) for k, v in sorted(out.items())}
+            rows.append(s)
+    return dict(sorted(out.items()))
 
 
 def _galleries(n: int, size: int, rng: np.random.Generator, limit: int) -> list[np.ndarray]:
@@ -160,6 +173,7 @@ def run_trials(samples: list[Sample], protocol: Protocol, *, enroll_vectors: dic
     p = protocol
     people = people_of(samples, p.max_photos)
     names = list(people)
+    first_photo = dict(zip(names, np.cumsum([0] + [len(people[u]) for u in names])))
     enough = max(p.enroll_photos, p.min_photos)
     enrollable = {u for u in names if p.mixed or len(people[u]) >= enough}
     first_probe = max(p.enroll_photos, p.probe_from)
@@ -179,17 +193,20 @@ def run_trials(samples: list[Sample], protocol: Protocol, *, enroll_vectors: dic
         column = {u: i for i, u in enumerate(gallery.ids)}
         templates.append(np.diff(np.append(gallery.starts, len(gallery.matrix))))
         # Probes: one row per single photo; visits are groups of those rows.
-        rows, truth, visits, v_truth = [], [], [], []
+        rows, truth, visits, v_truth, photo = [], [], [], [], []
         for u in enrolled + strangers:
-            mine = people[u][first_probe:] if u in column else people[u]
+            skip = first_probe if u in column else 0
+            mine = people[u][skip:]
             first = sum(len(r) for r in rows)
             rows.append(mine)
+            photo.append(first_photo[u] + skip + np.arange(len(mine)))
             truth += [column.get(u, -1)] * len(mine)
             for g in _groups(len(mine), p.visit_photos, p.max_visits):
                 visits.append([first + i for i in g])
                 v_truth.append(column.get(u, -1))
         singles = np.vstack(rows)
         truth = np.asarray(truth)
+        photo = np.concatenate(photo)
         visits = np.asarray(visits, dtype=np.intp).reshape(-1, p.visit_photos)
         v_truth = np.asarray(v_truth, dtype=np.intp)
         means = singles[visits].mean(axis=1) if len(visits) else np.zeros((0, singles.shape[1]), np.float32)
@@ -198,7 +215,8 @@ def run_trials(samples: list[Sample], protocol: Protocol, *, enroll_vectors: dic
         rng = np.random.default_rng([p.seed, fold])
         for size in p.sizes:
             for cols in _galleries(len(gallery.ids), size, rng, p.max_galleries):
-                parts[size].append(_judge(cols, d_single, truth, d_visit, visits, v_truth, offset))
+                parts[size].append(_judge(cols, d_single, truth, d_visit, visits, v_truth, offset)
+                                   | {"s_photo": photo, "votes_photo": photo[visits]})
         offset += len(gallery.ids)
         if progress is not None:
             progress.update(1)

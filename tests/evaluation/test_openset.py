@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import pytest
 
 from harness.docs import REPO, docs_snippet
@@ -169,17 +170,49 @@ def test_the_open_set_command_of_the_docs(docs_folder):
     assert (d / "det.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_calibration_command_of_the_docs_writes_a_calibration_and_checks_it(docs_folder):
+SETS = ("essex-faces94-dev", "orl-dev", "extyaleb-dev")
+
+
+def test_the_calibration_command_of_the_docs_fits_on_every_set_and_judges_each(docs_folder, test_data):
     from kiosk.match.calibration import Calibration
 
     d, cache = docs_folder
+    # Stand-ins under the names the command reads (the real halves come from data/recipes/): three disjoint
+    # groups of six AT&T/ORL subjects, four photos each.
+    for k, name in enumerate(SETS):
+        for i in range(6 * k + 1, 6 * k + 7):
+            (d / name / f"s{i}").mkdir(parents=True)
+            for j in range(1, 5):
+                (d / name / f"s{i}" / f"{j}.pgm").symlink_to(test_data / f"faces/att_orl/s{i}/{j}.pgm")
     r = run_docs(docs_snippet("recognition-calibrate"), d, cache)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    written = d / "kiosk/match/calibration.json"
-    cal = Calibration.from_json(json.loads(written.read_text()))
-    assert cal.sizes[0] == 10 and 0 < cal.margin <= 0.08
-    assert "the kiosk at its default target" in r.stdout and r.stdout.count("operating point") == 2
-    assert json.loads(written.read_text())["protocol"]["seeds"] == [0, 1, 2]
+    written = json.loads((d / "kiosk/match/calibration.json").read_text())
+    cal = Calibration.from_json(written)
+    assert cal.sizes[0] == 10 and 0 < cal.margin <= 0.08 and written["protocol"]["seeds"] == [0, 1, 2]
+    # Every cell lists every set that can form its gallery (or a smaller one); the report judges each set
+    # fitted with it and without it; the quality study and the LFW check at 1,000 follow.
+    assert {name for p in written["points"] for name in p["sets"]} == {"lfw-dev", *SETS}
+    assert all(f"{name:<20} without" in r.stdout and f"{name:<20} all" in r.stdout for name in ("lfw-dev", *SETS))
+    assert "  width " in r.stdout and "  yaw " in r.stdout and "galleries of 1,000" in r.stdout
+
+
+def test_the_quality_stress_commands_of_the_docs(tmp_path, test_data):
+    """The synthetic small and soft faces, on a stand-in for lfw-dev: 8 AT&T/ORL subjects with 10 photos each."""
+    for i in range(1, 9):
+        (tmp_path / "lfw-dev" / f"s{i}").mkdir(parents=True)
+        for j in range(1, 11):
+            (tmp_path / "lfw-dev" / f"s{i}" / f"{j}.pgm").symlink_to(test_data / f"faces/att_orl/s{i}/{j}.pgm")
+    cache = tmp_path / "xdg/kiosk-data/descriptors.sqlite"
+    r = run_docs(docs_snippet("recognition-quality-stress"), tmp_path, cache)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert "lfw-dev-synthetic-small: 48 photos" in r.stdout and "lfw-dev-synthetic-control: 48 photos" in r.stdout
+    small = next(tmp_path.glob("lfw-dev-synthetic-small/s1/*.png"))
+    assert cv2.imread(str(small)).shape[:2] == (50, 41)  # 112 x 92 at 0.45
+    soft = next(tmp_path.glob("lfw-dev-synthetic-soft/s1/*.png"))
+    assert cv2.imread(str(soft)).shape[:2] == (112, 92)
+    for name in ("control", "small", "soft"):
+        assert f"lfw-dev-synthetic-{name}, " in r.stdout
+    assert "  sharpness " in r.stdout
 
 
 def test_the_evidence_command_of_the_docs(docs_folder):

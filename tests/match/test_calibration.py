@@ -10,6 +10,7 @@ import pytest
 from kiosk.config import MatchSettings, parse_config
 from kiosk.match.calibration import CALIBRATION_FILE, Calibration, operating_point, shipped, summary
 from kiosk.gallery.store import Gallery, Resident
+from kiosk.match.decide import percent
 from kiosk.match.models import MODEL_ID
 
 
@@ -227,7 +228,8 @@ def test_selftest_states_the_expected_rates_at_this_size(resident_state):
 
     cfg = parse_config(f'[device]\nstate_dir = "{resident_state}"\n')
     (r,) = run_checks(Context(cfg), ["gallery"])
-    assert r.status == OK and "6 residents: expected FPIR 0.1% per visit (target 0.1%), FNIR" in r.detail
+    expected = operating_point(MatchSettings(), 6)  # the calibration's 10-resident cell at 0.1%
+    assert r.status == OK and f"6 residents: expected FPIR {percent(expected.fpir)} per visit (target 0.1%), FNIR" in r.detail
     big = parse_config(f'[device]\nstate_dir = "{resident_state}"\n[match]\nfpir_target = 0.00001\n')
     (r,) = run_checks(Context(big), ["gallery"])
     assert r.status == WARN and "NOT met" in r.detail and 'second_factor = "auto"' in r.detail
