@@ -89,6 +89,7 @@ class Kiosk:
         self._last_status = 0.0
         self.location: LocationGuard | None = None
         self.qr: QrCheckIn | None = None
+        self.enrollment = None  # enrollment at the door (kiosk.enrollment.session), with an admin key and MQTT
         self._last_location = 0.0
         self._last_door_state = 0.0
         self._camera_ok = True
@@ -125,6 +126,7 @@ class Kiosk:
             recent = self.outbox.last_checkins(self._wall() - cfg.match.repeat_interval_s)
             self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg), on_prompt=self._prompt,
                                          wall_clock=self._wall, recent_checkins=recent)
+            self.enrollment = _enrollment(cfg, self.store.db, self.recognizer, self._wall)
             if self.publisher is not None:  # gallery updates come over the publisher's connection
                 self.gallery_sync = GallerySync.from_config(cfg, self.recognizer, self.publisher, wall_clock=self._wall)
                 if self.gallery_sync is not None:
@@ -280,7 +282,12 @@ class Kiosk:
                     self._handle(d)
                 log.info("end of source after %d frames", self.recognizer.stats.frames)
                 break
-            if self.motion.update(frame):
+            someone = self.motion.update(frame)
+            enrolling = self._enroll(frame, someone)
+            if enrolling:  # the enrollment has the frame: open visits only end
+                decisions = self.recognizer.process(frame, faces=[])
+                self.motion.hold(frame.timestamp)
+            elif someone:
                 decisions = self.recognizer.process(frame)
                 if self.recognizer.tracker.tracks:
                     self.motion.hold(frame.timestamp)
@@ -301,6 +308,20 @@ class Kiosk:
         self._qr_suppressed(final=True)
         return status
 
+    def _enroll(self, frame, someone: bool) -> bool:
+        """Hand the frame to the enrollment first; True if an enrollment at the door has it."""
+        if self.enrollment is None:
+            return False
+        step = self.enrollment.step(frame, someone)
+        for d in step.show:
+            try:
+                self.panel.show(d)
+            except Exception:
+                log.exception("door panel failed")
+        for d, extra in step.commit:
+            self._handle(d, extra)
+        return step.owns
+
     def _prompt(self, track, live) -> None:
         """Liveness cannot tell yet: ask the resident to look at the camera (not a decision)."""
         log.info("track %d: asking to look at the camera (%s)", track.id, live.reason)
@@ -309,7 +330,7 @@ class Kiosk:
         except Exception:
             log.exception("door panel failed")
 
-    def _handle(self, d: Decision) -> CheckIn:
+    def _handle(self, d: Decision, extra: dict | None = None) -> CheckIn:
         where = {}
         if self.location is not None:
             self._check_location()
@@ -319,13 +340,18 @@ class Kiosk:
         # Committed first: the door, the log and MQTT only follow a stored event.
         evidence = self.crops.take(d.track_id) if self.crops is not None and d.method == "face" else None
         checkin = self.outbox.commit(
-            d, evidence=evidence, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where
+            d, evidence=evidence, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where,
+            **(extra or {}),
         )
         self.decisions.append(d)
         # Who it was stays in the check-in record (erasable), never in the journal (it is not).
         log.info("decision %s seq=%d event=%s", replace(d, resident_id=None).describe(), checkin.seq, checkin.event_id)
+        # While someone enrolls, the visits that end meanwhile are recorded but not shown over the enrollment.
+        quiet = (self.enrollment is not None and self.enrollment.active and d.method != "invitation"
+                 and d.outcome is not Outcome.ACCEPTED)
         try:
-            self.panel.show(d)
+            if not quiet:
+                self.panel.show(d)
         except Exception:
             log.exception("door panel failed")
         if self.on_decision:
@@ -451,6 +477,12 @@ def _reapply_provisioning(cfg: KioskConfig) -> KioskConfig:
         return provisioned_config(cfg)[0]
     except KioskError as e:  # a reload keeps the running config rather than stop on it
         raise ConfigError(f"provisioning: {e}") from e
+
+
+def _enrollment(cfg: KioskConfig, db, recognizer, wall_clock):
+    from .enrollment.session import open_enrollment
+
+    return open_enrollment(cfg, db, recognizer, wall_clock=wall_clock)
 
 
 def _liveness(cfg: KioskConfig):
