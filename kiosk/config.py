@@ -320,7 +320,7 @@ class EnrollmentSettings(Section):
     max_lifetime_s: float = Field(86400.0, gt=0, le=30 * 86400)
     clock_skew_s: float = Field(60.0, ge=0, le=3600)
     descriptors: int = Field(4, ge=1, le=8)
-    collect_s: float = Field(3.0, ge=0, le=60)
+    collect_s: float = Field(2.0, ge=0, le=60)
     timeout_s: float = Field(30.0, gt=0, le=600)
 
 

@@ -125,6 +125,11 @@ class DoorEnrollment:
         self.refused: dict[str, int] = {}
 
     @property
+    def _spacing(self) -> float:
+        """Seconds between two descriptors taken: the wanted number, several times over, across ``collect_s``."""
+        return self.settings.collect_s / (CANDIDATES_PER_DESCRIPTOR * self.settings.descriptors)
+
+    @property
     def active(self) -> bool:
         return self.session is not None
 
@@ -204,14 +209,13 @@ class DoorEnrollment:
             self._say(step, t, SEVERAL_FACES)
         elif not face.ok:
             self._say(step, t, face.reasons[0])
-        elif len(s.candidates) < CANDIDATES_PER_DESCRIPTOR * self.settings.descriptors:
+        elif (len(s.candidates) < CANDIDATES_PER_DESCRIPTOR * self.settings.descriptors
+              and (not s.candidates or t - s.candidates[-1].t >= self._spacing)):
             rgb = cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB)
             s.candidates.append(_Candidate(self.embedder.embed(rgb, face), face.sharpness, t))
-            if not s.turned and len(s.candidates) * 2 >= self.settings.descriptors:
-                s.turned = True  # half-way: a little turn gives the descriptors some spread of pose
-                self._say(step, t, "enroll_turn")
-            else:
-                self._say(step, t, None)
+            # Half-way: a little turn gives the descriptors some spread of pose.
+            s.turned = s.turned or len(s.candidates) * 2 >= self.settings.descriptors
+            self._say(step, t, "enroll_turn" if s.turned else None)
         want = self.settings.descriptors
         enough = len(s.candidates) >= want and (
             t - s.candidates[0].t >= self.settings.collect_s
