@@ -70,8 +70,9 @@ class _Candidate:
 
 
 class _Session:
-    def __init__(self, inv: Invitation, t: float, tracker: Tracker):
+    def __init__(self, inv: Invitation, key: bytes, t: float, tracker: Tracker):
         self.inv = inv
+        self.key = key  # the SHA-256 of the code as read
         self.started = t
         self.tracker = tracker
         self.track: Track | None = None
@@ -172,7 +173,7 @@ class DoorEnrollment:
                 continue
             self._seen[key] = t
             log.info("enrollment invitation accepted: taking descriptors")
-            self.session = _Session(inv, t, Tracker(self.config.track, self.config.match))
+            self.session = _Session(inv, key, t, Tracker(self.config.track, self.config.match))
             step.owns = True
             step.show.append(Decision(Outcome.ENROLLING, 0, timestamp=t, method=METHOD))
             return step
@@ -186,7 +187,6 @@ class DoorEnrollment:
         step = Step(owns=True)
         if s.ended_at is not None:
             if t - s.ended_at >= LINGER_S:
-                self._seen[hashlib.sha256(s.inv.token.encode()).digest()] = t
                 self.session = None
             return step
         grey = to_grey(frame.image)
@@ -261,6 +261,7 @@ class DoorEnrollment:
         d = Decision(Outcome.ENROLL_PROPOSED, track.id, frames=len(chosen), timestamp=t, method=METHOD,
                      liveness=dict(scores))
         step.commit.append((d, {"proposal": sealed, "invitation": s.inv.nonce, "proposal_kind": "enrollment"}))
+        self._seen[s.key] = t  # still held up: the same showing, not a replay
         s.ended_at = t
         s.candidates.clear()
         return step
@@ -270,6 +271,7 @@ class DoorEnrollment:
         log.info("enrollment not finished: %s", reason)
         d = Decision(Outcome.ENROLL_FAILED, s.track.id if s.track else 0, reason=reason, timestamp=t, method=METHOD)
         step.commit.append((d, {"invitation": s.inv.nonce}))
+        self._seen.pop(s.key, None)  # shown again, it is another try
         s.ended_at = t
         s.candidates.clear()
         return step
