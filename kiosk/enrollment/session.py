@@ -49,6 +49,8 @@ OUTLIER_DISTANCE = 0.6
 REPEAT_WINDOW_S = 30.0
 #: After a session, the frames stay the enrollment's this long (the outcome stays on the screen).
 LINGER_S = 3.0
+#: The instruction on the screen is said again this often (the screen drops an instruction after a few seconds).
+REPEAT_PROMPT_S = 2.0
 #: Descriptors computed at most, per wanted one.
 CANDIDATES_PER_DESCRIPTOR = 4
 
@@ -79,6 +81,7 @@ class _Session:
         self.candidates: list[_Candidate] = []
         self.ready_at: float | None = None
         self.said: str | None = None
+        self.said_at = t
         self.turned = False
         self.ended_at: float | None = None
 
@@ -242,9 +245,9 @@ class DoorEnrollment:
 
     def _say(self, step: Step, t: float, reason: str | None) -> None:
         s = self.session
-        if reason == s.said:
+        if reason == s.said and t - s.said_at < REPEAT_PROMPT_S:
             return
-        s.said = reason
+        s.said, s.said_at = reason, t
         step.show.append(Decision(Outcome.ENROLLING, s.track.id if s.track else 0, reason=reason, timestamp=t,
                                   method=METHOD))
 
