@@ -30,7 +30,9 @@ from kiosk.capture.base import BaseSource
 from kiosk.config import parse_config
 from kiosk.daemon import Kiosk
 from kiosk.enrollment.invitation import issue_invitation, read_invitation
-from kiosk.enrollment.proposal import open_proposal
+from kiosk.enrollment.proposal import new_proposal, open_proposal, seal_proposal
+from kiosk.sync.envelope import seal
+from kiosk.sync.events.format import PROPOSAL_EVENT
 from kiosk.match.decide import Outcome
 from kiosk.prompts import Prompt, for_decision
 from kiosk.sync import keys as keymod
@@ -151,7 +153,7 @@ def by(method):
 
 def test_enrollment_at_the_door_end_to_end(broker, store_url, test_data, tmp_path, capsys):
     # The site: the back end's keys and kiosk-ingest on the store; the door's keys (its public key with the back end).
-    fleet = SimulatedSite(tmp_path / "fleet", broker, 1, site=SITE)
+    fleet = SimulatedSite(tmp_path / "fleet", broker, 2, site=SITE)  # door-1 the daemon; door-2 a second door
     ingest = IngestProcess(fleet.ingest_config(store_url), tmp_path / "ingest.log").start()
     assert ingest.wait_subscribed(), ingest.log_text()
     # The admin: a key pair, an empty enrollment database, the back end's broker identity (publishes updates).
@@ -208,6 +210,24 @@ def test_enrollment_at_the_door_end_to_end(broker, store_url, test_data, tmp_pat
         opened = open_proposal(sealed, admin_keys, keymod.KeyRing([keymod.load_public_one(door_pub)]))
         assert set(opened.claims) == {"v", "kind", "site", "device", "invitation", "resident_id", "name",
                                       "templates", "model_id", "time", "frames", "liveness"}
+
+        # The resident goes on to a second door of the site with the same invitation: its proposal is refused.
+        from harness.broker import MqttProbe
+
+        again = new_proposal(invitation=read_invitation(token, admin_keys.public()), site=SITE, device="door-2",
+                             descriptors=opened.templates, model_id=opened.claims["model_id"], frames=4)
+        event = {"event_id": "0190-door-2-enroll", "seq": 1, "site": SITE, "device": "door-2",
+                 "type": PROPOSAL_EVENT, "outcome": "ENROLL_PROPOSED", "time": time.time(), "v": 1,
+                 "proposal": seal_proposal(again, fleet.keys["door-2"], admin_keys.public()), "invitation": nonce,
+                 "proposal_kind": "enrollment"}
+        probe = MqttProbe(broker, fleet.cn("door-2"))
+        try:
+            assert probe.publish(f"kiosk/{SITE}/door-2/events",
+                                 seal(event, fleet.keys["door-2"], fleet.backend.public().encryption).encode()) == 0
+        finally:
+            probe.close()
+        assert wait_for(lambda: any(r["reason"] == "invitation_used" for r in store.refusals()), 20)
+        assert [r["device"] for r in proposals(store, status=None)] == ["door-1"]
 
         # 4. Not approved yet: the door does not know the resident.
         got = door.play(visit_clip, 30.0, by("face"))
