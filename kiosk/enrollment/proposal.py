@@ -21,6 +21,7 @@ are checked strictly (:func:`check_proposal`) before anything reads them.
 
 from __future__ import annotations
 
+import base64
 import math
 import time
 from dataclasses import dataclass
@@ -32,22 +33,18 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ..errors import EnvelopeError, TokenRefused
 from ..gallery.templates import DIMENSIONS
 from ..sync.envelope import Opened, open_sealed, seal
-from ..sync.events.format import PROPOSAL_EVENT  # noqa: F401 (the event it travels in, named here too)
 from ..sync.keys import KeyRing, PartyKeys, public_key
 from ..sync.updates.format import encode_template
 from .invitation import RESIDENT, Invitation, read_invitation
 
 PROPOSAL_TYP = "kiosk-proposal+jwt"
 FORMAT_VERSION = 1
-KINDS = ("enrollment",)
 MAX_TEMPLATES = 8
 #: A sealed proposal is at most this long (the event claim's bound).
 MAX_PROPOSAL_CHARS = 65536
 
 
 def _template(value: str) -> str:
-    import base64
-
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
     except ValueError:
@@ -99,8 +96,6 @@ class Proposal:
 
     @property
     def templates(self) -> list[np.ndarray]:
-        import base64
-
         return [np.frombuffer(base64.urlsafe_b64decode(t + "=" * (-len(t) % 4)), dtype="<f4").astype(np.float32)
                 for t in self.claims["templates"]]
 

@@ -38,7 +38,7 @@ from ..match.track import Track, Tracker
 from ..ratelimit import EventRateLimit
 from ..sync.keys import PartyKeys
 from .invitation import RECORDED, Invitation, InvitationVerifier
-from .proposal import PROPOSAL_EVENT, new_proposal, seal_proposal
+from .proposal import new_proposal, seal_proposal
 
 log = logging.getLogger(__name__)
 

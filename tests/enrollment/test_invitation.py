@@ -95,3 +95,41 @@ def test_only_the_admins_private_key_issues(admin):
         issue_invitation(keymod.generate("backend"), RESIDENT, SITE)
     with pytest.raises(ValueError):
         issue_invitation(admin, "bad id!", SITE)
+
+
+REASONS = {"not_ours", "forged", "bad_claims", "too_long", "not_yet_valid", "expired", "wrong_site", "replayed"}
+
+
+def test_random_and_mutated_codes_are_refused_with_a_reason(admin, tmp_path):
+    """What a camera reads is outside input: random bytes, and a genuine invitation mutated, are refused
+    with a known reason (or are the invitation), never another exception, and use up no nonce."""
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    db = open_database(tmp_path / "fuzz.db")
+    v = verifier(admin, db)
+    token = issue_invitation(admin, RESIDENT, SITE)
+    claims = {"sub": RESIDENT, "site": SITE, "purpose": "enroll", "iat": int(time.time()),
+              "exp": int(time.time()) + 600, "nonce": "n" * 22}
+
+    @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.one_of(
+        st.binary(max_size=2000),
+        st.tuples(st.integers(0, len(token) - 1), st.text(max_size=4)).map(
+            lambda m: (token[:m[0]] + m[1] + token[m[0] + 1:]).encode("utf-8", "surrogatepass")),
+        st.dictionaries(st.sampled_from(sorted(claims) + ["name", "aud"]),
+                        st.one_of(st.none(), st.integers(), st.text(max_size=70), st.lists(st.integers()))).map(
+            lambda c: sign_compact({**claims, **c}, admin.signing, typ=INVITE_TYP).encode()),
+    ))
+    def check(code):
+        try:
+            inv = v.verify(code)
+        except TokenRefused as e:
+            assert e.reason in REASONS, e.reason
+        else:
+            assert inv.site == SITE and inv.expires_at - inv.issued_at <= v.settings.max_lifetime_s
+        assert len(NonceCache(db)) == 0
+
+    try:
+        check()
+    finally:
+        db.close()
