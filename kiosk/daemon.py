@@ -298,7 +298,8 @@ class Kiosk:
             if self.crops is not None:
                 self.crops.see(frame.image, frame.timestamp, self.recognizer.tracker.tracks.values())
             decisions = self.recognizer.review(decisions, frame.timestamp)  # the QR second factor, where on
-            self._see(frame, [t.box for t in self.recognizer.tracker.tracks.values() if t.last_seen == frame.timestamp])
+            boxes = [t.box for t in self.recognizer.tracker.tracks.values() if t.last_seen == frame.timestamp]
+            self._see(frame, boxes + (self.enrollment.boxes(frame.timestamp) if enrolling else []))
             last_t = frame.timestamp
             for d in decisions:
                 self._handle(d)

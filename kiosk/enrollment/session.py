@@ -137,6 +137,11 @@ class DoorEnrollment:
     def active(self) -> bool:
         return self.session is not None
 
+    def boxes(self, t: float) -> list:
+        """The enrolling face's box in the frame of time ``t`` (for the door screen), if it was seen in it."""
+        tr = self.session.track if self.session is not None else None
+        return [tr.box] if tr is not None and tr.last_seen == t else []
+
     def step(self, frame: Frame, someone_there: bool = True) -> Step:
         """Hand one frame to the enrollment (see the module docstring)."""
         self._frames += 1
