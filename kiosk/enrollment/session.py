@@ -258,6 +258,8 @@ class DoorEnrollment:
 
     def _propose(self, step: Step, t: float, track: Track, chosen: list[_Candidate], scores: dict) -> Step:
         s = self.session
+        if self._wall() > s.inv.expires_at + self.settings.clock_skew_s:
+            return self._fail(step, t, "expired")  # it ran out while the resident was enrolling
         if not self.verifier.use(s.inv):
             return self._fail(step, t, "replayed")
         claims = new_proposal(invitation=s.inv, site=self.config.device.site, device=self.config.device.device_id,

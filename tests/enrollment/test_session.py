@@ -88,3 +88,18 @@ def test_a_face_that_leaves_ends_the_enrollment_and_the_invitation_stays_good(do
     t = np.stack(p.templates)
     gaps = [float(np.linalg.norm(t[i] - t[j])) for i in range(4) for j in range(i + 1, 4)]
     assert min(gaps) > 0.0 and max(gaps) < 0.6, gaps
+
+
+def test_an_invitation_that_runs_out_while_enrolling_proposes_nothing(door, frames):
+    stage, admin, keys, verifier, tmp = door
+    # Good when read, expired (beyond the clock skew) by the time the descriptors are taken.
+    now = [1_800_000_000.0]
+    stage._wall = verifier._wall = lambda: now[0]
+    token = issue_invitation(admin, "r-1", "block-7", lifetime_s=1, now=now[0] - 1)
+    code = qr_picture(token, tmp / "inv.png", scale=4)
+    got, _ = play(stage, [held_up(f, code, size=250, angle=-4.0, blur=0.8, at=(680, 120)) for f in frames[:3]], 0.0)
+    assert got == [] and stage.active
+    now[0] += stage.settings.clock_skew_s + 5
+    got, _ = play(stage, frames[3:70], 3 / FPS)
+    assert [(d.outcome, d.reason) for d in got] == [(Outcome.ENROLL_FAILED, "expired")]
+    assert stage.proposed == 0
