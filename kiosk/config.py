@@ -329,6 +329,16 @@ class QrCredentialSettings(Section):
     forged_per_minute: int = Field(6, ge=1, le=600)
 
 
+class EnrollmentSettings(Section):
+    enabled: bool = True
+    every_n_frames: int = Field(5, ge=1, le=100)
+    max_lifetime_s: float = Field(86400.0, gt=0, le=30 * 86400)
+    clock_skew_s: float = Field(60.0, ge=0, le=3600)
+    descriptors: int = Field(4, ge=1, le=8)
+    collect_s: float = Field(2.0, ge=0, le=60)
+    timeout_s: float = Field(30.0, gt=0, le=600)
+
+
 class GallerySettings(Section):
     enabled: bool = True
     max_message_bytes: int = Field(262_144, ge=4096, le=268_435_455)
@@ -400,6 +410,7 @@ class KioskConfig(Section):
     provisioning: ProvisioningSettings = ProvisioningSettings()
     location: LocationSettings = LocationSettings()
     qr_credential: QrCredentialSettings = QrCredentialSettings()
+    enrollment: EnrollmentSettings = EnrollmentSettings()
     liveness: LivenessSettings = LivenessSettings()
     gallery: GallerySettings = GallerySettings()
     screen: ScreenSettings = ScreenSettings()

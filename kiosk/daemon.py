@@ -92,6 +92,7 @@ class Kiosk:
         self._last_status = 0.0
         self.location: LocationGuard | None = None
         self.qr: QrCheckIn | None = None
+        self.enrollment = None  # enrollment at the door (kiosk.enrollment.session), with an admin key and MQTT
         self._last_location = 0.0
         self._last_door_state = 0.0
         self._camera_ok = True
@@ -132,6 +133,7 @@ class Kiosk:
             self.recognizer = Recognizer(cfg, gallery, liveness=_liveness(cfg, shapes), on_prompt=self._prompt,
                                          on_instruction=self._instruct, wall_clock=self._wall,
                                          recent_checkins=recent, shapes=shapes)
+            self.enrollment = _enrollment(cfg, self.store.db, self.recognizer, self._wall)
             if self.publisher is not None:  # gallery updates come over the publisher's connection
                 self.gallery_sync = GallerySync.from_config(cfg, self.recognizer, self.publisher, wall_clock=self._wall)
                 if self.gallery_sync is not None:
@@ -287,7 +289,12 @@ class Kiosk:
                     self._handle(d)
                 log.info("end of source after %d frames", self.recognizer.stats.frames)
                 break
-            if self.motion.update(frame):
+            someone = self.motion.update(frame)
+            enrolling = self._enroll(frame, someone)
+            if enrolling:  # the enrollment has the frame: open visits only end
+                decisions = self.recognizer.process(frame, faces=[])
+                self.motion.hold(frame.timestamp)
+            elif someone:
                 decisions = self.recognizer.process(frame)
                 if self.recognizer.tracker.tracks:
                     self.motion.hold(frame.timestamp)
@@ -298,7 +305,8 @@ class Kiosk:
             if self.crops is not None:
                 self.crops.see(frame.image, frame.timestamp, self.recognizer.tracker.tracks.values())
             decisions = self.recognizer.review(decisions, frame.timestamp)  # the QR second factor, where on
-            self._see(frame, [t.box for t in self.recognizer.tracker.tracks.values() if t.last_seen == frame.timestamp])
+            boxes = [t.box for t in self.recognizer.tracker.tracks.values() if t.last_seen == frame.timestamp]
+            self._see(frame, boxes + (self.enrollment.boxes(frame.timestamp) if enrolling else []))
             last_t = frame.timestamp
             for d in decisions:
                 self._handle(d)
@@ -307,6 +315,20 @@ class Kiosk:
             self._tick(frame_flowing=True)
         self._qr_suppressed(final=True)
         return status
+
+    def _enroll(self, frame, someone: bool) -> bool:
+        """Hand the frame to the enrollment first; True if an enrollment at the door has it."""
+        if self.enrollment is None:
+            return False
+        step = self.enrollment.step(frame, someone)
+        for d in step.show:
+            try:
+                self.panel.show(d)
+            except Exception:
+                log.exception("door panel failed")
+        for d, extra in step.commit:
+            self._handle(d, extra)
+        return step.owns
 
     def _prompt(self, track, live) -> None:
         """Liveness cannot tell yet: ask the resident to look at the camera (not a decision)."""
@@ -329,7 +351,7 @@ class Kiosk:
         except Exception:
             log.exception("door panel failed")
 
-    def _handle(self, d: Decision) -> CheckIn:
+    def _handle(self, d: Decision, extra: dict | None = None) -> CheckIn:
         where = {}
         if self.location is not None:
             self._check_location()
@@ -341,14 +363,19 @@ class Kiosk:
         now = self._wall()
         site = self.site.claims(d, self.recognizer.point, len(self.recognizer.gallery), now)
         checkin = self.outbox.commit(
-            d, evidence=evidence, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where, **site
+            d, evidence=evidence, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where, **site,
+            **(extra or {}),
         )
         self.site.committed(d, checkin.event_id, now)
         self.decisions.append(d)
         # Who it was stays in the check-in record (erasable), never in the journal (it is not).
         log.info("decision %s seq=%d event=%s", replace(d, resident_id=None).describe(), checkin.seq, checkin.event_id)
+        # While someone enrolls, the visits that end meanwhile are recorded but not shown over the enrollment.
+        quiet = (self.enrollment is not None and self.enrollment.active and d.method != "invitation"
+                 and d.outcome is not Outcome.ACCEPTED)
         try:
-            self.panel.show(d)
+            if not quiet:
+                self.panel.show(d)
         except Exception:
             log.exception("door panel failed")
         if self.on_decision:
@@ -491,6 +518,12 @@ def _reapply_provisioning(cfg: KioskConfig) -> KioskConfig:
         return provisioned_config(cfg)[0]
     except KioskError as e:  # a reload keeps the running config rather than stop on it
         raise ConfigError(f"provisioning: {e}") from e
+
+
+def _enrollment(cfg: KioskConfig, db, recognizer, wall_clock):
+    from .enrollment.session import open_enrollment
+
+    return open_enrollment(cfg, db, recognizer, wall_clock=wall_clock)
 
 
 def _liveness(cfg: KioskConfig, shapes=None):

@@ -69,6 +69,11 @@ SIGNALS: dict[Outcome | str, Signal] = {
     Outcome.QR_REFUSED: Signal(red=Blink(2.0), beep=Blink(0.1, 0.1, 2)),
     # The face is one of a few residents: show your QR code (second factor): amber, one short beep.
     Outcome.SHOW_QR: Signal(green=Blink(2.0), red=Blink(2.0), beep=Blink(0.1)),
+    # Enrollment at the door: taking descriptors (amber, silent); sent for approval (one green flash, one
+    # beep; the door stays shut); not finished (as TOO_POOR, one beep).
+    Outcome.ENROLLING: Signal(green=Blink(0.2, 0.2, 3), red=Blink(0.2, 0.2, 3)),
+    Outcome.ENROLL_PROPOSED: Signal(green=Blink(1.0), beep=Blink(0.1)),
+    Outcome.ENROLL_FAILED: Signal(red=Blink(0.2, 0.2, 3), beep=Blink(0.1)),
     # Out of order (camera lost, stage hung): red flashes until cleared, three beeps.
     ERROR: Signal(red=Blink(0.1, 0.9, None), beep=Blink(0.1, 0.1, 3)),
 }

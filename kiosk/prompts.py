@@ -25,12 +25,16 @@ class Prompt(str, enum.Enum):
     TURN_LEFT = "turn_left"
     TURN_RIGHT = "turn_right"
     SHOW_QR = "show_qr"
+    ENROLL_LOOK = "enroll_look"
+    ENROLL_TURN = "enroll_turn"
     # Outcomes.
     WELCOME = "welcome"
     NOT_RECOGNISED = "not_recognised"
     ALREADY_CHECKED_IN = "already_checked_in"
     NOT_ACCEPTED = "not_accepted"
     CODE_REFUSED = "code_refused"
+    ENROLL_SENT = "enroll_sent"
+    ENROLL_FAILED = "enroll_failed"
     # The door's state.
     OUT_OF_SERVICE = "out_of_service"
     LOCATION_LOST = "location_lost"
@@ -48,11 +52,15 @@ TEXTS: dict[Prompt, str] = {
     Prompt.TURN_LEFT: "Please turn your head to the left",
     Prompt.TURN_RIGHT: "Please turn your head to the right",
     Prompt.SHOW_QR: "Please show your QR code",
+    Prompt.ENROLL_LOOK: "Enrolling: please look at the camera",
+    Prompt.ENROLL_TURN: "Now turn your head slightly",
     Prompt.WELCOME: "Welcome",
     Prompt.NOT_RECOGNISED: "Not recognised",
     Prompt.ALREADY_CHECKED_IN: "You are already checked in",
     Prompt.NOT_ACCEPTED: "Not accepted",
     Prompt.CODE_REFUSED: "This code is not valid",
+    Prompt.ENROLL_SENT: "Thank you: your enrollment is sent for approval",
+    Prompt.ENROLL_FAILED: "Enrollment did not finish: please try again",
     Prompt.OUT_OF_SERVICE: "Door out of service",
     Prompt.LOCATION_LOST: "Door out of service: location lost",
     Prompt.UNPROVISIONED: "Show the installer's code",
@@ -70,6 +78,7 @@ REASON_PROMPTS: dict[str, Prompt] = {
     "no_face": Prompt.FACE_CAMERA,
     "turn_left": Prompt.TURN_LEFT,
     "turn_right": Prompt.TURN_RIGHT,
+    "enroll_turn": Prompt.ENROLL_TURN,
 }
 
 _OUTCOME_PROMPTS: dict[Outcome, Prompt] = {
@@ -82,11 +91,15 @@ _OUTCOME_PROMPTS: dict[Outcome, Prompt] = {
     Outcome.QR_REFUSED: Prompt.CODE_REFUSED,
     Outcome.SHOW_QR: Prompt.SHOW_QR,
     Outcome.TOO_POOR: Prompt.FACE_CAMERA,
+    Outcome.ENROLLING: Prompt.ENROLL_LOOK,
+    Outcome.ENROLL_PROPOSED: Prompt.ENROLL_SENT,
+    Outcome.ENROLL_FAILED: Prompt.ENROLL_FAILED,
 }
 
 
 def for_decision(decision: Decision) -> Prompt:
     """The one thing to tell the person in front of the door about ``decision``."""
-    if decision.outcome in (Outcome.TOO_POOR, Outcome.LOOK_AT_CAMERA) and decision.reason in REASON_PROMPTS:
+    if (decision.outcome in (Outcome.TOO_POOR, Outcome.LOOK_AT_CAMERA, Outcome.ENROLLING)
+            and decision.reason in REASON_PROMPTS):
         return REASON_PROMPTS[decision.reason]
     return _OUTCOME_PROMPTS[decision.outcome]

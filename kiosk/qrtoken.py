@@ -107,6 +107,10 @@ class NonceCache:
                 return False
         return True
 
+    def used(self, nonce: str) -> bool:
+        """Whether ``nonce`` was used (and is still remembered), without using it."""
+        return self.db.execute("SELECT 1 FROM qr_nonces WHERE nonce = ?", [nonce]).fetchone() is not None
+
     def __len__(self) -> int:
         return self.db.execute("SELECT count(*) FROM qr_nonces").fetchone()[0]
 

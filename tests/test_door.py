@@ -193,6 +193,21 @@ PATTERNS = {
         RED: [(0, OFF), (0, ON), (2.0, OFF)],
         BUZZER: [(0, OFF), (0, ON), (0.1, OFF)],
     },
+    Outcome.ENROLLING: {
+        GREEN: [(0, OFF), (0, ON), (0.2, OFF), (0.2, ON), (0.2, OFF), (0.2, ON), (0.2, OFF)],
+        RED: [(0, OFF), (0, ON), (0.2, OFF), (0.2, ON), (0.2, OFF), (0.2, ON), (0.2, OFF)],
+        BUZZER: [(0, OFF)],
+    },
+    Outcome.ENROLL_PROPOSED: {
+        GREEN: [(0, OFF), (0, ON), (1.0, OFF)],
+        RED: [(0, OFF)],
+        BUZZER: [(0, OFF), (0, ON), (0.1, OFF)],
+    },
+    Outcome.ENROLL_FAILED: {
+        GREEN: [(0, OFF)],
+        RED: [(0, OFF), (0, ON), (0.2, OFF), (0.2, ON), (0.2, OFF), (0.2, ON), (0.2, OFF)],
+        BUZZER: [(0, OFF), (0, ON), (0.1, OFF)],
+    },
     Outcome.TOO_POOR: {
         GREEN: [(0, OFF)],
         RED: [(0, OFF), (0, ON), (0.2, OFF), (0.2, ON), (0.2, OFF), (0.2, ON), (0.2, OFF)],

@@ -101,6 +101,10 @@ def register(sub) -> None:
     va.add_argument("--state-dir", type=Path, help="override device.state_dir (the enrollment database)")
     va.set_defaults(func=cmd_validity)
 
+    from .review import register as register_review
+
+    register_review(gs)
+
 
 def _keys_args(p) -> None:
     p.add_argument("--devices", type=Path, nargs="+", required=True, metavar="DEVICE_KEYS",

@@ -153,6 +153,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX events_by_type ON events (type, event_time)",
         ),
     ),
+    Migration(
+        4,
+        "proposals",
+        (
+            # Doors' proposals (enrollment at the door): one per invitation (its nonce), whichever door
+            # sent it; the proposal as it came, sealed to the admin's key (the back end cannot read it);
+            # pending until the admin approves or rejects it (kiosk-admin gallery review).
+            """CREATE TABLE proposals (
+                invitation TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                site TEXT NOT NULL,
+                device TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                event_time DOUBLE PRECISION NOT NULL,
+                received_at DOUBLE PRECISION NOT NULL,
+                proposal TEXT NOT NULL,
+                status TEXT NOT NULL,
+                decided_at DOUBLE PRECISION,
+                note TEXT
+            )""",
+            "CREATE INDEX proposals_by_status ON proposals (status, received_at)",
+        ),
+    ),
 )
 
 #: The schema version this code writes and reads.

@@ -274,7 +274,14 @@ class Store:
                       f" last_received_at = {self._d.greatest}(devices.last_received_at, excluded.last_received_at)"),
                     [site, device, *seen],
                 )
-            all_refusals = list(refusals) + gone + dup_refusals
+            from .proposals import file_proposals
+
+            used = [Refusal(topic=ev.topic or f"{ev.claims['site']}/{ev.claims['device']}", reason="invitation_used",
+                            detail=detail, received_at=ev.received_at, payload_bytes=ev.payload_bytes,
+                            payload_sha256=ev.payload_sha256)
+                    for ev, detail in file_proposals(self, cur, [ev for (ev, _), new in zip(stored_flags, inserted)
+                                                                 if new])]
+            all_refusals = list(refusals) + gone + dup_refusals + used
             if all_refusals:
                 self._d.executemany(
                     cur,
@@ -534,6 +541,7 @@ class _Locked:
 def _event_row(ev: Incoming, flags: str | None, stored_at: float) -> list:
     c = dict(ev.claims)
     evidence = c.pop("evidence_jpeg", None)
+    c.pop("proposal", None)  # a door's sealed proposal is filed apart (kiosk.backend.proposals)
     return [c["site"], c["device"], c["event_id"], c["seq"], c["type"], c.get("outcome"), c.get("method"),
             c.get("resident_id"), float(c["time"]), ev.received_at, stored_at, flags,
             json.dumps(c, sort_keys=True, separators=(",", ":")), evidence]

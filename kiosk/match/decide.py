@@ -51,6 +51,11 @@ class Outcome(str, enum.Enum):
     QR_REFUSED = "QR_REFUSED"
     # The face narrowed the candidates; the resident's QR credential must confirm (second factor).
     SHOW_QR = "SHOW_QR"
+    # Enrollment at the door (kiosk.enrollment): taking descriptors (shown, never committed), the
+    # descriptors sent as a proposal for the admin to approve, or the enrollment not finished.
+    ENROLLING = "ENROLLING"
+    ENROLL_PROPOSED = "ENROLL_PROPOSED"
+    ENROLL_FAILED = "ENROLL_FAILED"
 
     @property
     def event_type(self) -> str:

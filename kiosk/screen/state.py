@@ -20,9 +20,10 @@ OUTCOME_S = 5.0
 INSTRUCTION_S = 3.0
 
 _OUTCOMES = {Prompt.WELCOME, Prompt.NOT_RECOGNISED, Prompt.ALREADY_CHECKED_IN, Prompt.NOT_ACCEPTED,
-             Prompt.CODE_REFUSED, Prompt.OUT_OF_SERVICE, Prompt.LOCATION_LOST, Prompt.UNPROVISIONED}
-#: Outcomes that let the person in.
-_GOOD = {Prompt.WELCOME, Prompt.ALREADY_CHECKED_IN}
+             Prompt.CODE_REFUSED, Prompt.OUT_OF_SERVICE, Prompt.LOCATION_LOST, Prompt.UNPROVISIONED,
+             Prompt.ENROLL_SENT, Prompt.ENROLL_FAILED}
+#: Outcomes that went well: the person is in, or their enrollment at the door is sent.
+_GOOD = {Prompt.WELCOME, Prompt.ALREADY_CHECKED_IN, Prompt.ENROLL_SENT}
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ SITE_CLAIMS = ("gap", "threshold", "fpir_target", "gallery_size", "face_alone", 
 EXTRA_CLAIMS = frozenset({"location_state", "location_distance_m", "location_accuracy_m", "location_flagged",
                           "gallery_version", "model_id", *SITE_CLAIMS})
 
+#: The event a door's proposal (enrollment at the door) travels in; its ``proposal`` claim is sealed to the admin.
+PROPOSAL_EVENT = "enroll_proposed"
+
 #: Event types that are check-ins (face and QR).
 CHECKIN_TYPES = ("checkin", "qr")
 
@@ -128,6 +131,11 @@ class EventClaims(BaseModel):
     face_alone: bool | None = None
     retry_of: Word | None = None
     v: int = Field(CLAIMS_VERSION, ge=1, le=1000)
+    # A door's proposal (enroll_proposed events): sealed to the admin's key, which the receiver cannot open;
+    # the invitation's nonce it answers, and its kind (see kiosk.enrollment.proposal).
+    proposal: Annotated[str, Field(min_length=1, max_length=65536, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    invitation: Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
+    proposal_kind: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z_]+$")] | None = None
     # The evidence crop, base64 (the envelope's own size limit bounds it).
     evidence_jpeg: Annotated[str, Field(pattern=r"^[A-Za-z0-9+/=]*$")] | None = None
 
