@@ -3,21 +3,27 @@
 A stranger accepted at a door is never seen as a stranger: the event is a
 check-in like any other. What a site does show is how close its strangers
 come: every UNKNOWN visit carries its *gap* (how far the visit fell short of
-the rule, :mod:`kiosk.evaluation.nearmiss`) and the threshold in force. The
-calibration measured, per operating point, the share of strangers' visits
-with a gap of at most delta (``near_miss``). If a site's strangers are more
-alike its residents than the calibration's were, more of them fall just short
-of the threshold, and in the same proportion more fall just past it:
+the rule, :mod:`kiosk.evaluation.nearmiss`) and the threshold in force. Two
+things are computed from the gaps (docs/recognition.md has the measurements):
 
-    site FPIR ≈ calibrated FPIR × (near misses seen / near misses expected)
+- **crowding**, the detector: near misses seen (gap in (0, delta]) / near
+  misses the calibration's profile (``near_miss``) expected among as many
+  visits, with one-sided Clopper–Pearson bounds. The site is *crowded* when
+  the lower bound is above 1: its strangers come closer than the
+  calibration's, beyond chance. It needs a few hundred visits.
+- **the site's FPIR**, from the site's own tail: the gaps in (0, TAIL_BAND]
+  are fitted with an exponential density (rate b, maximum likelihood; b may
+  be 0 or negative: the density does not fall toward the threshold), which
+  is extrapolated past the threshold, down to a gap of -TAIL_DEPTH: the
+  strangers the doors accepted. Scaling the calibrated FPIR by the crowding
+  instead understates a crowded site several times over (its look-alikes
+  pass the threshold without filling the band in proportion). The bounds
+  join a 97.5% Clopper–Pearson bound on the count in the band with a 97.5%
+  profile-likelihood bound on b. It needs thousands of visits.
 
-It detects a crowded site; it can understate how crowded (look-alike pairs pass the threshold without filling
-the band before it: docs/recognition.md has the measurements). The ratio's 95% bounds are one-sided Clopper–Pearson bounds on the near misses
-seen (a binomial count among the stranger visits), divided by the expected
-share. The site is *crowded* when the lower bound is above 1: its strangers
-come closer than the calibration's, beyond chance. Nothing here needs numpy:
-the back end runs it too. Used by ``kiosk-admin report site``, the door's
-status and ``kiosk selftest`` (docs/recognition.md, docs/backend.md).
+Nothing here needs numpy: the back end runs it too. Used by ``kiosk-admin
+report site``, the door's status and ``kiosk selftest`` (docs/recognition.md,
+docs/backend.md).
 """
 
 from __future__ import annotations
@@ -37,6 +43,13 @@ CONFIDENCE = 0.95
 #: The estimate means something once, at the calibration's own crowding, its upper bound is at most this
 #: many times the estimate (so that a site at twice the calibrated FPIR can be told from one that keeps it).
 MEANINGFUL_SPREAD = 2.0
+#: The tail fit: the band of gaps fitted, how far past the threshold it is extrapolated (every stranger accepted
+#: on the four development sets measured had a gap above -0.07), the spread at which the estimate means something.
+TAIL_BAND = 0.05
+TAIL_DEPTH = 0.10
+TAIL_SPREAD = 3.0
+#: chi-square(1) at 95%: a two-sided 95% (so one-sided 97.5%) profile-likelihood bound on the tail's rate.
+_CHI2_95 = 3.841
 #: The calibration the package ships (read here as plain JSON: the back end has no numpy).
 CALIBRATION_FILE = Path(__file__).resolve().parent / "match" / "calibration.json"
 
@@ -104,6 +117,131 @@ def min_visits(share: float, spread: float = MEANINGFUL_SPREAD, confidence: floa
         k += 1
 
 
+Bins = list[tuple[float, float, float]]  # (low, high, count): gaps in (low, high]
+
+
+def _bin_mass(b: float, lo: float, hi: float) -> float:
+    """The integral of exp(b g) over (lo, hi] (times a constant that cancels)."""
+    if abs(b) < 1e-9:
+        return hi - lo
+    m = max(b * lo, b * hi)
+    return math.exp(m) * (math.exp(b * hi - m) - math.exp(b * lo - m)) / b
+
+
+def _tail_loglik(b: float, bins: Bins, band: float) -> float:
+    total = _bin_mass(b, 0.0, band)
+    return sum(k * (math.log(_bin_mass(b, lo, hi)) - math.log(total)) for lo, hi, k in bins if k)
+
+
+#: The rates searched: wider than any tail the four sets showed (about -40 to 60 over 0.05).
+_RATES = (-400.0, 600.0)
+
+
+def _tail_rate(bins: Bins, band: float) -> tuple[float, float, float]:
+    """The rate b of the exponential density over (0, band] (maximum likelihood) and its 95% profile bounds.
+
+    The log-likelihood of an exponential family is concave in b: a ternary search finds its maximum, bisection
+    each bound (a bound at the edge of the search: none).
+    """
+    lo, hi = _RATES
+    for _ in range(200):
+        m1, m2 = lo + (hi - lo) / 3, hi - (hi - lo) / 3
+        if _tail_loglik(m1, bins, band) < _tail_loglik(m2, bins, band):
+            lo = m1
+        else:
+            hi = m2
+    b = (lo + hi) / 2
+    floor = _tail_loglik(b, bins, band) - _CHI2_95 / 2
+    inside = lambda x: _tail_loglik(x, bins, band) - floor  # noqa: E731
+    low = _RATES[0] if inside(_RATES[0]) > 0 else _solve(lambda x: -inside(x), _RATES[0], b)
+    high = _RATES[1] if inside(_RATES[1]) > 0 else _solve(inside, b, _RATES[1])
+    return b, low, high
+
+
+def _past_per_band(b: float, band: float, depth: float = TAIL_DEPTH) -> float:
+    """Strangers with a gap in (-depth, 0] per stranger with a gap in (0, band], under the density exp(b g)."""
+    return _bin_mass(b, -depth, 0.0) / _bin_mass(b, 0.0, band)
+
+
+@dataclass(frozen=True)
+class Tail:
+    """The site's FPIR from its own tail (see the module's note); None where there is nothing to fit."""
+
+    near: int  # stranger visits with a gap in (0, band]
+    band: float
+    rate: float | None
+    fpir: float | None
+    fpir_low: float | None
+    fpir_high: float | None
+
+    @property
+    def spread(self) -> float:
+        return self.fpir_high / self.fpir if self.fpir else math.inf
+
+
+def tail_fit(bins: Bins, seen: float, band: float = TAIL_BAND) -> Tail:
+    """The FPIR of strangers of whom ``seen`` visits were not accepted, ``bins`` of them with a gap in (0, band]."""
+    k = sum(c for _, _, c in bins)
+    if k < 2 or len({(lo, hi) for lo, hi, c in bins if c}) < 2:
+        return Tail(round(k), band, None, None, None, None)
+    b, b_low, b_high = _tail_rate(bins, band)
+    n = max(round(seen), round(k))
+    k_low, k_high = clopper_pearson(round(k), n, 0.975)
+
+    def fpir(count: float, rate: float) -> float:
+        past = count * _past_per_band(rate, band)
+        return past / (seen + past)
+
+    return Tail(round(k), band, b, fpir(k, b), fpir(k_low * n, b_high), fpir(k_high * n, b_low))
+
+
+def gap_bins(gaps: Iterable[float], band: float = TAIL_BAND, step: float = 0.001) -> Bins:
+    """The gaps in (0, band], counted in the events' bins of ``step`` (the door rounds them to 0.001)."""
+    counts: dict[int, int] = {}
+    for g in gaps:
+        if 0.0 < g <= band + 1e-9:
+            i = max(1, math.ceil(g / step - 1e-6))
+            counts[i] = counts.get(i, 0) + 1
+    return [((i - 1) * step, i * step, c) for i, c in sorted(counts.items())]
+
+
+def _profile_share(near_miss: dict, delta: float) -> float | None:
+    """The calibration's share of strangers with a gap of at most ``delta`` (log-linear between its deltas)."""
+    ds, sh = near_miss["deltas"], near_miss["share"]
+    if delta in ds:
+        return sh[ds.index(delta)]
+    for (d0, s0), (d1, s1) in zip(zip(ds, sh), zip(ds[1:], sh[1:])):
+        if d0 < delta < d1 and s0 > 0 and s1 > 0:
+            return math.exp(math.log(s0) + (delta - d0) / (d1 - d0) * (math.log(s1) - math.log(s0)))
+    return None
+
+
+def tail_min_visits(near_miss: dict | None, band: float = TAIL_BAND, spread: float = TAIL_SPREAD) -> int:
+    """Stranger visits the tail estimate needs: the fewest at which, with gaps exactly as the calibration's profile
+    expects (its counts per sub-band), the upper bound is at most ``spread`` times the estimate; 0 if it never is."""
+    if not near_miss:
+        return 0
+    edges = sorted({d for d in near_miss["deltas"] if 0.0 <= d < band} | {band})
+    shares = [_profile_share(near_miss, d) for d in edges]
+    if any(x is None for x in shares) or shares[-1] <= shares[0]:
+        return 0
+    accepted = shares[0]
+
+    def spread_at(n: int) -> float:
+        bins = [(lo, hi, n * (s1 - s0)) for lo, hi, s0, s1 in zip(edges, edges[1:], shares, shares[1:])]
+        return tail_fit(bins, n * (1.0 - accepted), band).spread
+
+    lo, hi = 100, 100
+    while spread_at(hi) > spread:
+        lo, hi = hi, hi * 2
+        if hi > 10_000_000:
+            return 0
+    while hi - lo > max(1, lo // 100):
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if spread_at(mid) <= spread else (mid, hi)
+    return hi
+
+
 @dataclass(frozen=True)
 class Estimate:
     """A site's (or a door's) strangers against the calibration, and the FPIR that follows."""
@@ -116,12 +254,18 @@ class Estimate:
     ratio_low: float | None
     ratio_high: float | None
     fpir_calibrated: float | None  # the point in force, as calibrated (per visit)
-    fpir: float | None  # the site's, estimated
+    fpir: float | None  # the site's, estimated from its own tail (None: nothing to fit)
     fpir_high: float | None
     fpir_target: float | None
-    min_visits: int  # stranger visits the estimate needs (see min_visits)
+    min_visits: int  # stranger visits the crowding needs (see min_visits)
     enough: bool
-    crowded: bool  # strangers come closer than the calibration's, beyond chance (and enough of them)
+    crowded: bool  # strangers come closer than the calibration's, or the site's FPIR is over target, beyond chance
+    fpir_low: float | None = None
+    tail_near: int = 0  # stranger visits with a gap in (0, tail_band]
+    tail_band: float = TAIL_BAND
+    tail_rate: float | None = None  # the fitted rate b of the gaps' density near the threshold
+    tail_min_visits: int = 0  # stranger visits the tail estimate needs (see tail_min_visits)
+    tail_enough: bool = False  # enough visits for the tail's bounds to come within TAIL_SPREAD (they hold before)
 
     def as_json(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -135,9 +279,14 @@ class Estimate:
                 f"{self.expected:.1f} expected)")
         if not self.enough:
             return head + f": too few to estimate (needs {self.min_visits})"
-        text = (f"{head}: {self.ratio:.2f}x the calibration's crowding (95% {self.ratio_low:.2f}-{self.ratio_high:.2f}); "
-                f"site FPIR ~{from_pct(self.fpir)} (upper 95% {from_pct(self.fpir_high)}) against "
-                f"{from_pct(self.fpir_calibrated)} calibrated")
+        text = f"{head}: {self.ratio:.2f}x the calibration's crowding (95% {self.ratio_low:.2f}-{self.ratio_high:.2f}); "
+        if self.fpir is not None:
+            text += (f"site FPIR ~{from_pct(self.fpir)} (95% {from_pct(self.fpir_low)}-{from_pct(self.fpir_high)}, "
+                     f"from {self.tail_near} gaps <= {self.tail_band:g}"
+                     + ("" if self.tail_enough else f"; wide below {self.tail_min_visits} visits")
+                     + f") against {from_pct(self.fpir_calibrated)} calibrated")
+        else:
+            text += f"site FPIR: too few gaps <= {self.tail_band:g} to fit; {from_pct(self.fpir_calibrated)} calibrated"
         if self.crowded:
             text += "; strangers crowd the threshold more than the calibration expected"
         return text
@@ -227,6 +376,7 @@ def estimate(visits: Iterable[Visit], points: list[dict], *, delta: float = DEFA
     n = near = 0
     expected = 0.0
     last = None
+    tail_gaps = []
     for v in visits:
         p = point_for(points, v.threshold)
         share = expected_share(p["near_miss"], delta) if p else None
@@ -235,6 +385,8 @@ def estimate(visits: Iterable[Visit], points: list[dict], *, delta: float = DEFA
         n += 1
         expected += share
         near += int(v.gap is not None and 0.0 < v.gap <= delta + 1e-9)
+        if v.gap is not None:
+            tail_gaps.append(v.gap)
         last = p
     point = current or last
     share = expected / n if n else 0.0
@@ -245,24 +397,34 @@ def estimate(visits: Iterable[Visit], points: list[dict], *, delta: float = DEFA
                         point and point["fpir_target"], need, False, False)
     lo, hi = clopper_pearson(near, n)
     ratio, r_lo, r_hi = near / expected, lo / share, hi / share
-    fpir = point["fpir"]
-    return Estimate(n, near, expected, delta, ratio, r_lo, r_hi, fpir, min(1.0, fpir * ratio),
-                    min(1.0, fpir * r_hi), point["fpir_target"], need, enough, enough and r_lo > 1.0)
+    tail = tail_fit(gap_bins(tail_gaps), n)
+    t_need = tail_min_visits(point.get("near_miss"))
+    t_enough = bool(t_need) and n >= t_need and tail.fpir is not None
+    # Crowded: strangers come closer than the calibration's beyond chance, or the tail puts the site's FPIR over
+    # its target beyond chance (a site whose look-alikes pass the threshold without crowding the band).
+    over = tail.fpir_low is not None and point["fpir_target"] is not None and tail.fpir_low > point["fpir_target"]
+    return Estimate(n, near, expected, delta, ratio, r_lo, r_hi, point["fpir"], tail.fpir, tail.fpir_high,
+                    point["fpir_target"], need, enough, (enough and r_lo > 1.0) or over, fpir_low=tail.fpir_low,
+                    tail_near=tail.near, tail_rate=tail.rate, tail_min_visits=t_need, tail_enough=t_enough)
 
 
 def suggest(points: list[dict], estimate: Estimate, residents: int) -> dict | None:
     """A stricter target that keeps the site's FPIR (upper bound) within the target in force, if one is needed.
 
-    The calibrated point of the same size with the largest target whose FPIR, scaled by the site's ratio
-    (upper bound), is still within the target in force; None when nothing stricter is needed or none exists.
+    The calibrated point of the same size with the largest target whose FPIR, scaled by how many times the
+    calibrated FPIR the site's is (its upper bound: from the tail when it has enough visits, and never less
+    than the crowding's), is still within the target in force; None when nothing stricter is needed or none exists.
     """
     if not estimate.crowded or estimate.fpir_target is None or not estimate.ratio_high:
         return None
+    factor = estimate.ratio_high
+    if estimate.fpir_high is not None and estimate.fpir_calibrated:
+        factor = max(factor, estimate.fpir_high / estimate.fpir_calibrated)
     sizes = sorted({p["residents"] for p in points})
     basis = next((s for s in sizes if s >= residents), sizes[-1])
     cells = sorted((p for p in points if p["residents"] == basis and p.get("resolvable")),
                    key=lambda p: p["fpir_target"])
-    fitting = [p for p in cells if p["fpir"] * estimate.ratio_high <= estimate.fpir_target]
+    fitting = [p for p in cells if p["fpir"] * factor <= estimate.fpir_target]
     choice = fitting[-1] if fitting else (cells[0] if cells else None)
     if choice is None or choice["fpir_target"] >= estimate.fpir_target:
         return None
