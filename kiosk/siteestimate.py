@@ -287,8 +287,10 @@ class Estimate:
                      + f") against {from_pct(self.fpir_calibrated)} calibrated")
         else:
             text += f"site FPIR: too few gaps <= {self.tail_band:g} to fit; {from_pct(self.fpir_calibrated)} calibrated"
-        if self.crowded:
+        if self.crowded and self.enough and self.ratio_low > 1.0:
             text += "; strangers crowd the threshold more than the calibration expected"
+        elif self.crowded:
+            text += "; strangers crowd the threshold: the site's FPIR is over its target, beyond chance"
         return text
 
 

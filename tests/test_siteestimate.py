@@ -4,7 +4,6 @@ numbers of visits; and, on real gaps, a site whose look-alikes pass the threshol
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 
@@ -114,15 +113,12 @@ def test_look_alikes_who_pass_the_threshold_are_bounded_by_the_tail_not_by_the_c
     The look-alikes pass the threshold 0.7% of the time without crowding the band before it: the crowding stays
     under the calibration's and its scaled FPIR far under the truth (the old estimate); the tail bounds it.
     """
-    from realgaps import gaps, point
+    from realgaps import lookalikes
     from site_streams import in_force
 
-    strangers, residents = gaps(point()), [g for g in gaps(point(), mated=True) if g is not None]
     points = se.load_points()
     for seed in (1, 2, 3):
-        rng = random.Random(seed)
-        stream = [rng.choice(strangers) for _ in range(20_000)] + [round(rng.choice(residents) + 0.10, 3)
-                                                                   for _ in range(300)]
+        stream = lookalikes(20_000, 300, seed)
         true = sum(g is not None and g <= 0 for g in stream) / len(stream)
         e = se.estimate([se.Visit(g, in_force().threshold) for g in stream if g is None or g > 0], points)
         assert 0.005 < true < 0.01 and e.fpir_calibrated * e.ratio_high < true / 5  # the old estimate's bound
