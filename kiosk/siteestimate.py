@@ -414,13 +414,15 @@ def suggest(points: list[dict], estimate: Estimate, residents: int) -> dict | No
     """A stricter target that keeps the site's FPIR (upper bound) within the target in force, if one is needed.
 
     The calibrated point of the same size with the largest target whose FPIR, scaled by how many times the
-    calibrated FPIR the site's is (its upper bound: from the tail when it has enough visits, and never less
-    than the crowding's), is still within the target in force; None when nothing stricter is needed or none exists.
+    calibrated FPIR the site's is (its upper bound: the tail's when it has enough visits or puts the site over
+    its target, and never less than the crowding's), is still within the target in force (``enough``); if none
+    is, the strictest (``enough`` false). None when nothing stricter is needed or none exists.
     """
     if not estimate.crowded or estimate.fpir_target is None or not estimate.ratio_high:
         return None
     factor = estimate.ratio_high
-    if estimate.fpir_high is not None and estimate.fpir_calibrated:
+    tail_over = estimate.fpir_low is not None and estimate.fpir_low > estimate.fpir_target
+    if estimate.fpir_high is not None and estimate.fpir_calibrated and (estimate.tail_enough or tail_over):
         factor = max(factor, estimate.fpir_high / estimate.fpir_calibrated)
     sizes = sorted({p["residents"] for p in points})
     basis = next((s for s in sizes if s >= residents), sizes[-1])

@@ -73,11 +73,16 @@ def site_report(store: Store, *, since: float, until: float | None = None, site:
                    "fnir_site", "fnir_upper95", "suggest_target"), rows)
     for f in found:
         if f["estimate"].crowded:
-            log.warning("site estimate: %s: strangers crowd the threshold more than the calibration expected (%.2fx, "
-                        "at least %.2fx), or come past it more often than the target (site FPIR at least %s)",
-                        f["scope"], f["estimate"].ratio, f["estimate"].ratio_low, _pct(f["estimate"].fpir_low))
+            log.warning("site estimate: %s: strangers crowd the threshold (%.2fx the calibration's crowding, at least "
+                        "%.2fx; site FPIR at least %s)", f["scope"], f["estimate"].ratio, f["estimate"].ratio_low,
+                        _pct(f["estimate"].fpir_low))
             line = f"WARNING {f['scope']}: {f['estimate'].line()}"
-            if f["suggest"]:
+            if f["suggest"] and not f["suggest"]["enough"]:
+                line += (f"; even the strictest calibrated target {f['suggest']['fpir_target']:g} may not keep the "
+                         "site's upper bound within the target: confirm faces with the QR credential "
+                         "(match.second_factor = \"always\"; docs/recognition.md), or publish it: "
+                         f"kiosk-admin gallery match --site {f['site']} --fpir-target {f['suggest']['fpir_target']:g}")
+            elif f["suggest"]:
                 line += (f"; a stricter target {f['suggest']['fpir_target']:g} (threshold {f['suggest']['threshold']:.4f},"
                          f" calibrated FNIR {100 * f['suggest']['fnir']:.3g}%) keeps the site's upper bound within the target "
                          "(docs/recognition.md): "
