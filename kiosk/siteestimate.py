@@ -11,17 +11,18 @@ things are computed from the gaps (docs/recognition.md has the measurements):
   visits, with one-sided Clopper–Pearson bounds. The site is *crowded* when
   the lower bound is above 1: its strangers come closer than the
   calibration's, beyond chance. It needs a few hundred visits.
-- **the site's FPIR**, from the site's own tail: the gaps in (0, TAIL_BAND]
-  are fitted with an exponential density (rate b, maximum likelihood; b may
-  be 0 or negative: the density does not fall toward the threshold), which
-  is extrapolated past the threshold, down to a gap of -TAIL_DEPTH: the
-  strangers the doors accepted. Scaling the calibrated FPIR by the crowding
+- **the site's FPIR**, from the site's own tail (:mod:`kiosk.sitestats`):
+  the gaps in (0, 0.05] are fitted with an exponential density (b may be 0
+  or negative: the density does not fall toward the threshold), which is
+  extrapolated past the threshold, down to a gap of -0.10: the strangers
+  the doors accepted. Scaling the calibrated FPIR by the crowding
   instead understates a crowded site several times over (its look-alikes
-  pass the threshold without filling the band in proportion). The bounds
-  join a 97.5% Clopper–Pearson bound on the count in the band with a 97.5%
-  profile-likelihood bound on b. It needs thousands of visits.
+  pass the threshold without filling the band in proportion). It needs tens
+  of thousands of visits before its bounds come within 3 times the
+  estimate; they hold before.
 
-Nothing here needs numpy: the back end runs it too. Used by ``kiosk-admin
+The site is also *crowded* when the tail's lower bound is above the target in
+force. Nothing here needs numpy: the back end runs it too. Used by ``kiosk-admin
 report site``, the door's status and ``kiosk selftest`` (docs/recognition.md,
 docs/backend.md).
 """
@@ -34,60 +35,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
+from .sitestats import CONFIDENCE, TAIL_BAND, clopper_pearson, gap_bins, tail_fit, tail_min_visits
+
 #: The gaps the calibration's near-miss profile is measured at (0: the FPIR itself).
 DELTAS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10)
 #: The near-miss band the estimate counts: a gap in (0, DEFAULT_DELTA].
 DEFAULT_DELTA = 0.10
-#: One-sided confidence of the bounds.
-CONFIDENCE = 0.95
 #: The estimate means something once, at the calibration's own crowding, its upper bound is at most this
 #: many times the estimate (so that a site at twice the calibrated FPIR can be told from one that keeps it).
 MEANINGFUL_SPREAD = 2.0
-#: The tail fit: the band of gaps fitted, how far past the threshold it is extrapolated (every stranger accepted
-#: on the four development sets measured had a gap above -0.07), the spread at which the estimate means something.
-TAIL_BAND = 0.05
-TAIL_DEPTH = 0.10
-TAIL_SPREAD = 3.0
-#: chi-square(1) at 95%: a two-sided 95% (so one-sided 97.5%) profile-likelihood bound on the tail's rate.
-_CHI2_95 = 3.841
 #: The calibration the package ships (read here as plain JSON: the back end has no numpy).
 CALIBRATION_FILE = Path(__file__).resolve().parent / "match" / "calibration.json"
-
-
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p)."""
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 1.0 if k >= n else 0.0
-    lp, lq = math.log(p), math.log1p(-p)
-    total, log_c = 0.0, 0.0  # log C(n, i), built up term by term
-    for i in range(0, k + 1):
-        if i:
-            log_c += math.log(n - i + 1) - math.log(i)
-        total += math.exp(log_c + i * lp + (n - i) * lq)
-    return min(1.0, total)
-
-
-def _solve(f, lo: float, hi: float) -> float:
-    """The root of a decreasing ``f`` on [lo, hi] (bisection)."""
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if f(mid) > 0:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """One-sided exact bounds on a binomial share: (lower, upper), each holding with ``confidence``."""
-    if n <= 0:
-        return 0.0, 1.0
-    alpha = 1.0 - confidence
-    upper = 1.0 if k >= n else _solve(lambda p: _binom_cdf(k, n, p) - alpha, k / n, 1.0)
-    lower = 0.0 if k <= 0 else _solve(lambda p: alpha - (1.0 - _binom_cdf(k - 1, n, p)), 0.0, k / n)
-    return lower, upper
 
 
 def expected_share(near_miss: dict, delta: float = DEFAULT_DELTA) -> float | None:
@@ -116,130 +74,6 @@ def min_visits(share: float, spread: float = MEANINGFUL_SPREAD, confidence: floa
             return n
         k += 1
 
-
-Bins = list[tuple[float, float, float]]  # (low, high, count): gaps in (low, high]
-
-
-def _bin_mass(b: float, lo: float, hi: float) -> float:
-    """The integral of exp(b g) over (lo, hi] (times a constant that cancels)."""
-    if abs(b) < 1e-9:
-        return hi - lo
-    m = max(b * lo, b * hi)
-    return math.exp(m) * (math.exp(b * hi - m) - math.exp(b * lo - m)) / b
-
-
-def _tail_loglik(b: float, bins: Bins, band: float) -> float:
-    total = _bin_mass(b, 0.0, band)
-    return sum(k * (math.log(_bin_mass(b, lo, hi)) - math.log(total)) for lo, hi, k in bins if k)
-
-
-#: The rates searched: wider than any tail the four sets showed (about -40 to 60 over 0.05).
-_RATES = (-400.0, 600.0)
-
-
-def _tail_rate(bins: Bins, band: float) -> tuple[float, float, float]:
-    """The rate b of the exponential density over (0, band] (maximum likelihood) and its 95% profile bounds.
-
-    The log-likelihood of an exponential family is concave in b: a ternary search finds its maximum, bisection
-    each bound (a bound at the edge of the search: none).
-    """
-    lo, hi = _RATES
-    for _ in range(200):
-        m1, m2 = lo + (hi - lo) / 3, hi - (hi - lo) / 3
-        if _tail_loglik(m1, bins, band) < _tail_loglik(m2, bins, band):
-            lo = m1
-        else:
-            hi = m2
-    b = (lo + hi) / 2
-    floor = _tail_loglik(b, bins, band) - _CHI2_95 / 2
-    inside = lambda x: _tail_loglik(x, bins, band) - floor  # noqa: E731
-    low = _RATES[0] if inside(_RATES[0]) > 0 else _solve(lambda x: -inside(x), _RATES[0], b)
-    high = _RATES[1] if inside(_RATES[1]) > 0 else _solve(inside, b, _RATES[1])
-    return b, low, high
-
-
-def _past_per_band(b: float, band: float, depth: float = TAIL_DEPTH) -> float:
-    """Strangers with a gap in (-depth, 0] per stranger with a gap in (0, band], under the density exp(b g)."""
-    return _bin_mass(b, -depth, 0.0) / _bin_mass(b, 0.0, band)
-
-
-@dataclass(frozen=True)
-class Tail:
-    """The site's FPIR from its own tail (see the module's note); None where there is nothing to fit."""
-
-    near: int  # stranger visits with a gap in (0, band]
-    band: float
-    rate: float | None
-    fpir: float | None
-    fpir_low: float | None
-    fpir_high: float | None
-
-    @property
-    def spread(self) -> float:
-        return self.fpir_high / self.fpir if self.fpir else math.inf
-
-
-def tail_fit(bins: Bins, seen: float, band: float = TAIL_BAND) -> Tail:
-    """The FPIR of strangers of whom ``seen`` visits were not accepted, ``bins`` of them with a gap in (0, band]."""
-    k = sum(c for _, _, c in bins)
-    if k < 2 or len({(lo, hi) for lo, hi, c in bins if c}) < 2:
-        return Tail(round(k), band, None, None, None, None)
-    b, b_low, b_high = _tail_rate(bins, band)
-    n = max(round(seen), round(k))
-    k_low, k_high = clopper_pearson(round(k), n, 0.975)
-
-    def fpir(count: float, rate: float) -> float:
-        past = count * _past_per_band(rate, band)
-        return past / (seen + past)
-
-    return Tail(round(k), band, b, fpir(k, b), fpir(k_low * n, b_high), fpir(k_high * n, b_low))
-
-
-def gap_bins(gaps: Iterable[float], band: float = TAIL_BAND, step: float = 0.001) -> Bins:
-    """The gaps in (0, band], counted in the events' bins of ``step`` (the door rounds them to 0.001)."""
-    counts: dict[int, int] = {}
-    for g in gaps:
-        if 0.0 < g <= band + 1e-9:
-            i = max(1, math.ceil(g / step - 1e-6))
-            counts[i] = counts.get(i, 0) + 1
-    return [((i - 1) * step, i * step, c) for i, c in sorted(counts.items())]
-
-
-def _profile_share(near_miss: dict, delta: float) -> float | None:
-    """The calibration's share of strangers with a gap of at most ``delta`` (log-linear between its deltas)."""
-    ds, sh = near_miss["deltas"], near_miss["share"]
-    if delta in ds:
-        return sh[ds.index(delta)]
-    for (d0, s0), (d1, s1) in zip(zip(ds, sh), zip(ds[1:], sh[1:])):
-        if d0 < delta < d1 and s0 > 0 and s1 > 0:
-            return math.exp(math.log(s0) + (delta - d0) / (d1 - d0) * (math.log(s1) - math.log(s0)))
-    return None
-
-
-def tail_min_visits(near_miss: dict | None, band: float = TAIL_BAND, spread: float = TAIL_SPREAD) -> int:
-    """Stranger visits the tail estimate needs: the fewest at which, with gaps exactly as the calibration's profile
-    expects (its counts per sub-band), the upper bound is at most ``spread`` times the estimate; 0 if it never is."""
-    if not near_miss:
-        return 0
-    edges = sorted({d for d in near_miss["deltas"] if 0.0 <= d < band} | {band})
-    shares = [_profile_share(near_miss, d) for d in edges]
-    if any(x is None for x in shares) or shares[-1] <= shares[0]:
-        return 0
-    accepted = shares[0]
-
-    def spread_at(n: int) -> float:
-        bins = [(lo, hi, n * (s1 - s0)) for lo, hi, s0, s1 in zip(edges, edges[1:], shares, shares[1:])]
-        return tail_fit(bins, n * (1.0 - accepted), band).spread
-
-    lo, hi = 100, 100
-    while spread_at(hi) > spread:
-        lo, hi = hi, hi * 2
-        if hi > 10_000_000:
-            return 0
-    while hi - lo > max(1, lo // 100):
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if spread_at(mid) <= spread else (mid, hi)
-    return hi
 
 
 @dataclass(frozen=True)
@@ -279,7 +113,8 @@ class Estimate:
                 f"{self.expected:.1f} expected)")
         if not self.enough:
             return head + f": too few to estimate (needs {self.min_visits})"
-        text = f"{head}: {self.ratio:.2f}x the calibration's crowding (95% {self.ratio_low:.2f}-{self.ratio_high:.2f}); "
+        text = (f"{head}: {self.ratio:.2f}x the calibration's crowding "
+                f"(95% {self.ratio_low:.2f}-{self.ratio_high:.2f}); ")
         if self.fpir is not None:
             text += (f"site FPIR ~{from_pct(self.fpir)} (95% {from_pct(self.fpir_low)}-{from_pct(self.fpir_high)}, "
                      f"from {self.tail_near} gaps <= {self.tail_band:g}"

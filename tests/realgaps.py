@@ -100,4 +100,5 @@ def lookalikes(strangers: int, alike: int, seed: int, shift: float = 0.10) -> li
     """
     rng = random.Random(seed)
     pool, residents = gaps(point()), [g for g in gaps(point(), mated=True) if g is not None]
-    return [rng.choice(pool) for _ in range(strangers)] + [round(rng.choice(residents) + shift, 3) for _ in range(alike)]
+    alikes = [round(rng.choice(residents) + shift, 3) for _ in range(alike)]
+    return [rng.choice(pool) for _ in range(strangers)] + alikes

@@ -8,6 +8,7 @@ import math
 import pytest
 
 from kiosk import siteestimate as se
+from kiosk import sitestats as ss
 
 POINTS = [{"residents": 100, "fpir_target": t, "threshold": th, "fpir": f, "fnir": n, "resolvable": True,
            "near_miss": {"deltas": list(se.DELTAS), "share": [f, f + q / 2, f + q, f + 1.5 * q, f + 2 * q, f + 3 * q]}}
@@ -62,46 +63,46 @@ def test_the_minimum_number_of_visits_is_where_the_bound_comes_within_twice_the_
     assert se.estimate(visits(need - 1, round(need * share) * 4), POINTS).enough
 
 
-def exponential_bins(rate: float, count: float, band: float = se.TAIL_BAND, step: float = 0.001) -> list:
+def exponential_bins(rate: float, count: float, band: float = ss.TAIL_BAND, step: float = 0.001) -> list:
     """``count`` gaps in (0, band] with the density exp(rate g), in the events' bins (exact expected counts)."""
-    total = se._bin_mass(rate, 0.0, band)
-    return [(i * step, (i + 1) * step, count * se._bin_mass(rate, i * step, (i + 1) * step) / total)
+    total = ss._bin_mass(rate, 0.0, band)
+    return [(i * step, (i + 1) * step, count * ss._bin_mass(rate, i * step, (i + 1) * step) / total)
             for i in range(round(band / step))]
 
 
 @pytest.mark.parametrize("rate", [35.0, 10.0, 0.0, -10.0])
 def test_the_tail_fit_recovers_the_rate_and_extrapolates_past_the_threshold(rate):
     # Strangers whose gaps have the density exp(rate g) down to -TAIL_DEPTH: the share past the threshold is known.
-    past = 20_000 * se._bin_mass(rate, -se.TAIL_DEPTH, 0.0) / se._bin_mass(rate, 0.0, se.TAIL_BAND)
-    t = se.tail_fit(exponential_bins(rate, 20_000), 1_000_000)
+    past = 20_000 * ss._bin_mass(rate, -ss.TAIL_DEPTH, 0.0) / ss._bin_mass(rate, 0.0, ss.TAIL_BAND)
+    t = ss.tail_fit(exponential_bins(rate, 20_000), 1_000_000)
     assert t.rate == pytest.approx(rate, abs=0.5) and t.near == 20_000
     assert t.fpir == pytest.approx(past / (1_000_000 + past), rel=0.02)
     assert t.fpir_low < t.fpir < t.fpir_high
     # Fewer gaps, the same shape: the same estimate, wider bounds.
-    few = se.tail_fit(exponential_bins(rate, 200), 10_000)
+    few = ss.tail_fit(exponential_bins(rate, 200), 10_000)
     assert few.fpir == pytest.approx(t.fpir, rel=0.05) and few.fpir_high / few.fpir > t.fpir_high / t.fpir
     # A density that does not fall toward the threshold puts more strangers past it than in the band before it.
     assert (t.fpir > 20_000 / 1_000_000) is (rate <= 0)
 
 
 def test_the_tail_needs_gaps_to_fit_and_counts_them_in_the_events_bins():
-    assert se.tail_fit([], 1000).fpir is None and se.tail_fit([(0.0, 0.001, 50)], 1000).fpir is None
-    assert se.gap_bins([0.0004, 0.001, 0.0011, 0.05, 0.051, -0.01]) == [(0.0, 0.001, 2), (0.001, 0.002, 1),
+    assert ss.tail_fit([], 1000).fpir is None and ss.tail_fit([(0.0, 0.001, 50)], 1000).fpir is None
+    assert ss.gap_bins([0.0004, 0.001, 0.0011, 0.05, 0.051, -0.01]) == [(0.0, 0.001, 2), (0.001, 0.002, 1),
                                                                       (0.049, 0.05, 1)]
 
 
 def test_the_tail_needs_visits_until_its_bound_comes_within_three_times_its_estimate():
     profile = POINTS[1]["near_miss"]
-    need = se.tail_min_visits(profile)
-    edges = [0.0, 0.02, 0.04, se.TAIL_BAND]
-    shares = [se._profile_share(profile, d) for d in edges]
+    need = ss.tail_min_visits(profile)
+    edges = [0.0, 0.02, 0.04, ss.TAIL_BAND]
+    shares = [ss._profile_share(profile, d) for d in edges]
     assert shares[-1] == pytest.approx(math.sqrt(shares[2] * (0.00097 + 0.03)))  # between 0.04 and 0.06, log-linear
 
     def spread(n):
         bins = [(a, b, n * (s1 - s0)) for a, b, s0, s1 in zip(edges, edges[1:], shares, shares[1:])]
-        return se.tail_fit(bins, n * (1 - shares[0])).spread
+        return ss.tail_fit(bins, n * (1 - shares[0])).spread
 
-    assert spread(need) <= se.TAIL_SPREAD < spread(round(need * 0.9))
+    assert spread(need) <= ss.TAIL_SPREAD < spread(round(need * 0.9))
     e = se.estimate(visits(need - 10, 0), POINTS)
     assert e.tail_min_visits == need and not e.tail_enough
 

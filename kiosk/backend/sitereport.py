@@ -83,9 +83,9 @@ def site_report(store: Store, *, since: float, until: float | None = None, site:
                          "(match.second_factor = \"always\"; docs/recognition.md), or publish it: "
                          f"kiosk-admin gallery match --site {f['site']} --fpir-target {f['suggest']['fpir_target']:g}")
             elif f["suggest"]:
-                line += (f"; a stricter target {f['suggest']['fpir_target']:g} (threshold {f['suggest']['threshold']:.4f},"
-                         f" calibrated FNIR {100 * f['suggest']['fnir']:.3g}%) keeps the site's upper bound within the target "
-                         "(docs/recognition.md): "
+                line += (f"; a stricter target {f['suggest']['fpir_target']:g} (threshold "
+                         f"{f['suggest']['threshold']:.4f}, calibrated FNIR {100 * f['suggest']['fnir']:.3g}%) keeps the "
+                         "site's upper bound within the target (docs/recognition.md): "
                          f"kiosk-admin gallery match --site {f['site']} --fpir-target {f['suggest']['fpir_target']:g}")
             table.notes.append(line)
     return table, found

@@ -105,7 +105,7 @@ def test_a_crowded_site_is_warned_about_and_offered_a_stricter_target_a_normal_o
     assert report(capsys, site_store, "--check", "--site", "elm-court")[0] == 0
 
 
-def test_a_site_whose_look_alikes_pass_the_threshold_is_bounded_by_its_tail_and_warned_about(store_url, tmp_path, capsys):
+def test_a_site_whose_look_alikes_pass_the_threshold_is_bounded_by_its_tail_and_warned(store_url, tmp_path, capsys):
     # Real strangers and a few look-alikes (real residents' gaps, 0.10 less alike): 0.7% of them get in, while the
     # band before the threshold holds fewer near misses than the calibration expected (crowding under 1).
     strangers = lookalikes(20_000, 300, 1)

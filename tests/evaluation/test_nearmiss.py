@@ -11,7 +11,7 @@ from kiosk.evaluation.calibration import Rule, fit_cell
 from kiosk.evaluation.nearmiss import near_miss
 from kiosk.evaluation.rates import visit_rates
 from kiosk.match.calibration import CALIBRATION_FILE, Calibration
-from kiosk import siteestimate as se
+from kiosk import sitestats as ss
 from kiosk.siteestimate import DELTAS
 
 pytestmark = pytest.mark.slow
@@ -56,12 +56,12 @@ def test_the_tail_the_calibration_expects_is_the_tail_of_the_doors_gaps():
     strangers = gaps(p)
     profile = near_miss(p, trials(), VISIT.votes_k)
     seen = sum(g is None or g > 0 for g in strangers)
-    door = se.tail_fit(se.gap_bins(g for g in strangers if g is not None), seen)
+    door = ss.tail_fit(ss.gap_bins(g for g in strangers if g is not None), seen)
     n = len(strangers)
-    edges = [d for d in profile["deltas"] if d < se.TAIL_BAND] + [se.TAIL_BAND]
-    shares = [se._profile_share(profile, d) for d in edges]
-    cal = se.tail_fit([(a, b, n * (s1 - s0)) for a, b, s0, s1 in zip(edges, edges[1:], shares, shares[1:])],
+    edges = [d for d in profile["deltas"] if d < ss.TAIL_BAND] + [ss.TAIL_BAND]
+    shares = [ss._profile_share(profile, d) for d in edges]
+    cal = ss.tail_fit([(a, b, n * (s1 - s0)) for a, b, s0, s1 in zip(edges, edges[1:], shares, shares[1:])],
                       n * (1 - shares[0]))
     assert door.near >= 50 and cal.near == pytest.approx(door.near, abs=door.near * 0.1)
     assert door.fpir_low < cal.fpir < door.fpir_high and door.fpir_low < door.fpir < door.fpir_high
-    assert se.tail_min_visits(profile) > 0
+    assert ss.tail_min_visits(profile) > 0
