@@ -3,21 +3,28 @@
 A stranger accepted at a door is never seen as a stranger: the event is a
 check-in like any other. What a site does show is how close its strangers
 come: every UNKNOWN visit carries its *gap* (how far the visit fell short of
-the rule, :mod:`kiosk.evaluation.nearmiss`) and the threshold in force. The
-calibration measured, per operating point, the share of strangers' visits
-with a gap of at most delta (``near_miss``). If a site's strangers are more
-alike its residents than the calibration's were, more of them fall just short
-of the threshold, and in the same proportion more fall just past it:
+the rule, :mod:`kiosk.evaluation.nearmiss`) and the threshold in force. Two
+things are computed from the gaps (docs/recognition.md has the measurements):
 
-    site FPIR ≈ calibrated FPIR × (near misses seen / near misses expected)
+- **crowding**, the detector: near misses seen (gap in (0, delta]) / near
+  misses the calibration's profile (``near_miss``) expected among as many
+  visits, with one-sided Clopper–Pearson bounds. The site is *crowded* when
+  the lower bound is above 1: its strangers come closer than the
+  calibration's, beyond chance. It needs a few hundred visits.
+- **the site's FPIR**, from the site's own tail (:mod:`kiosk.sitestats`):
+  the gaps in (0, 0.05] are fitted with an exponential density (b may be 0
+  or negative: the density does not fall toward the threshold), which is
+  extrapolated past the threshold, down to a gap of -0.10: the strangers
+  the doors accepted. Scaling the calibrated FPIR by the crowding
+  instead understates a crowded site several times over (its look-alikes
+  pass the threshold without filling the band in proportion). It needs tens
+  of thousands of visits before its bounds come within 3 times the
+  estimate; they hold before.
 
-It detects a crowded site; it can understate how crowded (look-alike pairs pass the threshold without filling
-the band before it: docs/recognition.md has the measurements). The ratio's 95% bounds are one-sided Clopper–Pearson bounds on the near misses
-seen (a binomial count among the stranger visits), divided by the expected
-share. The site is *crowded* when the lower bound is above 1: its strangers
-come closer than the calibration's, beyond chance. Nothing here needs numpy:
-the back end runs it too. Used by ``kiosk-admin report site``, the door's
-status and ``kiosk selftest`` (docs/recognition.md, docs/backend.md).
+The site is also *crowded* when the tail's lower bound is above the target in
+force. Nothing here needs numpy: the back end runs it too. Used by ``kiosk-admin
+report site``, the door's status and ``kiosk selftest`` (docs/recognition.md,
+docs/backend.md).
 """
 
 from __future__ import annotations
@@ -28,53 +35,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
+from .sitestats import CONFIDENCE, TAIL_BAND, clopper_pearson, gap_bins, tail_fit, tail_min_visits
+
 #: The gaps the calibration's near-miss profile is measured at (0: the FPIR itself).
 DELTAS = (0.0, 0.02, 0.04, 0.06, 0.08, 0.10)
 #: The near-miss band the estimate counts: a gap in (0, DEFAULT_DELTA].
 DEFAULT_DELTA = 0.10
-#: One-sided confidence of the bounds.
-CONFIDENCE = 0.95
 #: The estimate means something once, at the calibration's own crowding, its upper bound is at most this
 #: many times the estimate (so that a site at twice the calibrated FPIR can be told from one that keeps it).
 MEANINGFUL_SPREAD = 2.0
 #: The calibration the package ships (read here as plain JSON: the back end has no numpy).
 CALIBRATION_FILE = Path(__file__).resolve().parent / "match" / "calibration.json"
-
-
-def _binom_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p)."""
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 1.0 if k >= n else 0.0
-    lp, lq = math.log(p), math.log1p(-p)
-    total, log_c = 0.0, 0.0  # log C(n, i), built up term by term
-    for i in range(0, k + 1):
-        if i:
-            log_c += math.log(n - i + 1) - math.log(i)
-        total += math.exp(log_c + i * lp + (n - i) * lq)
-    return min(1.0, total)
-
-
-def _solve(f, lo: float, hi: float) -> float:
-    """The root of a decreasing ``f`` on [lo, hi] (bisection)."""
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        if f(mid) > 0:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
-
-
-def clopper_pearson(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """One-sided exact bounds on a binomial share: (lower, upper), each holding with ``confidence``."""
-    if n <= 0:
-        return 0.0, 1.0
-    alpha = 1.0 - confidence
-    upper = 1.0 if k >= n else _solve(lambda p: _binom_cdf(k, n, p) - alpha, k / n, 1.0)
-    lower = 0.0 if k <= 0 else _solve(lambda p: alpha - (1.0 - _binom_cdf(k - 1, n, p)), 0.0, k / n)
-    return lower, upper
 
 
 def expected_share(near_miss: dict, delta: float = DEFAULT_DELTA) -> float | None:
@@ -104,6 +75,7 @@ def min_visits(share: float, spread: float = MEANINGFUL_SPREAD, confidence: floa
         k += 1
 
 
+
 @dataclass(frozen=True)
 class Estimate:
     """A site's (or a door's) strangers against the calibration, and the FPIR that follows."""
@@ -116,12 +88,18 @@ class Estimate:
     ratio_low: float | None
     ratio_high: float | None
     fpir_calibrated: float | None  # the point in force, as calibrated (per visit)
-    fpir: float | None  # the site's, estimated
+    fpir: float | None  # the site's, estimated from its own tail (None: nothing to fit)
     fpir_high: float | None
     fpir_target: float | None
-    min_visits: int  # stranger visits the estimate needs (see min_visits)
+    min_visits: int  # stranger visits the crowding needs (see min_visits)
     enough: bool
-    crowded: bool  # strangers come closer than the calibration's, beyond chance (and enough of them)
+    crowded: bool  # strangers come closer than the calibration's, or the site's FPIR is over target, beyond chance
+    fpir_low: float | None = None
+    tail_near: int = 0  # stranger visits with a gap in (0, tail_band]
+    tail_band: float = TAIL_BAND
+    tail_rate: float | None = None  # the fitted rate b of the gaps' density near the threshold
+    tail_min_visits: int = 0  # stranger visits the tail estimate needs (see tail_min_visits)
+    tail_enough: bool = False  # enough visits for the tail's bounds to come within TAIL_SPREAD (they hold before)
 
     def as_json(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
@@ -135,11 +113,19 @@ class Estimate:
                 f"{self.expected:.1f} expected)")
         if not self.enough:
             return head + f": too few to estimate (needs {self.min_visits})"
-        text = (f"{head}: {self.ratio:.2f}x the calibration's crowding (95% {self.ratio_low:.2f}-{self.ratio_high:.2f}); "
-                f"site FPIR ~{from_pct(self.fpir)} (upper 95% {from_pct(self.fpir_high)}) against "
-                f"{from_pct(self.fpir_calibrated)} calibrated")
-        if self.crowded:
+        text = (f"{head}: {self.ratio:.2f}x the calibration's crowding "
+                f"(95% {self.ratio_low:.2f}-{self.ratio_high:.2f}); ")
+        if self.fpir is not None:
+            text += (f"site FPIR ~{from_pct(self.fpir)} (95% {from_pct(self.fpir_low)}-{from_pct(self.fpir_high)}, "
+                     f"from {self.tail_near} gaps <= {self.tail_band:g}"
+                     + ("" if self.tail_enough else f"; wide below {self.tail_min_visits} visits")
+                     + f") against {from_pct(self.fpir_calibrated)} calibrated")
+        else:
+            text += f"site FPIR: too few gaps <= {self.tail_band:g} to fit; {from_pct(self.fpir_calibrated)} calibrated"
+        if self.crowded and self.enough and self.ratio_low > 1.0:
             text += "; strangers crowd the threshold more than the calibration expected"
+        elif self.crowded:
+            text += "; strangers crowd the threshold: the site's FPIR is over its target, beyond chance"
         return text
 
 
@@ -227,6 +213,7 @@ def estimate(visits: Iterable[Visit], points: list[dict], *, delta: float = DEFA
     n = near = 0
     expected = 0.0
     last = None
+    tail_gaps = []
     for v in visits:
         p = point_for(points, v.threshold)
         share = expected_share(p["near_miss"], delta) if p else None
@@ -235,6 +222,8 @@ def estimate(visits: Iterable[Visit], points: list[dict], *, delta: float = DEFA
         n += 1
         expected += share
         near += int(v.gap is not None and 0.0 < v.gap <= delta + 1e-9)
+        if v.gap is not None:
+            tail_gaps.append(v.gap)
         last = p
     point = current or last
     share = expected / n if n else 0.0
@@ -245,24 +234,36 @@ def estimate(visits: Iterable[Visit], points: list[dict], *, delta: float = DEFA
                         point and point["fpir_target"], need, False, False)
     lo, hi = clopper_pearson(near, n)
     ratio, r_lo, r_hi = near / expected, lo / share, hi / share
-    fpir = point["fpir"]
-    return Estimate(n, near, expected, delta, ratio, r_lo, r_hi, fpir, min(1.0, fpir * ratio),
-                    min(1.0, fpir * r_hi), point["fpir_target"], need, enough, enough and r_lo > 1.0)
+    tail = tail_fit(gap_bins(tail_gaps), n)
+    t_need = tail_min_visits(point.get("near_miss"))
+    t_enough = bool(t_need) and n >= t_need and tail.fpir is not None
+    # Crowded: strangers come closer than the calibration's beyond chance, or the tail puts the site's FPIR over
+    # its target beyond chance (a site whose look-alikes pass the threshold without crowding the band).
+    over = tail.fpir_low is not None and point["fpir_target"] is not None and tail.fpir_low > point["fpir_target"]
+    return Estimate(n, near, expected, delta, ratio, r_lo, r_hi, point["fpir"], tail.fpir, tail.fpir_high,
+                    point["fpir_target"], need, enough, (enough and r_lo > 1.0) or over, fpir_low=tail.fpir_low,
+                    tail_near=tail.near, tail_rate=tail.rate, tail_min_visits=t_need, tail_enough=t_enough)
 
 
 def suggest(points: list[dict], estimate: Estimate, residents: int) -> dict | None:
     """A stricter target that keeps the site's FPIR (upper bound) within the target in force, if one is needed.
 
-    The calibrated point of the same size with the largest target whose FPIR, scaled by the site's ratio
-    (upper bound), is still within the target in force; None when nothing stricter is needed or none exists.
+    The calibrated point of the same size with the largest target whose FPIR, scaled by how many times the
+    calibrated FPIR the site's is (its upper bound: the tail's when it has enough visits or puts the site over
+    its target, and never less than the crowding's), is still within the target in force (``enough``); if none
+    is, the strictest (``enough`` false). None when nothing stricter is needed or none exists.
     """
     if not estimate.crowded or estimate.fpir_target is None or not estimate.ratio_high:
         return None
+    factor = estimate.ratio_high
+    tail_over = estimate.fpir_low is not None and estimate.fpir_low > estimate.fpir_target
+    if estimate.fpir_high is not None and estimate.fpir_calibrated and (estimate.tail_enough or tail_over):
+        factor = max(factor, estimate.fpir_high / estimate.fpir_calibrated)
     sizes = sorted({p["residents"] for p in points})
     basis = next((s for s in sizes if s >= residents), sizes[-1])
     cells = sorted((p for p in points if p["residents"] == basis and p.get("resolvable")),
                    key=lambda p: p["fpir_target"])
-    fitting = [p for p in cells if p["fpir"] * estimate.ratio_high <= estimate.fpir_target]
+    fitting = [p for p in cells if p["fpir"] * factor <= estimate.fpir_target]
     choice = fitting[-1] if fitting else (cells[0] if cells else None)
     if choice is None or choice["fpir_target"] >= estimate.fpir_target:
         return None

@@ -11,6 +11,7 @@ import atexit
 import functools
 import math
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -88,3 +89,16 @@ def gaps(p: OperatingPoint, mated: bool = False) -> list[float | None]:
         g = box.gap()
         out.append(None if g is None or math.isinf(g) else g)
     return out
+
+
+def lookalikes(strangers: int, alike: int, seed: int, shift: float = 0.10) -> list[float | None]:
+    """A site's stranger visits: real strangers' gaps and a few look-alikes, drawn with ``seed``.
+
+    A look-alike is as near a resident as the resident's own visits, less ``shift``: a real resident's gap moved
+    up by it (rounded to 0.001, as the events carry it). Many of them pass the threshold; those that do not fall
+    just short of it, not spread over the band the way strangers are.
+    """
+    rng = random.Random(seed)
+    pool, residents = gaps(point()), [g for g in gaps(point(), mated=True) if g is not None]
+    alikes = [round(rng.choice(residents) + shift, 3) for _ in range(alike)]
+    return [rng.choice(pool) for _ in range(strangers)] + alikes

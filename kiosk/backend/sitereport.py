@@ -5,7 +5,8 @@ claims (:mod:`kiosk.match.site`):
 
 - strangers: UNKNOWN face visits that no check-in names as its retry
   (``retry_of``); their gaps against the calibration's near-miss profile give
-  the site's FPIR with a 95% bound (:mod:`kiosk.siteestimate`);
+  the crowding, and their own tail the site's FPIR with 95% bounds
+  (:mod:`kiosk.siteestimate`);
 - residents turned away: UNKNOWN visits a check-in names as its retry, and
   check-ins a QR credential confirmed whose face alone did not name the
   resident; over every resident's face visit, the on-site FNIR (a lower
@@ -59,24 +60,32 @@ def site_report(store: Store, *, since: float, until: float | None = None, site:
         status = "CROWDED" if est.crowded else ("ok" if est.enough else "too few")
         scope = name if door is None else f"{name}/{door}"
         rows.append((scope, est.strangers, est.near, f"{est.expected:.1f}", _num(est.ratio), _num(est.ratio_high),
-                     _pct(est.fpir_calibrated), _pct(est.fpir), _pct(est.fpir_high), est.min_visits, status,
+                     _pct(est.fpir_calibrated), _pct(est.fpir), _pct(est.fpir_low), _pct(est.fpir_high),
+                     est.tail_near, est.tail_min_visits, est.min_visits, status,
                      s.resident_visits, s.turned_away, _pct(fnir), _pct(fnir_hi),
                      None if hint is None else f"{hint['fpir_target']:g}"))
         found.append({"scope": scope, "site": name, "device": door, "estimate": est, "suggest": hint,
                       "fnir": fnir, "fnir_upper95": fnir_hi})
     table = Table(f"Strangers near the threshold, per site and door (gap <= {delta:g}; {_span(since, until)})",
                   ("scope", "strangers", "near", "expected", "ratio", "ratio_upper95", "fpir_calibrated",
-                   "fpir_site", "fpir_upper95", "min_strangers", "status", "resident_visits", "turned_away",
+                   "fpir_site", "fpir_lower95", "fpir_upper95", "tail_gaps", "tail_min_strangers", "min_strangers",
+                   "status", "resident_visits", "turned_away",
                    "fnir_site", "fnir_upper95", "suggest_target"), rows)
     for f in found:
         if f["estimate"].crowded:
-            log.warning("site estimate: %s: strangers crowd the threshold more than the calibration expected (%.2fx, "
-                        "at least %.2fx)", f["scope"], f["estimate"].ratio, f["estimate"].ratio_low)
+            log.warning("site estimate: %s: strangers crowd the threshold (%.2fx the calibration's crowding, at least "
+                        "%.2fx; site FPIR at least %s)", f["scope"], f["estimate"].ratio, f["estimate"].ratio_low,
+                        _pct(f["estimate"].fpir_low))
             line = f"WARNING {f['scope']}: {f['estimate'].line()}"
-            if f["suggest"]:
-                line += (f"; a stricter target {f['suggest']['fpir_target']:g} (threshold {f['suggest']['threshold']:.4f},"
-                         f" calibrated FNIR {100 * f['suggest']['fnir']:.3g}%) keeps the estimate within the target (an estimate "
-                         "that can understate a crowded site: docs/recognition.md): "
+            if f["suggest"] and not f["suggest"]["enough"]:
+                line += (f"; even the strictest calibrated target {f['suggest']['fpir_target']:g} may not keep the "
+                         "site's upper bound within the target: confirm faces with the QR credential "
+                         "(match.second_factor = \"always\"; docs/recognition.md), or publish it: "
+                         f"kiosk-admin gallery match --site {f['site']} --fpir-target {f['suggest']['fpir_target']:g}")
+            elif f["suggest"]:
+                line += (f"; a stricter target {f['suggest']['fpir_target']:g} (threshold "
+                         f"{f['suggest']['threshold']:.4f}, calibrated FNIR {100 * f['suggest']['fnir']:.3g}%) keeps the "
+                         "site's upper bound within the target (docs/recognition.md): "
                          f"kiosk-admin gallery match --site {f['site']} --fpir-target {f['suggest']['fpir_target']:g}")
             table.notes.append(line)
     return table, found

@@ -11,6 +11,7 @@ from kiosk.evaluation.calibration import Rule, fit_cell
 from kiosk.evaluation.nearmiss import near_miss
 from kiosk.evaluation.rates import visit_rates
 from kiosk.match.calibration import CALIBRATION_FILE, Calibration
+from kiosk import sitestats as ss
 from kiosk.siteestimate import DELTAS
 
 pytestmark = pytest.mark.slow
@@ -47,3 +48,20 @@ def test_fit_cell_writes_the_profile_and_the_kiosk_reads_it_or_does_without():
     new = {**cal, "points": [cell]}
     read = Calibration.from_json(new).points[0]
     assert read.near_miss_json() == cell["near_miss"]
+
+
+def test_the_tail_the_calibration_expects_is_the_tail_of_the_doors_gaps():
+    """``tail_min_visits`` fits the profile's sub-bands; a site fits its visits' gaps: the same shape, fitted."""
+    p = point(0.01)  # a looser point: enough strangers' gaps in (0, TAIL_BAND] on the slice
+    strangers = gaps(p)
+    profile = near_miss(p, trials(), VISIT.votes_k)
+    seen = sum(g is None or g > 0 for g in strangers)
+    door = ss.tail_fit(ss.gap_bins(g for g in strangers if g is not None), seen)
+    n = len(strangers)
+    edges = [d for d in profile["deltas"] if d < ss.TAIL_BAND] + [ss.TAIL_BAND]
+    shares = [ss._profile_share(profile, d) for d in edges]
+    cal = ss.tail_fit([(a, b, n * (s1 - s0)) for a, b, s0, s1 in zip(edges, edges[1:], shares, shares[1:])],
+                      n * (1 - shares[0]))
+    assert door.near >= 50 and cal.near == pytest.approx(door.near, abs=door.near * 0.1)
+    assert door.fpir_low < cal.fpir < door.fpir_high and door.fpir_low < door.fpir < door.fpir_high
+    assert ss.tail_min_visits(profile) > 0
