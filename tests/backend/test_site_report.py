@@ -96,6 +96,7 @@ def test_a_crowded_site_is_warned_about_and_offered_a_stricter_target_a_normal_o
     assert ash["status"] == "too few" and int(ash["strangers"]) < int(ash["min_strangers"]) == need
     logged = [line for line in journal.splitlines() if "crowd" in line]
     assert len(logged) == 2 and all("oak-row" in line and "WARNING" in line for line in logged)  # the site and its door
+    assert not any("None" in line for line in logged)  # no tail to fit at oak-row: said so, not "None"
     code, text = report(capsys, site_store)
     warnings = [line for line in text.splitlines() if line.startswith("WARNING")]
     assert [w.split(":")[0] for w in warnings] == ["WARNING oak-row", "WARNING oak-row/door-1"]
