@@ -131,10 +131,16 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Visit:
-    """One UNKNOWN visit as the estimate sees it: its gap (None: no rule came near) and the threshold in force."""
+    """One UNKNOWN visit as the estimate sees it: its gap (None: no rule came near) and the rule in force.
+
+    ``fpir_target`` and ``gallery_size`` (as the event carries them) tell apart calibrated points that share a
+    threshold (the four-set fit has several).
+    """
 
     gap: float | None
     threshold: float
+    fpir_target: float | None = None
+    gallery_size: int | None = None
 
 
 @dataclass
@@ -170,7 +176,7 @@ def split(events: Iterable[dict]) -> Split:
                 out.resident_visits += 1
                 out.turned_away += 1
             else:
-                out.strangers.append(Visit(c.get("gap"), c["threshold"]))
+                out.strangers.append(Visit(c.get("gap"), c["threshold"], c.get("fpir_target"), c.get("gallery_size")))
                 out.gallery_size = c.get("gallery_size")
         elif e["type"] == "checkin":
             out.resident_visits += 1
@@ -198,10 +204,22 @@ def load_points(path: Path | None = None) -> list[dict]:
     return list(data["points"])
 
 
-def point_for(points: list[dict], threshold: float) -> dict | None:
-    """The calibrated point with this threshold (the one the door ran), or None."""
+def point_for(points: list[dict], threshold: float, fpir_target: float | None = None,
+              residents: int | None = None) -> dict | None:
+    """The calibrated point with this threshold (the one the door ran), or None.
+
+    Several points may share a threshold: the door's gallery size picks the calibrated size it used (the
+    smallest at least as large, as :meth:`kiosk.match.calibration.Calibration.at` does), and its target the
+    point of that size with the largest target within it; without them, the largest size's loosest.
+    """
     found = [p for p in points if abs(p["threshold"] - threshold) < 5e-5 and p.get("near_miss")]
-    return max(found, key=lambda p: p["residents"]) if found else None
+    if residents and found:
+        sizes = sorted({p["residents"] for p in points})
+        basis = next((s for s in sizes if s >= residents), sizes[-1])
+        found = [p for p in found if p["residents"] == basis] or found
+    if fpir_target and found:
+        found = [p for p in found if p["fpir_target"] <= fpir_target * (1 + 1e-9)] or found
+    return max(found, key=lambda p: (p["residents"], p["fpir_target"])) if found else None
 
 
 def estimate(visits: Iterable[Visit], points: list[dict], *, delta: float = DEFAULT_DELTA,
@@ -214,9 +232,13 @@ def estimate(visits: Iterable[Visit], points: list[dict], *, delta: float = DEFA
     expected = 0.0
     last = None
     tail_gaps = []
+    looked_up: dict[tuple, tuple[dict | None, float | None]] = {}  # each rule's point, once (not per visit)
     for v in visits:
-        p = point_for(points, v.threshold)
-        share = expected_share(p["near_miss"], delta) if p else None
+        key = (v.threshold, v.fpir_target, v.gallery_size)
+        if key not in looked_up:
+            p = point_for(points, v.threshold, v.fpir_target, v.gallery_size)
+            looked_up[key] = p, (expected_share(p["near_miss"], delta) if p else None)
+        p, share = looked_up[key]
         if share is None:
             continue
         n += 1

@@ -91,7 +91,14 @@ def gaps(p: OperatingPoint, mated: bool = False) -> list[float | None]:
     return out
 
 
-def lookalikes(strangers: int, alike: int, seed: int, shift: float = 0.10) -> list[float | None]:
+#: How much less alike a look-alike is than the resident's own visits. Chosen for the shipped point at 10
+#: residents and the default target (0.10 under the LFW-only calibration; the four-set fit's stricter point turns
+#: more of them away): 300 look-alikes among 20,000 strangers then get 5 to 10 times the target in
+#: (0.60-0.70% for seeds 1-3), while the band before the threshold holds fewer near misses than calibrated.
+SHIFT = 0.08
+
+
+def lookalikes(strangers: int, alike: int, seed: int, shift: float = SHIFT) -> list[float | None]:
     """A site's stranger visits: real strangers' gaps and a few look-alikes, drawn with ``seed``.
 
     A look-alike is as near a resident as the resident's own visits, less ``shift``: a real resident's gap moved

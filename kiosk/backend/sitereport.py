@@ -75,7 +75,7 @@ def site_report(store: Store, *, since: float, until: float | None = None, site:
         if f["estimate"].crowded:
             log.warning("site estimate: %s: strangers crowd the threshold (%.2fx the calibration's crowding, at least "
                         "%.2fx; site FPIR at least %s)", f["scope"], f["estimate"].ratio, f["estimate"].ratio_low,
-                        _pct(f["estimate"].fpir_low))
+                        _pct(f["estimate"].fpir_low) or "n/a: too few gaps to fit")
             line = f"WARNING {f['scope']}: {f['estimate'].line()}"
             if f["suggest"] and not f["suggest"]["enough"]:
                 line += (f"; even the strictest calibrated target {f['suggest']['fpir_target']:g} may not keep the "

@@ -52,7 +52,7 @@ def test_fit_cell_writes_the_profile_and_the_kiosk_reads_it_or_does_without():
 
 def test_the_tail_the_calibration_expects_is_the_tail_of_the_doors_gaps():
     """``tail_min_visits`` fits the profile's sub-bands; a site fits its visits' gaps: the same shape, fitted."""
-    p = point(0.01)  # a looser point: enough strangers' gaps in (0, TAIL_BAND] on the slice
+    p = point(0.05)  # a looser point: enough strangers' gaps in (0, TAIL_BAND] on the slice (at 1%: 26)
     strangers = gaps(p)
     profile = near_miss(p, trials(), VISIT.votes_k)
     seen = sum(g is None or g > 0 for g in strangers)
