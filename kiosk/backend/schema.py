@@ -176,6 +176,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX proposals_by_status ON proposals (status, received_at)",
         ),
     ),
+    Migration(
+        5,
+        "proposals_resident_hash",
+        (
+            # Whose a proposal is, as the keyed hash erasure keeps (never the id): erasing a resident
+            # deletes their proposals, sealed descriptors and all (kiosk.backend.proposals).
+            "ALTER TABLE proposals ADD COLUMN resident_hash TEXT",
+            "CREATE INDEX proposals_by_resident ON proposals (resident_hash)",
+        ),
+    ),
 )
 
 #: The schema version this code writes and reads.
