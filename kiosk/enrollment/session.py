@@ -36,6 +36,7 @@ from ..match.decide import Decision, Outcome
 from ..match.detect import SEVERAL_FACES, to_grey
 from ..match.track import Track, Tracker
 from ..ratelimit import EventRateLimit
+from ..sync.events.format import PROPOSAL_EVENT
 from ..sync.keys import PartyKeys
 from .invitation import RECORDED, Invitation, InvitationVerifier
 from .proposal import new_proposal, seal_proposal
@@ -136,6 +137,18 @@ class DoorEnrollment:
     @property
     def active(self) -> bool:
         return self.session is not None
+
+    @property
+    def enrolling(self) -> bool:
+        """A session is taking descriptors now (not just showing how the last one ended)."""
+        s = self.session
+        return s is not None and s.ended_at is None
+
+    def status(self, outbox) -> dict:
+        """The enrollment's part of the door's retained status: whether a session runs, the proposals waiting in
+        the outbox, made and refused since start (counts only: never whose)."""
+        return {"enabled": True, "session": self.enrolling, "proposals_waiting": outbox.waiting(PROPOSAL_EVENT),
+                "proposed": self.proposed, "refused": dict(self.refused)}
 
     def boxes(self, t: float) -> list:
         """The enrolling face's box in the frame of time ``t`` (for the door screen), if it was seen in it."""
@@ -268,8 +281,10 @@ class DoorEnrollment:
         sealed = seal_proposal(claims, self.door, self.admin)
         self.proposed += 1
         log.info("enrollment proposal made: %d descriptors from %d frames", len(chosen), len(s.candidates))
-        d = Decision(Outcome.ENROLL_PROPOSED, track.id, frames=len(chosen), timestamp=t, method=METHOD,
-                     liveness=dict(scores))
+        # The resident is named as on a check-in (the back end files the proposal under the keyed hash an
+        # erasure keeps, so that erasing them reaches it); the log says nothing of whose.
+        d = Decision(Outcome.ENROLL_PROPOSED, track.id, resident_id=s.inv.resident_id, frames=len(chosen),
+                     timestamp=t, method=METHOD, liveness=dict(scores))
         step.commit.append((d, {"proposal": sealed, "invitation": s.inv.nonce, "proposal_kind": "enrollment"}))
         self._seen[s.key] = t  # still held up: the same showing, not a replay
         s.ended_at = t
@@ -279,7 +294,8 @@ class DoorEnrollment:
     def _fail(self, step: Step, t: float, reason: str) -> Step:
         s = self.session
         log.info("enrollment not finished: %s", reason)
-        d = Decision(Outcome.ENROLL_FAILED, s.track.id if s.track else 0, reason=reason, timestamp=t, method=METHOD)
+        d = Decision(Outcome.ENROLL_FAILED, s.track.id if s.track else 0, resident_id=s.inv.resident_id,
+                     reason=reason, timestamp=t, method=METHOD)
         step.commit.append((d, {"invitation": s.inv.nonce}))
         self._seen.pop(s.key, None)  # shown again, it is another try
         s.ended_at = t
