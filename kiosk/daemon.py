@@ -460,6 +460,8 @@ class Kiosk:
             "liveness": self.liveness_status(),
             "recognition": {**r.operating_status(), "site_estimate": self.local_estimate()} if r else None,
             "screen": self.screen_status(),
+            "enrollment": self.enrollment.status(self.outbox) if self.enrollment is not None and self.outbox is not None
+            else {"enabled": False},
         }
 
     def screen_status(self) -> str:

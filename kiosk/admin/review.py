@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..backend.proposals import APPROVED, PENDING, REJECTED, decide, proposals
+from ..backend.proposals import APPROVED, PENDING, REJECTED, decide, erased_since, filed_for, proposals
 from ..backend.store import open_store as open_backend_store
 from ..enrollment.proposal import open_proposal
 from ..errors import EnvelopeError
@@ -71,7 +71,7 @@ def cmd_review(args) -> int:
             print(f"proposal {row['invitation']}: rejected")
             return 0
         if not args.approve:
-            _list(rows, admin, ring)
+            _list(rows, admin, ring, backend)
             return 0
         row = _one(rows, args.approve)
         if row is None:
@@ -83,6 +83,13 @@ def cmd_review(args) -> int:
                   "(--reject it)", file=sys.stderr)
             return 1
         claims = proposal.claims
+        gone = _erased(backend, row, proposal)
+        if gone:
+            # Its sealed descriptors go now: nothing of an erased resident waits in the store.
+            decide(backend, row["invitation"], REJECTED, note=gone[0])
+            print(f"kiosk-admin gallery review: proposal {row['invitation']} cannot be approved: {gone[1]}; "
+                  "rejected", file=sys.stderr)
+            return 1
         if (claims["site"], claims["device"]) != (row["site"], row["device"]) or claims["model_id"] != MODEL_ID:
             print(f"kiosk-admin gallery review: proposal {row['invitation']} cannot be approved: it names another "
                   "door than the one that sent it, or descriptors of another model (--reject it)", file=sys.stderr)
@@ -114,7 +121,16 @@ def _one(rows: list[dict], wanted: str) -> dict | None:
     return hits[0]
 
 
-def _list(rows: list[dict], admin, ring) -> None:
+def _erased(backend, row: dict, proposal) -> tuple[str, str] | None:
+    """Why a proposal opened and checked must not enroll its resident, as (reason, message), or None."""
+    if not filed_for(backend, row, proposal.resident_id):
+        return "wrong_resident", "filed under another resident (erasing this one would not reach it)"
+    if erased_since(backend, proposal.resident_id, proposal.invitation.issued_at):
+        return "erased", "the resident was erased after the invitation was issued"
+    return None
+
+
+def _list(rows: list[dict], admin, ring, backend) -> None:
     if not rows:
         print("no pending proposals")
         return
@@ -126,6 +142,11 @@ def _list(rows: list[dict], admin, ring) -> None:
         except EnvelopeError as e:
             print(f"{r['invitation']:<24} {r['site'] + '/' + r['device']:<20} {'?':<20} {'?':>9}  {when}  "
                   f"NOT VALID: {getattr(e, 'reason', e)}")
+            continue
+        gone = _erased(backend, r, p)
+        if gone:
+            print(f"{r['invitation']:<24} {r['site'] + '/' + r['device']:<20} {'?':<20} {len(p.templates):>9}  "
+                  f"{when}  NOT VALID: {gone[0]}")
             continue
         print(f"{r['invitation']:<24} {r['site'] + '/' + r['device']:<20} {p.resident_id:<20} "
               f"{len(p.templates):>9}  {when}")

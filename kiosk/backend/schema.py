@@ -159,7 +159,9 @@ MIGRATIONS: tuple[Migration, ...] = (
         (
             # Doors' proposals (enrollment at the door): one per invitation (its nonce), whichever door
             # sent it; the proposal as it came, sealed to the admin's key (the back end cannot read it);
-            # pending until the admin approves or rejects it (kiosk-admin gallery review).
+            # pending until the admin approves or rejects it (kiosk-admin gallery review). Whose it is,
+            # as the keyed hash erasure keeps (never the id): erasing a resident deletes their proposals,
+            # sealed descriptors and all (kiosk.backend.proposals).
             """CREATE TABLE proposals (
                 invitation TEXT PRIMARY KEY,
                 kind TEXT NOT NULL,
@@ -171,9 +173,11 @@ MIGRATIONS: tuple[Migration, ...] = (
                 proposal TEXT NOT NULL,
                 status TEXT NOT NULL,
                 decided_at DOUBLE PRECISION,
-                note TEXT
+                note TEXT,
+                resident_hash TEXT
             )""",
             "CREATE INDEX proposals_by_status ON proposals (status, received_at)",
+            "CREATE INDEX proposals_by_resident ON proposals (resident_hash)",
         ),
     ),
 )

@@ -31,6 +31,7 @@ import uuid6
 
 from ..errors import ConfigError, StorageError
 from ..sync.events.format import printable
+from . import proposals
 from .dialects import Dialect, Postgres, Sqlite
 from .schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -274,13 +275,11 @@ class Store:
                       f" last_received_at = {self._d.greatest}(devices.last_received_at, excluded.last_received_at)"),
                     [site, device, *seen],
                 )
-            from .proposals import file_proposals
-
-            used = [Refusal(topic=ev.topic or f"{ev.claims['site']}/{ev.claims['device']}", reason="invitation_used",
+            used = [Refusal(topic=ev.topic or f"{ev.claims['site']}/{ev.claims['device']}", reason=reason,
                             detail=detail, received_at=ev.received_at, payload_bytes=ev.payload_bytes,
                             payload_sha256=ev.payload_sha256)
-                    for ev, detail in file_proposals(self, cur, [ev for (ev, _), new in zip(stored_flags, inserted)
-                                                                 if new])]
+                    for ev, reason, detail in proposals.file_proposals(
+                        self, cur, [ev for (ev, _), new in zip(stored_flags, inserted) if new])]
             all_refusals = list(refusals) + gone + dup_refusals + used
             if all_refusals:
                 self._d.executemany(
@@ -362,6 +361,7 @@ class Store:
             refused = cur.rowcount
             cur.execute(q("DELETE FROM tombstones WHERE event_time < ?"), [cutoff])
             cur.execute(q("DELETE FROM erased_residents WHERE erased_at < ?"), [cutoff])
+            proposals.purge(cur, q, cutoff)
             # Remembered, so that a replay of what was purged stays out even where the
             # ingest's own retention is longer than this purge's.
             cur.execute(q("SELECT value FROM store_meta WHERE name = ?"), [_PURGED_BEFORE])
@@ -375,7 +375,7 @@ class Store:
         return events, refused
 
     def erase_resident(self, resident_id: str, *, now: float | None = None) -> int:
-        """Delete every stored event of one resident; returns how many.
+        """Delete every stored event of one resident, and their proposals; returns how many events.
 
         What stays: a tombstone per erased event (its key), and the resident as a
         keyed hash with the time of the erasure, so that a redelivery, a replay,
@@ -391,6 +391,7 @@ class Store:
                           " ON CONFLICT (site, device, event_id) DO NOTHING"), [resident_id])
             cur.execute(q("DELETE FROM events WHERE resident_id = ?"), [resident_id])
             n = cur.rowcount
+            proposals.erase(cur, q, digest)  # their enrollments at the door, sealed descriptors and all
             cur.execute(q("INSERT INTO erased_residents (resident_hash, erased_at) VALUES (?, ?)"
                           f" ON CONFLICT (resident_hash) DO UPDATE SET erased_at ="
                           f" {self._d.greatest}(erased_residents.erased_at, excluded.erased_at)"), [digest, now])

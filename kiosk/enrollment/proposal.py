@@ -89,6 +89,7 @@ class Proposal:
 
     claims: dict[str, Any]
     signer: str  # "site/device" of the door's key
+    invitation: Invitation | None = None  # the admin's invitation inside, read
 
     @property
     def resident_id(self) -> str:
@@ -156,7 +157,7 @@ def open_proposal(token: str, admin: PartyKeys, doors: KeyRing, *, invitation_id
         raise _bad("bad_invitation", "filed under another invitation")
     if claims["time"] > inv.expires_at + 60:
         raise _bad("bad_invitation", "made after the invitation expired")
-    return Proposal(claims, opened.signer)
+    return Proposal(claims, opened.signer, inv)
 
 
 def _bad(reason: str, message: str) -> EnvelopeError:

@@ -7,7 +7,10 @@ until it ends (the recogniser meanwhile only closes its open visits). The
 session follows one face (the largest) on its own track, asks the resident
 to look at the camera and then to turn slightly, runs the liveness check as
 for a visit, and takes a descriptor of each sharp frame that passes the
-quality gates. With enough of them, over ``collect_s`` seconds, it keeps the
+quality gates. When the passive cues cannot tell, it asks for head turns as
+a visit does (the active check, :mod:`kiosk.match.challenge`, where
+``[liveness] active_check`` is on) and proposes only if they are made: a
+still picture cannot enroll. With enough of them, over ``collect_s`` seconds, it keeps the
 sharper half and picks the most diverse among them (farthest first), seals
 them to the admin's key and hands the proposal to the outbox. No frame is
 kept: only the chosen descriptors leave the door, encrypted.
@@ -32,10 +35,13 @@ from ..capture.base import Frame
 from ..capture.qr import decode_qr
 from ..config import KioskConfig
 from ..errors import TokenRefused
+from ..match.challenge import Challenge
 from ..match.decide import Decision, Outcome
 from ..match.detect import SEVERAL_FACES, to_grey
+from ..match.recognizer import challenged
 from ..match.track import Track, Tracker
 from ..ratelimit import EventRateLimit
+from ..sync.events.format import PROPOSAL_EVENT
 from ..sync.keys import PartyKeys
 from .invitation import RECORDED, Invitation, InvitationVerifier
 from .proposal import new_proposal, seal_proposal
@@ -83,6 +89,7 @@ class _Session:
         self.said: str | None = None
         self.said_at = t
         self.turned = False
+        self.challenge: Challenge | None = None  # the active check, once the passive cues could not tell
         self.ended_at: float | None = None
 
 
@@ -110,7 +117,7 @@ class DoorEnrollment:
 
     def __init__(self, config: KioskConfig, verifier: InvitationVerifier, *, door: PartyKeys, admin: PartyKeys,
                  detector, embedder, liveness=None, model_id: str, wall_clock: Callable[[], float] = time.time,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, rng=None):
         self.config = config
         self.settings = config.enrollment
         self.verifier = verifier
@@ -121,6 +128,7 @@ class DoorEnrollment:
         self.liveness = liveness
         self.model_id = model_id
         self._wall = wall_clock
+        self._rng = rng  # the turns' draws (None: ``secrets``; tests inject a seed)
         self.forged = EventRateLimit(config.qr_credential.forged_per_minute, clock=clock)
         self.session: _Session | None = None
         self._seen: dict[bytes, float] = {}  # invitations shown lately (sha256) -> frame time
@@ -136,6 +144,18 @@ class DoorEnrollment:
     @property
     def active(self) -> bool:
         return self.session is not None
+
+    @property
+    def enrolling(self) -> bool:
+        """A session is taking descriptors now (not just showing how the last one ended)."""
+        s = self.session
+        return s is not None and s.ended_at is None
+
+    def status(self, outbox) -> dict:
+        """The enrollment's part of the door's retained status: whether a session runs, the proposals waiting in
+        the outbox, made and refused since start (counts only: never whose)."""
+        return {"enabled": True, "session": self.enrolling, "proposals_waiting": outbox.waiting(PROPOSAL_EVENT),
+                "proposed": self.proposed, "refused": dict(self.refused)}
 
     def boxes(self, t: float) -> list:
         """The enrolling face's box in the frame of time ``t`` (for the door screen), if it was seen in it."""
@@ -213,7 +233,9 @@ class DoorEnrollment:
         track, face = pair
         if self.liveness is not None:
             self.liveness.observe(track, frame, grey, face)
-        if len(faces) > 1:
+        if s.challenge is not None:
+            pass  # turning as asked: no other instruction, and the descriptors are taken
+        elif len(faces) > 1:
             self._say(step, t, SEVERAL_FACES)
         elif not face.ok:
             self._say(step, t, face.reasons[0])
@@ -232,12 +254,14 @@ class DoorEnrollment:
             return step
         live = None
         if self.liveness is not None:
-            live = self.liveness.assess(track, False)
+            live = self._live(step, track, t)
             if live is None:
                 return step
             if live.live is False:
                 self.verifier.use(s.inv)  # a presentation attack spends the invitation
                 return self._fail(step, t, live.reason or "presentation_attack")
+            if live.live is None and s.challenge is not None:
+                return self._fail(step, t, live.reason)  # the turns not made: a picture cannot enroll
             if live.live is None:
                 s.ready_at = s.ready_at if s.ready_at is not None else t
                 if t - s.ready_at < self.config.liveness.max_wait_s:
@@ -247,6 +271,28 @@ class DoorEnrollment:
         if not chosen:
             return self._fail(step, t, "inconsistent_face")
         return self._propose(step, t, track, chosen, live.scores if live is not None else {})
+
+    def _live(self, step: Step, track: Track, t: float):
+        """The liveness verdict, or None while it is still to come; the active check where the cues cannot tell.
+
+        As for a visit (:meth:`kiosk.match.recognizer.Recognizer._decide`): once the passive cues have had
+        ``active_after_s`` and still cannot tell, the resident is asked for head turns; the cues go on watching
+        (their "live" admits, their "attack" refuses), and the turns not made end it unsure.
+        """
+        s = self.session
+        cfg = self.config.liveness
+        if s.challenge is None:
+            live = self.liveness.assess(track, False)
+            if ((live is None or live.live is None) and cfg.active_check
+                    and t - track.first_seen >= cfg.active_after_s):
+                s.challenge = Challenge.start(cfg, t, self.liveness.yaws(track), self._rng)
+                log.info("enrollment: the cues cannot tell, asking for head turns")
+            else:
+                return live
+        live = challenged(s.challenge, self.liveness, track, t, False, cfg.max_wait_s)
+        if live is None and s.challenge.asked is not None:
+            self._say(step, t, s.challenge.asked)
+        return live
 
     def _say(self, step: Step, t: float, reason: str | None) -> None:
         s = self.session
@@ -268,8 +314,10 @@ class DoorEnrollment:
         sealed = seal_proposal(claims, self.door, self.admin)
         self.proposed += 1
         log.info("enrollment proposal made: %d descriptors from %d frames", len(chosen), len(s.candidates))
-        d = Decision(Outcome.ENROLL_PROPOSED, track.id, frames=len(chosen), timestamp=t, method=METHOD,
-                     liveness=dict(scores))
+        # The resident is named as on a check-in (the back end files the proposal under the keyed hash an
+        # erasure keeps, so that erasing them reaches it); the log says nothing of whose.
+        d = Decision(Outcome.ENROLL_PROPOSED, track.id, resident_id=s.inv.resident_id, frames=len(chosen),
+                     timestamp=t, method=METHOD, liveness=dict(scores))
         step.commit.append((d, {"proposal": sealed, "invitation": s.inv.nonce, "proposal_kind": "enrollment"}))
         self._seen[s.key] = t  # still held up: the same showing, not a replay
         s.ended_at = t
@@ -279,7 +327,8 @@ class DoorEnrollment:
     def _fail(self, step: Step, t: float, reason: str) -> Step:
         s = self.session
         log.info("enrollment not finished: %s", reason)
-        d = Decision(Outcome.ENROLL_FAILED, s.track.id if s.track else 0, reason=reason, timestamp=t, method=METHOD)
+        d = Decision(Outcome.ENROLL_FAILED, s.track.id if s.track else 0, resident_id=s.inv.resident_id,
+                     reason=reason, timestamp=t, method=METHOD)
         step.commit.append((d, {"invitation": s.inv.nonce}))
         self._seen.pop(s.key, None)  # shown again, it is another try
         s.ended_at = t

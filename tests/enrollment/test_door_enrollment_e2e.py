@@ -199,9 +199,15 @@ def test_enrollment_at_the_door_end_to_end(broker, store_url, test_data, tmp_pat
         [row] = proposals(store)
         assert (row["invitation"], row["device"], row["status"]) == (nonce, "door-1", PENDING)
         assert RESIDENT not in row["proposal"] and "Webcam" not in row["proposal"]
+        # The door's retained status: no session now, nothing left to send, one proposed; never whose.
+        assert wait_for(lambda: door.kiosk._status_fields()["enrollment"]["proposals_waiting"] == 0, 15)
+        status = door.kiosk._status_fields()["enrollment"]
+        assert status["session"] is False and status["proposed"] == 1 and RESIDENT not in repr(status)
         [event] = [e for e in store.events(types=["enroll_proposed"])]
         claims = store.claims_of(SITE, "door-1", event["event_id"])
-        assert claims["resident_id"] is None and "proposal" not in claims and claims["invitation"] == nonce
+        # The event names the resident as a check-in does (erasable); the proposal's row only by the keyed hash.
+        assert claims["resident_id"] == RESIDENT and "proposal" not in claims and claims["invitation"] == nonce
+        assert row["resident_hash"] == store.resident_hash(RESIDENT) and RESIDENT not in repr(row)
         db = sqlite3.connect(state / "kiosk.db")
         [(sealed, evidence)] = db.execute("SELECT json_extract(claims, '$.proposal'), evidence FROM checkins"
                                           " WHERE type = 'enroll_proposed'").fetchall()
@@ -219,7 +225,7 @@ def test_enrollment_at_the_door_end_to_end(broker, store_url, test_data, tmp_pat
         event = {"event_id": "0190-door-2-enroll", "seq": 1, "site": SITE, "device": "door-2",
                  "type": PROPOSAL_EVENT, "outcome": "ENROLL_PROPOSED", "time": time.time(), "v": 1,
                  "proposal": seal_proposal(again, fleet.keys["door-2"], admin_keys.public()), "invitation": nonce,
-                 "proposal_kind": "enrollment"}
+                 "proposal_kind": "enrollment", "resident_id": RESIDENT}
         probe = MqttProbe(broker, fleet.cn("door-2"))
         try:
             assert probe.publish(f"kiosk/{SITE}/door-2/events",

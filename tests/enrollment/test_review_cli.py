@@ -34,14 +34,16 @@ def site(tmp_path, store_url):
     store.close()
 
 
-def file(store, admin, door, resident, *, signer=None, seq=1, name="Ada"):
-    """A door's proposal for a new invitation of ``signer`` (default: the admin), filed as kiosk-ingest does."""
-    inv = read_invitation(issue_invitation(signer or admin, resident, SITE, name=name), (signer or admin).public())
+def file(store, admin, door, resident, *, signer=None, seq=1, name="Ada", issued=None, named=None):
+    """A door's proposal for a new invitation of ``signer`` (default: the admin), filed as kiosk-ingest does
+    (``named``: the resident the event names, when not the invitation's)."""
+    inv = read_invitation(issue_invitation(signer or admin, resident, SITE, name=name, now=issued),
+                          (signer or admin).public())
     claims = new_proposal(invitation=inv, site=SITE, device="door-1", descriptors=vectors(np.random.default_rng(seq), 3),
                           model_id=MODEL_ID, frames=12)
     event = {"event_id": f"e-{seq}", "seq": seq, "site": SITE, "device": "door-1", "type": PROPOSAL_EVENT,
              "time": time.time(), "v": 1, "proposal": seal_proposal(claims, door, admin.public()),
-             "invitation": inv.nonce, "proposal_kind": "enrollment"}
+             "invitation": inv.nonce, "proposal_kind": "enrollment", "resident_id": named or resident}
     assert store.store_batch([Incoming(event, time.time())]).stored == 1
     return inv.nonce
 
@@ -88,3 +90,33 @@ def test_review_lists_approves_refuses_and_rejects(site, store_url, capsys):
     assert residents(root) == {"r-1": 3}
     status, out = review(capsys, root, store_url)
     assert status == 0 and "no pending proposals" in out
+
+
+def test_approval_refuses_a_resident_erased_since_the_invitation(site, store_url, capsys):
+    """Erasure deletes a resident's pending proposals; one filed after it, for an invitation issued before it
+    (a door that enrolled them meanwhile), or filed under another resident, is never approved."""
+    admin, door, store, root = site
+    before = file(store, admin, door, "r-1", seq=1)
+    store.erase_resident("r-1", now=time.time() - 30)
+    assert [r["invitation"] for r in proposals(store, status=None)] == []
+    status, out = review(capsys, root, store_url, "--approve", before, "--no-publish")
+    assert status == 1 and "no pending proposal" in out
+    # Issued before the erasure, made and filed after it.
+    late = file(store, admin, door, "r-1", seq=2, issued=time.time() - 60)
+    lying = file(store, admin, door, "r-3", seq=3, named="r-4")  # a door naming another resident
+    status, out = review(capsys, root, store_url)
+    lines = {ln.split()[0]: ln for ln in out.splitlines()[1:]}
+    assert "NOT VALID: erased" in lines[late] and lines[late].split()[2] == "?", "whose, not shown"
+    assert "NOT VALID: wrong_resident" in lines[lying]
+    status, out = review(capsys, root, store_url, "--approve", late, "--no-publish")
+    assert status == 1 and "erased after the invitation was issued" in out
+    status, out = review(capsys, root, store_url, "--approve", lying, "--no-publish")
+    assert status == 1 and "filed under another resident" in out
+    assert residents(root) == {}
+    # Refused, they are rejected: the sealed descriptors go from the store.
+    assert {r["invitation"]: (r["status"], r["proposal"]) for r in proposals(store, status=None)} == {
+        late: (REJECTED, ""), lying: (REJECTED, "")}
+    # An invitation issued after the erasure enrolls the resident again.
+    again = file(store, admin, door, "r-1", seq=4)
+    status, out = review(capsys, root, store_url, "--approve", again, "--no-publish")
+    assert status == 0 and residents(root) == {"r-1": 3}

@@ -103,3 +103,31 @@ def test_an_invitation_that_runs_out_while_enrolling_proposes_nothing(door, fram
     got, _ = play(stage, frames[3:70], 3 / FPS)
     assert [(d.outcome, d.reason) for d in got] == [(Outcome.ENROLL_FAILED, "expired")]
     assert stage.proposed == 0
+
+
+def test_the_status_says_a_session_runs_and_how_many_proposals_wait_never_whose(door, frames):
+    from kiosk.sync.events.outbox import Outbox
+
+    stage, admin, keys, verifier, tmp = door
+    outbox = Outbox.open(tmp / "outbox.db", site="block-7", device="door-1")
+    try:
+        assert stage.status(outbox) == {"enabled": True, "session": False, "proposals_waiting": 0, "proposed": 0,
+                                        "refused": {}}
+        code = qr_picture(issue_invitation(admin, "resident-ada", "block-7"), tmp / "inv.png", scale=4)
+        shown = [held_up(f, code, size=250, angle=-4.0, blur=0.8, at=(680, 120)) for f in frames[:3]]
+        seen = []
+        for i, img in enumerate(shown + frames[3:70]):
+            step = stage.step(Frame(img, i / FPS, i))
+            for d, extra in step.commit:
+                outbox.commit(d, **extra)
+            seen.append(stage.status(outbox)["session"])
+        assert True in seen and seen[-1] is False, "running while it takes descriptors, not once proposed"
+        status = stage.status(outbox)
+        assert (status["proposals_waiting"], status["proposed"]) == (1, 1)
+        assert "resident-ada" not in repr(status)
+        [event] = outbox.undelivered()
+        assert event.claims["resident_id"] == "resident-ada", "the event names whose it is (erasable at the back end)"
+        outbox.mark_delivered(event.seq)
+        assert stage.status(outbox)["proposals_waiting"] == 0
+    finally:
+        outbox.close()

@@ -341,6 +341,12 @@ class Outbox:
         with self._lock:
             return self.db.execute("SELECT count(*) FROM checkins WHERE delivered_at IS NULL").fetchone()[0]
 
+    def waiting(self, event_type: str) -> int:
+        """Undelivered events of one type (the door's status: enrollment proposals not yet sent)."""
+        with self._lock:
+            return self.db.execute("SELECT count(*) FROM checkins WHERE delivered_at IS NULL AND type = ?",
+                                   [event_type]).fetchone()[0]
+
     def oldest_undelivered_age(self) -> float | None:
         """Seconds since the oldest undelivered event was committed, or None."""
         with self._lock:
