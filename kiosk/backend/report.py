@@ -53,8 +53,9 @@ class Table:
         out = io.StringIO()
         w = csv.writer(out)
         w.writerow(self.columns)
-        for r in self.rows:
-            w.writerow([_csv_cell(v) for v in r])
+        text = text_cell
+        # Text (most cells: days, residents, times, doors) straight to text_cell; the rest by _csv_cell.
+        w.writerows([text(v) if type(v) is str else _csv_cell(v) for v in r] for r in self.rows)
         return out.getvalue()
 
 

@@ -103,7 +103,7 @@ def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_
         keymod.save_public(door_state / "admin.pub.jwks", admin)
         door_config = parse_config(device_toml(door_state, SITE, DOOR, broker,
                                                "[liveness]\nenabled = false\n[match]\nrepeat_interval_s = 0\n"))
-        mqtt = mqtt_toml(broker, "backend").replace("[mqtt]\nenabled = true\n", "").split("keepalive")[0]
+        mqtt = mqtt_toml(broker, "console").replace("[mqtt]\nenabled = true\n", "").split("keepalive")[0]
         cfg = parse_console_config(
             f'[console]\nstate_dir = "{keys_dir}"\nsite = "{SITE}"\ntimezone = "UTC"\n[store]\nurl = "{postgres_url}"\n'
             f'[keys]\nadmin_key = "{keys_dir / "admin.jwks"}"\ndevices = "{fleet.devices_dir}"\n'
