@@ -153,6 +153,8 @@ def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_
             assert until(d, lambda t: f"{SITE}/{DOOR} online" in t and " 1 " in t.split(f"{SITE}/{DOOR}")[1]
                          .splitlines()[0], 30, reload=True), text(d)
             assert door.kiosk.gallery_sync.version == 1
+            # The door's status came right after its ack: the target is the new gallery's, not "before version 1".
+            assert "before version 1" not in text(d) and " at 1" in text(d), text(d)
             shot(d, "doors")
             d.get(base + "/doors/behind")
             assert "Every door that answered holds the latest gallery" in text(d)
