@@ -19,7 +19,9 @@ The default ACL is the one ``docs/broker.md`` prints (read from the page,
 verbatim): a door (certificate CN ``SITE/DEVICE``: :func:`device_cn`) writes
 only ``kiosk/SITE/DEVICE/events``, ``…/status`` and ``…/ack``, and reads its
 own ``…/gallery/#`` and the sites' ``kiosk/<site>/gallery``; the user
-``backend`` reads everything under ``kiosk/`` and writes gallery updates.
+``backend`` reads everything under ``kiosk/`` and writes gallery updates;
+the user ``console`` (``kiosk-console``) writes gallery updates and reads
+only the doors' status and acks.
 Pass ``acl=`` to :class:`Broker` for others. :meth:`Broker.from_docs` starts
 Mosquitto with the page's ``mosquitto.conf`` too.
 

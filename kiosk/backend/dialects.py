@@ -30,6 +30,12 @@ class Dialect:
     for_update = ""
     #: The whole days in a non-negative number of seconds (SQLite's CAST truncates; PostgreSQL's rounds).
     whole_days = "CAST(FLOOR(({}) / 86400) AS BIGINT)"
+    #: Text compared byte by byte (in UTF-8, by code point: as Python's ``sorted`` orders ``str``).
+    bytewise = ' COLLATE "C"'
+    #: The distinct ``door`` values of a group, sorted and joined by a space (``doors_sorted``), or each
+    #: followed by U+001F and joined by commas (the store sorts them).
+    door_list = "string_agg(DISTINCT door, ' ' ORDER BY door)"
+    doors_sorted = True
 
     def q(self, sql: str) -> str:
         return sql
@@ -89,6 +95,9 @@ class Sqlite(Dialect):
     kind = "sqlite"
     greatest = "MAX"
     whole_days = "CAST(({}) / 86400 AS INTEGER)"
+    bytewise = ""  # BINARY, the default
+    door_list = "group_concat(DISTINCT door || char(31))"  # SQLite 3.40 has no ORDER BY in an aggregate
+    doors_sorted = False
 
     def __init__(self, path: Path):
         from ..privatefile import private_database

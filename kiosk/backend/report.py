@@ -53,8 +53,9 @@ class Table:
         out = io.StringIO()
         w = csv.writer(out)
         w.writerow(self.columns)
-        for r in self.rows:
-            w.writerow([_csv_cell(v) for v in r])
+        text = text_cell
+        # Text (most cells: days, residents, times, doors) straight to text_cell; the rest by _csv_cell.
+        w.writerows([text(v) if type(v) is str else _csv_cell(v) for v in r] for r in self.rows)
         return out.getvalue()
 
 
@@ -147,38 +148,38 @@ def _hms(seconds: int) -> str:
 
 def daily(store: Store, *, since: float | None = None, until: float | None = None,
           tz: tzinfo | None = None, site: str | None = None) -> Table:
-    """Per resident and local day: first and last check-in, how many, at which doors.
+    """Per resident and local day: first and last check-in, how many, at which doors."""
+    return daily_page(store, since=since, until=until, tz=tz, site=site)[0]
 
-    Counted by the store (per local day, resident and door, in each span of
-    one UTC offset), then merged here: a day that a clock change cuts in two
-    comes back from two spans.
+
+def daily_page(store: Store, *, since: float | None = None, until: float | None = None,
+               tz: tzinfo | None = None, site: str | None = None, limit: int | None = None,
+               offset: int = 0) -> tuple[Table, int]:
+    """:func:`daily`'s rows ``offset`` to ``offset + limit`` (all without a limit), and how many rows in all.
+
+    Counted, ordered and cut by the store in SQL (per local day and resident, the
+    UTC offset chosen per span of one offset, so a day that a clock change cuts in
+    two is one row); only the rows asked for are written here.
     """
     title = f"Check-ins per resident and day ({_span(since, until)})"
     columns = ("day", "resident", "first", "last", "check_ins", "doors")
     if since is None or until is None:
         span = store.event_span(CHECKIN_TYPES)
         if span is None:
-            return Table(title, columns, [])
+            return Table(title, columns, []), 0
         since = span[0] if since is None else since
         until = span[1] + 1.0 if until is None else until
-    acc: dict[tuple[int, str], list] = {}
-    clock = LocalClock(tz)
-    for start, end, off in clock.spans(since, until) if until > since else []:
-        for day, resident, esite, edevice, first, last, n in store.checkin_days(start, end, off, CHECKIN_TYPES,
-                                                                                 site=site):
-            day = int(day)
-            lo, hi = int(first + off - day * 86400), int(last + off - day * 86400)
-            a = acc.get((day, resident))
-            if a is None:
-                acc[(day, resident)] = [lo, hi, n, {f"{esite}/{edevice}"}]
-                continue
-            a[0], a[1] = min(a[0], lo), max(a[1], hi)
-            a[2] += n
-            a[3].add(f"{esite}/{edevice}")
-    days = {d: _DAY0.fromordinal(_ORDINAL0 + d).isoformat() for d, _ in acc}
-    rows = [(days[d], r, _hms(a[0]), _hms(a[1]), a[2], " ".join(sorted(a[3])) if len(a[3]) > 1 else next(iter(a[3])))
-            for (d, r), a in sorted(acc.items())]
-    return Table(title, columns, rows)
+    spans = LocalClock(tz).spans(since, until) if until > since else []
+    found, total = store.attendance(spans, CHECKIN_TYPES, site=site, limit=limit, offset=offset)
+    days: dict[int, str] = {}
+    rows = []
+    for day, resident, first, last, n, doors in found:
+        day = int(day)
+        name = days.get(day)
+        if name is None:
+            name = days[day] = _DAY0.fromordinal(_ORDINAL0 + day).isoformat()
+        rows.append((name, resident, _hms(int(first - day * 86400)), _hms(int(last - day * 86400)), int(n), doors))
+    return Table(title, columns, rows), total
 
 
 def doors(store: Store, *, since: float | None = None, until: float | None = None,
@@ -239,8 +240,8 @@ def history(store: Store, resident_id: str, *, since: float | None = None, until
             tz: tzinfo | None = None) -> Table:
     """Everything stored about one resident: what a resident asks to see."""
     rows = []
-    for e in store.events(since=since, until=until, resident_id=resident_id):
-        claims = store.claims_of(e["site"], e["device"], e["event_id"]) or {}
+    for e in store.events(since=since, until=until, resident_id=resident_id, claims=True):  # one query
+        claims = e["claims"] or {}
         rows.append((_local(e["event_time"], tz).strftime("%Y-%m-%d %H:%M:%S"), f"{e['site']}/{e['device']}",
                      e["type"], e["outcome"], e["method"], claims.get("distance"), claims.get("liveness"),
                      e["flags"], e["event_id"]))

@@ -440,23 +440,43 @@ class Store:
             cur.execute(self._d.q(sql), args)
             return cur.fetchall()
 
-    def checkin_days(self, since: float, until: float, offset: float, types: Sequence[str], *,
-                     site: str | None = None) -> list[tuple]:
-        """Events of ``types`` with a resident, counted in SQL per local day, resident and door, for a span whose
-        UTC offset is ``offset`` throughout: (day number since 1970-01-01, resident, site, device, first event
-        time, last event time, count)."""
-        day = self._d.whole_days.format("event_time + ?")
+    def attendance(self, spans: Sequence[tuple[float, float, float]], types: Sequence[str], *,
+                   site: str | None = None, limit: int | None = None,
+                   offset: int = 0) -> tuple[list[tuple], int]:
+        """Events of ``types`` with a resident, counted in SQL per local day and resident over ``spans``
+        ((start, end, UTC offset) each, in order, as :meth:`kiosk.backend.report.LocalClock.spans` cuts a
+        period), ordered by day and resident (by code point), ``limit`` rows from ``offset``:
+        ([(day number since 1970-01-01, resident, first local time, last local time, count, the doors
+        sorted and joined by a space)], how many rows in all). Local time is Unix time plus the offset."""
+        if not spans:
+            return [], 0
+        local = "event_time + CASE " + " ".join("WHEN event_time < ? THEN ?" for _ in spans[:-1]) + " ELSE ? END" \
+            if len(spans) > 1 else "event_time + ?"
+        args: list = [v for _, end, off in spans[:-1] for v in (end, off)] + [spans[-1][2]]
         where = ["event_time >= ?", "event_time < ?", "resident_id IS NOT NULL", "resident_id <> ''",
                  f"type IN ({','.join('?' * len(types))})"]
-        args: list = [offset, since, until, *types]
+        args += [spans[0][0], spans[-1][1], *types]
         if site is not None:
             where.append("site = ?")
             args.append(site)
-        sql = (f"SELECT {day}, resident_id, site, device, min(event_time), max(event_time), count(*) FROM events"
-               f" WHERE {' AND '.join(where)} GROUP BY 1, 2, 3, 4")
-        with self._lock, self._d.transaction() as cur:
-            cur.execute(self._d.q(sql), args)
-            return cur.fetchall()
+        d = self._d
+        inner = (f"SELECT {local} AS l, resident_id{d.bytewise} AS resident, (site || '/' || device){d.bytewise}"
+                 f" AS door FROM events WHERE {' AND '.join(where)}")
+        sql = (f"SELECT {d.whole_days.format('l')} AS d, resident, min(l), max(l), count(*), {d.door_list},"
+               f" count(*) OVER () FROM ({inner}) AS x GROUP BY 1, 2 ORDER BY 1, 2")
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [limit, offset]
+        with self._lock, d.transaction() as cur:
+            cur.execute(d.q(sql), args)
+            rows = cur.fetchall()
+            if not rows and offset:
+                cur.execute(d.q(f"SELECT count(*) FROM ({sql.rsplit(' LIMIT', 1)[0]}) AS y"), args[:-2])
+                return [], int(cur.fetchone()[0])
+        total = int(rows[0][6]) if rows else 0
+        if d.doors_sorted:
+            return [r[:6] for r in rows], total
+        return [(*r[:5], " ".join(sorted(r[5][:-1].split("\x1f,")))) for r in rows], total
 
     def event_span(self, types: Sequence[str]) -> tuple[float, float] | None:
         """(first, last) event time of the stored events of ``types``, or None when there are none."""

@@ -49,6 +49,12 @@ _drawn: OrderedDict = OrderedDict()
 _lock = threading.Lock()
 
 
+def warm_up() -> None:
+    """Load matplotlib and its fonts by drawing a chart nobody sees (about a second): ``serve`` does it on a
+    thread at start, so that the first chart a person asks for is drawn as fast as the others."""
+    _draw("", {})
+
+
 def _draw(title: str, series: dict[str, list[int]]) -> bytes:
     import matplotlib
 

@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 def serve(config) -> int:
     from waitress.server import create_server
 
+    from . import charts
     from .app import create_app
     from .service import open_console
 
@@ -112,6 +113,7 @@ def serve(config) -> int:
         log.info("console serving on http://%s:%d/ (site %s, store %s)", cc.host, server.effective_port, cc.site,
                  console.store.describe())
         notifier.ready(f"serving on {cc.host}:{server.effective_port}")
+        threading.Thread(target=charts.warm_up, name="charts-warm-up", daemon=True).start()
         try:
             server.run()
         except (OSError, ValueError):

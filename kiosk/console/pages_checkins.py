@@ -125,12 +125,10 @@ class _Reports:
         return value
 
 
-def _daily_kept(since: float, until: float, tz, tzname: str) -> tuple[rep.Table, list]:
-    """The daily report of the range and, made when first asked for, its CSV (a list holding it)."""
+def _kept(key, since: float, until: float, make):
+    """``make()``, kept while the events of [since, until) stay the same."""
     reports = current_app.extensions.setdefault("console_reports", _Reports())
-    state = g.console.store.events_state(since=since, until=until)
-    return reports.get(("daily", since, until, tzname), state,
-                       lambda: (rep.daily(g.console.store, since=since, until=until, tz=tz), []))
+    return reports.get(key, g.console.store.events_state(since=since, until=until), make)
 
 
 @bp.route("/reports/daily")
@@ -139,21 +137,20 @@ def daily():
         since, until, tz, form = _period()
     except ConfigError as e:
         return _bad_period(e, "daily.html")
-    kept, csv_text = _daily_kept(since, until, tz, form["tz"])
     if request.args.get("format") == "csv":
-        if not csv_text:
-            csv_text.append(kept.csv())
-        return Response(csv_text[0], mimetype="text/csv", headers={
+        csv_text = _kept(("daily.csv", since, until, form["tz"]), since, until,
+                         lambda: rep.daily(g.console.store, since=since, until=until, tz=tz).csv())
+        return Response(csv_text, mimetype="text/csv", headers={
             "Content-Disposition": f'attachment; filename="attendance-{form["from"]}-to-{form["to"]}.csv"'})
-    table = rep.Table(kept.title, kept.columns, kept.rows)
-    # The page shows the rows a page at a time; the CSV has them all.
+    # The page shows the rows a page at a time, counted and cut in SQL; the CSV has them all.
     try:
         page = max(1, int(request.args.get("page", "1")))
     except ValueError:
         page = 1
-    total = len(table.rows)
+    table, total = _kept(("daily", since, until, form["tz"], page), since, until,
+                         lambda: rep.daily_page(g.console.store, since=since, until=until, tz=tz, limit=DAILY_PAGE,
+                                                offset=(page - 1) * DAILY_PAGE))
     pages = max(1, (total + DAILY_PAGE - 1) // DAILY_PAGE)
-    table.rows = table.rows[(page - 1) * DAILY_PAGE:page * DAILY_PAGE]
     names = g.console.residents.names({r[1] for r in table.rows})
     return render_template("daily.html", table=table, form=form, names=names, error=None, page=page, pages=pages,
                            total=total, csv=url_for(".daily", **form, format="csv"))

@@ -45,6 +45,22 @@ def site_devices(path: Path, site: str) -> dict[str, keymod.PartyKeys]:
     return out
 
 
+#: How long a round waits for the doors' statuses after their acks (a door that is slow to say so is filed as is).
+STATUS_WAIT_S = 3.0
+
+
+def _statuses_caught_up(views, statuses, devices) -> bool:
+    """Each of ``devices`` that acknowledged a version has a status sent with that version (or a later one)."""
+    for d in devices:
+        v = views.get(d)
+        acked = v.ack.get("version") if v is not None and v.ack else None
+        said = (statuses.get(d) or {}).get("gallery")
+        said = said.get("version") if isinstance(said, dict) else None
+        if isinstance(acked, int) and not (isinstance(said, int) and said >= acked):
+            return False
+    return True
+
+
 class GalleryPublisher:
     """Publishes the admin's database to the site's doors and files what the doors say (see the module docstring)."""
 
@@ -154,6 +170,9 @@ class GalleryPublisher:
         if expect:
             link.wait(lambda views: all(d in views and views[d].ack and views[d].ack.get("update_id") == u
                                         for d, u in expect.items()), 10.0)
+            # A door publishes its status right after applying: waited for a moment, so that the doors page
+            # shows the size and target of the gallery it acknowledged, not the one before.
+            link.wait(lambda views: _statuses_caught_up(views, link.statuses(), expect), STATUS_WAIT_S)
         with self.residents.lock:
             known = ledger.known(link.views(), sorted(devices))
         self._file(known, link.statuses())

@@ -73,6 +73,35 @@ def test_daily_first_and_last_per_resident_and_day(url, capsys):
     assert rows_of(out)[0]["day"] == "2026-03-01"
 
 
+def test_daily_pages_are_cut_in_sql_from_the_same_rows(url):
+    """The console's attendance pages: each page is the report's rows from its offset, with the count of all."""
+    from kiosk.backend import report
+
+    since, until = at(1, 0, 0), at(5, 0, 0)
+    with open_store(url, migrate=False) as s:
+        whole = report.daily(s, since=since, until=until, tz=TZ).rows
+        pages = [report.daily_page(s, since=since, until=until, tz=TZ, limit=2, offset=o) for o in (0, 2, 4)]
+    assert len(whole) == 3
+    assert [(t.rows, n) for t, n in pages] == [(whole[:2], 3), (whole[2:], 3), ([], 3)]
+
+
+def test_a_residents_history_is_one_query(tmp_path):
+    """resident_history read each event's claims with a query of its own: one per event."""
+    from kiosk.backend import report
+
+    with open_store(tmp_path / "e.db") as s:
+        s.store_batch([Incoming({"event_id": f"h{i}", "seq": i, "site": "elm-court", "device": "door-1",
+                                 "type": "checkin", "outcome": "ACCEPTED", "method": "face", "resident_id": "r-ada",
+                                 "distance": 0.25, "time": at(2, 8, i), "v": 1}, received_at=at(2, 8, i))
+                       for i in range(1, 21)])
+        statements: list[str] = []
+        s._d._conn.set_trace_callback(statements.append)  # the SQLite connection's own statement trace
+        rows = report.history(s, "r-ada").rows
+        s._d._conn.set_trace_callback(None)
+    assert len(rows) == 20 and {r[5] for r in rows} == {0.25}
+    assert len([q for q in statements if q.lstrip().upper().startswith("SELECT")]) == 1, statements
+
+
 def test_doors_hours_and_refusals(url, capsys, tmp_path):
     code, out = run(capsys, "doors", "--store", url, *SPAN, "--format", "csv")
     doors = {r["door"]: r for r in rows_of(out)}
@@ -197,12 +226,14 @@ def test_spans_cut_a_period_where_the_offset_changes(zone):
             assert _local(t, tz).utcoffset().total_seconds() == off
 
 
-def test_daily_across_a_clock_change_counts_as_the_zone_database_does(tmp_path):
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_daily_across_a_clock_change_counts_as_the_zone_database_does(tmp_path, kind, request):
     """Check-ins every 7 minutes through the night Paris puts its clocks forward, and through an ordinary day."""
     tz = ZoneInfo("Europe/Paris")
     t0 = datetime(2026, 3, 28, 20, 0, tzinfo=tz).timestamp()
     times = [t0 + 420 * i for i in range(400)]
-    with open_store(tmp_path / "e.db") as s:
+    where = tmp_path / "e.db" if kind == "sqlite" else request.getfixturevalue("postgres_url")
+    with open_store(where) as s:
         s.store_batch([Incoming({"event_id": f"x{i}", "seq": i, "site": "elm-court", "device": f"door-{i % 3}",
                                  "type": "checkin", "outcome": "ACCEPTED", "method": "face",
                                  "resident_id": f"r-{i % 4}", "time": t, "v": 1}, received_at=t)

@@ -110,13 +110,13 @@ class Door:
         with self._lock:
             self.decisions.append(decision)
 
-    def visit(self, timeout: float = 60.0) -> list:
-        """The person of ``visit_frames`` walks up; the decisions of that visit."""
+    def visit(self, timeout: float = 60.0, frames=None) -> list:
+        """The person of ``visit_frames`` (or ``frames``) walks up; the decisions of that visit."""
         import time
 
         with self._lock:
             n = len(self.decisions)
-            self.doorway.queue.extend(self.visit_frames)
+            self.doorway.queue.extend(self.visit_frames if frames is None else frames)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:

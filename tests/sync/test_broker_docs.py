@@ -76,6 +76,32 @@ def test_a_door_of_one_site_cannot_write_another_sites_topics(docs_broker):
         p.close()
 
 
+def test_the_console_publishes_gallery_updates_and_reads_status_and_acks_but_no_events(docs_broker):
+    door = MqttProbe(docs_broker, device_cn("elm-court", "door-1"))
+    assert door.publish("kiosk/elm-court/door-1/status", json.dumps({"state": "online"}), retain=True) < 0x80
+    assert door.publish("kiosk/elm-court/door-1/ack", b"signed-ack", retain=True) < 0x80
+    door.subscribe("kiosk/elm-court/door-1/gallery/#")
+    door.subscribe("kiosk/elm-court/gallery/#")
+    console = MqttProbe(docs_broker, "console")
+    assert console.connected
+    assert console.retained("kiosk/elm-court/door-1/status")["state"] == "online"
+    console.subscribe("kiosk/elm-court/+/ack")
+    console.subscribe("kiosk/elm-court/+/events")
+    assert wait_for(lambda: any(t.endswith("/ack") for t, _, _ in console.messages), 5)
+    assert console.publish("kiosk/elm-court/door-1/gallery", b"update") == 0  # the door took it
+    assert console.publish("kiosk/elm-court/gallery", b"update") < 0x80
+    assert wait_for(lambda: len([t for t, _, _ in door.messages if "gallery" in t]) == 2, 5)
+    for topic in ("kiosk/elm-court/door-1/status", "kiosk/elm-court/door-1/ack", "kiosk/elm-court/door-1/events"):
+        assert console.publish(topic, b"forged") == NOT_AUTHORIZED, topic
+    # An event, then a status: the console gets the status and never the event before it.
+    assert door.publish("kiosk/elm-court/door-1/events", b"an event") < 0x80
+    assert door.publish("kiosk/elm-court/door-1/status", json.dumps({"state": "offline"}), retain=True) < 0x80
+    assert wait_for(lambda: any(p == b'{"state": "offline"}' for _, p, _ in console.messages), 5)
+    assert not [t for t, _, _ in console.messages if t.endswith("/events")]
+    for p in (door, console):
+        p.close()
+
+
 #: The ACL the docs printed before (a door's certificate named the device alone).
 OLD_ACL = """\
 pattern write kiosk/+/%u/events

@@ -364,6 +364,7 @@ def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(
     for f in admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device):
         ack = sync.handle(f)
     assert ack["result"] == "applied" and recognizer.swaps == [recognizer.gallery] and recognizer.gallery is not first
+    assert link.status_requests == 1  # the retained status shows the new version at once
     topic, token, qos, retain = link.sent[-1]
     assert (topic, qos, retain) == (f"kiosk/{SITE}/{DEVICE}/ack", 1, True)
     assert verify_ack(token, keymod.KeyRing([device.public()]))["digest"] == w.digest()
@@ -379,10 +380,10 @@ def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(
     assert np.any(recognizer.gallery.matrix) and recognizer.gallery.digest() == w.digest()
     # A gap: refused, the status asks for a snapshot at once; a snapshot clears it.
     ack = send(sync, admin.frames(admin.claims(w, site=SITE, version=9, base=8), device))
-    assert (ack["result"], ack["reason"]) == ("refused", "version_gap") and link.status_requests == 1
+    assert (ack["result"], ack["reason"]) == ("refused", "version_gap") and link.status_requests == 3
     assert sync.status()["wants_snapshot"] and sync.status()["snapshot_reason"] == "version_gap"
     ack = send(sync, admin.frames(admin.claims(w, site=SITE, version=10, base="snapshot"), device))
-    assert ack["result"] == "applied" and not sync.status()["wants_snapshot"] and link.status_requests == 2
+    assert ack["result"] == "applied" and not sync.status()["wants_snapshot"] and link.status_requests == 4
     status = sync.status()
     assert (status["version"], status["digest"], status["applied"], status["refused"]) == (10, w.digest(), 3, 1)
     assert "R-0001" not in json.dumps(status) and "Changed" not in json.dumps(status)

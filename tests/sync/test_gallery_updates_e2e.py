@@ -193,6 +193,12 @@ def test_admin_publishes_and_the_kiosk_follows_on_real_video(broker, resident_st
         out = publish("--wait", "30")
         assert "delta version 1 on 0: 6 operation(s)" in out and "door-1: applied" in out
         in_step(1)
+        # The retained status shows the new version right after the ack, not at the next interval (60 s here).
+        deadline = time.monotonic() + 5
+        while not any(t == status_topic and (json.loads(p).get("gallery") or {}).get("version") == 1
+                      for t, p, _ in probe.messages[:]):
+            assert time.monotonic() < deadline, "the status still shows the old gallery"
+            time.sleep(0.05)
         assert WEBCAM_RESIDENT in door.kiosk.recognizer.gallery.residents
         decisions = door.visit()
         assert [(d.outcome, d.resident_id) for d in decisions] == [(Outcome.ACCEPTED, WEBCAM_RESIDENT)]

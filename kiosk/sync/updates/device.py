@@ -245,7 +245,6 @@ class GallerySync:
         self.recognizer.swap_gallery(applied.gallery)  # one step; recognition keeps running
         self.version, self.digest = applied.version, applied.digest
         self.applied += 1
-        was_waiting = self.wants_snapshot
         self.wants_snapshot, self.snapshot_reason = False, None
         log.info(
             "gallery %s version %d applied in %.2fs (%.2fs in the transaction) by %s: %d upserted, %d erased"
@@ -259,8 +258,9 @@ class GallerySync:
         ack = self._ack("applied", update, None, None, received.message_sha256)
         self.last["apply_s"] = round(applied.seconds, 3)
         self.last["locked_s"] = round(applied.locked_s, 3)
-        if was_waiting:
-            self.link.request_status()
+        # The retained status says which gallery the door holds: published now, not at the next interval,
+        # so that a console shows the new version as soon as the ack (and a snapshot request is cleared).
+        self.link.request_status()
         if old is not applied.gallery and hasattr(old, "matrix"):
             self._retired.append((old, getattr(getattr(self.recognizer, "stats", None), "frames", None),
                                   time.monotonic() + SCRUB_WAIT_S))
