@@ -5,7 +5,6 @@ what exists."""
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import sqlite3
 import subprocess
