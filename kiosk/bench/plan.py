@@ -101,6 +101,10 @@ class _Liveness:
         ev["frames"] += 1
         ev["last"] = frame.timestamp
 
+    def yaws(self, track) -> list[tuple[float, float]]:
+        """No head pose is modelled: an active check asked of this face is never followed (it times out)."""
+        return []
+
     def assess(self, track, final: bool) -> LivenessResult | None:
         ev = track.extras.get("bench-liveness", {"frames": 0, "first": 0.0, "last": 0.0})
         if not final and ev["frames"] < self.settings.min_frames:
@@ -143,7 +147,10 @@ def simulate(cfg: KioskConfig, costs: Costs, *, fps: float, far_scale: float, sc
 
 def _one(cfg: KioskConfig, costs: Costs, fps: float, far_scale: float, scenario: str, liveness: str,
          phase: float) -> Visit:
-    cfg = cfg.model_copy(update={"detect": cfg.detect.model_copy(update={"far_scale": far_scale}),
+    # The modelled face passes the door's own gates (too dark, turned away): they judge pixels this model has not,
+    # and the landmark fit they need is counted in the liveness stage's cost.
+    cfg = cfg.model_copy(update={"detect": cfg.detect.model_copy(update={"far_scale": far_scale, "min_brightness": 0,
+                                                                         "max_yaw": 180.0, "max_pitch": 180.0}),
                                  "capture": cfg.capture.model_copy(update={"fps": fps})})
     clock = _Clock()
     face = Face(box=Box(top=100, right=300, bottom=300, left=100), score=1.0, sharpness=100.0, edge_distance=0.1)
@@ -160,8 +167,11 @@ def _one(cfg: KioskConfig, costs: Costs, fps: float, far_scale: float, scenario:
         ms = costs.liveness.median_ms if costs.liveness is not None else 0.0
         live = _Liveness(cfg.liveness, clock, ms, liveness == "live")
     prompts: list[float] = []
+    # The resident's first prompt: "look at the camera", or the active check's first head turn.
     rec = Recognizer(cfg, _Gallery(clock, costs.search.median_ms), detector=detector, embedder=embedder,
-                     liveness=live, on_prompt=lambda track, result: prompts.append(clock.now), wall_clock=lambda: 0.0)
+                     liveness=live, on_prompt=lambda track, result: prompts.append(clock.now),
+                     on_instruction=lambda track, reason: reason.startswith("turn_") and prompts.append(clock.now),
+                     wall_clock=lambda: 0.0)
     period = 1.0 / fps
     capture_ms = costs.capture_cpu.median_ms
     image = np.zeros((8, 8, 3), np.uint8)

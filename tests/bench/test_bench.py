@@ -103,10 +103,18 @@ def test_a_far_face_waits_for_the_far_pass_and_a_slow_loop_sets_the_pace():
 
 
 def test_an_unsure_liveness_asks_after_max_wait_and_refuses_after_as_long_again():
-    cfg = with_(KioskConfig(), liveness={"max_wait_s": 2.0})
+    cfg = with_(KioskConfig(), liveness={"max_wait_s": 2.0, "active_check": False})
     v = simulate(cfg, costs(), fps=10.0, far_scale=1.0, liveness="unsure")
     assert v.outcome == "LOOK_AT_CAMERA"
     assert 2.0 <= v.prompt_s <= 2.2 and 4.0 <= v.seconds <= 4.3
+
+
+def test_with_the_active_check_an_unsure_face_is_asked_to_turn_first():
+    """The first prompt is the head turn, at active_after_s; a turn never made leaves the visit as it was."""
+    cfg = with_(KioskConfig(), liveness={"max_wait_s": 2.0, "active_check": True, "active_after_s": 1.5})
+    v = simulate(cfg, costs(), fps=10.0, far_scale=1.0, liveness="unsure")
+    assert v.outcome == "LOOK_AT_CAMERA"
+    assert 1.5 <= v.prompt_s <= 1.7 and 4.0 <= v.seconds <= 4.3
 
 
 # -- recommendations follow what was measured ---------------------------------------------------------
