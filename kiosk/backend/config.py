@@ -93,16 +93,25 @@ class IngestConfig(Section):
 
     def path(self, p: Path) -> Path:
         """A path from the config: $CREDENTIALS_DIRECTORY first, then under ``[ingest] state_dir``."""
-        found = credential_path(p)
-        return found if found.is_absolute() else self.ingest.state_dir / found
+        return state_path(p, self.ingest.state_dir)
 
     @property
     def store_url(self) -> str:
         """The store's URL, a relative SQLite path taken under ``state_dir``."""
-        url = self.store.url
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-            return f"sqlite:///{self.ingest.state_dir / url[len('sqlite:///'):]}"
-        return url
+        return store_url_under(self.store.url, self.ingest.state_dir)
+
+
+def state_path(p: Path, state_dir: Path) -> Path:
+    """A path from a service's config: $CREDENTIALS_DIRECTORY first, then under its ``state_dir``."""
+    found = credential_path(p)
+    return found if found.is_absolute() else state_dir / found
+
+
+def store_url_under(url: str, state_dir: Path) -> str:
+    """A store URL, a relative SQLite path taken under ``state_dir`` (kiosk-ingest's and kiosk-console's)."""
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return f"sqlite:///{state_dir / url[len('sqlite:///'):]}"
+    return url
 
 
 #: The documented defaults shipped with the package sources.

@@ -12,10 +12,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..backend.config import BrokerSettings
+from ..backend.config import BrokerSettings, state_path, store_url_under
 from ..config import KioskConfig, Section, parse_model
 from ..errors import ConfigError
-from ..keyfile import credential_path
 
 _NAME = r"^[A-Za-z0-9_.-]+$"
 
@@ -78,15 +77,11 @@ class ConsoleConfig(Section):
 
     def path(self, p: Path) -> Path:
         """A path from the config: $CREDENTIALS_DIRECTORY first, then under ``[console] state_dir``."""
-        found = credential_path(p)
-        return found if found.is_absolute() else self.console.state_dir / found
+        return state_path(p, self.console.state_dir)
 
     @property
     def store_url(self) -> str:
-        url = self.store.url
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-            return "sqlite:///" + str(self.console.state_dir / url[len("sqlite:///"):])
-        return url
+        return store_url_under(self.store.url, self.console.state_dir)
 
     def kiosk_config(self) -> KioskConfig:
         """The admin's enrollment database as kiosk-admin sees it (its state folder, the site)."""
