@@ -63,7 +63,7 @@ def issue_invitation(admin: PartyKeys, resident_id: str, site: str, *, name: str
         raise ValueError("a display name is 1 to 64 printable characters")
     now = int(time.time() if now is None else now)
     claims = {"sub": resident_id, "site": site, "purpose": PURPOSE, "iat": now, "exp": int(now + lifetime_s),
-              "nonce": secrets.token_urlsafe(16)}
+              "nonce": secrets.token_hex(16)}  # hex: never begins with "-", so `--approve ID` always parses
     if name is not None:
         claims["name"] = name
     return sign_compact(claims, admin.signing, typ=INVITE_TYP)

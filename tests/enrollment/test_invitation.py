@@ -52,6 +52,20 @@ def test_a_good_invitation_is_read_and_then_used_once(admin, db):
     assert refused(verifier(admin, db), token) == "replayed", "remembered in the kiosk database"
 
 
+def test_an_invitations_id_is_always_a_command_line_argument(admin):
+    """The id is what `kiosk-admin gallery review --approve ID` takes: one beginning with "-" would be read as an
+    option (it failed CI once, a base64url nonce in 64), so ids are hex."""
+    from kiosk.admin import build_parser
+    from kiosk.enrollment.invitation import read_invitation
+
+    for _ in range(200):
+        nonce = read_invitation(issue_invitation(admin, RESIDENT, SITE), admin.public()).nonce
+        assert len(nonce) == 32 and all(c in "0123456789abcdef" for c in nonce), nonce
+    args = build_parser().parse_args(["gallery", "review", "--key", "k", "--store", "s", "--devices", "d",
+                                      "--approve", nonce])
+    assert args.approve == nonce
+
+
 def test_expired_other_site_future_and_too_long_are_refused(admin, db):
     v = verifier(admin, db)
     now = time.time()
