@@ -371,7 +371,8 @@ class Store:
             elif float(row[0]) < cutoff:
                 cur.execute(q("UPDATE store_meta SET value = ? WHERE name = ?"), [repr(cutoff), _PURGED_BEFORE])
         if events or refused:
-            self._d.reclaim()
+            with self._lock:
+                self._d.reclaim()
         return events, refused
 
     def erase_resident(self, resident_id: str, *, now: float | None = None) -> int:
@@ -397,7 +398,8 @@ class Store:
                           f" {self._d.greatest}(erased_residents.erased_at, excluded.erased_at)"), [digest, now])
             cur.execute(q("INSERT INTO erasures (id, erased_at, events) VALUES (?, ?, ?)"),
                         [str(uuid6.uuid7()), now, n])
-        self._d.reclaim()
+        with self._lock:
+            self._d.reclaim(rebuild=True)
         return n
 
     # -- reading --------------------------------------------------------------
