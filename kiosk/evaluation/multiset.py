@@ -102,6 +102,12 @@ def cell(populations: list[Population], rule: Rule, size: int, target: float, vo
     strictest = min(pool, key=lambda name: fitted[name][2]["threshold"])
     # Anything else fit_cell measures (what this module does not combine) comes from the set whose threshold it is.
     extra = {k: v for k, v in fitted[strictest][2].items() if k not in _COMBINED}
+    if "near_miss" in extra:
+        # At the point as the file holds it (rounded), the one the door decides by.
+        held = rule.point(round(threshold, 4), round(math.floor(visit_threshold * 1e4) / 1e4, 4))
+        extra["near_miss"], sets_nm = _crowdest(held, fitted, votes_k)
+        for name, nm in sets_nm.items():
+            sets[name]["near_miss"] = nm
     # The kiosk reads one FPIR and FNIR per cell: the worst set's (FPIR scaled to this size where measured smaller).
     return extra | {
         "residents": size, "fpir_target": target,
@@ -119,6 +125,25 @@ def cell(populations: list[Population], rule: Rule, size: int, target: float, vo
         "binding": [strictest] if binding else [],
         "sets": sets,
     }
+
+
+def _crowdest(point, fitted: dict, votes_k: int) -> tuple[dict, dict]:
+    """The near-miss profile a site is compared with, and every set's own, all at the cell's point (not at each
+    set's own fit, which the floor and the cap may have moved).
+
+    The profile is the envelope of the sets': for each gap, the largest share of strangers not accepted whose gap
+    was at most it, over the sets; at 0, the largest FPIR. A site is then called crowded only when its strangers
+    come closer than those of every population the point was fitted on. (Compared with the binding set's profile
+    alone, a set whose strangers keep the target, ORL's, was warned about.)"""
+    from ..siteestimate import expected_share
+    from .nearmiss import near_miss
+
+    profiles = {name: near_miss(point, t, votes_k) for name, (t, _n, _c) in fitted.items()}
+    deltas = next(iter(profiles.values()))["deltas"]
+    accepted = max(p["share"][deltas.index(0.0)] for p in profiles.values())
+    band = [max(expected_share(p, d) for p in profiles.values()) if d else 0.0 for d in deltas]
+    share = [round(accepted + b * (1.0 - accepted), 6) if d else accepted for d, b in zip(deltas, band)]
+    return {"deltas": deltas, "share": share, "sets": sorted(profiles)}, profiles
 
 
 #: What :func:`cell` computes itself from fit_cell's output (and "bound", its own mark).

@@ -176,3 +176,32 @@ def test_what_fit_cell_measures_beyond_the_rates_comes_from_the_set_whose_thresh
     for p in multiset.fit(populations, _rule(), 3, SIZES, TARGETS, repeats=2):
         if p["binding"]:
             assert p["extra_measure"] == p["sets"][p["binding"][0]]["residents"]
+
+
+def test_the_near_miss_profile_is_every_sets_at_the_cells_point_and_their_envelope(populations):
+    """A site is compared with the most crowded population the point was fitted on: each set's profile is measured
+    at the cell's own point (not at the set's own fit), and the cell's profile holds, at every gap, the largest share
+    of strangers not accepted that came within it on any set (at 0: the largest FPIR)."""
+    from kiosk.evaluation.multiset import fit
+    from kiosk.evaluation.nearmiss import near_miss
+    from kiosk.siteestimate import expected_share
+
+    points = fit(populations, _rule(), 3, SIZES, TARGETS, repeats=2)
+    told_apart = 0
+    for p in points:
+        point = _rule().point(p["threshold"], p["visit_threshold"])
+        nm = p["near_miss"]
+        deltas = nm["deltas"]
+        assert sorted(nm["sets"]) == sorted(p["sets"])
+        for pop in populations:
+            t, _n = pop.reach(p["residents"])
+            assert p["sets"][pop.name]["near_miss"] == near_miss(point, t, 3)
+        own = [p["sets"][name]["near_miss"] for name in nm["sets"]]
+        assert nm["share"][0] == max(o["share"][0] for o in own)
+        for d in deltas[1:]:
+            want = max(expected_share(o, d) for o in own)
+            assert abs(expected_share(nm, d) - want) < 2e-5, (p["residents"], p["fpir_target"], d)
+            assert all(nm["share"][deltas.index(d)] >= o["share"][deltas.index(d)] - 1e-6 for o in own)
+        bands = [expected_share(o) for o in own]
+        told_apart += max(bands) > min(bands)
+    assert told_apart, "the sets' strangers crowd differently somewhere, or the envelope is not tested"
