@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import events, keys, report  # what a back-end server runs
 
     try:  # what needs the camera stack, which only the device extra brings
-        from . import attacks, enroll, evaluate, faces, gallery, invite, liveness, provision, qrtoken, visits
+        from . import (adaptation, attacks, enroll, evaluate, faces, gallery, invite, liveness, provision, qrtoken,
+                       visits)
     except ImportError as e:
         if (e.name or "").split(".")[0] not in DEVICE_STACK:
             raise
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         parser.epilog = ("Not here: the enroll, faces, evaluate, attacks, liveness, provision, qrtoken, invite and "
                          "gallery commands need the camera stack (pip install 'kiosk[device]').")
     else:
-        before, after = (enroll, faces, evaluate, attacks, liveness, visits), (provision, qrtoken, invite, gallery)
+        before = (enroll, faces, evaluate, attacks, liveness, visits, adaptation)
+        after = (provision, qrtoken, invite, gallery)
     # In the order --help lists them.
     for module in (*before, keys, events, report, *after):
         module.register(sub)

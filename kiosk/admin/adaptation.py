@@ -1,0 +1,93 @@
+"""``kiosk-admin evaluate-adaptation``: door templates on same-camera sessions (:mod:`kiosk.evaluation.adaptation`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import ModelUnavailable
+from ..extra import need
+from .common import config_of
+
+KINDS = ("replay-attack", "nuaa", "photos")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "evaluate-adaptation",
+        help="door templates measured: enroll from one session, adapt on a second, judge on a third",
+        description="Enroll each person of a set of same-camera sessions from one session, let the door-template "
+        "policy adapt their templates on the visits of a second session that the door is sure of (face and QR "
+        "credential together, or the face alone far inside the threshold), and judge the visits of a third: FNIR and "
+        "FPIR per visit at the calibrated point, without and with door templates (with them, at the point of the "
+        "gallery's effective size). Then every stranger shows each resident's stolen code, over and over: how many "
+        "templates they plant, and how often the face alone then lets them in. See docs/enrollment.md.",
+    )
+    p.add_argument("kind", choices=KINDS, help="replay-attack (the recipe's replay-attack-dev folder), nuaa "
+                   "(nuaa-dev), or photos (DIR/<identity>/*, cut into three sessions)")
+    p.add_argument("directory", type=Path, help="the set's folder")
+    p.add_argument("--frames", type=int, default=40, metavar="N",
+                   help="at most N frames per session, spread over it (default 40; 0: all)")
+    p.add_argument("--anchor", type=float, metavar="D", help="admit a door template only within D of an enrolled "
+                   "one (default: the calibrated threshold of the gallery's point)")
+    p.add_argument("--max-door-templates", type=int, default=3, metavar="M", help="per resident (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="which people each fold holds out as strangers")
+    p.add_argument("--no-poisoning", action="store_true", help="skip the stolen-code run")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_evaluate_adaptation)
+
+
+def cmd_evaluate_adaptation(args) -> int:
+    need("evaluate-adaptation", "tqdm")
+    from ..evaluation import adaptation, sessions
+    from ..evaluation.descriptors import DescriptorCache, default_cache_path
+    from ..evaluation.pairs import Describer
+
+    cfg = config_of(args)
+    if not args.directory.is_dir():
+        raise SystemExit(f"kiosk-admin: {args.directory}: no such folder")
+    try:
+        people = sessions.load(args.kind, args.directory, args.frames)
+        cache = DescriptorCache(default_cache_path())
+        try:
+            sessions.describe(people, Describer(cfg.detect, face="largest"), cache, desc=args.directory.name)
+        finally:
+            cache.close()
+        rep = adaptation.measure(people, adaptation.PLANS[args.kind], match=cfg.match, anchor=args.anchor,
+                                 max_door_templates=args.max_door_templates, seed=args.seed,
+                                 with_poisoning=not args.no_poisoning)
+    except (ValueError, ModelUnavailable) as e:
+        raise SystemExit(f"kiosk-admin: {e}") from None
+    rep = {"set": args.kind, "directory": str(args.directory), **rep}
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        print_report(rep)
+    return 0
+
+
+def print_report(rep: dict) -> None:
+    plan = rep["plan"]
+    others = f" and {rep['strangers_only']} without them, strangers only" if rep.get("strangers_only") else ""
+    print(f"{rep['set']}: {rep['people']} people with every session{others}; enrolled from {plan['enroll']} ({plan['enroll_frames']} frames), "
+          f"adapted on {plan['adapt']}, judged on {', '.join(plan['judge'])} (visits of {plan['visit_frames']} "
+          f"frames; {plan['folds']} folds, each holding a share of the people out as strangers)")
+    pol = rep["policy"]
+    print(f"policy: anchor {pol['anchor']}, at most {pol['max_door_templates']} door templates per resident")
+    print(f"{'':22} {'FNIR per visit':>16} {'FPIR per visit':>16} {'wrong resident':>15}")
+    for key, label in (("without", "enrolled templates"), ("with", "with door templates")):
+        r = rep[key]
+        print(f"{label:22} {r['fnir']:>9.1%} ({r['misses']}/{r['mated']})".ljust(40)
+              + f"{r['fpir']:>8.2%} ({r['false_accepts']}/{r['non_mated']})".ljust(18)
+              + f"{r['wrong']:>8.2%}")
+    for i, f in enumerate(rep["folds"]):
+        print(f"  fold {i}: {f['residents']} residents (effective {f['effective']}), threshold {f['threshold']} -> "
+              f"{f['threshold_with']}, {f['door_templates']} door templates from {f['proposed']} proposals"
+              + (f", refused {f['refused']}" if f["refused"] else ""))
+    p = rep.get("poisoning")
+    if p:
+        print(f"stolen codes: {p['impostors']} impostors x {p['victims']} victims, {p['tries']} visits: "
+              f"{p['planted']} templates planted (farthest {p['farthest_from_enrolled']} from the enrolled ones, "
+              f"anchor at most {p['anchor_max']}); the impostors' own visits let in as the victim: "
+              f"{p['let_in_as_victim_before']} before, {p['let_in_as_victim_after']} after, "
+              f"of {p['impostor_visits_judged']}")
