@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.docs import docs_snippet
+from harness.faces import described
 from kiosk.config import MatchSettings
 from kiosk.evaluation.adaptation import Plan, measure
 from kiosk.evaluation.sessions import Person, photo_parts
@@ -27,22 +28,10 @@ PLAN = Plan("a", "b", ("c",), enroll_frames=1, visit_frames=1, folds=2)
 
 @pytest.fixture(scope="module")
 def people(test_data, tmp_path_factory):
-    from kiosk.config import DetectSettings
-    from kiosk.evaluation.descriptors import DescriptorCache, describe_samples
-    from kiosk.evaluation.pairs import Describer, labelled_images
-
     src = test_data / "faces/lfw_dev"
     chosen = [d.name for d in sorted(src.iterdir()) if d.is_dir() and len(list(d.glob("*.jpg"))) == 4][:60]
-    samples = [s for s in labelled_images(src) if s.identity in set(chosen)]
-    cache = DescriptorCache(tmp_path_factory.mktemp("adaptation") / "descriptors.sqlite")
-    try:
-        describe_samples(samples, Describer(DetectSettings(), face="central"), cache, progress=False)
-    finally:
-        cache.close()
-    out = {}
-    for s in samples:
-        out.setdefault(s.identity, []).append(s)
-    return [Person(k, {"a": v[:1], "b": v[1:3], "c": v[3:]}) for k, v in out.items()]
+    found = described(src, chosen, tmp_path_factory.mktemp("adaptation") / "descriptors.sqlite")
+    return [Person(k, {"a": v[:1], "b": v[1:3], "c": v[3:]}) for k, v in found.items()]
 
 
 def test_door_templates_turn_fewer_residents_away_and_the_point_reads_the_larger_gallery(people):

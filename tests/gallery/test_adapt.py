@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.faces import described
+
 from kiosk.gallery.adapt import (NOT_ANCHORED, NOTHING_NEW, AdaptPolicy, DoorTemplate, Templates,
                                  effective_residents, sure)
 
@@ -18,20 +20,8 @@ VICTIM, IMPOSTOR = "Hu_Jintao", "Wen_Jiabao"
 
 @pytest.fixture(scope="module")
 def faces(test_data, tmp_path_factory):
-    from kiosk.config import DetectSettings
-    from kiosk.evaluation.descriptors import DescriptorCache, describe_samples
-    from kiosk.evaluation.pairs import Describer, labelled_images
-
-    samples = [s for s in labelled_images(test_data / "faces/lfw_dev") if s.identity in (VICTIM, IMPOSTOR)]
-    cache = DescriptorCache(tmp_path_factory.mktemp("adapt") / "descriptors.sqlite")
-    try:
-        describe_samples(samples, Describer(DetectSettings(), face="central"), cache, progress=False)
-    finally:
-        cache.close()
-    out = {}
-    for s in samples:
-        out.setdefault(s.identity, []).append(s.vector)
-    return {k: np.vstack(v) for k, v in out.items()}
+    found = described(test_data / "faces/lfw_dev", (VICTIM, IMPOSTOR), tmp_path_factory.mktemp("adapt") / "d.sqlite")
+    return {k: np.vstack([s.vector for s in v]) for k, v in found.items()}
 
 
 def nearest(rows: np.ndarray, x: np.ndarray) -> float:
