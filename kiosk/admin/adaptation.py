@@ -33,6 +33,13 @@ def register(sub) -> None:
     p.add_argument("--max-door-templates", type=int, default=3, metavar="M", help="per resident (default 3)")
     p.add_argument("--seed", type=int, default=0, help="which people each fold holds out as strangers")
     p.add_argument("--no-poisoning", action="store_true", help="skip the stolen-code run")
+    p.add_argument("--open-set", action="store_true", help="instead, on labelled photos (DIR/<identity>/*, kind "
+                   "photos): the same residents enrolled from 3 photos and from 3 + M (more photos standing in for "
+                   "door templates), strangers and residents judged at the point for the gallery's size and, with "
+                   "more templates, for its effective size")
+    p.add_argument("--sizes", default="100,all", metavar="LIST", help="gallery sizes for --open-set (default "
+                   "100,all)")
+    p.add_argument("--seeds", default="0,1,2", metavar="LIST", help="seeds pooled for --open-set (default 0,1,2)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_evaluate_adaptation)
 
@@ -46,6 +53,8 @@ def cmd_evaluate_adaptation(args) -> int:
     cfg = config_of(args)
     if not args.directory.is_dir():
         raise SystemExit(f"kiosk-admin: {args.directory}: no such folder")
+    if args.open_set:
+        return _open_set(args, cfg)
     try:
         people = sessions.load(args.kind, args.directory, args.frames)
         cache = DescriptorCache(default_cache_path())
@@ -91,3 +100,38 @@ def print_report(rep: dict) -> None:
               f"anchor at most {p['anchor_max']}); the impostors' own visits let in as the victim: "
               f"{p['let_in_as_victim_before']} before, {p['let_in_as_victim_after']} after, "
               f"of {p['impostor_visits_judged']}")
+
+
+def _open_set(args, cfg) -> int:
+    from ..evaluation import adaptation
+    from ..evaluation.descriptors import DescriptorCache, default_cache_path, describe_samples
+    from ..evaluation.pairs import Describer, labelled_images
+
+    if args.kind != "photos":
+        raise SystemExit("kiosk-admin: --open-set takes labelled photos (kind photos)")
+    try:
+        sizes = tuple(0 if x.strip() == "all" else int(x) for x in args.sizes.split(","))
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+    except ValueError:
+        raise SystemExit("kiosk-admin: --sizes and --seeds are comma-separated numbers ('all' for everyone)") from None
+    samples = labelled_images(args.directory)
+    cache = DescriptorCache(default_cache_path())
+    try:
+        describe_samples(samples, Describer(cfg.detect, face="central"), cache, desc=args.directory.name)
+    finally:
+        cache.close()
+    rows = adaptation.more_templates([s for s in samples if s.vector is not None], cfg.match, sizes=sizes,
+                                     extra=args.max_door_templates, seeds=seeds)
+    if not rows:
+        raise SystemExit(f"kiosk-admin: nobody in {args.directory} has {3 + args.max_door_templates + 2} photos")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'templates':32} {'each':>4} {'residents':>9} {'read as':>7} {'thresholds':>15}  {'FPIR per visit':>28}  "
+          f"{'FNIR per visit':>20}")
+    for r in rows:
+        v = r["visit"]
+        print(f"{r['templates']:32} {r['per_resident']:>4} {r['residents']:>9} {r['effective']:>7} "
+              f"{r['threshold']:>7.4f}/{r['visit_threshold']:.4f}  {v['fpir']:>7.3%} ({v['false_accepts']}/{v['non_mated']}, upper "
+              f"{v['fpir_upper95']:.3%})  {v['fnir']:>7.1%} ({v['misses']}/{v['mated']})")
+    return 0

@@ -306,3 +306,40 @@ def measure(people: list[Person], plan: Plan, *, match, calibration=None, anchor
             "anchor_max": max(p["anchor"] for p in poison)}
     return out
 
+
+
+def more_templates(samples, match, *, sizes=(100, 0), extra: int = 3, seeds=(0,), calibration=None) -> list[dict]:
+    """Strangers against residents with more templates, on a labelled photo set (issue 23, part 4).
+
+    The same residents (people with at least 3 + ``extra`` photos, probed from the photo after those) enrolled
+    from 3 photos, as the calibration enrolled them, and from 3 + ``extra`` (more photos of them standing in for
+    door templates): FPIR and FNIR per visit at the point for the gallery's size, and, with more templates, at the
+    point for its effective size (:func:`kiosk.gallery.adapt.effective_residents`). The check is that the
+    effective point keeps strangers where the enrolled gallery had them.
+    """
+    from ..match.calibration import operating_point
+    from .openset import Protocol, Trials, run_trials
+    from .rates import single_rates, visit_rates
+
+    base = 3
+    out = []
+    for label, enroll, effective in (("enrolled", base, False), ("more templates, same point", base + extra, False),
+                                     ("more templates, effective point", base + extra, True)):
+        protocol = Protocol(enroll_photos=enroll, min_photos=base + extra, probe_from=base + extra,
+                            visit_photos=2, sizes=tuple(sizes), mean_template=True)
+        runs = [run_trials(samples, Protocol(**{**protocol.as_json(), "seed": s})) for s in seeds]
+        for size in sizes:
+            t = Trials.pooled([r[size] for r in runs])
+            if not len(t.residents):
+                continue
+            n = int(np.median(t.residents))
+            if any(r["templates"] == label and r["residents"] == n for r in out):
+                continue  # a size the set cannot reach is everyone, as another size already was
+            n_eff = effective_residents(n, n * enroll, base) if effective else n
+            p = operating_point(match, n_eff, calibration)
+            point = OperatingPoint(p.threshold, p.margin, p.visit_threshold, p.cohort_weight, p.cohort_anchor)
+            v, s = visit_rates(point, t, match.votes_k), single_rates(point, t)
+            out.append({"templates": label, "per_resident": enroll, "residents": n, "effective": n_eff,
+                        "threshold": point.threshold, "visit_threshold": point.visit_threshold,
+                        "visit": v.as_json(), "single": s.as_json()})
+    return out

@@ -91,3 +91,29 @@ def test_the_adaptation_command_of_the_docs(test_data, tmp_path):
     rep = json.loads(r.stdout)
     assert rep["people"] >= 35 and "poisoning" not in rep
     assert rep["with"]["mated"] == rep["without"]["mated"] > 0
+
+
+def test_the_open_set_check_reads_the_point_for_the_effective_size(test_data, tmp_path):
+    """On the shared ORL subjects (10 photos each): the same residents with 3 and with 6 templates, and the point
+    read for twice the gallery with 6; through the docs' command (pointed at ORL) and its JSON."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "LFW_DEV": str(test_data / "faces/att_orl")}
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", docs_snippet("enrollment-adaptation-open-set")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "more templates, effective point" in r.stdout
+    r = subprocess.run(["kiosk-admin", "evaluate-adaptation", "photos", str(test_data / "faces/att_orl"), "--open-set",
+                        "--sizes", "10,all", "--seeds", "0", "--json"], env=env, cwd=tmp_path, capture_output=True,
+                       text=True, timeout=900)
+    rows = json.loads(r.stdout)
+    by = {(x["templates"], x["residents"]): x for x in rows}
+    sizes = sorted({x["residents"] for x in rows})
+    assert sizes[0] == 10 and len(sizes) == 2
+    for n in sizes:
+        plain, more, eff = (by[(k, n)] for k in ("enrolled", "more templates, same point",
+                                                 "more templates, effective point"))
+        assert (plain["per_resident"], more["per_resident"]) == (3, 6)
+        assert eff["effective"] == 2 * n and plain["effective"] == n
+        assert plain["visit"]["mated"] == more["visit"]["mated"] == eff["visit"]["mated"] > 0, "the same probes"
+        assert more["visit"]["misses"] <= plain["visit"]["misses"], "more templates of the same people miss no more"
+        assert more["visit"]["false_accepts"] >= plain["visit"]["false_accepts"]
