@@ -41,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON (with every visit)")
     p.add_argument("--save-json", type=Path, metavar="FILE", help="also write the JSON report to FILE")
     p.add_argument("--plot", type=Path, metavar="PNG", help="write face-to-door times and outcomes as PNG")
+    p.add_argument("--manifest", type=Path, metavar="CSV", help="only write the visit set's manifest to CSV (one "
+                   "row per visit: set, person, part, frames, rate, duration, where its frames are, and what the "
+                   "person is enrolled from) and print how far it falls short of 20 people and 50 visits at 10 fps")
     p.set_defaults(func=cmd_evaluate_visits)
 
 
@@ -49,6 +52,13 @@ def cmd_evaluate_visits(args) -> int:
     cfg = config_of(args)
     data = args.data or Path(os.environ.get("KIOSK_TEST_DATA", "../shared/data"))
     sets = tuple(s.strip() for s in args.sets.split(",") if s.strip())
+    if args.manifest:
+        try:
+            people, visits = read_visits(sets, cache=args.cache, data=data, part=args.part, only=args.visits)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"kiosk-admin: {e}") from None
+        write_manifest(args.manifest, people, visits)
+        return 0
     try:
         people, visits = read_visits(sets, cache=args.cache, data=data, part=args.part, only=args.visits)
         results, refused = ev.evaluate(people, visits, cfg, seed=args.seed, every_frame=args.every_frame,
@@ -69,6 +79,38 @@ def cmd_evaluate_visits(args) -> int:
     else:
         print_table(rep)
     return 0
+
+
+def _where(frames, base: Path) -> str:
+    """Where a recording's frames are, relative to the manifest's folder."""
+    rel = lambda p: os.path.relpath(p, base)  # noqa: E731
+    if frames.video is not None:
+        stop = "" if frames.stop is None else frames.stop
+        return f"{rel(frames.video)}[{frames.start}:{stop}]" + (f" ({frames.pick} spread)" if frames.pick else "")
+    if not frames.files:
+        return ""
+    return (f"{rel(frames.files[0].parent)}/ ({len(frames.files)} files, {frames.files[0].name} … "
+            f"{frames.files[-1].name})")
+
+
+def write_manifest(path: Path, people, visits) -> None:
+    """The visit set as CSV, and a line on how far it falls short of the benchmark's size (issue 21)."""
+    import csv
+
+    from ..evaluation.visitsets import part_of
+
+    base = path.resolve().parent
+    enrolled = {p.id: _where(p.enroll, base) for p in people}
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["visit", "set", "person", "part", "frames", "fps", "seconds", "frames_from", "enrolled_from"])
+        for v in visits:
+            seconds = v.times[-1] - v.times[0] if len(v.times) > 1 else 0.0
+            w.writerow([v.id, v.set, v.person, part_of(v.person), len(v.times), f"{v.fps:.2f}", f"{seconds:.2f}",
+                        _where(v.frames, base), enrolled.get(v.person, "")])
+    fast = [v for v in visits if v.fps >= 10]
+    print(f"{len(visits)} visits of {len({v.person for v in visits})} people written to {path}; at 10 fps or more: "
+          f"{len(fast)} visits of {len({v.person for v in fast})} people (the benchmark asks for 50 visits of 20)")
 
 
 def _pct(x) -> str:

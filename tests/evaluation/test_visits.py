@@ -61,3 +61,35 @@ def test_the_docs_command_runs_on_the_shared_visits(test_data, tmp_path):
     assert "shared" in r.stdout and (tmp_path / "door-visits.png").is_file()
     report = json.loads((tmp_path / "door-visits.json").read_text())
     assert report["part"] == "dev" and report["all"]["visits"] >= 1
+
+
+def test_the_recipe_extracts_the_shared_visits_and_lists_every_visit(test_data, tmp_path):
+    """The docs' recipe without the two snapshots (CI has none): the shared videos and their manifest, then the
+    benchmark on what it extracted."""
+    import csv
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.docs import REPO, docs_snippet
+
+    env = {**os.environ, "KIOSK_TEST_DATA": str(test_data), "SETS": "shared", "OUT": str(tmp_path / "visits"),
+           "PATH": f"{REPO / 'scripts' / 'recipes'}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    snippet = docs_snippet("visits-recipe")
+    (tmp_path / "scripts" / "recipes").mkdir(parents=True)
+    (tmp_path / "scripts" / "recipes" / "door-visits.sh").symlink_to(REPO / "scripts/recipes/door-visits.sh")
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", snippet], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "4 visits of 3 people" in r.stdout and "50 visits of 20" in r.stdout
+    with open(tmp_path / "visits" / "visits.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["set"] for row in rows} == {"shared"} and len(rows) == 4
+    for row in rows:
+        assert row["part"] in ("dev", "held-out") and int(row["frames"]) > 0 and float(row["fps"]) >= 10
+        video = row["frames_from"].split("[")[0]
+        assert (tmp_path / "visits" / video).is_file(), row  # relative to the manifest, inside the extraction
+        assert row["enrolled_from"] and row["enrolled_from"] != row["frames_from"]
+    report = json.loads((tmp_path / "visits-dev.json").read_text())
+    assert report["part"] == "dev" and report["all"]["visits"] == sum(row["part"] == "dev" for row in rows)
