@@ -89,6 +89,10 @@ def print_report(rep: dict) -> None:
         print(f"{label:22} {r['fnir']:>9.1%} ({r['misses']}/{r['mated']})".ljust(40)
               + f"{r['fpir']:>8.2%} ({r['false_accepts']}/{r['non_mated']})".ljust(18)
               + f"{r['wrong']:>8.2%}")
+    for name, r in rep.get("by_session", {}).items():
+        a, b = r["without"], r["with"]
+        print(f"  residents judged on {name}: FNIR {a['fnir']:.1%} ({a['misses']}/{a['mated']}) -> "
+              f"{b['fnir']:.1%} ({b['misses']}/{b['mated']})")
     for i, f in enumerate(rep["folds"]):
         print(f"  fold {i}: {f['residents']} residents (effective {f['effective']}), threshold {f['threshold']} -> "
               f"{f['threshold_with']}, {f['door_templates']} door templates from {f['proposed']} proposals"

@@ -81,6 +81,12 @@ def _of(p: Person, names) -> list[np.ndarray]:
     return [p.vectors(n) for n in (got or sorted(p.sessions))]
 
 
+def _names(p: Person, names) -> list[str]:
+    """The plan's names of the sessions :func:`_of` gives (a session's own name where the plan has none)."""
+    got = [x for x in names if _session(p, x) is not None]
+    return got or sorted(p.sessions)
+
+
 def _spread(vectors: np.ndarray, k: int) -> np.ndarray:
     return vectors[np.linspace(0, len(vectors) - 1, k).round().astype(int)]
 
@@ -100,6 +106,7 @@ class FoldResult:
     door_templates: int
     proposed: int
     refused: dict[str, int] = field(default_factory=dict)
+    by_session: dict[str, tuple[Rates, Rates]] = field(default_factory=dict)  # residents' visits: without, with
 
 
 def _gallery(templates: dict[str, Templates], door: bool) -> Gallery:
@@ -188,18 +195,24 @@ def run_fold(people: list[Person], strangers: set[str], plan: Plan, policy_for, 
     count = sum(len(t.enrolled) + len(t.door) for t in templates.values())
     effective = effective_residents(n, count, per_resident)
     point_door = point_for(effective)
-    visits, truth = [], []
+    visits, truth, which = [], [], []
     order = sorted(templates)  # the gallery's columns
     for p in people:
-        for vectors in _of(p, plan.judge):
+        for name, vectors in zip(_names(p, plan.judge), _of(p, plan.judge)):
             for v in _visits(vectors, plan.visit_frames):
                 visits.append(v)
                 truth.append(order.index(p.identity) if p.identity in order else -1)
-    truth = np.asarray(truth)
+                which.append(name)
+    truth, which = np.asarray(truth), np.asarray(which)
     before = decide(point, _gallery(templates, False), visits, votes_k)
     after = decide(point_door, _gallery(templates, True), visits, votes_k)
+    # Residents' visits by the plan's judging session (a stranger's own sessions are not the plan's).
+    mine = truth >= 0
+    by_session = {s: (rates_of(before[mine & (which == s)], truth[mine & (which == s)]),
+                      rates_of(after[mine & (which == s)], truth[mine & (which == s)]))
+                  for s in plan.judge if (mine & (which == s)).any()}
     return FoldResult(rates_of(before, truth), rates_of(after, truth), n, effective, point, point_door,
-                      sum(len(t.door) for t in templates.values()), proposed, refused)
+                      sum(len(t.door) for t in templates.values()), proposed, refused, by_session)
 
 
 def folds_of(people: list[Person], folds: int, seed: int = 0) -> list[set[str]]:
@@ -293,6 +306,10 @@ def measure(people: list[Person], plan: Plan, *, match, calibration=None, anchor
         "policy": {"anchor": "the point's threshold" if anchor is None else anchor,
                    "max_door_templates": max_door_templates, "novelty": novelty, "sure_margin": sure_margin},
         "without": pooled_rates["without"].as_json(), "with": pooled_rates["with"].as_json(),
+        "by_session": {name: {"without": _sum([r.by_session[name][0] for r in results if name in r.by_session])
+                              .as_json(),
+                              "with": _sum([r.by_session[name][1] for r in results if name in r.by_session]).as_json()}
+                       for name in plan.judge if any(name in r.by_session for r in results)},
         "folds": [{"residents": r.residents, "effective": r.effective, "threshold": r.point.threshold,
                    "threshold_with": r.point_door.threshold, "door_templates": r.door_templates,
                    "proposed": r.proposed, "refused": r.refused,

@@ -47,6 +47,9 @@ def test_door_templates_turn_fewer_residents_away_and_the_point_reads_the_larger
     for key in ("without", "with"):
         assert sum(f[key]["misses"] for f in rep["folds"]) == rep[key]["misses"]
         assert sum(f[key]["false_accepts"] for f in rep["folds"]) == rep[key]["false_accepts"]
+    # Residents' visits by judging session: here one session, so all of them.
+    assert {k: (v["without"]["misses"], v["with"]["mated"]) for k, v in rep["by_session"].items()} == {
+        "c": (without["misses"], with_door["mated"])}
     p = rep["poisoning"]
     assert p["tries"] > 0 and p["farthest_from_enrolled"] <= p["anchor_max"]
 
