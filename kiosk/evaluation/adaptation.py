@@ -159,19 +159,14 @@ def adapt(templates: dict[str, Templates], sessions: dict[str, list[np.ndarray]]
             clock += 1.0
             gallery = _gallery(templates, True)
             column = gallery.ids.index(rid)
-            accepted = decide(point, gallery, [visit], votes_k)[0]
             distance = _face_distance(gallery, visit, column)
-            if accepted == column:
-                method, ok = "face", sure("face", face_distance=distance, candidate_threshold=candidate_threshold,
-                                          threshold=point.threshold, sure_margin=sure_margin,
-                                          active_check_passed=True)
-                if not ok:  # not sure enough alone: the resident shows the code as well
-                    method = "face+qr"
-            else:
-                method = "face+qr"  # turned away (or taken for another): the code, on the same track
-            if method == "face+qr" and not sure("face+qr", face_distance=distance,
-                                                candidate_threshold=candidate_threshold, threshold=point.threshold,
-                                                sure_margin=sure_margin):
+            common = dict(face_distance=distance, candidate_threshold=candidate_threshold, threshold=point.threshold,
+                          sure_margin=sure_margin)
+            # Sure by the face alone (far inside, the active check taken as passed); else the resident shows the
+            # code too, and the credential confirms a face the candidate rule narrowed to them.
+            alone = decide(point, gallery, [visit], votes_k)[0] == column and sure("face", active_check_passed=True,
+                                                                                   **common)
+            if not alone and not sure("face+qr", **common):
                 refused["not_sure"] = refused.get("not_sure", 0) + 1
                 continue
             proposed += 1
@@ -181,12 +176,17 @@ def adapt(templates: dict[str, Templates], sessions: dict[str, list[np.ndarray]]
     return proposed, refused
 
 
+def _enrolled(residents: list[Person], plan: Plan) -> dict[str, Templates]:
+    """Each resident's templates as enrolled: ``enroll_frames`` frames spread over their enrollment session."""
+    return {p.identity: Templates(_spread(p.vectors(_session(p, plan.enroll)), plan.enroll_frames))
+            for p in residents}
+
+
 def run_fold(people: list[Person], strangers: set[str], plan: Plan, policy_for, point_for, votes_k: int,
              candidate_threshold: float, sure_margin: float, per_resident: float) -> FoldResult:
     """One fold: ``point_for(n)`` is the calibrated point for a gallery of n; ``policy_for(point)`` the policy."""
     residents = [p for p in people if p.identity not in strangers]
-    templates = {p.identity: Templates(_spread(p.vectors(_session(p, plan.enroll)), plan.enroll_frames))
-                 for p in residents}
+    templates = _enrolled(residents, plan)
     n = len(residents)
     point = point_for(n)
     policy = policy_for(point)
@@ -239,14 +239,12 @@ def poisoning(people: list[Person], strangers: set[str], plan: Plan, policy_for,
     impostors = [p for p in people if p.identity in strangers]
     point = point_for(len(residents))
     policy = policy_for(point)
-    planted, farthest, tried, let_in_before, let_in_after, judged = 0, 0.0, 0, 0, 0, 0
+    planted, farthest, tried, let_in_before, let_in_after = 0, 0.0, 0, 0, 0
+    judge = [v for imp in impostors for vectors in _of(imp, plan.judge) for v in _visits(vectors, plan.visit_frames)]
+    before = decide(point, _gallery(_enrolled(residents, plan), True), judge, votes_k)  # the same for every victim
     for victim in residents:
-        templates = {p.identity: Templates(_spread(p.vectors(_session(p, plan.enroll)), plan.enroll_frames))
-                     for p in residents}
+        templates = _enrolled(residents, plan)
         column = sorted(templates).index(victim.identity)
-        judge = [v for imp in impostors for vectors in _of(imp, plan.judge) for v in _visits(vectors,
-                                                                                              plan.visit_frames)]
-        before = decide(point, _gallery(templates, True), judge, votes_k)
         for _ in range(3):  # over and over: the same visits, again and again
             for imp in impostors:
                 visits = [v for vectors in _of(imp, [plan.adapt]) for v in _visits(vectors, plan.visit_frames)]
@@ -259,12 +257,11 @@ def poisoning(people: list[Person], strangers: set[str], plan: Plan, policy_for,
             farthest = max(farthest, float(np.linalg.norm(templates[victim.identity].enrolled - d.vector,
                                                           axis=1).min()))
         after = decide(point, _gallery(templates, True), judge, votes_k)
-        judged += len(judge)
         let_in_before += int((before == column).sum())
         let_in_after += int((after == column).sum())
     return {"victims": len(residents), "impostors": len(impostors), "tries": tried, "planted": planted,
             "farthest_from_enrolled": round(farthest, 4), "anchor": policy.anchor,
-            "impostor_visits_judged": judged, "let_in_as_victim_before": let_in_before,
+            "impostor_visits_judged": len(judge) * len(residents), "let_in_as_victim_before": let_in_before,
             "let_in_as_victim_after": let_in_after}
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gallery.templates import DIMENSIONS
 from .pairs import IMAGE_SUFFIXES, Sample, _sha
 
 _REPLAY = re.compile(r"__real__real__client(\d+)_session\d+_webcam_authenticate_(controlled|adverse)_(\d+)$")
@@ -35,9 +36,9 @@ class Person:
     sessions: dict[str, list[Sample]] = field(default_factory=dict)
 
     def vectors(self, session: str) -> np.ndarray:
-        """The session's descriptors, frames with no face left out (shape (n, 128))."""
+        """The session's descriptors, frames with no face left out (shape (n, DIMENSIONS))."""
         got = [s.vector for s in self.sessions.get(session, []) if s.vector is not None]
-        return np.vstack(got) if got else np.zeros((0, 128), np.float32)
+        return np.vstack(got) if got else np.zeros((0, DIMENSIONS), np.float32)
 
 
 def _frames(folder: Path, limit: int) -> list[Path]:

@@ -88,13 +88,9 @@ class AdaptPolicy:
         anchor = float(np.linalg.norm(templates.enrolled - v, axis=1).min())
         if anchor > self.anchor:
             return Admission(False, NOT_ANCHORED, anchor_distance=anchor)
-        if float(np.linalg.norm(templates.all() - v, axis=1).min()) < self.novelty:
+        if self.max_door_templates <= 0 or float(np.linalg.norm(templates.all() - v, axis=1).min()) < self.novelty:
             return Admission(False, NOTHING_NEW, anchor_distance=anchor)
-        replaced = None
-        if self.max_door_templates <= 0:
-            return Admission(False, NOTHING_NEW, anchor_distance=anchor)
-        if len(templates.door) >= self.max_door_templates:
-            replaced = templates.door.pop(0)
+        replaced = templates.door.pop(0) if len(templates.door) >= self.max_door_templates else None
         templates.door.append(DoorTemplate(v, now, source))
         return Admission(True, None, replaced, anchor)
 
