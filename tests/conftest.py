@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +20,22 @@ from gpsd import gpsfake  # noqa: E402,F401
 from harness.postgres import postgres_server, postgres_url  # noqa: E402,F401
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """Take off the root handlers a test's ``setup_logging`` put on (a stream on pytest's captured stderr).
+
+    Left on, they outlive the capture: a thread still running (gpsd's reader) then
+    logs into a closed file, and every later test's log lines go there too.
+    """
+    root = logging.getLogger()
+    before, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in before and not type(h).__module__.startswith("_pytest"):
+            root.removeHandler(h)
+    root.setLevel(level)
 
 
 def _data_dir() -> Path:

@@ -5,6 +5,11 @@ TCP port, on loopback) and feeds it the log once a client has connected,
 one sentence every ``cycle`` seconds, over and over. Each gpsfake is
 started in its own session and stopped by its PID at teardown (gpsd goes
 with it).
+
+Each gpsfake gets a directory of its own for gpsd's control socket
+(``$TMPDIR/gpsfake-PID.sock``). In the shared ``/tmp`` a socket left by a
+gpsd killed long ago, under a PID that comes round again, makes gpsfake add
+its device to nobody: gpsd then listens but never reports a fix.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,11 +88,14 @@ class FakeGps:
         self.log = log
         self.port = free_port()
         self.out = log.with_suffix(".out")
+        # Short (a socket's path has 108 bytes) and new: no stale socket of another gpsd in it.
+        self.sockets = Path(tempfile.mkdtemp(prefix="gf-"))
         with open(self.out, "wb") as out:
             # -q: quiet; -c: seconds between sentences (also keeps gpsfake from spinning).
             self.proc = subprocess.Popen(
                 ["gpsfake", "-q", "-P", str(self.port), "-c", str(cycle), str(log)],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "TMPDIR": str(self.sockets)},
             )
         self._wait_listening()
 
@@ -112,6 +121,7 @@ class FakeGps:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+        shutil.rmtree(self.sockets, ignore_errors=True)
 
 
 @pytest.fixture

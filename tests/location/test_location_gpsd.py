@@ -55,7 +55,10 @@ def watch():
 def until_state(g: LocationGuard, state: LocationState, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while g.state is not state:
-        assert time.monotonic() < deadline, f"still {g.state} ({g.reason}) after {timeout:.0f} s"
+        p = g.provider
+        assert time.monotonic() < deadline, (
+            f"still {g.state} ({g.reason}) after {timeout:.0f} s: {p.connects} connects, {p.reports} reports, "
+            f"{p.no_fix_reports} without a fix, {p.fixes} fixes, last error {p.last_error}")
         g.update()
         time.sleep(0.02)
 
