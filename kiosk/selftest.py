@@ -138,7 +138,7 @@ def check_gallery(ctx: Context) -> str:
         detail += ", template key opens them"
     if residents == 0:
         raise Warn(detail + ": nobody is enrolled yet")
-    return _recognition(cfg, searched, detail, cap=float(cap[0]) if cap else None, events=events)
+    return _recognition(cfg, searched, detail, cap=float(cap[0]) if cap else None, events=events, templates=templates)
 
 
 def _recent_events(conn: sqlite3.Connection) -> list[dict]:
@@ -153,13 +153,13 @@ def _recent_events(conn: sqlite3.Connection) -> list[dict]:
 
 
 def _recognition(cfg: KioskConfig, residents: int, detail: str, *, cap: float | None = None,
-                 events: list[dict] | None = None) -> str:
+                 events: list[dict] | None = None, templates: int | None = None) -> str:
     """The operating point at this gallery's size, and what it is expected to give (Warn: target not met);
     beside it, this door's own estimate from its strangers (Warn: they crowd the threshold)."""
     from .match.calibration import operating_point, summary
     from .siteestimate import door_estimate, load_points
 
-    point = operating_point(cfg.match, residents, cap=cap)
+    point = operating_point(cfg.match, residents, cap=cap, templates=templates)
     detail += "; " + summary(point)
     if cap is not None and point.source == "calibration":
         detail += f"; target capped at {cap:g} by a signed gallery update"

@@ -13,6 +13,12 @@ A gallery between two calibrated sizes takes the larger size's numbers
 (stricter). A gallery larger than any calibrated size takes the largest
 size's numbers for a target scaled down in proportion: a stranger's chance
 of resembling someone grows at most in proportion to N.
+
+The size is counted in templates (issue 23): the calibration enrolled each
+resident with ``protocol.enroll_photos`` templates, and a gallery whose
+residents hold more (door templates) gives a stranger more to pass, so it
+takes the point of its *effective* size
+(:func:`kiosk.gallery.adapt.effective_residents`).
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from ..config import MatchSettings
 from ..errors import ConfigError
 from ..siteestimate import CALIBRATION_FILE
 from .decide import OperatingPoint
+from ..gallery.adapt import effective_residents
 from ..gallery.store import COHORT_SIZE
 from .models import MODEL_ID
 
@@ -68,6 +75,7 @@ class Calibration:
     cohort_anchor: float
     points: tuple[CalibratedPoint, ...]
     source: str  # what it was measured on
+    per_resident: float = 3.0  # templates each resident was enrolled with (protocol.enroll_photos)
 
     @property
     def sizes(self) -> list[int]:
@@ -102,7 +110,9 @@ class Calibration:
                        for p in data["points"])
         if not points:
             raise ConfigError(f"calibration {source}: no points")
-        return cls(rule["margin"], rule["cohort_weight"], rule["cohort_anchor"], points, data.get("data", source))
+        per_resident = float(data.get("protocol", {}).get("enroll_photos", 3))
+        return cls(rule["margin"], rule["cohort_weight"], rule["cohort_anchor"], points, data.get("data", source),
+                   per_resident)
 
 
 def _near_miss(point: dict) -> tuple[tuple[float, float], ...] | None:
@@ -124,8 +134,16 @@ def shipped() -> Calibration:
     return Calibration.from_json(data, str(CALIBRATION_FILE))
 
 
+@dataclass(frozen=True)
+class GalleryPoint(OperatingPoint):
+    """An operating point as :func:`operating_point` chose it, with the templates it counted."""
+
+    templates: int | None = None  # the gallery's templates, when they were given
+    effective_residents: int = 0  # the size the calibration was read at; 0: the same as ``residents``
+
+
 def operating_point(settings: MatchSettings, residents: int, calibration: Calibration | None = None,
-                    cap: float | None = None) -> OperatingPoint:
+                    cap: float | None = None, templates: int | None = None) -> GalleryPoint:
     """The rule's numbers for a gallery of ``residents`` under ``settings``.
 
     ``match.fpir_target = 0``: the fixed ``threshold``, ``margin`` and
@@ -137,29 +155,32 @@ def operating_point(settings: MatchSettings, residents: int, calibration: Calibr
     vouch for its FPIR); "always" never lets a face open it alone.
 
     ``cap``: a stricter target from a signed gallery update; only ever tightens (a fixed threshold ignores it).
+
+    ``templates``: the gallery's template count. The calibrated point is then read (and its FPIR scaled) at the
+    gallery's effective size, never less than ``residents``; a fixed threshold ignores it.
     """
     if cap is not None and 0 < cap < settings.fpir_target:
         settings = settings.model_copy(update={"fpir_target": cap})
     if settings.fpir_target <= 0:
         fixed = OperatingPoint.fixed(settings)
+        fixed = GalleryPoint(**{f.name: getattr(fixed, f.name) for f in fields(fixed)})
         return _with_policy(fixed, settings, met=True, fpir_ok=True)
     cal = calibration or shipped()
-    p, basis, asked, fpir_ok = cal.at(residents, settings.fpir_target)
-    scale = residents / basis if residents > basis else 1.0
+    size = residents if templates is None else effective_residents(residents, templates, cal.per_resident)
+    p, basis, asked, fpir_ok = cal.at(size, settings.fpir_target)
+    scale = size / basis if size > basis else 1.0
     fpir = min(1.0, p.fpir * scale)
     met = fpir_ok and p.fnir <= settings.fnir_limit
-    point = OperatingPoint(
+    point = GalleryPoint(
         threshold=p.threshold, margin=cal.margin, visit_threshold=p.visit_threshold,
         cohort_weight=cal.cohort_weight, cohort_anchor=cal.cohort_anchor, source="calibration",
         residents=residents, fpir_target=settings.fpir_target, fpir=fpir, fnir=p.fnir,
-        calibrated_size=basis,
+        calibrated_size=basis, templates=templates, effective_residents=size if size != residents else 0,
     )
     return _with_policy(point, settings, met=met, fpir_ok=fpir_ok)
 
 
-def _with_policy(point: OperatingPoint, settings: MatchSettings, *, met: bool, fpir_ok: bool) -> OperatingPoint:
-    from dataclasses import replace
-
+def _with_policy(point: GalleryPoint, settings: MatchSettings, *, met: bool, fpir_ok: bool) -> GalleryPoint:
     mode = settings.second_factor
     second = mode == "always" or (mode == "auto" and not met)
     face_alone = mode != "always" and (mode == "off" or fpir_ok)
@@ -173,7 +194,11 @@ def summary(point: OperatingPoint) -> str:
     if point.source != "calibration":
         line = f"fixed threshold {point.threshold:.3f}, margin {point.margin:.3f} (match.fpir_target = 0: not calibrated)"
     else:
-        line = (f"{point.residents} residents: expected FPIR {percent(point.fpir)} per visit "
+        counted = getattr(point, "effective_residents", 0)
+        sized = f"{point.residents} residents"
+        if counted > (point.residents or 0):
+            sized += f" ({point.templates} templates, counted as {counted})"
+        line = (f"{sized}: expected FPIR {percent(point.fpir)} per visit "
                 f"(target {percent(point.fpir_target)}), FNIR {percent(point.fnir)}")
         if not point.met:
             line += "; the target is NOT met at this size"

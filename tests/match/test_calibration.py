@@ -98,11 +98,59 @@ def test_the_shipped_calibration():
     assert not large.met and large.calibrated_size == cal.sizes[-1]
 
 
-def gallery_of(n: int, seed: int = 0) -> Gallery:
+def test_the_templates_a_calibrated_resident_had_give_the_same_point():
+    match = MatchSettings()
+    assert shipped().per_resident == 3  # the shipped calibration enrolled 3 photos per resident
+    plain, three = operating_point(match, 20), operating_point(match, 20, templates=60)
+    assert (three.threshold, three.visit_threshold, three.calibrated_size, three.fpir, three.fnir) == \
+        (plain.threshold, plain.visit_threshold, plain.calibrated_size, plain.fpir, plain.fnir)
+    assert three.calibrated_size == 30 and three.effective_residents == 0 and summary(three) == summary(plain)
+    # Fewer templates than calibrated never make the point looser than the residents' own size.
+    few = operating_point(match, 20, templates=20)
+    assert (few.threshold, few.calibrated_size, few.effective_residents) == (three.threshold, 30, 0)
+
+
+def test_more_templates_per_resident_take_the_point_of_the_effective_size():
+    match = MatchSettings()
+    three, six = operating_point(match, 20, templates=60), operating_point(match, 20, templates=120)
+    forty = operating_point(match, 40)  # 120 templates are 40 residents' worth
+    assert six.effective_residents == 40 and six.residents == 20 and six.calibrated_size == 100
+    assert (six.threshold, six.visit_threshold, six.fpir) == (forty.threshold, forty.visit_threshold, forty.fpir)
+    assert six.threshold < three.threshold and six.visit_threshold < three.visit_threshold
+    assert summary(six).startswith("20 residents (120 templates, counted as 40): expected FPIR ")
+    # Beyond the largest calibrated size the FPIR is scaled by the effective size too.
+    many = operating_point(match, 500, templates=3000)
+    assert many.effective_residents == 1000 and many.fpir == pytest.approx(operating_point(match, 1000).fpir)
+    assert many.fpir > operating_point(match, 500, templates=1500).fpir
+
+
+def test_the_calibration_says_how_many_templates_its_residents_had():
+    def with_protocol(protocol):
+        data = {"format": 1, "model": MODEL_ID, "rule": {"margin": 0.08, "cohort_weight": 0.0, "cohort_anchor": 0.85},
+                "points": [cell(10, 0.001, 0.47), cell(100, 0.001, 0.45)], **protocol}
+        return Calibration.from_json(data)
+
+    assert with_protocol({}).per_resident == 3
+    five = with_protocol({"protocol": {"enroll_photos": 5}})
+    assert five.per_resident == 5
+    # 10 residents with 50 templates are 10 residents' worth at 5 each, 17 at 3 each.
+    assert operating_point(MatchSettings(), 10, five, templates=50).calibrated_size == 10
+    assert operating_point(MatchSettings(), 10, with_protocol({}), templates=50).calibrated_size == 100
+
+
+def test_a_fixed_threshold_ignores_the_templates():
+    fixed = MatchSettings(fpir_target=0, threshold=0.4, margin=0.1, visit_threshold=0.38)
+    p = operating_point(fixed, 20, templates=600)
+    assert p == operating_point(fixed, 20) and p.effective_residents == 0 and p.threshold == 0.4
+    assert "templates" not in summary(p)
+
+
+def gallery_of(n: int, seed: int = 0, per_resident: int = 1) -> Gallery:
     rng = np.random.default_rng(seed)
     ids = [f"r{i:05d}" for i in range(n)]
-    vecs = rng.normal(size=(n, 128)).astype(np.float32) * 0.09
-    return Gallery({i: Resident(i, i) for i in ids}, ids, vecs, version=str(n))
+    owners = [i for i in ids for _ in range(per_resident)]
+    vecs = rng.normal(size=(len(owners), 128)).astype(np.float32) * 0.09
+    return Gallery({i: Resident(i, i) for i in ids}, owners, vecs, version=str(n))
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +182,27 @@ def test_the_recognizer_follows_gallery_swaps_and_reconfiguration(recognizer_par
     assert status["residents"] == 50_000 and status["second_factor"] and status["expected_fpir"] is not None
     rec.reconfigure(parse_config(f'[device]\nstate_dir = "{tmp_path}"\n[match]\nfpir_target = 0\n'))
     assert rec.point.source == "config" and rec.point.threshold == 0.45 and not rec.point.second_factor
+
+
+def test_the_recognizer_counts_the_gallerys_templates(recognizer_parts, tmp_path):
+    from kiosk.match.recognizer import Recognizer
+
+    detector, embedder = recognizer_parts
+    cfg = parse_config(f'[device]\nstate_dir = "{tmp_path}"\n')
+    enrolled = gallery_of(20, per_resident=3)
+    rec = Recognizer(cfg, enrolled, detector=detector, embedder=embedder)
+    assert enrolled.template_count == 60
+    assert rec.point == operating_point(cfg.match, 20, templates=60) and rec.point.calibrated_size == 30
+    status = rec.operating_status()
+    assert (status["residents"], status["templates"], status["effective_residents"]) == (20, 60, 20)
+    before = rec.point
+    rec.swap_gallery(gallery_of(20, per_resident=6))  # the same residents, each with door templates beside
+    after = rec.point
+    assert after.residents == 20 and after.effective_residents == 40 and after.calibrated_size == 100
+    assert after.threshold < before.threshold and rec.tracker.point is after
+    status = rec.operating_status()
+    assert (status["residents"], status["templates"], status["effective_residents"]) == (20, 120, 40)
+    assert "20 residents (120 templates, counted as 40)" in status["summary"]
 
 
 def _face():
