@@ -74,3 +74,14 @@ def sh_lines(snippet: str) -> list[str]:
     """The commands of a shell snippet: continuation lines joined, comment-only lines dropped."""
     joined = re.sub(r"\\\n\s*", " ", snippet)
     return [ln for ln in joined.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def run_sh(snippet: str, cwd, timeout: float = 120, **env):
+    """A snippet run verbatim by bash in ``cwd`` (``set -euo pipefail``), the virtualenv's commands first on PATH."""
+    import os
+    import subprocess
+    import sys
+
+    path = f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"
+    return subprocess.run(["bash", "-euo", "pipefail", "-c", snippet], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PATH": path, **env})

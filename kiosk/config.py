@@ -339,6 +339,12 @@ class EnrollmentSettings(Section):
     timeout_s: float = Field(30.0, gt=0, le=600)
 
 
+class DoorTemplateSettings(Section):
+    enabled: bool = True
+    sure_margin: float = Field(0.06, ge=0.0, le=0.5)
+    min_interval_h: float = Field(24.0, ge=0.0, le=24 * 365)
+
+
 class GallerySettings(Section):
     enabled: bool = True
     max_message_bytes: int = Field(262_144, ge=4096, le=268_435_455)
@@ -411,6 +417,7 @@ class KioskConfig(Section):
     location: LocationSettings = LocationSettings()
     qr_credential: QrCredentialSettings = QrCredentialSettings()
     enrollment: EnrollmentSettings = EnrollmentSettings()
+    door_templates: DoorTemplateSettings = DoorTemplateSettings()
     liveness: LivenessSettings = LivenessSettings()
     gallery: GallerySettings = GallerySettings()
     screen: ScreenSettings = ScreenSettings()

@@ -93,6 +93,7 @@ class Kiosk:
         self.location: LocationGuard | None = None
         self.qr: QrCheckIn | None = None
         self.enrollment = None  # enrollment at the door (kiosk.enrollment.session), with an admin key and MQTT
+        self.templates = None  # door templates proposed after sure visits (kiosk.gallery.propose), likewise
         self._last_location = 0.0
         self._last_door_state = 0.0
         self._camera_ok = True
@@ -134,6 +135,10 @@ class Kiosk:
                                          on_instruction=self._instruct, wall_clock=self._wall,
                                          recent_checkins=recent, shapes=shapes)
             self.enrollment = _enrollment(cfg, self.store.db, self.recognizer, self._wall)
+            if self.enrollment is not None:
+                from .gallery.propose import open_proposer
+
+                self.templates = open_proposer(cfg, wall_clock=self._wall)
             if self.publisher is not None:  # gallery updates come over the publisher's connection
                 self.gallery_sync = GallerySync.from_config(cfg, self.recognizer, self.publisher, wall_clock=self._wall)
                 if self.gallery_sync is not None:
@@ -367,6 +372,7 @@ class Kiosk:
             **(extra or {}),
         )
         self.site.committed(d, checkin.event_id, now)
+        self._propose_template(d, checkin.event_id)
         self.decisions.append(d)
         # Who it was stays in the check-in record (erasable), never in the journal (it is not).
         log.info("decision %s seq=%d event=%s", replace(d, resident_id=None).describe(), checkin.seq, checkin.event_id)
@@ -381,6 +387,18 @@ class Kiosk:
         if self.on_decision:
             self.on_decision(d, checkin)
         return checkin
+
+    def _propose_template(self, d: Decision, visit: str) -> None:
+        """A visit the door was sure of twice over proposes a door template (kiosk.gallery.propose), sealed."""
+        if self.templates is None:
+            return
+        try:
+            proposal = self.templates.consider(d, visit, self.recognizer.gallery, self.recognizer.point)
+            if proposal is not None:
+                event, extra = proposal
+                self.outbox.commit(event, model_id=MODEL_ID, **extra)
+        except Exception:  # a proposal is a bonus: it never costs the door its check-in
+            log.exception("door template proposal failed")
 
     def _qr_suppressed(self, *, final: bool = False) -> None:
         """Forged QR codes held back by the rate limit: one event for them all, once a minute and at the end."""
@@ -461,6 +479,8 @@ class Kiosk:
             "recognition": {**r.operating_status(), "site_estimate": self.local_estimate()} if r else None,
             "screen": self.screen_status(),
             "enrollment": self.enrollment.status(self.outbox) if self.enrollment is not None and self.outbox is not None
+            else {"enabled": False},
+            "door_templates": {"enabled": True, **self.templates.status()} if self.templates is not None
             else {"enabled": False},
         }
 

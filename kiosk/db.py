@@ -120,6 +120,14 @@ def _m0005(db: sqlite_utils.Database) -> None:
     db.execute("VACUUM")
 
 
+@migrations(name="0006_door_templates")
+def _m0006(db: sqlite_utils.Database) -> None:
+    # Admin side: a door template (kiosk.gallery.adapt) names the visit it came from; NULL for enrolled ones.
+    # Doors get templates from gallery updates, which do not tell them apart.
+    db.execute("ALTER TABLE templates ADD COLUMN door_visit TEXT")
+    db.execute("CREATE UNIQUE INDEX templates_door_visit ON templates(door_visit) WHERE door_visit IS NOT NULL")
+
+
 def open_database(path: Path | str, *, create: bool = True) -> sqlite_utils.Database:
     """Open (and migrate) the kiosk database at ``path``.
 

@@ -106,8 +106,8 @@ def register(sub) -> None:
     register_review(gs)
 
 
-def _keys_args(p) -> None:
-    p.add_argument("--devices", type=Path, nargs="+", required=True, metavar="DEVICE_KEYS",
+def _keys_args(p, *, devices_required: bool = True) -> None:
+    p.add_argument("--devices", type=Path, nargs="+", required=devices_required, metavar="DEVICE_KEYS",
                    help="public key files of the site's devices (updates are encrypted to them, acks checked)")
     p.add_argument("--site", help="site id (default: device.site of the config)")
     p.add_argument("--state-dir", type=Path, help="override device.state_dir (the enrollment database)")

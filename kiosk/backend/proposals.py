@@ -15,6 +15,10 @@ deletes their proposals; a proposal for an erased resident older than the
 erasure is refused as a check-in is (``erased``), and the admin's review
 refuses one whose resident was erased after the invitation was issued
 (:func:`erased_since`). The purge takes proposals past retention.
+
+A door template (``proposal_kind`` "door_template", :mod:`kiosk.gallery.adapt`)
+has no invitation: it is filed under the event id of the visit it came from
+(the claim ``visit``), in the same column, so a visit proposes once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..enrollment.proposal import DOOR_TEMPLATE, ENROLLMENT
 from ..sync.events.format import PROPOSAL_EVENT
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
@@ -43,18 +48,21 @@ def file_proposals(store, cur, events: Sequence) -> list[tuple[Any, str, str]]:
         c = ev.claims
         if not is_proposal(c):
             continue
-        if not c.get("invitation") or not isinstance(c.get("resident_id"), str):
-            refused.append((ev, "bad_proposal", f"event {c['event_id']}: a proposal without its invitation or "
-                                                "resident"))
+        kind = c.get("proposal_kind") or ENROLLMENT
+        key = c.get("visit") if kind == DOOR_TEMPLATE else c.get("invitation")
+        if kind not in (ENROLLMENT, DOOR_TEMPLATE) or not key or not isinstance(c.get("resident_id"), str):
+            refused.append((ev, "bad_proposal", f"event {c['event_id']}: a proposal without its "
+                                                f"{'visit' if kind == DOOR_TEMPLATE else 'invitation'} or resident, "
+                                                "or of no kind known"))
             continue
         cur.execute(q("INSERT INTO proposals (invitation, kind, site, device, event_id, event_time, received_at,"
                       " proposal, status, resident_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                       " ON CONFLICT (invitation) DO NOTHING"),
-                    [c["invitation"], c.get("proposal_kind") or "enrollment", c["site"], c["device"], c["event_id"],
+                    [key, kind, c["site"], c["device"], c["event_id"],
                      float(c["time"]), ev.received_at, c["proposal"], PENDING, store.resident_hash(c["resident_id"])])
         if cur.rowcount != 1:
-            refused.append((ev, "invitation_used",
-                            f"event {c['event_id']}: a proposal for this invitation was filed before"))
+            what = "visit" if kind == DOOR_TEMPLATE else "invitation"
+            refused.append((ev, f"{what}_used", f"event {c['event_id']}: a proposal for this {what} was filed before"))
     return refused
 
 

@@ -14,9 +14,17 @@ The claims::
      "resident_id": ID, "name": NAME or null, "templates": [base64url of 128 float32, ...],
      "model_id": MODEL, "time": WHEN, "frames": N, "liveness": {CUE: SCORE} or null}
 
-``kind`` leaves room for other proposals (a door template from a sure visit)
-that go the same way. A proposal is a new input from the field: its claims
-are checked strictly (:func:`check_proposal`) before anything reads them.
+A **door template** (issue 23 part 2, :mod:`kiosk.gallery.adapt`) goes the same
+way, in an ``enroll_proposed`` event with ``proposal_kind`` "door_template" and
+the claim ``visit`` (the event id of the check-in it came from, which the back
+end files it under) instead of ``invitation``::
+
+    {"v": 1, "kind": "door_template", "site": SITE, "device": DEVICE, "visit": EVENT_ID,
+     "resident_id": ID, "templates": [one base64url descriptor], "model_id": MODEL, "time": WHEN,
+     "frames": N, "method": "face+qr" or "face", "distance": D, "liveness": {CUE: SCORE} or null}
+
+A proposal is a new input from the field: its claims are checked strictly
+(:func:`check_proposal`) before anything reads them.
 """
 
 from __future__ import annotations
@@ -40,6 +48,9 @@ from .invitation import RESIDENT, Invitation, read_invitation
 PROPOSAL_TYP = "kiosk-proposal+jwt"
 FORMAT_VERSION = 1
 MAX_TEMPLATES = 8
+#: A door template proposal carries this many descriptors at most (the visit's mean, usually one).
+MAX_DOOR_TEMPLATES = 2
+ENROLLMENT, DOOR_TEMPLATE = "enrollment", "door_template"
 #: A sealed proposal is at most this long (the event claim's bound).
 MAX_PROPOSAL_CHARS = 65536
 
@@ -63,6 +74,8 @@ def _finite(value: float) -> float:
 
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Number = Annotated[float, AfterValidator(_finite)]
+Template = Annotated[str, Field(max_length=700), AfterValidator(_template)]
+Liveness = dict[Annotated[str, Field(max_length=32)], Number | None] | None
 
 
 class ProposalClaims(BaseModel):
@@ -75,12 +88,31 @@ class ProposalClaims(BaseModel):
     invitation: Annotated[str, Field(min_length=1, max_length=1500, pattern=r"^[A-Za-z0-9_.-]+$")]
     resident_id: Annotated[str, Field(pattern=RESIDENT.pattern)]
     name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    templates: Annotated[list[Annotated[str, Field(max_length=700), AfterValidator(_template)]],
-                         Field(min_length=1, max_length=MAX_TEMPLATES)]
+    templates: Annotated[list[Template], Field(min_length=1, max_length=MAX_TEMPLATES)]
     model_id: Annotated[str, Field(min_length=1, max_length=64)]
     time: Annotated[Number, Field(ge=946_684_800.0, le=4_102_444_800.0)]
     frames: int = Field(ge=1, le=100_000)
-    liveness: dict[Annotated[str, Field(max_length=32)], Number | None] | None = Field(None, max_length=16)
+    liveness: Liveness = Field(None, max_length=16)
+
+
+class DoorTemplateClaims(BaseModel):
+    """A door template from a visit the door was sure of (:func:`kiosk.gallery.adapt.sure`)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    v: Literal[1]
+    kind: Literal["door_template"]
+    site: Name
+    device: Name
+    visit: Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    resident_id: Annotated[str, Field(pattern=RESIDENT.pattern)]
+    templates: Annotated[list[Template], Field(min_length=1, max_length=MAX_DOOR_TEMPLATES)]
+    model_id: Annotated[str, Field(min_length=1, max_length=64)]
+    time: Annotated[Number, Field(ge=946_684_800.0, le=4_102_444_800.0)]
+    frames: int = Field(ge=1, le=100_000)
+    method: Literal["face+qr", "face"]
+    distance: Annotated[Number, Field(ge=0.0, le=4.0)]
+    liveness: Liveness = Field(None, max_length=16)
 
 
 @dataclass(frozen=True)
@@ -89,7 +121,16 @@ class Proposal:
 
     claims: dict[str, Any]
     signer: str  # "site/device" of the door's key
-    invitation: Invitation | None = None  # the admin's invitation inside, read
+    invitation: Invitation | None = None  # the admin's invitation inside, read (an enrollment's)
+
+    @property
+    def kind(self) -> str:
+        return self.claims["kind"]
+
+    @property
+    def key(self) -> str:
+        """What the back end files it under: the invitation's nonce, or the visit's event id."""
+        return self.invitation.nonce if self.invitation is not None else self.claims["visit"]
 
     @property
     def resident_id(self) -> str:
@@ -114,6 +155,20 @@ def new_proposal(*, invitation: Invitation, site: str, device: str, descriptors:
     return claims
 
 
+def new_door_template(*, site: str, device: str, visit: str, resident_id: str, descriptors: list[np.ndarray],
+                      model_id: str, frames: int, method: str, distance: float,
+                      liveness: dict[str, float] | None = None, now: float | None = None) -> dict[str, Any]:
+    """The claims of a door-template proposal (checked before they are returned)."""
+    claims = {"v": FORMAT_VERSION, "kind": DOOR_TEMPLATE, "site": site, "device": device, "visit": visit,
+              "resident_id": resident_id, "templates": [encode_template(d) for d in descriptors],
+              "model_id": model_id, "time": round(time.time() if now is None else now, 3), "frames": frames,
+              "method": method, "distance": round(float(distance), 6),
+              "liveness": {k: round(float(v), 6) for k, v in liveness.items() if math.isfinite(v)} if liveness
+              else None}
+    check_proposal(claims)
+    return claims
+
+
 def seal_proposal(claims: dict[str, Any], door: PartyKeys, admin_public: PartyKeys) -> str:
     """Signed by the door's key, encrypted to the admin's (compact JWE)."""
     return seal(claims, door, public_key(admin_public.encryption), typ=PROPOSAL_TYP)
@@ -122,7 +177,9 @@ def seal_proposal(claims: dict[str, Any], door: PartyKeys, admin_public: PartyKe
 def check_proposal(claims: dict[str, Any]) -> dict[str, Any]:
     """The claims if they hold to the format; :class:`EnvelopeError` (reason ``bad_claims``) naming what is wrong."""
     try:
-        ProposalClaims.model_validate(claims)
+        model = DoorTemplateClaims if isinstance(claims, dict) and claims.get("kind") == DOOR_TEMPLATE \
+            else ProposalClaims
+        model.model_validate(claims)
     except ValidationError as e:
         first = e.errors(include_input=False, include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])[:60] or "claims"
@@ -138,7 +195,9 @@ def open_proposal(token: str, admin: PartyKeys, doors: KeyRing, *, invitation_id
     The invitation inside must be the admin's, for the resident and the site
     the proposal names (and, given ``invitation_id``, the one the back end
     filed it under), and the proposal must come from a door of that site,
-    made before the invitation expired (with a minute's skew). Raises
+    made before the invitation expired (with a minute's skew). A door
+    template has no invitation: ``invitation_id`` is then the visit it was
+    filed under, and must be the one it names. Raises
     :class:`EnvelopeError` with a ``reason``.
     """
     if len(token) > MAX_PROPOSAL_CHARS:
@@ -147,6 +206,10 @@ def open_proposal(token: str, admin: PartyKeys, doors: KeyRing, *, invitation_id
     claims = check_proposal(opened.claims)
     if opened.signer != f"{claims['site']}/{claims['device']}":
         raise _bad("wrong_door", "signed by a door other than the one it names")
+    if claims["kind"] == DOOR_TEMPLATE:
+        if invitation_id is not None and claims["visit"] != invitation_id:
+            raise _bad("wrong_visit", "filed under another visit")
+        return Proposal(claims, opened.signer)
     try:
         inv = read_invitation(claims["invitation"], admin.public())
     except TokenRefused as e:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import sqlite_utils
 
+from .adapt import NOT_ANCHORED, NOTHING_NEW, AdaptPolicy, Admission, DoorTemplate, Templates
 from .templates import DIMENSIONS, TemplateCipher
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,57 @@ class GalleryStore:
             self.db.execute("DELETE FROM templates WHERE resident_id = ?", [resident_id])
             cur = self.db.execute("DELETE FROM residents WHERE id = ?", [resident_id])
         return cur.rowcount > 0
+
+    def templates_of(self, resident_id: str) -> Templates:
+        """One resident's templates: enrolled, and door templates oldest first (:mod:`kiosk.gallery.adapt`)."""
+        enrolled, door = [], []
+        for blob, visit, created in self.db.execute(
+                "SELECT vector, door_visit, created_at FROM templates WHERE resident_id = ? ORDER BY id", [resident_id]):
+            v = self.cipher.open(blob, resident_id)
+            if visit is None:
+                enrolled.append(v)
+            else:
+                door.append(DoorTemplate(v, created, visit))
+        return Templates(np.vstack(enrolled) if enrolled else np.zeros((0, DIMENSIONS), np.float32), door)
+
+    def admit_door_template(self, resident_id: str, vector: np.ndarray, visit: str, policy: AdaptPolicy,
+                            now: float | None = None) -> Admission:
+        """Add a door template from ``visit`` if ``policy`` admits it (the oldest door template goes when full).
+
+        A resident with no enrolled template (or none at all) gets none: there is nothing to anchor it to.
+        """
+        now = time.time() if now is None else now
+        with self.db.atomic():
+            held = self.templates_of(resident_id)
+            if not len(held.enrolled):
+                return Admission(False, NOT_ANCHORED)
+            if self.db.execute("SELECT 1 FROM templates WHERE door_visit = ?", [visit]).fetchone():
+                return Admission(False, NOTHING_NEW)  # this visit gave one already (to whomever)
+            a = policy.admit(held, vector, now, visit)
+            if a.admitted:
+                if a.replaced is not None:
+                    self.db.execute("DELETE FROM templates WHERE door_visit = ?", [a.replaced.source])
+                self.db.execute(
+                    "INSERT INTO templates(resident_id, vector, source_sha256, created_at, door_visit)"
+                    " VALUES (?,?,NULL,?,?)", [resident_id, self.cipher.seal(vector, resident_id), now, visit])
+        return a
+
+    def door_templates(self, resident_id: str | None = None) -> list[tuple[str, str, float]]:
+        """Every door template as (resident id, visit, added at), oldest first."""
+        sql = "SELECT resident_id, door_visit, created_at FROM templates WHERE door_visit IS NOT NULL"
+        args = []
+        if resident_id is not None:
+            sql += " AND resident_id = ?"
+            args.append(resident_id)
+        return [(r, v, float(t)) for r, v, t in self.db.execute(sql + " ORDER BY created_at, id", args)]
+
+    def revoke_door_template(self, visit: str) -> str | None:
+        """Take off the door template from ``visit``; whose it was, or None if there is none."""
+        with self.db.atomic():
+            row = self.db.execute("SELECT resident_id FROM templates WHERE door_visit = ?", [visit]).fetchone()
+            if row is not None:
+                self.db.execute("DELETE FROM templates WHERE door_visit = ?", [visit])
+        return row[0] if row else None
 
     def residents(self) -> dict[str, Resident]:
         rows = self.db.execute("SELECT id, name, valid_from, valid_until FROM residents ORDER BY id").fetchall()

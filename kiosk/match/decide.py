@@ -162,6 +162,9 @@ class Decision:
     named: str | None = None
     # face+qr: whether the face alone named the resident the credential confirmed.
     face_alone: bool | None = None
+    # ACCEPTED and SHOW_QR: the visit's mean descriptor, in memory only (a door template may come of it,
+    # kiosk.gallery.propose); never published, never stored.
+    descriptor: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def event_type(self) -> str:

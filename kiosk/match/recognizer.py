@@ -26,7 +26,7 @@ import numpy as np
 from ..capture.base import Frame
 from ..config import KioskConfig
 from . import models
-from .calibration import operating_point, summary
+from .calibration import GalleryPoint, operating_point, summary
 from .challenge import KEY as CHALLENGE, PASSED, Challenge
 from .decide import Decision, OperatingPoint, Outcome, Vote
 from .detect import Face, FaceDetector, SceneDetector, to_grey
@@ -104,7 +104,7 @@ class Recognizer:
         self.liveness = liveness
         self._gallery = gallery
         self._gallery_lock = threading.Lock()
-        self.point: OperatingPoint | None = None
+        self.point: GalleryPoint | None = None
         self.second_factor = SecondFactor(config.match.second_factor_window_s)
         self._follow_gallery()
         self._wall = wall_clock
@@ -136,8 +136,9 @@ class Recognizer:
         self._follow_gallery()
 
     def _follow_gallery(self) -> None:
-        """The operating point for this config and this gallery's size; new visits take it."""
-        point = operating_point(self.config.match, len(self._gallery), cap=getattr(self._gallery, "fpir_cap", None))
+        """The operating point for this config and this gallery's size in residents and templates; new visits take it."""
+        g = self._gallery
+        point = operating_point(self.config.match, len(g), cap=getattr(g, "fpir_cap", None), templates=g.template_count)
         if point != self.point:
             log.log(logging.INFO if point.met else logging.WARNING, "operating point: %s; %s",
                     point.describe(), summary(point))
@@ -197,7 +198,8 @@ class Recognizer:
         """The operating point and what it is expected to give at this gallery's size (for the status topic)."""
         p = self.point
         out = {
-            "residents": len(self._gallery),
+            "residents": len(self._gallery), "templates": self._gallery.template_count,
+            "effective_residents": p.effective_residents or len(self._gallery),
             "threshold": round(p.threshold, 4), "margin": p.margin, "visit_threshold": round(p.visit_threshold, 4),
             "source": p.source, "fpir_target": p.fpir_target, "expected_fpir": p.fpir, "expected_fnir": p.fnir,
             "calibrated_size": p.calibrated_size, "target_met": p.met,
@@ -292,6 +294,8 @@ class Recognizer:
             gap=track.votes.gap(),
             nearest=track.votes.nearest() if outcome is Outcome.UNKNOWN else None,
             named=(track.votes.named() if outcome is Outcome.SHOW_QR else None),
+            descriptor=(np.mean(track.votes.descriptors, axis=0) if track.votes.descriptors
+                        and outcome in (Outcome.ACCEPTED, Outcome.SHOW_QR) else None),
         )
         return self._finish(track, d)
 

@@ -169,7 +169,8 @@ class SecondFactor:
         c = code.decision
         return replace(c, outcome=Outcome.ACCEPTED, track_id=face.track_id, method="face+qr", timestamp=now,
                        distance=face.distance, margin=face.margin, frames=face.frames + c.frames,
-                       liveness=dict(face.liveness), gap=face.gap, face_alone=face.named == c.resident_id)
+                       liveness=dict(face.liveness), gap=face.gap, face_alone=face.named == c.resident_id,
+                       descriptor=face.descriptor)
 
     def _refuse(self, code: _Code, now: float) -> Decision:
         self.refused += 1

@@ -132,10 +132,12 @@ class EventClaims(BaseModel):
     retry_of: Word | None = None
     v: int = Field(CLAIMS_VERSION, ge=1, le=1000)
     # A door's proposal (enroll_proposed events): sealed to the admin's key, which the receiver cannot open;
-    # the invitation's nonce it answers, and its kind (see kiosk.enrollment.proposal).
+    # the invitation's nonce it answers (an enrollment's), and its kind (see kiosk.enrollment.proposal).
     proposal: Annotated[str, Field(min_length=1, max_length=65536, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
     invitation: Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
     proposal_kind: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z_]+$")] | None = None
+    # A door template's proposal: the event id of the visit it came from (what the back end files it under).
+    visit: Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")] | None = None
     # The evidence crop, base64 (the envelope's own size limit bounds it).
     evidence_jpeg: Annotated[str, Field(pattern=r"^[A-Za-z0-9+/=]*$")] | None = None
 

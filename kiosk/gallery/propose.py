@@ -1,0 +1,100 @@
+"""The door's side of door templates: after a visit it was sure of twice over, propose the visit's descriptor.
+
+The proposal (:func:`kiosk.enrollment.proposal.new_door_template`) is sealed to the admin's key, as an
+enrollment's is, and committed to the outbox right after the check-in it came from, in an ``enroll_proposed``
+event with ``proposal_kind`` "door_template" and the check-in's event id as ``visit``. The door never adds it
+to its own gallery: only the admin's approval (:mod:`kiosk.admin.review`, by hand or by policy) and the signed
+gallery update that follows change what a door trusts.
+
+Sure twice over is :func:`kiosk.gallery.adapt.sure`: the face and the resident's QR credential confirmed
+together on the same track (``face+qr``, the face within the candidate rule's ``match.threshold`` of the
+resident), or the face alone ``sure_margin`` inside the operating point's threshold with the active check
+passed. One proposal per resident per ``min_interval_h`` (kept in memory: a restart may propose once more,
+and the admin's policy still bounds what is kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+
+from ..config import KioskConfig
+from ..enrollment.proposal import DOOR_TEMPLATE, new_door_template, seal_proposal
+from ..match.decide import Decision, OperatingPoint, Outcome
+from ..sync.keys import PartyKeys
+from .adapt import sure
+from .store import Gallery
+
+log = logging.getLogger(__name__)
+
+METHOD = "door_template"
+
+
+class DoorTemplateProposer:
+    def __init__(self, config: KioskConfig, *, door: PartyKeys, admin: PartyKeys, model_id: str,
+                 wall_clock: Callable[[], float] = time.time):
+        self.config = config
+        self.door, self.admin, self.model_id = door, admin, model_id
+        self._wall = wall_clock
+        self._last: dict[str, float] = {}
+        self.proposed = 0
+        self.skipped: Counter[str] = Counter()  # why a visit did not propose: not_sure, too_soon
+
+    def consider(self, d: Decision, visit: str, gallery: Gallery, point: OperatingPoint
+                 ) -> tuple[Decision, dict] | None:
+        """The event to commit after check-in ``visit`` (a decision and its extra claims), or None."""
+        s = self.config.door_templates
+        if (d.outcome is not Outcome.ACCEPTED or d.resident_id is None or d.descriptor is None
+                or d.method not in ("face", "face+qr") or d.resident_id not in gallery.residents):
+            return None
+        rid = d.resident_id
+        distance = resident_distance(gallery, d.descriptor, rid, means=self.config.match.mean_template,
+                                     now=self._wall())
+        if not sure(d.method, face_distance=distance, candidate_threshold=self.config.match.threshold,
+                    threshold=point.threshold, sure_margin=s.sure_margin,
+                    active_check_passed=d.reason == "active_check"):
+            self.skipped["not_sure"] += 1
+            return None
+        now = self._wall()
+        if now - self._last.get(rid, -math.inf) < s.min_interval_h * 3600:
+            self.skipped["too_soon"] += 1
+            return None
+        claims = new_door_template(site=self.config.device.site, device=self.config.device.device_id, visit=visit,
+                                   resident_id=rid, descriptors=[d.descriptor], model_id=self.model_id,
+                                   frames=max(1, d.frames), method=d.method, distance=distance, liveness=d.liveness,
+                                   now=now)
+        sealed = seal_proposal(claims, self.door, self.admin)
+        self._last[rid] = now
+        self.proposed += 1
+        event = Decision(Outcome.ENROLL_PROPOSED, d.track_id, resident_id=rid, frames=d.frames, method=METHOD,
+                         timestamp=d.timestamp)
+        return event, {"proposal": sealed, "visit": visit, "proposal_kind": DOOR_TEMPLATE}
+
+    def status(self) -> dict:
+        return {"proposed": self.proposed, **{f"skipped_{k}": v for k, v in sorted(self.skipped.items())}}
+
+
+def resident_distance(gallery: Gallery, descriptor: np.ndarray, resident_id: str, *, means: bool,
+                      now: float | None = None) -> float:
+    """The descriptor's distance to one resident as the door measures it (nearest template, or their mean)."""
+    return float(gallery.resident_distances(descriptor, now, means=means)[gallery.ids.index(resident_id)])
+
+
+def open_proposer(config: KioskConfig, *, wall_clock: Callable[[], float] = time.time) -> DoorTemplateProposer | None:
+    """The proposer the config asks for, or None (off, enrollment at the door off, no MQTT or no admin key)."""
+    from ..match.models import MODEL_ID
+    from ..sync import keys as keymod
+
+    if not (config.door_templates.enabled and config.enrollment.enabled and config.mqtt.enabled):
+        return None
+    path = keymod.resolve(config.keys.admin_public_key, config.device.state_dir)
+    if not path.is_file():
+        return None
+    door, _ = keymod.load_device_keys(config)
+    return DoorTemplateProposer(config, door=door, admin=keymod.load_public_one(path), model_id=MODEL_ID,
+                                wall_clock=wall_clock)

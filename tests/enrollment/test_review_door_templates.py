@@ -1,0 +1,304 @@
+"""``kiosk-admin gallery review`` of door templates, and ``gallery door-templates``, on the back end's store
+(SQLite and PostgreSQL): listed, approved by hand and by policy (``--auto``), refused when not valid, revoked.
+
+The proposals take the real path: the door's proposer (kiosk.gallery.propose) after a check-in its outbox
+committed, the event sealed to the back end as the publisher seals it, verified and stored as kiosk-ingest
+does. The faces are real (shared LFW development photos): r-hu is enrolled at the admin from one photo of Hu
+Jintao and seen at the door in others; a photo of Wen Jiabao, a look-alike within the door's candidate rule
+but not within the admin's anchor, comes with r-hu's stolen code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness.faces import described
+from kiosk.admin import main as admin_main
+from kiosk.backend.consumer import Event, check_message
+from kiosk.backend.ingest import StoreSink
+from kiosk.backend.proposals import APPROVED, PENDING, REJECTED, proposals
+from kiosk.backend.store import open_store as open_backend_store
+from kiosk.config import parse_config
+from kiosk.enrollment.invitation import issue_invitation, read_invitation
+from kiosk.enrollment.proposal import DOOR_TEMPLATE, new_door_template, new_proposal, seal_proposal
+from kiosk.gallery.propose import DoorTemplateProposer
+from kiosk.gallery.store import Gallery, Resident, open_store
+from kiosk.match.calibration import operating_point
+from kiosk.match.decide import Decision, OperatingPoint, Outcome
+from kiosk.match.models import MODEL_ID
+from kiosk.sync import keys as keymod
+from kiosk.sync.envelope import seal
+from kiosk.sync.events.outbox import Outbox
+
+SITE = "elm-court"
+HU, WEN = "Hu_Jintao", "Wen_Jiabao"
+POINT = OperatingPoint(threshold=0.40, margin=0.05, visit_threshold=0.38)
+
+
+@pytest.fixture(scope="module")
+def faces(test_data, tmp_path_factory):
+    found = described(test_data / "faces/lfw_dev", (HU, WEN), tmp_path_factory.mktemp("review") / "d.sqlite")
+    return {k: np.vstack([s.vector for s in v]) for k, v in found.items()}
+
+
+class Door:
+    """A door of the site as far as its proposals go: its gallery, its proposer, its outbox, and the way its events
+    reach the back end's store (sealed to the back end as the publisher does, verified and stored as kiosk-ingest
+    does)."""
+
+    def __init__(self, root, name, admin, backend, gallery):
+        root.mkdir(mode=0o700)
+        self.name, self.admin, self.backend, self.gallery = name, admin, backend, gallery
+        self.keys = keymod.generate(f"{SITE}/{name}")
+        config = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "{name}"\nstate_dir = "{root}"\n'
+                              "[door_templates]\nmin_interval_h = 0\n")
+        self.proposer = DoorTemplateProposer(config, door=self.keys, admin=admin.public(), model_id=MODEL_ID)
+        self.outbox = Outbox.open(root / "kiosk.db", site=SITE, device=name)
+        self.track = 0
+
+    def visit(self, resident: str, face: np.ndarray) -> str:
+        """The resident's face and code accepted together (the check-in committed), and the door template it
+        proposes committed after it; the visit's event id."""
+        self.track += 1
+        d = Decision(Outcome.ACCEPTED, self.track, resident_id=resident, distance=0.3, margin=0.1, frames=6,
+                     method="face+qr", liveness={"blink": 0.8}, descriptor=face)
+        checkin = self.outbox.commit(d, model_id=MODEL_ID)
+        got = self.proposer.consider(d, checkin.event_id, self.gallery, POINT)
+        assert got is not None, "the door was sure of this visit"
+        event, extra = got
+        self.outbox.commit(event, model_id=MODEL_ID, **extra)
+        return checkin.event_id
+
+    def checkin(self, resident: str) -> str:
+        self.track += 1
+        return self.outbox.commit(Decision(Outcome.ACCEPTED, self.track, resident_id=resident, frames=6),
+                                  model_id=MODEL_ID).event_id
+
+    def commit_proposal(self, resident: str, **extra) -> None:
+        """An enroll_proposed event with these claims (what a door with a stolen or faulty key could send)."""
+        self.track += 1
+        method = "door_template" if extra.get("proposal_kind") == DOOR_TEMPLATE else "enrollment"
+        self.outbox.commit(Decision(Outcome.ENROLL_PROPOSED, self.track, resident_id=resident, frames=6,
+                                    method=method), model_id=MODEL_ID, **extra)
+
+    def deliver(self, store) -> None:
+        ring = keymod.KeyRing([self.keys.public()])
+        pending = self.outbox.undelivered()
+        to = keymod.public_key(self.backend.encryption)
+        got = [check_message(f"kiosk/{SITE}/{self.name}/events", seal(c.claims, self.keys, to).encode(), self.backend,
+                             ring, "kiosk") for c in pending]
+        assert all(isinstance(e, Event) for e in got), got
+        sink = StoreSink(store)
+        sink.take(got, [])
+        assert (sink.stored, sink.refused) == (len(got), 0)
+        self.outbox.mark_delivered_many([c.seq for c in pending])
+
+    def close(self) -> None:
+        self.outbox.close()
+
+
+@pytest.fixture
+def site(tmp_path, store_url, faces):
+    """The admin (key, config, enrollment database holding r-hu), door-1 and door-2 (public keys in the admin's
+    devices folder; their galleries hold r-hu and r-wen), and the back end's store."""
+    admin, backend = keymod.generate("admin"), keymod.generate(keymod.BACKEND)
+    keymod.save_private(tmp_path / "admin.jwks", admin)
+    (tmp_path / "admin.toml").write_text(f'[device]\nsite = "{SITE}"\nstate_dir = "{tmp_path / "state"}"\n')
+    gallery = Gallery({"r-hu": Resident("r-hu", "Hu"), "r-wen": Resident("r-wen", "Wen")}, ["r-hu", "r-wen"],
+                      np.vstack([faces[HU][0], faces[WEN][0]]))
+    doors = [Door(tmp_path / name, name, admin, backend, gallery) for name in ("door-1", "door-2")]
+    for d in doors:
+        keymod.save_public(tmp_path / f"{d.name}.pub.jwks", d.keys)
+    held = admin_store(tmp_path)
+    held.enroll(Resident("r-hu", "Hu"), [(faces[HU][0], "photo-0")])
+    held.db.close()
+    store = open_backend_store(store_url)
+    yield admin, doors, store, tmp_path
+    store.close()
+    for d in doors:
+        d.close()
+
+
+def admin_store(root):
+    return open_store(parse_config(f'[device]\nsite = "{SITE}"\nstate_dir = "{root / "state"}"\n'))
+
+
+def held(root) -> list[tuple[str, str]]:
+    """The admin's door templates, as (resident, visit)."""
+    store = admin_store(root)
+    try:
+        return [(rid, visit) for rid, visit, _ in store.door_templates()]
+    finally:
+        store.db.close()
+
+
+def kiosk_admin(capsys, root, *args):
+    status = admin_main(["--config", str(root / "admin.toml"), "gallery", *map(str, args)])
+    out = capsys.readouterr()
+    return status, out.out + out.err
+
+
+def review(capsys, root, url, *args):
+    return kiosk_admin(capsys, root, "review", "--key", root / "admin.jwks", "--store", url, "--devices",
+                 root / "door-1.pub.jwks", root / "door-2.pub.jwks", *args)
+
+
+def lines_by_id(out: str) -> dict[str, str]:
+    return {ln.split()[0]: ln for ln in out.splitlines()[1:] if ln.strip()}
+
+
+def statuses(store) -> dict[str, tuple[str, str | None]]:
+    return {r["invitation"]: (r["status"], r["note"]) for r in proposals(store, status=None)}
+
+
+def test_listed_approved_by_hand_then_listed_and_revoked(site, store_url, faces, capsys):
+    _, (door, _), store, root = site
+    visit = door.visit("r-hu", faces[HU][1])
+    door.deliver(store)
+    [row] = proposals(store)
+    assert (row["invitation"], row["kind"], row["device"], row["status"]) == (visit, DOOR_TEMPLATE, "door-1", PENDING)
+    status, out = review(capsys, root, store_url)
+    assert status == 0, out
+    line = lines_by_id(out)[visit]
+    assert "door template (face+qr" in line and "r-hu" in line and "NOT VALID" not in line, out
+    assert held(root) == []
+
+    status, out = review(capsys, root, store_url, "--approve", visit, "--no-publish")
+    assert status == 0 and f"door template {visit}: approved" in out, out
+    assert statuses(store) == {visit: (APPROVED, None)}
+    assert held(root) == [("r-hu", visit)]
+    store_ = admin_store(root)
+    try:
+        [template] = store_.templates_of("r-hu").door
+        assert template.source == visit and np.array_equal(template.vector, faces[HU][1])
+    finally:
+        store_.db.close()
+    status, out = review(capsys, root, store_url, "--approve", visit, "--no-publish")
+    assert status == 1 and "no pending proposal" in out, "approved once"
+
+    # gallery door-templates: listed, revoked, gone.
+    status, out = kiosk_admin(capsys, root, "door-templates")
+    assert status == 0 and "r-hu" in lines_by_id(out) and visit in lines_by_id(out)["r-hu"], out
+    status, out = kiosk_admin(capsys, root, "door-templates", "--resident", "r-wen")
+    assert status == 0 and "no door templates" in out
+    status, out = kiosk_admin(capsys, root, "door-templates", "--revoke", "0190f3a2-0000-7000-8000-000000000000",
+                        "--no-publish")
+    assert status == 1 and "no door template from visit" in out
+    assert held(root) == [("r-hu", visit)]
+    status, out = kiosk_admin(capsys, root, "door-templates", "--revoke", visit, "--no-publish")
+    assert status == 0 and f"door template {visit}: revoked (resident r-hu)" in out, out
+    assert held(root) == []
+    status, out = kiosk_admin(capsys, root, "door-templates")
+    assert status == 0 and "no door templates" in out
+
+
+def test_revoking_without_a_way_to_publish_is_a_usage_error(site, store_url, faces, capsys):
+    _, (door, _), store, root = site
+    visit = door.visit("r-hu", faces[HU][1])
+    door.deliver(store)
+    assert review(capsys, root, store_url, "--approve", visit, "--no-publish")[0] == 0
+    status, out = kiosk_admin(capsys, root, "door-templates", "--revoke", visit)
+    assert status == 2 and "--key ADMIN_KEY" in out and "--no-publish" in out, out
+
+
+def test_a_usage_error_revokes_nothing(site, store_url, faces, capsys):
+    _, (door, _), store, root = site
+    visit = door.visit("r-hu", faces[HU][1])
+    door.deliver(store)
+    assert review(capsys, root, store_url, "--approve", visit, "--no-publish")[0] == 0
+    assert kiosk_admin(capsys, root, "door-templates", "--revoke", visit)[0] == 2
+    assert held(root) == [("r-hu", visit)], "told to give --key, the admin runs it again: it must still be there"
+
+
+def test_auto_admits_what_the_policy_allows_and_rejects_the_rest_with_why(site, store_url, faces, capsys):
+    admin_keys, (door, _), store, root = site
+    hu, wen = faces[HU], faces[WEN]
+    anchor = operating_point(parse_config(f'[device]\nsite = "{SITE}"\n').match, 1).threshold
+    dist = np.linalg.norm
+    # The door is sure of the look-alike with r-hu's code (within its candidate rule, 0.45), the admin's anchor not.
+    assert dist(hu[1] - hu[0]) <= anchor < dist(wen[2] - hu[0]) <= 0.45
+    own = door.visit("r-hu", hu[1])
+    stolen = door.visit("r-hu", wen[2])
+    unknown = door.visit("r-wen", wen[1])  # a resident of the door's gallery the admin's database does not hold
+    inv = read_invitation(issue_invitation(admin_keys, "r-new", SITE, name="New"), admin_keys.public())
+    enrollment = new_proposal(invitation=inv, site=SITE, device="door-1", descriptors=[hu[2]], model_id=MODEL_ID,
+                              frames=6)
+    door.commit_proposal("r-new", proposal=seal_proposal(enrollment, door.keys, admin_keys.public()),
+                         invitation=inv.nonce, proposal_kind="enrollment")
+    door.deliver(store)
+    assert {r["invitation"]: r["kind"] for r in proposals(store)} == {
+        own: DOOR_TEMPLATE, stolen: DOOR_TEMPLATE, unknown: DOOR_TEMPLATE, inv.nonce: "enrollment"}
+
+    status, out = review(capsys, root, store_url, "--auto", "--no-publish")
+    assert status == 0, out
+    assert "1 of 3 door template(s) approved" in out, out
+    assert f"door template {own}: approved" in out
+    assert f"door template {stolen}: rejected: not_anchored" in out
+    got = statuses(store)
+    assert got[own] == (APPROVED, None)
+    assert got[stolen][0] == REJECTED and got[stolen][1].startswith("not_anchored"), got[stolen]
+    assert got[unknown][0] == REJECTED and got[unknown][1].startswith("unknown_resident"), got[unknown]
+    assert got[inv.nonce] == (PENDING, None), "an enrollment waits for a person"
+    assert held(root) == [("r-hu", own)]
+    # Decided, a door template is not decided again; the enrollment still waits.
+    status, out = review(capsys, root, store_url, "--auto", "--no-publish")
+    assert status == 0 and "no pending door templates" in out
+    status, out = review(capsys, root, store_url)
+    assert list(lines_by_id(out)) == [inv.nonce] and "enrollment" in out
+
+
+def test_auto_takes_the_policy_options(site, store_url, faces, capsys):
+    _, (door, _), store, root = site
+    hu, wen = faces[HU], faces[WEN]
+    door.visit("r-hu", hu[1]), door.visit("r-hu", hu[2])
+    stolen = door.visit("r-hu", wen[2])
+    door.deliver(store)
+    # A looser anchor lets the look-alike in; one door template kept: each replaces the one before.
+    status, out = review(capsys, root, store_url, "--auto", "--no-publish", "--anchor", "0.5",
+                         "--max-door-templates", "1")
+    assert status == 0 and "3 of 3 door template(s) approved" in out, out
+    assert held(root) == [("r-hu", stolen)]
+    # Novelty: a face nearer than --novelty to one held adds nothing.
+    near = door.visit("r-hu", hu[1] + np.float32(0.002))
+    door.deliver(store)
+    status, out = review(capsys, root, store_url, "--auto", "--no-publish", "--anchor", "0.5", "--novelty", "0.9")
+    assert status == 0 and "0 of 1 door template(s) approved" in out, out
+    assert statuses(store)[near][1].startswith("nothing_new")
+
+
+def test_what_is_not_valid_is_rejected(site, store_url, faces, capsys):
+    admin_keys, (door1, door2), store, root = site
+    hu = faces[HU]
+
+    def claims(device, visit, face):
+        return new_door_template(site=SITE, device=device, visit=visit, resident_id="r-hu", descriptors=[face],
+                                 model_id=MODEL_ID, frames=6, method="face+qr", distance=0.33)
+
+    # Sealed by door-2, naming door-1, sent by door-1.
+    v1 = door1.checkin("r-hu")
+    door1.commit_proposal("r-hu", proposal=seal_proposal(claims("door-1", v1, hu[1]), door2.keys, admin_keys.public()),
+                          visit=v1, proposal_kind=DOOR_TEMPLATE)
+    # Sealed by door-1 for one visit, filed under another.
+    v2, v3 = door1.checkin("r-hu"), door1.checkin("r-hu")
+    door1.commit_proposal("r-hu", proposal=seal_proposal(claims("door-1", v2, hu[2]), door1.keys, admin_keys.public()),
+                          visit=v3, proposal_kind=DOOR_TEMPLATE)
+    # door-2's own proposal, sent on by door-1.
+    v4 = door2.checkin("r-hu")
+    door1.commit_proposal("r-hu", proposal=seal_proposal(claims("door-2", v4, hu[3]), door2.keys, admin_keys.public()),
+                          visit=v4, proposal_kind=DOOR_TEMPLATE)
+    door1.deliver(store)
+    assert set(r["invitation"] for r in proposals(store)) == {v1, v3, v4}
+
+    status, out = review(capsys, root, store_url)
+    lines = lines_by_id(out)
+    assert "NOT VALID: wrong_door" in lines[v1] and "NOT VALID: wrong_visit" in lines[v3], out
+    status, out = review(capsys, root, store_url, "--approve", v1, "--no-publish")
+    assert status == 1 and "rejected: not_valid (wrong_door)" in out, out
+    status, out = review(capsys, root, store_url, "--auto", "--no-publish")
+    assert status == 0 and "0 of 2 door template(s) approved" in out, out
+    got = statuses(store)
+    assert got[v1] == (REJECTED, "not_valid (wrong_door)")
+    assert got[v3] == (REJECTED, "not_valid (wrong_visit)")
+    assert got[v4][0] == REJECTED and got[v4][1].startswith("not_valid"), got[v4]
+    assert held(root) == []
+    assert all(r["proposal"] == "" for r in proposals(store, status=None)), "nothing sealed is kept once decided"
