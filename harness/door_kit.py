@@ -1,4 +1,5 @@
-"""A door under test: the real daemon fed clips on demand, with a panel that records what it shows."""
+"""Doors under test: the real daemon fed clips on demand (:class:`Door`), and a door as far as its proposals go
+(:class:`ProposingDoor`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ from collections import deque
 import numpy as np
 
 from harness.ingest_kit import wait_for
+from kiosk.backend.consumer import Event, check_message
+from kiosk.backend.ingest import StoreSink
 from kiosk.capture.base import BaseSource
+from kiosk.config import parse_config
 from kiosk.daemon import Kiosk
+from kiosk.enrollment.proposal import DOOR_TEMPLATE
+from kiosk.gallery.propose import DoorTemplateProposer
+from kiosk.match.decide import Decision, Outcome
+from kiosk.match.models import MODEL_ID
+from kiosk.sync import keys as keymod
+from kiosk.sync.envelope import seal
+from kiosk.sync.events.outbox import Outbox
 
 
 class Playlist(BaseSource):
@@ -87,3 +98,60 @@ class Door:
         self.kiosk.request_stop()
         self.runner.join(15)
         self.kiosk.stop()
+
+
+class ProposingDoor:
+    """A door of the site as far as its proposals go: its gallery, its proposer, its outbox, and the way its events
+    reach the back end's store (sealed to the back end as the publisher does, verified and stored as kiosk-ingest
+    does)."""
+
+    def __init__(self, root, name, admin, backend, gallery, site: str, point):
+        root.mkdir(mode=0o700)
+        self.name, self.admin, self.backend, self.gallery = name, admin, backend, gallery
+        self.site, self.point = site, point
+        self.keys = keymod.generate(f"{site}/{name}")
+        config = parse_config(f'[device]\nsite = "{self.site}"\ndevice_id = "{name}"\nstate_dir = "{root}"\n'
+                              "[door_templates]\nmin_interval_h = 0\n")
+        self.proposer = DoorTemplateProposer(config, door=self.keys, admin=admin.public(), model_id=MODEL_ID)
+        self.outbox = Outbox.open(root / "kiosk.db", site=self.site, device=name)
+        self.track = 0
+
+    def visit(self, resident: str, face: np.ndarray) -> str:
+        """The resident's face and code accepted together (the check-in committed), and the door template it
+        proposes committed after it; the visit's event id."""
+        self.track += 1
+        d = Decision(Outcome.ACCEPTED, self.track, resident_id=resident, distance=0.3, margin=0.1, frames=6,
+                     method="face+qr", liveness={"blink": 0.8}, descriptor=face)
+        checkin = self.outbox.commit(d, model_id=MODEL_ID)
+        got = self.proposer.consider(d, checkin.event_id, self.gallery, self.point)
+        assert got is not None, "the door was sure of this visit"
+        event, extra = got
+        self.outbox.commit(event, model_id=MODEL_ID, **extra)
+        return checkin.event_id
+
+    def checkin(self, resident: str) -> str:
+        self.track += 1
+        return self.outbox.commit(Decision(Outcome.ACCEPTED, self.track, resident_id=resident, frames=6),
+                                  model_id=MODEL_ID).event_id
+
+    def commit_proposal(self, resident: str, **extra) -> None:
+        """An enroll_proposed event with these claims (what a door with a stolen or faulty key could send)."""
+        self.track += 1
+        method = "door_template" if extra.get("proposal_kind") == DOOR_TEMPLATE else "enrollment"
+        self.outbox.commit(Decision(Outcome.ENROLL_PROPOSED, self.track, resident_id=resident, frames=6,
+                                    method=method), model_id=MODEL_ID, **extra)
+
+    def deliver(self, store) -> None:
+        ring = keymod.KeyRing([self.keys.public()])
+        pending = self.outbox.undelivered()
+        to = keymod.public_key(self.backend.encryption)
+        got = [check_message(f"kiosk/{self.site}/{self.name}/events", seal(c.claims, self.keys, to).encode(), self.backend,
+                             ring, "kiosk") for c in pending]
+        assert all(isinstance(e, Event) for e in got), got
+        sink = StoreSink(store)
+        sink.take(got, [])
+        assert (sink.stored, sink.refused) == (len(got), 0)
+        self.outbox.mark_delivered_many([c.seq for c in pending])
+
+    def close(self) -> None:
+        self.outbox.close()

@@ -19,18 +19,16 @@ one (then publishes): the next update takes it off every door.
 
 from __future__ import annotations
 
-import hashlib
 import sys
 import time
 from pathlib import Path
 
-from ..backend.proposals import APPROVED, PENDING, REJECTED, decide, erased_since, filed_for, proposals
+from ..backend.proposals import PENDING, REJECTED, decide, proposals
 from ..backend.store import open_store as open_backend_store
-from ..enrollment.proposal import DOOR_TEMPLATE, open_proposal
-from ..errors import EnvelopeError
+from ..enrollment import review
+from ..enrollment.proposal import DOOR_TEMPLATE
 from ..gallery.adapt import AdaptPolicy
-from ..gallery.store import Resident, open_store
-from ..match.models import MODEL_ID
+from ..gallery.store import open_store
 from ..sync import keys as keymod
 from .common import config_of
 
@@ -91,12 +89,8 @@ def _policy_args(p) -> None:
 
 
 def _policy(cfg, args, store) -> AdaptPolicy:
-    from ..match.calibration import operating_point
-
-    anchor = args.anchor
-    if anchor is None:
-        anchor = operating_point(cfg.match, max(1, len(store.residents()))).threshold
-    return AdaptPolicy(anchor, args.max_door_templates, args.novelty)
+    return review.policy_for(cfg.match, store, anchor=args.anchor, max_door_templates=args.max_door_templates,
+                             novelty=args.novelty)
 
 
 def _publish(args) -> int:
@@ -126,111 +120,104 @@ def cmd_review(args) -> int:
                 return 1
             print(f"proposal {row['invitation']}: rejected")
             return 0
+        entries = [review.read(r, admin, ring, backend) for r in rows]
         if args.auto:
-            approved = _auto(cfg, args, [r for r in rows if r["kind"] == DOOR_TEMPLATE], admin, ring, backend)
+            approved = _auto(cfg, args, entries, backend)
             if not approved or args.no_publish:
                 return 0
             return _publish(args)
         if not args.approve:
-            _list(rows, admin, ring, backend)
+            _list(entries)
             return 0
         row = _one(rows, args.approve)
         if row is None:
             return 1
-        if row["kind"] == DOOR_TEMPLATE:
-            status = _door_template(cfg, args, row, admin, ring, backend)
-            if status or args.no_publish:
-                return status
-            return _publish(args)
-        try:
-            proposal = open_proposal(row["proposal"], admin, ring, invitation_id=row["invitation"])
-        except EnvelopeError as e:
-            print(f"kiosk-admin gallery review: proposal {row['invitation']} cannot be approved: {e} "
-                  "(--reject it)", file=sys.stderr)
-            return 1
-        claims = proposal.claims
-        gone = _erased(backend, row, proposal)
-        if gone:
-            # Its sealed descriptors go now: nothing of an erased resident waits in the store.
-            decide(backend, row["invitation"], REJECTED, note=gone[0])
-            print(f"kiosk-admin gallery review: proposal {row['invitation']} cannot be approved: {gone[1]}; "
-                  "rejected", file=sys.stderr)
-            return 1
-        if (claims["site"], claims["device"]) != (row["site"], row["device"]) or claims["model_id"] != MODEL_ID:
-            print(f"kiosk-admin gallery review: proposal {row['invitation']} cannot be approved: it names another "
-                  "door than the one that sent it, or descriptors of another model (--reject it)", file=sys.stderr)
-            return 1
-        status = _enroll(cfg, proposal, args.name)
-        if status:
-            return status
-        decide(backend, row["invitation"], APPROVED)
+        [entry] = [e for e in entries if e.row is row]
+        status = (_door_template if entry.kind == DOOR_TEMPLATE else _enrollment)(cfg, args, entry, backend)
     finally:
         backend.close()
-    print(f"proposal {row['invitation']}: approved, {len(proposal.templates)} template(s) added to the resident")
+    if status:
+        return status
     if args.no_publish:
         print("run `kiosk-admin gallery publish` to send it to the devices")
         return 0
     return _publish(args)
 
 
-def _door_template(cfg, args, row: dict, admin, ring, backend) -> int:
+def _enrollment(cfg, args, entry: review.Pending, backend) -> int:
+    if entry.problem is not None:
+        if entry.reject:  # its sealed descriptors go now: nothing of an erased resident waits in the store
+            review.reject(backend, entry, note=entry.reason)
+        print(f"kiosk-admin gallery review: proposal {entry.key} cannot be approved: {entry.problem}; "
+              + ("rejected" if entry.reject else "(--reject it)"), file=sys.stderr)
+        return 1
+    store = open_store(cfg)
+    try:
+        problem = review.enroll(store, backend, entry, args.name)
+    finally:
+        store.db.close()
+    if problem:
+        print(f"kiosk-admin gallery review: {problem}: give --name", file=sys.stderr)
+        return 2
+    print(f"proposal {entry.key}: approved, {len(entry.proposal.templates)} template(s) added to the resident")
+    return 0
+
+
+def _door_template(cfg, args, entry: review.Pending, backend) -> int:
     """Approve one door template by the policy (0), or say why not and reject it (1)."""
     store = open_store(cfg)
     try:
-        verdict = _admit(store, _policy(cfg, args, store), row, admin, ring, backend)
+        verdict = review.admit(store, _policy(cfg, args, store), backend, entry)
     finally:
         store.db.close()
     if verdict is None:
-        decide(backend, row["invitation"], APPROVED)
-        print(f"door template {row['invitation']}: approved")
+        print(f"door template {entry.key}: approved")
         return 0
-    decide(backend, row["invitation"], REJECTED, note=verdict)
-    print(f"kiosk-admin gallery review: door template {row['invitation']}: rejected: {verdict}", file=sys.stderr)
+    print(f"kiosk-admin gallery review: door template {entry.key}: rejected: {verdict}", file=sys.stderr)
     return 1
 
 
-def _auto(cfg, args, rows: list[dict], admin, ring, backend) -> int:
+def _auto(cfg, args, entries: list[review.Pending], backend) -> int:
     """Decide every pending door template by the policy; how many were approved."""
-    if not rows:
+    if not any(e.kind == DOOR_TEMPLATE for e in entries):
         print("no pending door templates")
         return 0
     store = open_store(cfg)
-    approved = 0
     try:
-        policy = _policy(cfg, args, store)
-        for row in rows:
-            verdict = _admit(store, policy, row, admin, ring, backend)
-            decide(backend, row["invitation"], APPROVED if verdict is None else REJECTED, note=verdict)
-            approved += verdict is None
-            print(f"door template {row['invitation']}: " + ("approved" if verdict is None else f"rejected: {verdict}"))
+        decided = review.auto(store, _policy(cfg, args, store), backend, entries)
     finally:
         store.db.close()
-    print(f"{approved} of {len(rows)} door template(s) approved")
+    for e, verdict in decided:
+        print(f"door template {e.key}: " + ("approved" if verdict is None else f"rejected: {verdict}"))
+    approved = sum(v is None for _, v in decided)
+    print(f"{approved} of {len(decided)} door template(s) approved")
     if approved and args.no_publish:
         print("run `kiosk-admin gallery publish` to send them to the devices")
     return approved
 
 
-def _admit(store, policy: AdaptPolicy, row: dict, admin, ring, backend) -> str | None:
-    """None if the door template is admitted (and stored); else why not (a reason word, then a few words)."""
-    try:
-        proposal = open_proposal(row["proposal"], admin, ring, invitation_id=row["invitation"])
-    except EnvelopeError as e:
-        return f"not_valid ({getattr(e, 'reason', 'refused')})"
-    claims = proposal.claims
-    if (claims["site"], claims["device"]) != (row["site"], row["device"]) or claims["model_id"] != MODEL_ID:
-        return "not_valid (another door than the one that sent it, or another model's descriptors)"
-    rid = proposal.resident_id
-    if not filed_for(backend, row, rid):
-        return "wrong_resident (filed under another resident)"
-    if rid not in store.residents() or erased_since(backend, rid, claims["time"]):
-        return "unknown_resident (not enrolled here, or erased since)"
-    got = None
-    for vector in proposal.templates:
-        got = store.admit_door_template(rid, vector, proposal.key, policy)
-        if got.admitted:
-            return None
-    return f"{got.reason} (anchor distance {got.anchor_distance:.3f}, limit {policy.anchor:.3f})"
+def _one(rows: list[dict], wanted: str) -> dict | None:
+    """The pending proposal filed under ``wanted`` (its invitation id, or a unique start of it of 6 or more)."""
+    hits = [r for r in rows if r["invitation"] == wanted] or (
+        [r for r in rows if r["invitation"].startswith(wanted)] if len(wanted) >= 6 else [])
+    if len(hits) != 1:
+        print(f"kiosk-admin gallery review: {'no' if not hits else 'more than one'} pending proposal {wanted!r}",
+              file=sys.stderr)
+        return None
+    return hits[0]
+
+
+def _list(entries: list[review.Pending]) -> None:
+    if not entries:
+        print("no pending proposals")
+        return
+    print(f"{'invitation or visit':<24} {'door':<20} {'resident':<20} {'templates':>9}  received  kind")
+    for e in entries:
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.row["received_at"]))
+        rid = e.resident_id if e.problem is None else "?"
+        n = len(e.proposal.templates) if e.proposal is not None else "?"
+        line = f"{e.key:<24} {e.door:<20} {rid:<20} {n:>9}  {when}  {e.detail}"
+        print(line if e.problem is None else f"{line}  NOT VALID: {e.reason}")
 
 
 def cmd_door_templates(args) -> int:
@@ -263,80 +250,3 @@ def cmd_door_templates(args) -> int:
         print("run `kiosk-admin gallery publish` to send it to the devices")
         return 0
     return _publish(args)
-
-
-def _one(rows: list[dict], wanted: str) -> dict | None:
-    """The pending proposal filed under ``wanted`` (its invitation id, or a unique start of it of 6 or more)."""
-    hits = [r for r in rows if r["invitation"] == wanted] or (
-        [r for r in rows if r["invitation"].startswith(wanted)] if len(wanted) >= 6 else [])
-    if len(hits) != 1:
-        print(f"kiosk-admin gallery review: {'no' if not hits else 'more than one'} pending proposal {wanted!r}",
-              file=sys.stderr)
-        return None
-    return hits[0]
-
-
-def _erased(backend, row: dict, proposal) -> tuple[str, str] | None:
-    """Why a proposal opened and checked must not enroll its resident, as (reason, message), or None."""
-    if not filed_for(backend, row, proposal.resident_id):
-        return "wrong_resident", "filed under another resident (erasing this one would not reach it)"
-    if erased_since(backend, proposal.resident_id, proposal.invitation.issued_at):
-        return "erased", "the resident was erased after the invitation was issued"
-    return None
-
-
-def _list(rows: list[dict], admin, ring, backend) -> None:
-    if not rows:
-        print("no pending proposals")
-        return
-    print(f"{'invitation or visit':<24} {'door':<20} {'resident':<20} {'templates':>9}  received  kind")
-    for r in rows:
-        if r["kind"] == DOOR_TEMPLATE:
-            _list_door_template(r, admin, ring, backend)
-            continue
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["received_at"]))
-        try:
-            p = open_proposal(r["proposal"], admin, ring, invitation_id=r["invitation"])
-        except EnvelopeError as e:
-            print(f"{r['invitation']:<24} {r['site'] + '/' + r['device']:<20} {'?':<20} {'?':>9}  {when}  "
-                  f"NOT VALID: {getattr(e, 'reason', e)}")
-            continue
-        gone = _erased(backend, r, p)
-        if gone:
-            print(f"{r['invitation']:<24} {r['site'] + '/' + r['device']:<20} {'?':<20} {len(p.templates):>9}  "
-                  f"{when}  NOT VALID: {gone[0]}")
-            continue
-        print(f"{r['invitation']:<24} {r['site'] + '/' + r['device']:<20} {p.resident_id:<20} "
-              f"{len(p.templates):>9}  {when}  enrollment")
-
-
-def _list_door_template(r: dict, admin, ring, backend) -> None:
-    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["received_at"]))
-    try:
-        p = open_proposal(r["proposal"], admin, ring, invitation_id=r["invitation"])
-    except EnvelopeError as e:
-        print(f"{r['invitation']:<24} {r['site'] + '/' + r['device']:<20} {'?':<20} {'?':>9}  {when}  door template"
-              f"  NOT VALID: {getattr(e, 'reason', e)}")
-        return
-    print(f"{r['invitation']:<24} {r['site'] + '/' + r['device']:<20} {p.resident_id:<20} {len(p.templates):>9}  "
-          f"{when}  door template ({p.claims['method']}, distance {p.claims['distance']:.3f})")
-
-
-def _enroll(cfg, proposal, name: str | None) -> int:
-    """The proposal's descriptors as the resident's templates in the admin's enrollment database."""
-    store = open_store(cfg)
-    try:
-        rid = proposal.resident_id
-        current = store.residents().get(rid)
-        name = name or proposal.claims.get("name") or (current.name if current else None)
-        if not name:
-            print(f"kiosk-admin gallery review: resident {rid!r} has no display name yet: give --name",
-                  file=sys.stderr)
-            return 2
-        resident = Resident(rid, name, current.valid_from if current else None,
-                            current.valid_until if current else None)
-        store.enroll(resident, [(v, "proposal:" + hashlib.sha256(v.astype("<f4").tobytes()).hexdigest())
-                                for v in proposal.templates])
-    finally:
-        store.db.close()
-    return 0

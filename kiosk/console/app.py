@@ -112,9 +112,9 @@ def create_app(console: Console) -> Flask:
         session.clear()
         return redirect(url_for("login"))
 
-    from . import pages_accounts, pages_checkins, pages_doors, pages_residents
+    from . import pages_accounts, pages_checkins, pages_doors, pages_proposals, pages_residents
 
-    for bp in (pages_residents.bp, pages_doors.bp, pages_checkins.bp, pages_accounts.bp):
+    for bp in (pages_residents.bp, pages_doors.bp, pages_checkins.bp, pages_accounts.bp, pages_proposals.bp):
         app.register_blueprint(bp)
 
     @app.route("/")

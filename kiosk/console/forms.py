@@ -84,3 +84,7 @@ class UnlockForm(FlaskForm):
 
 class LogoutForm(FlaskForm):
     pass
+
+
+class DecideForm(FlaskForm):
+    """A button that changes something (approve, reject, revoke): its CSRF token and nothing else."""

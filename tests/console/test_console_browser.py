@@ -227,6 +227,14 @@ def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_
             d.get(base + "/audit")
             assert "resident.erase" in text(d) and "resident.enroll" in text(d)
             shot(d, "audit")
+            # The doors' proposals and the door templates held (face-only visits without the active check propose
+            # none: tests/console/test_console_proposals.py decides them).
+            d.get(base + "/proposals/")
+            assert "Nothing pending." in text(d) and "Decide every" not in text(d)
+            shot(d, "proposals")
+            d.get(base + "/proposals/door-templates")
+            assert "No door templates." in text(d)
+            shot(d, "door-templates")
     finally:
         if door is not None:
             door.stop()

@@ -12,23 +12,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.door_kit import ProposingDoor
 from harness.faces import described
 from kiosk.admin import main as admin_main
-from kiosk.backend.consumer import Event, check_message
-from kiosk.backend.ingest import StoreSink
 from kiosk.backend.proposals import APPROVED, PENDING, REJECTED, proposals
 from kiosk.backend.store import open_store as open_backend_store
 from kiosk.config import parse_config
 from kiosk.enrollment.invitation import issue_invitation, read_invitation
 from kiosk.enrollment.proposal import DOOR_TEMPLATE, new_door_template, new_proposal, seal_proposal
-from kiosk.gallery.propose import DoorTemplateProposer
 from kiosk.gallery.store import Gallery, Resident, open_store
 from kiosk.match.calibration import operating_point
-from kiosk.match.decide import Decision, OperatingPoint, Outcome
+from kiosk.match.decide import OperatingPoint
 from kiosk.match.models import MODEL_ID
 from kiosk.sync import keys as keymod
-from kiosk.sync.envelope import seal
-from kiosk.sync.events.outbox import Outbox
 
 SITE = "elm-court"
 HU, WEN = "Hu_Jintao", "Wen_Jiabao"
@@ -41,62 +37,6 @@ def faces(test_data, tmp_path_factory):
     return {k: np.vstack([s.vector for s in v]) for k, v in found.items()}
 
 
-class Door:
-    """A door of the site as far as its proposals go: its gallery, its proposer, its outbox, and the way its events
-    reach the back end's store (sealed to the back end as the publisher does, verified and stored as kiosk-ingest
-    does)."""
-
-    def __init__(self, root, name, admin, backend, gallery):
-        root.mkdir(mode=0o700)
-        self.name, self.admin, self.backend, self.gallery = name, admin, backend, gallery
-        self.keys = keymod.generate(f"{SITE}/{name}")
-        config = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "{name}"\nstate_dir = "{root}"\n'
-                              "[door_templates]\nmin_interval_h = 0\n")
-        self.proposer = DoorTemplateProposer(config, door=self.keys, admin=admin.public(), model_id=MODEL_ID)
-        self.outbox = Outbox.open(root / "kiosk.db", site=SITE, device=name)
-        self.track = 0
-
-    def visit(self, resident: str, face: np.ndarray) -> str:
-        """The resident's face and code accepted together (the check-in committed), and the door template it
-        proposes committed after it; the visit's event id."""
-        self.track += 1
-        d = Decision(Outcome.ACCEPTED, self.track, resident_id=resident, distance=0.3, margin=0.1, frames=6,
-                     method="face+qr", liveness={"blink": 0.8}, descriptor=face)
-        checkin = self.outbox.commit(d, model_id=MODEL_ID)
-        got = self.proposer.consider(d, checkin.event_id, self.gallery, POINT)
-        assert got is not None, "the door was sure of this visit"
-        event, extra = got
-        self.outbox.commit(event, model_id=MODEL_ID, **extra)
-        return checkin.event_id
-
-    def checkin(self, resident: str) -> str:
-        self.track += 1
-        return self.outbox.commit(Decision(Outcome.ACCEPTED, self.track, resident_id=resident, frames=6),
-                                  model_id=MODEL_ID).event_id
-
-    def commit_proposal(self, resident: str, **extra) -> None:
-        """An enroll_proposed event with these claims (what a door with a stolen or faulty key could send)."""
-        self.track += 1
-        method = "door_template" if extra.get("proposal_kind") == DOOR_TEMPLATE else "enrollment"
-        self.outbox.commit(Decision(Outcome.ENROLL_PROPOSED, self.track, resident_id=resident, frames=6,
-                                    method=method), model_id=MODEL_ID, **extra)
-
-    def deliver(self, store) -> None:
-        ring = keymod.KeyRing([self.keys.public()])
-        pending = self.outbox.undelivered()
-        to = keymod.public_key(self.backend.encryption)
-        got = [check_message(f"kiosk/{SITE}/{self.name}/events", seal(c.claims, self.keys, to).encode(), self.backend,
-                             ring, "kiosk") for c in pending]
-        assert all(isinstance(e, Event) for e in got), got
-        sink = StoreSink(store)
-        sink.take(got, [])
-        assert (sink.stored, sink.refused) == (len(got), 0)
-        self.outbox.mark_delivered_many([c.seq for c in pending])
-
-    def close(self) -> None:
-        self.outbox.close()
-
-
 @pytest.fixture
 def site(tmp_path, store_url, faces):
     """The admin (key, config, enrollment database holding r-hu), door-1 and door-2 (public keys in the admin's
@@ -106,7 +46,7 @@ def site(tmp_path, store_url, faces):
     (tmp_path / "admin.toml").write_text(f'[device]\nsite = "{SITE}"\nstate_dir = "{tmp_path / "state"}"\n')
     gallery = Gallery({"r-hu": Resident("r-hu", "Hu"), "r-wen": Resident("r-wen", "Wen")}, ["r-hu", "r-wen"],
                       np.vstack([faces[HU][0], faces[WEN][0]]))
-    doors = [Door(tmp_path / name, name, admin, backend, gallery) for name in ("door-1", "door-2")]
+    doors = [ProposingDoor(tmp_path / name, name, admin, backend, gallery, SITE, POINT) for name in ("door-1", "door-2")]
     for d in doors:
         keymod.save_public(tmp_path / f"{d.name}.pub.jwks", d.keys)
     held = admin_store(tmp_path)
