@@ -16,7 +16,7 @@ from kiosk.capture.base import BaseSource
 from kiosk.config import parse_config
 from kiosk.daemon import Kiosk
 from kiosk.enrollment.proposal import DOOR_TEMPLATE
-from kiosk.gallery.propose import DoorTemplateProposer
+from kiosk.enrollment.door_templates import DoorTemplateProposer
 from kiosk.match.decide import Decision, Outcome
 from kiosk.match.models import MODEL_ID
 from kiosk.sync import keys as keymod

@@ -93,7 +93,7 @@ class Kiosk:
         self.location: LocationGuard | None = None
         self.qr: QrCheckIn | None = None
         self.enrollment = None  # enrollment at the door (kiosk.enrollment.session), with an admin key and MQTT
-        self.templates = None  # door templates proposed after sure visits (kiosk.gallery.propose), likewise
+        self.templates = None  # door templates proposed after sure visits (kiosk.enrollment.door_templates), likewise
         self._last_location = 0.0
         self._last_door_state = 0.0
         self._camera_ok = True
@@ -136,7 +136,7 @@ class Kiosk:
                                          recent_checkins=recent, shapes=shapes)
             self.enrollment = _enrollment(cfg, self.store.db, self.recognizer, self._wall)
             if self.enrollment is not None:
-                from .gallery.propose import open_proposer
+                from .enrollment.door_templates import open_proposer
 
                 self.templates = open_proposer(cfg, wall_clock=self._wall)
             if self.publisher is not None:  # gallery updates come over the publisher's connection
@@ -389,7 +389,7 @@ class Kiosk:
         return checkin
 
     def _propose_template(self, d: Decision, visit: str) -> None:
-        """A visit the door was sure of twice over proposes a door template (kiosk.gallery.propose), sealed."""
+        """A visit the door was sure of twice over proposes a door template (kiosk.enrollment.door_templates), sealed."""
         if self.templates is None:
             return
         try:

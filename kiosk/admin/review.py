@@ -9,7 +9,7 @@ else ever brings a proposal to a door.
 
 Two kinds: an **enrollment** at the door (approved by hand only), and a
 **door template** from a visit the door was sure of twice over
-(:mod:`kiosk.gallery.propose`), approved by hand or by policy (``--auto``):
+(:mod:`kiosk.enrollment.door_templates`), approved by hand or by policy (``--auto``):
 :class:`kiosk.gallery.adapt.AdaptPolicy` (within ``--anchor`` of an enrolled
 template, not a near copy of one held, at most ``--max-door-templates`` per
 resident, oldest replaced first). A door template the policy refuses is
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..backend.proposals import PENDING, REJECTED, decide, proposals
 from ..backend.store import open_store as open_backend_store
-from ..enrollment import review
+from .. import review
 from ..enrollment.proposal import DOOR_TEMPLATE
 from ..gallery.adapt import AdaptPolicy
 from ..gallery.store import open_store

@@ -28,7 +28,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..enrollment.proposal import DOOR_TEMPLATE, ENROLLMENT
+from ..sync.events.format import DOOR_TEMPLATE_PROPOSAL as DOOR_TEMPLATE
+from ..sync.events.format import ENROLLMENT_PROPOSAL as ENROLLMENT
 from ..sync.events.format import PROPOSAL_EVENT
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"

@@ -1,6 +1,6 @@
 """The doors' proposals (enrollment at the door, door templates) and the residents' door templates.
 
-The same review as ``kiosk-admin gallery review`` (:mod:`kiosk.enrollment.review`): each pending proposal opened
+The same review as ``kiosk-admin gallery review`` (:mod:`kiosk.review`): each pending proposal opened
 with the admin's key the console holds and checked; an admin approves or rejects one, or has the policy decide
 every pending door template; door templates are listed and revoked. Every decision is audited and published.
 """
@@ -11,7 +11,7 @@ import logging
 
 from flask import Blueprint, abort, flash, g, redirect, render_template, url_for
 
-from ..enrollment import review
+from .. import review
 from ..enrollment.proposal import DOOR_TEMPLATE
 from ..sync import keys as keymod
 from .app import admin_only, audit

@@ -41,6 +41,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from ..errors import EnvelopeError, TokenRefused
 from ..gallery.templates import DIMENSIONS
 from ..sync.envelope import Opened, open_sealed, seal
+from ..sync.events.format import DOOR_TEMPLATE_PROPOSAL, ENROLLMENT_PROPOSAL
 from ..sync.keys import KeyRing, PartyKeys, public_key
 from ..sync.updates.format import encode_template
 from .invitation import RESIDENT, Invitation, read_invitation
@@ -50,7 +51,7 @@ FORMAT_VERSION = 1
 MAX_TEMPLATES = 8
 #: A door template proposal carries this many descriptors at most (the visit's mean, usually one).
 MAX_DOOR_TEMPLATES = 2
-ENROLLMENT, DOOR_TEMPLATE = "enrollment", "door_template"
+ENROLLMENT, DOOR_TEMPLATE = ENROLLMENT_PROPOSAL, DOOR_TEMPLATE_PROPOSAL
 #: A sealed proposal is at most this long (the event claim's bound).
 MAX_PROPOSAL_CHARS = 65536
 
@@ -182,7 +183,9 @@ def check_proposal(claims: dict[str, Any]) -> dict[str, Any]:
         model.model_validate(claims)
     except ValidationError as e:
         first = e.errors(include_input=False, include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])[:60] or "claims"
+        # A claim's name, or an index; a key inside a claim (a liveness cue's name) is the sender's, so "?".
+        known = ProposalClaims.model_fields.keys() | DoorTemplateClaims.model_fields.keys()
+        where = ".".join(str(p) if isinstance(p, int) or p in known else "?" for p in first["loc"])[:60] or "claims"
         err = EnvelopeError(f"bad_claims: proposal claim {where!r}: {first['msg']}")
         err.reason = "bad_claims"
         raise err from None

@@ -163,7 +163,7 @@ class Decision:
     # face+qr: whether the face alone named the resident the credential confirmed.
     face_alone: bool | None = None
     # ACCEPTED and SHOW_QR: the visit's mean descriptor, in memory only (a door template may come of it,
-    # kiosk.gallery.propose); never published, never stored.
+    # kiosk.enrollment.door_templates); never published, never stored.
     descriptor: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property

@@ -1,7 +1,7 @@
 """``kiosk-admin gallery review`` of door templates, and ``gallery door-templates``, on the back end's store
 (SQLite and PostgreSQL): listed, approved by hand and by policy (``--auto``), refused when not valid, revoked.
 
-The proposals take the real path: the door's proposer (kiosk.gallery.propose) after a check-in its outbox
+The proposals take the real path: the door's proposer (kiosk.enrollment.door_templates) after a check-in its outbox
 committed, the event sealed to the back end as the publisher seals it, verified and stored as kiosk-ingest
 does. The faces are real (shared LFW development photos): r-hu is enrolled at the admin from one photo of Hu
 Jintao and seen at the door in others; a photo of Wen Jiabao, a look-alike within the door's candidate rule

@@ -58,6 +58,9 @@ EXTRA_CLAIMS = frozenset({"location_state", "location_distance_m", "location_acc
 
 #: The event a door's proposal (enrollment at the door) travels in; its ``proposal`` claim is sealed to the admin.
 PROPOSAL_EVENT = "enroll_proposed"
+#: What a proposal is (its ``proposal_kind``): an enrollment at the door, filed under its invitation, or a door
+#: template from a visit, filed under the visit's event id (claim ``visit``).
+ENROLLMENT_PROPOSAL, DOOR_TEMPLATE_PROPOSAL = "enrollment", "door_template"
 
 #: Event types that are check-ins (face and QR).
 CHECKIN_TYPES = ("checkin", "qr")

@@ -1,4 +1,4 @@
-"""The door's side of door templates (kiosk.gallery.propose): which accepted visits propose their descriptor,
+"""The door's side of door templates (kiosk.enrollment.door_templates): which accepted visits propose their descriptor,
 sealed to the admin, and which do not; at most one per resident per ``min_interval_h``.
 
 The faces are real: photos of the shared LFW development set, described by the door's own model. The resident
@@ -14,7 +14,7 @@ from harness.faces import described
 from harness.gallery_kit import device_state
 from kiosk.config import parse_config
 from kiosk.enrollment.proposal import DOOR_TEMPLATE, open_proposal
-from kiosk.gallery.propose import METHOD, DoorTemplateProposer, open_proposer, resident_distance
+from kiosk.enrollment.door_templates import METHOD, DoorTemplateProposer, open_proposer, resident_distance
 from kiosk.gallery.store import Gallery, Resident
 from kiosk.match.decide import Decision, OperatingPoint, Outcome
 from kiosk.match.models import MODEL_ID

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from ..backend.proposals import APPROVED, PENDING, REJECTED, decide, erased_since, filed_for, proposals
-from ..errors import EnvelopeError
-from ..gallery.adapt import AdaptPolicy
-from ..gallery.store import GalleryStore, Resident
-from ..match.models import MODEL_ID
-from .proposal import DOOR_TEMPLATE, Proposal, open_proposal
+from .backend.proposals import APPROVED, PENDING, REJECTED, decide, erased_since, filed_for, proposals
+from .enrollment.proposal import DOOR_TEMPLATE, Proposal, open_proposal
+from .errors import EnvelopeError
+from .gallery.adapt import AdaptPolicy
+from .gallery.store import GalleryStore, Resident
+from .match.models import MODEL_ID
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def policy_for(match, gallery: GalleryStore, *, anchor: float | None = None, max
                novelty: float = 0.04) -> AdaptPolicy:
     """The door-template policy; the anchor by default the calibrated threshold at the gallery's size."""
     if anchor is None:
-        from ..match.calibration import operating_point
+        from .match.calibration import operating_point
 
         anchor = operating_point(match, max(1, len(gallery.residents()))).threshold
     return AdaptPolicy(anchor, max_door_templates, novelty)

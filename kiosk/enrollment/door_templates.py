@@ -24,11 +24,11 @@ from collections.abc import Callable
 import numpy as np
 
 from ..config import KioskConfig
-from ..enrollment.proposal import DOOR_TEMPLATE, new_door_template, seal_proposal
+from ..gallery.adapt import sure
+from ..gallery.store import Gallery
 from ..match.decide import Decision, OperatingPoint, Outcome
 from ..sync.keys import PartyKeys
-from .adapt import sure
-from .store import Gallery
+from .proposal import DOOR_TEMPLATE, new_door_template, seal_proposal
 
 log = logging.getLogger(__name__)
 
