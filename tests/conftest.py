@@ -117,6 +117,21 @@ def enrolled_state(tmp_path_factory, test_data) -> Path:
     return state
 
 
+#: Real look-alikes of the shared LFW development photos: one resident, one stranger whose faces come near theirs.
+HU, WEN = "Hu_Jintao", "Wen_Jiabao"
+
+
+@pytest.fixture(scope="session")
+def faces(test_data, tmp_path_factory):
+    """Descriptors of every shared LFW development photo of :data:`HU` and :data:`WEN`, by name (rows in file order)."""
+    import numpy as np
+
+    from harness.faces import described
+
+    found = described(test_data / "faces/lfw_dev", (HU, WEN), tmp_path_factory.mktemp("lookalikes") / "d.sqlite")
+    return {k: np.vstack([s.vector for s in v]) for k, v in found.items()}
+
+
 @pytest.fixture
 def resident_state(enrolled_state, tmp_path) -> Path:
     """A private, writable copy of :func:`enrolled_state`."""

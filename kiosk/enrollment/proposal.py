@@ -79,41 +79,36 @@ Template = Annotated[str, Field(max_length=700), AfterValidator(_template)]
 Liveness = dict[Annotated[str, Field(max_length=32)], Number | None] | None
 
 
-class ProposalClaims(BaseModel):
+class _Proposed(BaseModel):
+    """What every proposal says: which door, for whom, of which model, when, from how many frames."""
+
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     v: Literal[1]
-    kind: Literal["enrollment"]
     site: Name
     device: Name
-    invitation: Annotated[str, Field(min_length=1, max_length=1500, pattern=r"^[A-Za-z0-9_.-]+$")]
     resident_id: Annotated[str, Field(pattern=RESIDENT.pattern)]
+    model_id: Annotated[str, Field(min_length=1, max_length=64)]
+    time: Annotated[Number, Field(ge=946_684_800.0, le=4_102_444_800.0)]
+    frames: int = Field(ge=1, le=100_000)
+    liveness: Liveness = Field(None, max_length=16)
+
+
+class ProposalClaims(_Proposed):
+    kind: Literal["enrollment"]
+    invitation: Annotated[str, Field(min_length=1, max_length=1500, pattern=r"^[A-Za-z0-9_.-]+$")]
     name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     templates: Annotated[list[Template], Field(min_length=1, max_length=MAX_TEMPLATES)]
-    model_id: Annotated[str, Field(min_length=1, max_length=64)]
-    time: Annotated[Number, Field(ge=946_684_800.0, le=4_102_444_800.0)]
-    frames: int = Field(ge=1, le=100_000)
-    liveness: Liveness = Field(None, max_length=16)
 
 
-class DoorTemplateClaims(BaseModel):
+class DoorTemplateClaims(_Proposed):
     """A door template from a visit the door was sure of (:func:`kiosk.gallery.adapt.sure`)."""
 
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
-
-    v: Literal[1]
     kind: Literal["door_template"]
-    site: Name
-    device: Name
     visit: Annotated[str, Field(min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-    resident_id: Annotated[str, Field(pattern=RESIDENT.pattern)]
     templates: Annotated[list[Template], Field(min_length=1, max_length=MAX_DOOR_TEMPLATES)]
-    model_id: Annotated[str, Field(min_length=1, max_length=64)]
-    time: Annotated[Number, Field(ge=946_684_800.0, le=4_102_444_800.0)]
-    frames: int = Field(ge=1, le=100_000)
     method: Literal["face+qr", "face"]
     distance: Annotated[Number, Field(ge=0.0, le=4.0)]
-    liveness: Liveness = Field(None, max_length=16)
 
 
 @dataclass(frozen=True)

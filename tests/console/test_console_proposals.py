@@ -12,9 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import HU, WEN
 from console_kit import ADMIN, VIEWER, login, make_console, token
 from harness.door_kit import ProposingDoor
-from harness.faces import described
 from kiosk.backend.proposals import APPROVED, PENDING, REJECTED, proposals
 from kiosk.enrollment.invitation import issue_invitation, read_invitation
 from kiosk.enrollment.proposal import new_proposal, seal_proposal
@@ -24,13 +24,6 @@ from kiosk.match.models import MODEL_ID
 from kiosk.sync import keys as keymod
 
 SITE = "elm-court"
-HU, WEN = "Hu_Jintao", "Wen_Jiabao"
-
-
-@pytest.fixture(scope="module")
-def faces(test_data, tmp_path_factory):
-    found = described(test_data / "faces/lfw_dev", (HU, WEN), tmp_path_factory.mktemp("cprop") / "d.sqlite")
-    return {k: np.vstack([s.vector for s in v]) for k, v in found.items()}
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.faces import described
+from conftest import HU, WEN
 from harness.gallery_kit import device_state
 from kiosk.config import parse_config
 from kiosk.enrollment.proposal import DOOR_TEMPLATE, open_proposal
@@ -21,7 +21,6 @@ from kiosk.match.models import MODEL_ID
 from kiosk.sync import keys as keymod
 
 SITE, DEVICE = "test-site", "kiosk-t1"
-HU, WEN = "Hu_Jintao", "Wen_Jiabao"
 #: Check-ins' event ids (the outbox's uuid7): what a proposal names as its visit.
 VISITS = [f"0190f3a2-7c1e-7b3d-9a4f-2e8c5d6b1a{i:02d}" for i in range(20)]
 #: The face alone's point: a face proposes alone at most SURE_MARGIN under its threshold.
@@ -42,12 +41,6 @@ class WallClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
-
-
-@pytest.fixture(scope="module")
-def faces(test_data, tmp_path_factory):
-    found = described(test_data / "faces/lfw_dev", (HU, WEN), tmp_path_factory.mktemp("propose") / "d.sqlite")
-    return {k: np.vstack([s.vector for s in v]) for k, v in found.items()}
 
 
 @pytest.fixture(scope="module")

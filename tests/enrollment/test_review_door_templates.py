@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import HU, WEN
 from harness.door_kit import ProposingDoor
-from harness.faces import described
 from kiosk.admin import main as admin_main
 from kiosk.backend.proposals import APPROVED, PENDING, REJECTED, proposals
 from kiosk.backend.store import open_store as open_backend_store
@@ -27,14 +27,7 @@ from kiosk.match.models import MODEL_ID
 from kiosk.sync import keys as keymod
 
 SITE = "elm-court"
-HU, WEN = "Hu_Jintao", "Wen_Jiabao"
 POINT = OperatingPoint(threshold=0.40, margin=0.05, visit_threshold=0.38)
-
-
-@pytest.fixture(scope="module")
-def faces(test_data, tmp_path_factory):
-    found = described(test_data / "faces/lfw_dev", (HU, WEN), tmp_path_factory.mktemp("review") / "d.sqlite")
-    return {k: np.vstack([s.vector for s in v]) for k, v in found.items()}
 
 
 @pytest.fixture

@@ -9,19 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.faces import described
-
+from conftest import HU, WEN
 from kiosk.gallery.adapt import (NOT_ANCHORED, NOTHING_NEW, AdaptPolicy, DoorTemplate, Templates,
                                  effective_residents, sure)
 
 THRESHOLD, CANDIDATE = 0.3795, 0.45  # the shipped point at 30 residents; match.threshold
-VICTIM, IMPOSTOR = "Hu_Jintao", "Wen_Jiabao"
-
-
-@pytest.fixture(scope="module")
-def faces(test_data, tmp_path_factory):
-    found = described(test_data / "faces/lfw_dev", (VICTIM, IMPOSTOR), tmp_path_factory.mktemp("adapt") / "d.sqlite")
-    return {k: np.vstack([s.vector for s in v]) for k, v in found.items()}
+VICTIM, IMPOSTOR = HU, WEN
 
 
 def nearest(rows: np.ndarray, x: np.ndarray) -> float:

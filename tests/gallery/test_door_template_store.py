@@ -12,23 +12,16 @@ import numpy as np
 import pytest
 import sqlite_utils
 
-from harness.faces import described
+from conftest import HU, WEN
 from kiosk.db import migrations, open_database
 from kiosk.gallery.adapt import NOT_ANCHORED, NOTHING_NEW, AdaptPolicy
 from kiosk.gallery.store import GalleryStore, Resident
 from kiosk.gallery.templates import TemplateCipher
 from kiosk.privatefile import private_database
 
-HU, WEN = "Hu_Jintao", "Wen_Jiabao"
 ANCHOR = 0.3947  # the calibrated threshold at a small gallery: what `gallery review` anchors on by default
 VISITS = [f"0190f3a2-7c1e-7b3d-9a4f-2e8c5d6b1a{i:02d}" for i in range(10)]
 T0 = 1_750_000_000.0
-
-
-@pytest.fixture(scope="module")
-def faces(test_data, tmp_path_factory):
-    found = described(test_data / "faces/lfw_dev", (HU, WEN), tmp_path_factory.mktemp("doorstore") / "d.sqlite")
-    return {k: np.vstack([s.vector for s in v]) for k, v in found.items()}
 
 
 @pytest.fixture
