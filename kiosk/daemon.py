@@ -138,7 +138,7 @@ class Kiosk:
             if self.enrollment is not None:
                 from .enrollment.door_templates import open_proposer
 
-                self.templates = open_proposer(cfg, wall_clock=self._wall)
+                self.templates = open_proposer(cfg, wall_clock=self._wall, outbox=self.outbox)
             if self.publisher is not None:  # gallery updates come over the publisher's connection
                 self.gallery_sync = GallerySync.from_config(cfg, self.recognizer, self.publisher, wall_clock=self._wall)
                 if self.gallery_sync is not None:

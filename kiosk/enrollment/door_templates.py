@@ -9,8 +9,8 @@ gallery update that follows change what a door trusts.
 Sure twice over is :func:`kiosk.gallery.adapt.sure`: the face and the resident's QR credential confirmed
 together on the same track (``face+qr``, the face within the candidate rule's ``match.threshold`` of the
 resident), or the face alone ``sure_margin`` inside the operating point's threshold with the active check
-passed. One proposal per resident per ``min_interval_h`` (kept in memory: a restart may propose once more,
-and the admin's policy still bounds what is kept).
+passed. One proposal per resident per ``min_interval_h``: the door remembers its last ones, and after a
+restart reads them back from its outbox (:meth:`~kiosk.sync.events.outbox.Outbox.last_proposals`).
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ METHOD = "door_template"
 
 class DoorTemplateProposer:
     def __init__(self, config: KioskConfig, *, door: PartyKeys, admin: PartyKeys, model_id: str,
-                 wall_clock: Callable[[], float] = time.time):
+                 wall_clock: Callable[[], float] = time.time, recent: dict[str, float] | None = None):
         self.config = config
         self.door, self.admin, self.model_id = door, admin, model_id
         self._wall = wall_clock
-        self._last: dict[str, float] = {}
+        self._last: dict[str, float] = dict(recent or {})  # resident -> when the door last proposed for them
         self.proposed = 0
         self.skipped: Counter[str] = Counter()  # why a visit did not propose: not_sure, too_soon
 
@@ -85,8 +85,11 @@ def resident_distance(gallery: Gallery, descriptor: np.ndarray, resident_id: str
     return float(gallery.resident_distances(descriptor, now, means=means)[gallery.ids.index(resident_id)])
 
 
-def open_proposer(config: KioskConfig, *, wall_clock: Callable[[], float] = time.time) -> DoorTemplateProposer | None:
-    """The proposer the config asks for, or None (off, enrollment at the door off, no MQTT or no admin key)."""
+def open_proposer(config: KioskConfig, *, wall_clock: Callable[[], float] = time.time,
+                  outbox=None) -> DoorTemplateProposer | None:
+    """The proposer the config asks for, or None (off, enrollment at the door off, no MQTT or no admin key).
+
+    ``outbox``: where the door's last proposals are read back from (a restart keeps the interval)."""
     from ..match.models import MODEL_ID
     from ..sync import keys as keymod
 
@@ -96,5 +99,7 @@ def open_proposer(config: KioskConfig, *, wall_clock: Callable[[], float] = time
     if not path.is_file():
         return None
     door, _ = keymod.load_device_keys(config)
+    recent = outbox.last_proposals(DOOR_TEMPLATE, wall_clock() - config.door_templates.min_interval_h * 3600) \
+        if outbox is not None else None
     return DoorTemplateProposer(config, door=door, admin=keymod.load_public_one(path), model_id=MODEL_ID,
-                                wall_clock=wall_clock)
+                                wall_clock=wall_clock, recent=recent)

@@ -13,8 +13,8 @@ import pytest
 from conftest import HU, WEN
 from harness.gallery_kit import device_state
 from kiosk.config import parse_config
-from kiosk.enrollment.proposal import DOOR_TEMPLATE, open_proposal
 from kiosk.enrollment.door_templates import METHOD, DoorTemplateProposer, open_proposer, resident_distance
+from kiosk.enrollment.proposal import DOOR_TEMPLATE, open_proposal
 from kiosk.gallery.store import Gallery, Resident
 from kiosk.match.decide import Decision, OperatingPoint, Outcome
 from kiosk.match.models import MODEL_ID
@@ -225,3 +225,31 @@ def test_open_proposer_where_the_door_can_seal_to_the_admin(tmp_path, parties):
     # No admin public key to seal to.
     (state / "admin.pub.jwks").unlink()
     assert open_proposer(parse_config(head + mqtt)) is None
+
+
+def test_after_a_restart_the_door_keeps_to_the_interval(faces, gallery, tmp_path, parties):
+    """The last proposals are read back from the door's outbox: a restart does not propose again within the day."""
+    from kiosk.sync.events.outbox import Outbox
+
+    admin, _ = parties
+    state, _ = device_state(tmp_path / "state", SITE, DEVICE, admin.public())
+    config = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "{DEVICE}"\nstate_dir = "{state}"\n'
+                          "[mqtt]\nenabled = true\n")
+    clock = WallClock(START)
+    outbox = Outbox.open(state / "kiosk.db", site=SITE, device=DEVICE, wall_clock=clock)
+    try:
+        first = open_proposer(config, wall_clock=clock, outbox=outbox)
+        checkin = outbox.commit(accepted(faces[HU][1]), model_id=MODEL_ID)
+        event, extra = first.consider(accepted(faces[HU][1]), checkin.event_id, gallery, POINT)
+        outbox.commit(event, model_id=MODEL_ID, **extra)
+        outbox.commit(accepted(faces[WEN][1], resident="r-wen"), model_id=MODEL_ID)  # a check-in proposes nothing
+        clock.advance(3 * HOUR)
+        again = open_proposer(config, wall_clock=clock, outbox=outbox)  # the door restarted
+        assert again.consider(accepted(faces[HU][3]), VISITS[1], gallery, POINT) is None
+        assert again.skipped["too_soon"] == 1
+        assert again.consider(accepted(faces[WEN][1], resident="r-wen"), VISITS[2], gallery, POINT) is not None
+        clock.advance(21 * HOUR)
+        assert open_proposer(config, wall_clock=clock, outbox=outbox).consider(
+            accepted(faces[HU][3]), VISITS[3], gallery, POINT) is not None
+    finally:
+        outbox.close()

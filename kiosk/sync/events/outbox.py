@@ -30,7 +30,7 @@ from ...config import OutboxSettings
 from ...db import get_meta, set_meta
 from ...errors import OutboxFull
 from ...match.decide import Decision, Outcome
-from .format import CHECKIN_TYPES, CLAIM_FIELDS, CLAIMS_VERSION, EXTRA_CLAIMS, check_claims
+from .format import CHECKIN_TYPES, CLAIM_FIELDS, CLAIMS_VERSION, EXTRA_CLAIMS, PROPOSAL_EVENT, check_claims
 
 log = logging.getLogger(__name__)
 
@@ -234,6 +234,17 @@ class Outbox:
                 "SELECT resident_id, max(created_at) FROM checkins WHERE type IN (?, ?) AND resident_id IS NOT NULL"
                 " AND created_at >= ? GROUP BY resident_id",
                 [*CHECKIN_TYPES, since],
+            ).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def last_proposals(self, kind: str, since: float) -> dict[str, float]:
+        """Each resident's latest proposal of ``kind`` (its ``proposal_kind``) committed at or after ``since``:
+        a door that restarts keeps to one door template per resident per interval."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT resident_id, max(created_at) FROM checkins WHERE type = ? AND resident_id IS NOT NULL"
+                " AND created_at >= ? AND json_extract(claims, '$.proposal_kind') = ? GROUP BY resident_id",
+                [PROPOSAL_EVENT, since, kind],
             ).fetchall()
         return {r[0]: r[1] for r in rows}
 
