@@ -525,6 +525,8 @@ class Kiosk:
                 new = new.model_copy(update={"device": self.config.device})  # identity and state stay
                 new = _reapply_provisioning(new)
                 self.recognizer.reconfigure(new)
+                if self.templates is not None:  # its margin and interval; who it proposed for stays
+                    self.templates.config = new
                 self.config = new
             self.recognizer.swap_gallery(self.store.load())
             log.info("reloaded %s", path or "gallery")

@@ -52,15 +52,13 @@ class DoorTemplateProposer:
         if (d.outcome is not Outcome.ACCEPTED or d.resident_id is None or d.descriptor is None
                 or d.method not in ("face", "face+qr") or d.resident_id not in gallery.residents):
             return None
-        rid = d.resident_id
-        distance = resident_distance(gallery, d.descriptor, rid, means=self.config.match.mean_template,
-                                     now=self._wall())
+        rid, now = d.resident_id, self._wall()
+        distance = resident_distance(gallery, d.descriptor, rid, means=self.config.match.mean_template, now=now)
         if not sure(d.method, face_distance=distance, candidate_threshold=self.config.match.threshold,
                     threshold=point.threshold, sure_margin=s.sure_margin,
                     active_check_passed=d.reason == "active_check"):
             self.skipped["not_sure"] += 1
             return None
-        now = self._wall()
         if now - self._last.get(rid, -math.inf) < s.min_interval_h * 3600:
             self.skipped["too_soon"] += 1
             return None
