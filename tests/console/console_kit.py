@@ -32,6 +32,32 @@ def make_console(tmp: Path, store_url: str, **kw):
     return console, app
 
 
+def proposing_console(tmp: Path, store_url: str, faces, site: str):
+    """A console holding the admin's key, r-hu enrolled from one photo of :data:`conftest.HU`; and a door of the
+    site (harness.door_kit.ProposingDoor, its key among the console's devices) whose gallery holds r-hu and r-wen:
+    (console, app, admin keys, door). Close the door, then the console."""
+    import numpy as np
+
+    from conftest import HU, WEN
+    from harness.door_kit import ProposingDoor
+    from kiosk.gallery.store import Gallery, Resident
+    from kiosk.match.decide import OperatingPoint
+    from kiosk.sync import keys as keymod
+
+    console, app = make_console(tmp, store_url, site=site)
+    admin, backend = keymod.generate("admin"), keymod.generate(keymod.BACKEND)
+    console.admin_key = admin
+    devices = console.config.path(console.config.keys.devices)
+    devices.mkdir(parents=True, exist_ok=True)
+    gallery = Gallery({"r-hu": Resident("r-hu", "Hu"), "r-wen": Resident("r-wen", "Wen")}, ["r-hu", "r-wen"],
+                      np.vstack([faces[HU][0], faces[WEN][0]]))
+    door = ProposingDoor(tmp / "door-1", "door-1", admin, backend, gallery, site,
+                         OperatingPoint(threshold=0.40, margin=0.05, visit_threshold=0.38))
+    keymod.save_public(devices / f"{site}.door-1.pub.jwks", door.keys)
+    console.residents.gallery.enroll(Resident("r-hu", "Hu"), [(faces[HU][0], "photo-0")])
+    return console, app, admin, door
+
+
 def token(html: str) -> str:
     m = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
     assert m, "no CSRF token on the page"

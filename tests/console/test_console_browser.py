@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 import pytest
 
-from console_kit import ADMIN, PASSWORD, VIEWER, Door, Served, make_console
+from conftest import HU, WEN
+from console_kit import ADMIN, PASSWORD, VIEWER, Door, Served, make_console, proposing_console
 from fleet import held_up, video_frames as fleet_frames
 from harness.browser import SHOTS, available, chromium, screenshot
 from harness.gallery_kit import device_toml, mqtt_toml
@@ -303,4 +304,40 @@ def test_a_viewer_changes_nothing_csrf_is_required_and_a_lockout_holds_in_a_brow
             shot(d, "today-no-javascript")
             assert con.accounts.get("bea").role == "viewer"
     finally:
+        served.close()
+
+
+def test_door_templates_decided_and_revoked_in_a_browser(tmp_path, faces):
+    """The Proposals page with door templates pending (real faces through the door's real proposer), decided by
+    the policy, the Door templates page, and one revoked."""
+    from selenium.webdriver.common.by import By
+
+    con, _, _, door = proposing_console(tmp_path, f"sqlite:///{tmp_path / 'events.db'}", faces, SITE)
+    own, stolen = door.visit("r-hu", faces[HU][1]), door.visit("r-hu", faces[WEN][2])
+    door.deliver(con.store)
+    served = Served(con)
+    try:
+        with chromium(1280, 800) as d:
+            log_in(d, served.url, ADMIN)
+            d.get(served.url + "/proposals/")
+            page = text(d)
+            assert "2 pending" in page and own in page and stolen in page and "door template (face+qr" in page, page
+            shot(d, "proposals-pending")
+            submit(d, d.find_element(By.XPATH, "//button[text()='Decide every door template by the policy']"))
+            page = text(d)
+            assert "1 of 2 door template(s) approved by the policy" in page and "Nothing pending." in page, page
+            shot(d, "proposals-decided")
+            assert [v for _, v, _ in con.residents.gallery.door_templates()] == [own]
+            d.get(served.url + "/proposals/door-templates")
+            assert own in text(d) and stolen not in text(d)
+            shot(d, "door-templates-held")
+            submit(d, d.find_element(By.XPATH, "//button[text()='Revoke']"))
+            page = text(d)
+            assert "Door template revoked" in page and "No door templates." in page, page
+            shot(d, "door-templates-revoked")
+            assert con.residents.gallery.door_templates() == []
+            d.get(served.url + "/audit")
+            assert "door_template.revoke" in text(d) and "proposal.door_template" in text(d)
+    finally:
+        door.close()
         served.close()

@@ -9,17 +9,13 @@ candidate rule takes for r-hu but the console's anchor does not, comes with r-hu
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from conftest import HU, WEN
-from console_kit import ADMIN, VIEWER, login, make_console, token
-from harness.door_kit import ProposingDoor
+from console_kit import ADMIN, VIEWER, login, proposing_console, token
 from kiosk.backend.proposals import APPROVED, PENDING, REJECTED, proposals
 from kiosk.enrollment.invitation import issue_invitation, read_invitation
 from kiosk.enrollment.proposal import new_proposal, seal_proposal
-from kiosk.gallery.store import Gallery, Resident
-from kiosk.match.decide import OperatingPoint
 from kiosk.match.models import MODEL_ID
 from kiosk.sync import keys as keymod
 
@@ -28,17 +24,7 @@ SITE = "elm-court"
 
 @pytest.fixture
 def site(tmp_path, store_url, faces):
-    console, app = make_console(tmp_path, store_url, site=SITE)
-    admin, backend = keymod.generate("admin"), keymod.generate(keymod.BACKEND)
-    console.admin_key = admin
-    devices = console.config.path(console.config.keys.devices)
-    devices.mkdir(parents=True, exist_ok=True)
-    gallery = Gallery({"r-hu": Resident("r-hu", "Hu"), "r-wen": Resident("r-wen", "Wen")}, ["r-hu", "r-wen"],
-                      np.vstack([faces[HU][0], faces[WEN][0]]))
-    door = ProposingDoor(tmp_path / "door-1", "door-1", admin, backend, gallery, SITE,
-                         OperatingPoint(threshold=0.40, margin=0.05, visit_threshold=0.38))
-    keymod.save_public(devices / f"{SITE}.door-1.pub.jwks", door.keys)
-    console.residents.gallery.enroll(Resident("r-hu", "Hu"), [(faces[HU][0], "photo-0")])
+    console, app, admin, door = proposing_console(tmp_path, store_url, faces, SITE)
     yield console, app, admin, door
     door.close()
     console.close()
