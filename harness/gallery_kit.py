@@ -283,3 +283,17 @@ class KioskSite:
         self.kiosk.request_stop()
         self.runner.join(10)
         self.kiosk.stop()
+
+
+def refused_quietly(check, claims, junk: str) -> bool:
+    """``check(claims)``: False if it accepts them; True if it refuses them as ``bad_claims`` without repeating
+    ``junk`` (a refusal names the claim, never its value); any other outcome fails the test."""
+    from kiosk.errors import EnvelopeError
+
+    try:
+        check(claims)
+    except EnvelopeError as e:
+        assert e.reason == "bad_claims", e
+        assert len(junk) < 12 or junk not in str(e), "a refusal names the claim, never its value"
+        return True
+    return False

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from joserfc import jwe as rfc_jwe
 from joserfc import jws as rfc_jws
 
-from harness.gallery_kit import vectors
+from harness.gallery_kit import refused_quietly, vectors
 from kiosk.enrollment.invitation import RESIDENT, issue_invitation, read_invitation
 from kiosk.enrollment.proposal import (MAX_DOOR_TEMPLATES, PROPOSAL_TYP, DoorTemplateClaims, Proposal,
                                        check_proposal, new_door_template, new_proposal, open_proposal,
@@ -216,11 +216,7 @@ _junk = st.one_of(st.text(max_size=80), st.binary(max_size=600).map(lambda b: b.
 @given(field=FIELDS, how=MUTATIONS, junk=_junk)
 def test_mutated_door_templates_are_refused_or_still_sound(field, how, junk):
     c = mutate(_good(), field, how, junk)
-    try:
-        check_proposal(c)
-    except EnvelopeError as e:
-        assert e.reason == "bad_claims"
-        assert len(junk) < 12 or junk not in str(e), "a refusal names the claim, never its value"
+    if refused_quietly(check_proposal, c, junk):
         return
     still_sound(c)
 

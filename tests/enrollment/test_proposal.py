@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from harness.gallery_kit import vectors
+from harness.gallery_kit import refused_quietly, vectors
 from kiosk.enrollment.invitation import issue_invitation, read_invitation
 from kiosk.enrollment.proposal import check_proposal, new_proposal, open_proposal, seal_proposal
 from kiosk.errors import EnvelopeError
@@ -109,11 +109,7 @@ def test_mutated_claims_are_refused_or_still_sound(parties, field, how, junk):
         c[field] = junk * 2000
     else:
         c[field] = float("nan")
-    try:
-        check_proposal(c)
-    except EnvelopeError as e:
-        assert e.reason == "bad_claims"
-        assert len(junk) < 12 or junk not in str(e), "a refusal names the claim, never its value"
+    if refused_quietly(check_proposal, c, junk):
         return
     # Accepted: then every field is still what the format promises.
     assert c["kind"] == "enrollment" and 1 <= len(c["templates"]) <= 8 and isinstance(c["resident_id"], str)
