@@ -33,6 +33,9 @@ def register(sub) -> None:
     p.add_argument("--max-door-templates", type=int, default=3, metavar="M", help="per resident (default 3)")
     p.add_argument("--seed", type=int, default=0, help="which people each fold holds out as strangers")
     p.add_argument("--no-poisoning", action="store_true", help="skip the stolen-code run")
+    p.add_argument("--part", choices=("dev", "held-out", "all"), default="all",
+                   help="only the people that the door-visit benchmark (evaluate-visits) puts in its development or "
+                   "held-out part (replay-attack and nuaa; default all)")
     p.add_argument("--open-set", action="store_true", help="instead, on labelled photos (DIR/<identity>/*, kind "
                    "photos): the same residents enrolled from 3 photos and from 3 + M (more photos standing in for "
                    "door templates), strangers and residents judged at the point for the gallery's size and, with "
@@ -49,14 +52,18 @@ def cmd_evaluate_adaptation(args) -> int:
     from ..evaluation import adaptation, sessions
     from ..evaluation.descriptors import DescriptorCache, default_cache_path
     from ..evaluation.pairs import Describer
+    from ..evaluation.visitsets import in_part
 
     cfg = config_of(args)
     if not args.directory.is_dir():
         raise SystemExit(f"kiosk-admin: {args.directory}: no such folder")
     if args.open_set:
         return _open_set(args, cfg)
+    if args.part != "all" and args.kind == "photos":
+        raise SystemExit("kiosk-admin: --part splits the door-visit benchmark's people (replay-attack, nuaa), "
+                         "not photos")
     try:
-        people = sessions.load(args.kind, args.directory, args.frames)
+        people = in_part(args.part, args.kind, sessions.load(args.kind, args.directory, args.frames))
         cache = DescriptorCache(default_cache_path())
         try:
             sessions.describe(people, Describer(cfg.detect, face="largest"), cache, desc=args.directory.name)
@@ -67,7 +74,8 @@ def cmd_evaluate_adaptation(args) -> int:
                                  with_poisoning=not args.no_poisoning)
     except (ValueError, ModelUnavailable) as e:
         raise SystemExit(f"kiosk-admin: {e}") from None
-    rep = {"set": args.kind, "directory": str(args.directory), **rep}
+    rep = {"set": args.kind if args.part == "all" else f"{args.kind} ({args.part} part of the door visits)",
+           "directory": str(args.directory), **rep}
     if args.json:
         print(json.dumps(rep, indent=2))
     else:

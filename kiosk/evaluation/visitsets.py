@@ -105,6 +105,15 @@ def part_of(person: str) -> str:
     return "dev" if int(hashlib.sha256(person.encode()).hexdigest()[-1], 16) % 2 == 0 else "held-out"
 
 
+def in_part(part: str, kind: str, people: list) -> list:
+    """The people of a session set (:mod:`.sessions`: ``replay-attack`` or ``nuaa``) that the door-visit benchmark
+    puts in ``part`` (:func:`part_of`; ``all``: every one). Its Replay-Attack ``client003`` is the benchmark's
+    ``replay-attack/003``."""
+    if part == "all":
+        return list(people)
+    return [p for p in people if part_of(f"{kind}/{p.identity.removeprefix('client')}") == part]
+
+
 def _spread(items: list, k: int = ENROLL_FRAMES) -> list:
     if len(items) <= k:
         return items

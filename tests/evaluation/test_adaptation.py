@@ -120,3 +120,52 @@ def test_the_open_set_check_reads_the_point_for_the_effective_size(test_data, tm
         assert plain["visit"]["mated"] == more["visit"]["mated"] == eff["visit"]["mated"] > 0, "the same probes"
         assert more["visit"]["misses"] <= plain["visit"]["misses"], "more templates of the same people miss no more"
         assert more["visit"]["false_accepts"] >= plain["visit"]["false_accepts"]
+
+
+RA_REAL = "devel__real__real__client{c:03d}_session01_webcam_authenticate_{light}_{take}"
+
+
+@pytest.fixture(scope="module")
+def orl_as_replay_attack(test_data, tmp_path_factory):
+    """16 ORL subjects laid out as Replay-Attack's genuine clips (devel/<clip>/frame_NNNNN.pgm): photos 1-3 the
+    office's light, take 1; 4-6 take 2; 7-8 and 9-10 the adverse light's (links to the shared photos)."""
+    root = tmp_path_factory.mktemp("ra-sessions")
+    takes = {("controlled", 1): (1, 2, 3), ("controlled", 2): (4, 5, 6), ("adverse", 1): (7, 8), ("adverse", 2): (9, 10)}
+    for c in range(1, 17):
+        src = test_data / f"faces/att_orl/s{c}"
+        for (light, take), photos in takes.items():
+            clip = root / "devel" / RA_REAL.format(c=c, light=light, take=take)
+            clip.mkdir(parents=True)
+            for j, photo in enumerate(photos):
+                (clip / f"frame_{20 * j:05d}.pgm").symlink_to(src / f"{photo}.pgm")
+    return root
+
+
+def test_the_door_visit_parts_of_a_session_set_are_the_door_visit_benchmarks(orl_as_replay_attack, tmp_path):
+    """--part takes the people the door-visit benchmark's split puts in that part (its ids are set/client, read by
+    the benchmark's own reader), through the docs' command; the two parts together are the whole set."""
+    from kiosk.evaluation.livesets import read_set
+    from kiosk.evaluation.visitsets import part_of
+
+    clients = {c.subject for c in read_set("replay-attack", orl_as_replay_attack, split="devel")}
+    dev = {c for c in clients if part_of(f"replay-attack/{c}") == "dev"}
+    assert len(clients) == 16 and 0 < len(dev) < 16
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "XDG_CACHE_HOME": str(tmp_path / "cache"), "SESSIONS": str(orl_as_replay_attack)}
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", docs_snippet("enrollment-adaptation-door-visits")],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"replay-attack (dev part of the door visits): {len(dev)} people with every session" in r.stdout
+    assert "with door templates" in r.stdout and "stolen codes" in r.stdout
+
+    def people(part: str) -> int:
+        r = subprocess.run(["kiosk-admin", "evaluate-adaptation", "replay-attack", str(orl_as_replay_attack),
+                            "--frames", "0", "--part", part, "--json", "--no-poisoning"], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads(r.stdout)["people"]
+
+    assert people("held-out") == 16 - len(dev) and people("all") == 16
+    r = subprocess.run(["kiosk-admin", "evaluate-adaptation", "photos", str(orl_as_replay_attack), "--part", "dev"],
+                       env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert r.returncode != 0 and "--part splits the door-visit benchmark's people" in r.stderr
