@@ -127,6 +127,7 @@ class ProposingDoor:
         assert got is not None, "the door was sure of this visit"
         event, extra = got
         self.outbox.commit(event, model_id=MODEL_ID, **extra)
+        self.proposer.committed(resident)
         return checkin.event_id
 
     def checkin(self, resident: str) -> str:

@@ -14,6 +14,7 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -43,6 +44,8 @@ from .location import LocationGuard, open_guard
 from .qrtoken import QrCheckIn, open_qr_checkin
 
 log = logging.getLogger(__name__)
+#: How many of its latest decisions the daemon keeps in memory (a door runs for months).
+RECENT_DECISIONS = 1000
 
 # How often the match loop wakes when no frame comes, and reports STATUS=.
 _POLL_S = 0.2
@@ -87,7 +90,7 @@ class Kiosk:
         self.panel = None
         self.screen = None  # the door screen, with [screen] enabled
         self.screen_error: str | None = None  # why the screen could not start (the door works without it)
-        self.decisions: list[Decision] = []
+        self.decisions: deque[Decision] = deque(maxlen=RECENT_DECISIONS)  # the latest, for tests and tools
         self._last_watchdog = 0.0
         self._last_status = 0.0
         self.location: LocationGuard | None = None
@@ -366,13 +369,16 @@ class Kiosk:
         # Committed first: the door, the log and MQTT only follow a stored event.
         evidence = self.crops.take(d.track_id) if self.crops is not None and d.method == "face" else None
         now = self._wall()
-        site = self.site.claims(d, self.recognizer.point, len(self.recognizer.gallery), now)
+        # The gallery size the point was read at (as many residents' worth as its templates are).
+        point = self.recognizer.point
+        site = self.site.claims(d, point, point.effective_residents or len(self.recognizer.gallery), now)
         checkin = self.outbox.commit(
             d, evidence=evidence, gallery_version=self.recognizer.gallery.version, model_id=MODEL_ID, **where, **site,
             **(extra or {}),
         )
         self.site.committed(d, checkin.event_id, now)
         self._propose_template(d, checkin.event_id)
+        d = replace(d, descriptor=None)  # the face's descriptor goes no further than the proposal
         self.decisions.append(d)
         # Who it was stays in the check-in record (erasable), never in the journal (it is not).
         log.info("decision %s seq=%d event=%s", replace(d, resident_id=None).describe(), checkin.seq, checkin.event_id)
@@ -397,6 +403,7 @@ class Kiosk:
             if proposal is not None:
                 event, extra = proposal
                 self.outbox.commit(event, model_id=MODEL_ID, **extra)
+                self.templates.committed(event.resident_id)
         except Exception:  # a proposal is a bonus: it never costs the door its check-in
             log.exception("door template proposal failed")
 
@@ -480,7 +487,7 @@ class Kiosk:
             "screen": self.screen_status(),
             "enrollment": self.enrollment.status(self.outbox) if self.enrollment is not None and self.outbox is not None
             else {"enabled": False},
-            "door_templates": {"enabled": True, **self.templates.status()} if self.templates is not None
+            "door_templates": self.templates.status() if self.templates is not None
             else {"enabled": False},
         }
 

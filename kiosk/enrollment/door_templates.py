@@ -47,8 +47,12 @@ class DoorTemplateProposer:
 
     def consider(self, d: Decision, visit: str, gallery: Gallery, point: OperatingPoint
                  ) -> tuple[Decision, dict] | None:
-        """The event to commit after check-in ``visit`` (a decision and its extra claims), or None."""
+        """The event to commit after check-in ``visit`` (a decision and its extra claims), or None.
+
+        Call :meth:`committed` once the event is stored: only then does it count, and start the interval."""
         s = self.config.door_templates
+        if not s.enabled:  # turned off by a reload
+            return None
         if (d.outcome is not Outcome.ACCEPTED or d.resident_id is None or d.descriptor is None
                 or d.method not in ("face", "face+qr") or d.resident_id not in gallery.residents):
             return None
@@ -67,14 +71,17 @@ class DoorTemplateProposer:
                                    frames=max(1, d.frames), method=d.method, distance=distance, liveness=d.liveness,
                                    now=now)
         sealed = seal_proposal(claims, self.door, self.admin)
-        self._last[rid] = now
-        self.proposed += 1
         event = Decision(Outcome.ENROLL_PROPOSED, d.track_id, resident_id=rid, frames=d.frames, method=METHOD,
                          timestamp=d.timestamp)
         return event, {"proposal": sealed, "visit": visit, "proposal_kind": DOOR_TEMPLATE}
 
+    def committed(self, resident_id: str) -> None:
+        """The proposal :meth:`consider` made for ``resident_id`` is stored: the interval starts now."""
+        self._last[resident_id] = self._wall()
+        self.proposed += 1
+
     def status(self) -> dict:
-        return {"proposed": self.proposed, **{f"skipped_{k}": v for k, v in sorted(self.skipped.items())}}
+        return {"enabled": self.config.door_templates.enabled, "proposed": self.proposed, **{f"skipped_{k}": v for k, v in sorted(self.skipped.items())}}
 
 
 def resident_distance(gallery: Gallery, descriptor: np.ndarray, resident_id: str, *, means: bool,

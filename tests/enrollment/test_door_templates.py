@@ -71,6 +71,14 @@ def accepted(descriptor, resident="r-hu", method="face+qr", reason=None, outcome
                     timestamp=123.5, liveness={"blink": 0.7}, method=method, descriptor=descriptor)
 
 
+def propose(proposer: DoorTemplateProposer, d: Decision, visit: str, gallery, point=POINT):
+    """What the daemon does after a check-in: consider the visit, and once its proposal is stored, say so."""
+    got = proposer.consider(d, visit, gallery, point)
+    if got is not None:
+        proposer.committed(got[0].resident_id)
+    return got
+
+
 def distance(gallery, descriptor, rid="r-hu") -> float:
     return resident_distance(gallery, descriptor, rid, means=True, now=START)
 
@@ -86,6 +94,8 @@ def test_a_face_the_credential_confirmed_within_the_candidate_rule_proposes_it_s
     visit = accepted(face)
     got = proposer.consider(visit, VISITS[0], gallery, POINT)
     assert got is not None
+    assert proposer.proposed == 0, "counted once the daemon has stored it"
+    proposer.committed("r-hu")
     event, extra = got
     assert (event.outcome, event.method, event.resident_id) == (Outcome.ENROLL_PROPOSED, METHOD, "r-hu")
     assert METHOD == "door_template"
@@ -106,7 +116,7 @@ def test_a_face_the_credential_confirmed_within_the_candidate_rule_proposes_it_s
     [template] = p.templates
     assert np.array_equal(template, face.astype(np.float32))
     assert proposer.proposed == 1 and not proposer.skipped
-    assert proposer.status() == {"proposed": 1}
+    assert proposer.status() == {"enabled": True, "proposed": 1}
     assert gallery.template_count == 2, "the door adds nothing to its own gallery"
 
 
@@ -116,7 +126,7 @@ def test_a_face_farther_than_the_candidate_rule_proposes_nothing(faces, gallery,
     assert distance(gallery, lookalike) <= config.match.threshold < distance(gallery, stranger)
     assert proposer.consider(accepted(stranger), VISITS[1], gallery, POINT) is None
     assert proposer.skipped["not_sure"] == 1 and proposer.proposed == 0
-    assert proposer.status() == {"proposed": 0, "skipped_not_sure": 1}
+    assert proposer.status() == {"enabled": True, "proposed": 0, "skipped_not_sure": 1}
     # The candidate rule is match.threshold: tightened, the look-alike (within the shipped 0.45) is refused too.
     strict = proposer_for(settings(tmp_path, "[match]\nthreshold = 0.40\nvisit_threshold = 0.38\n"), parties)
     assert distance(gallery, lookalike) > 0.40
@@ -143,7 +153,7 @@ def test_the_face_alone_proposes_only_far_inside_the_threshold_with_the_active_c
     assert proposer.consider(accepted(band, method="face", reason="active_check"), VISITS[2], gallery, POINT) is None
     assert proposer.skipped["not_sure"] == 3 and proposer.proposed == 0
     # Far inside, with the active check passed.
-    got = proposer.consider(accepted(inside, method="face", reason="active_check"), VISITS[3], gallery, POINT)
+    got = propose(proposer, accepted(inside, method="face", reason="active_check"), VISITS[3], gallery, POINT)
     assert got is not None and proposer.proposed == 1
     admin, door = parties
     claims = open_proposal(got[1]["proposal"], admin, keymod.KeyRing([door.public()])).claims
@@ -159,28 +169,28 @@ def test_one_proposal_per_resident_per_interval(faces, gallery, config, parties)
     interval = config.door_templates.min_interval_h * HOUR
     assert interval == 24 * HOUR
     hu, wen = faces[HU], faces[WEN]
-    assert proposer.consider(accepted(hu[1]), VISITS[0], gallery, POINT) is not None
+    assert propose(proposer, accepted(hu[1]), VISITS[0], gallery, POINT) is not None
     clock.advance(interval - 1)
-    assert proposer.consider(accepted(hu[3]), VISITS[1], gallery, POINT) is None
+    assert propose(proposer, accepted(hu[3]), VISITS[1], gallery, POINT) is None
     assert proposer.skipped["too_soon"] == 1
     # Another resident is not held back by the first.
     assert distance(gallery, wen[1], "r-wen") <= config.match.threshold
-    assert proposer.consider(accepted(wen[1], resident="r-wen"), VISITS[2], gallery, POINT) is not None
+    assert propose(proposer, accepted(wen[1], resident="r-wen"), VISITS[2], gallery, POINT) is not None
     # A visit that was not sure does not start the resident's interval, nor one held back.
     clock.advance(1)
-    assert proposer.consider(accepted(wen[0], resident="r-hu"), VISITS[3], gallery, POINT) is None  # stranger
+    assert propose(proposer, accepted(wen[0], resident="r-hu"), VISITS[3], gallery, POINT) is None  # stranger
     assert proposer.skipped["not_sure"] == 1
-    got = proposer.consider(accepted(hu[3]), VISITS[4], gallery, POINT)
+    got = propose(proposer, accepted(hu[3]), VISITS[4], gallery, POINT)
     assert got is not None, "the interval is counted from the last proposal, and a full interval has passed"
     admin, door = parties
     assert open_proposal(got[1]["proposal"], admin, keymod.KeyRing([door.public()])).claims["time"] == START + interval
-    assert proposer.consider(accepted(hu[2]), VISITS[5], gallery, POINT) is None
-    assert proposer.status() == {"proposed": 3, "skipped_not_sure": 1, "skipped_too_soon": 2}
+    assert propose(proposer, accepted(hu[2]), VISITS[5], gallery, POINT) is None
+    assert proposer.status() == {"enabled": True, "proposed": 3, "skipped_not_sure": 1, "skipped_too_soon": 2}
 
 
 def test_min_interval_zero_proposes_every_sure_visit(faces, gallery, parties, tmp_path):
     proposer = proposer_for(settings(tmp_path, "[door_templates]\nmin_interval_h = 0\n"), parties)
-    assert all(proposer.consider(accepted(faces[HU][i]), VISITS[i], gallery, POINT) is not None for i in (1, 2, 3))
+    assert all(propose(proposer, accepted(faces[HU][i]), VISITS[i], gallery, POINT) is not None for i in (1, 2, 3))
     assert proposer.proposed == 3
 
 
@@ -193,14 +203,14 @@ def test_what_never_proposes(faces, gallery, config, parties):
              accepted(None), accepted(face, resident="r-gone"), accepted(face, resident=None),
              accepted(face, method="qr", reason="active_check")]
     for i, d in enumerate(never):
-        assert proposer.consider(d, VISITS[i], gallery, POINT) is None, d.describe()
+        assert propose(proposer, d, VISITS[i], gallery, POINT) is None, d.describe()
     assert proposer.proposed == 0
     # A resident no longer valid at the door's wall clock: their face is nobody's.
     expired = Gallery({"r-hu": Resident("r-hu", "Hu", valid_until=START - 1)}, ["r-hu"], faces[HU][:1])
-    assert proposer.consider(accepted(face), VISITS[10], expired, POINT) is None
+    assert propose(proposer, accepted(face), VISITS[10], expired, POINT) is None
     assert proposer.skipped["not_sure"] == 1 and proposer.proposed == 0
     # None of these started the resident's interval.
-    assert proposer.consider(accepted(face), VISITS[11], gallery, POINT) is not None
+    assert propose(proposer, accepted(face), VISITS[11], gallery, POINT) is not None
 
 
 def test_open_proposer_where_the_door_can_seal_to_the_admin(tmp_path, parties):
@@ -240,16 +250,33 @@ def test_after_a_restart_the_door_keeps_to_the_interval(faces, gallery, tmp_path
     try:
         first = open_proposer(config, wall_clock=clock, outbox=outbox)
         checkin = outbox.commit(accepted(faces[HU][1]), model_id=MODEL_ID)
-        event, extra = first.consider(accepted(faces[HU][1]), checkin.event_id, gallery, POINT)
+        event, extra = propose(first, accepted(faces[HU][1]), checkin.event_id, gallery, POINT)
         outbox.commit(event, model_id=MODEL_ID, **extra)
         outbox.commit(accepted(faces[WEN][1], resident="r-wen"), model_id=MODEL_ID)  # a check-in proposes nothing
         clock.advance(3 * HOUR)
         again = open_proposer(config, wall_clock=clock, outbox=outbox)  # the door restarted
-        assert again.consider(accepted(faces[HU][3]), VISITS[1], gallery, POINT) is None
+        assert propose(again, accepted(faces[HU][3]), VISITS[1], gallery, POINT) is None
         assert again.skipped["too_soon"] == 1
-        assert again.consider(accepted(faces[WEN][1], resident="r-wen"), VISITS[2], gallery, POINT) is not None
+        assert propose(again, accepted(faces[WEN][1], resident="r-wen"), VISITS[2], gallery, POINT) is not None
         clock.advance(21 * HOUR)
         assert open_proposer(config, wall_clock=clock, outbox=outbox).consider(
             accepted(faces[HU][3]), VISITS[3], gallery, POINT) is not None
     finally:
         outbox.close()
+
+
+def test_a_proposal_the_door_could_not_store_starts_no_interval_and_a_reload_can_turn_it_off(faces, gallery, config,
+                                                                                            parties, tmp_path):
+    """The daemon says a proposal is stored (``committed``) only after its outbox took it: one that was not (the outbox
+    full, the disk failing) neither counts nor holds the resident back. A SIGHUP's config with door templates off
+    proposes nothing more, and the status says so."""
+    proposer = proposer_for(config, parties)
+    assert proposer.consider(accepted(faces[HU][1]), VISITS[0], gallery, POINT) is not None  # never stored
+    assert proposer.consider(accepted(faces[HU][3]), VISITS[1], gallery, POINT) is not None
+    assert proposer.status()["proposed"] == 0 and not proposer.skipped
+    proposer.committed("r-hu")
+    assert proposer.consider(accepted(faces[HU][2]), VISITS[2], gallery, POINT) is None
+    assert proposer.skipped["too_soon"] == 1
+    proposer.config = settings(tmp_path, "[door_templates]\nenabled = false\nmin_interval_h = 0\n")
+    assert proposer.consider(accepted(faces[WEN][1], resident="r-wen"), VISITS[3], gallery, POINT) is None
+    assert proposer.status() == {"enabled": False, "proposed": 1, "skipped_too_soon": 1}

