@@ -6,6 +6,10 @@ not erased since, the door and model it names. An enrollment is approved by a pe
 template by a person or by the policy (:func:`admit`, :func:`auto`), always against the **enrolled** templates of
 the admin's own database. Deciding deletes the sealed descriptors from the back end's store
 (:func:`kiosk.backend.proposals.decide`); nothing reaches a door but the signed gallery update that follows.
+
+The admin's database and the back end's store are two databases: a proposal someone else decided meanwhile (the
+console and the CLI, two admins) raises :class:`AlreadyDecided`, and what this decision had written to the admin's
+database is taken back.
 """
 
 from __future__ import annotations
@@ -13,12 +17,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from .backend.proposals import APPROVED, PENDING, REJECTED, decide, erased_since, filed_for, proposals
+from .backend.proposals import APPROVED, PENDING, REJECTED, decide, erased_since, filed_for, is_pending, proposals
 from .enrollment.proposal import DOOR_TEMPLATE, Proposal, open_proposal
 from .errors import EnvelopeError
 from .gallery.adapt import AdaptPolicy
 from .gallery.store import GalleryStore, Resident
 from .match.models import MODEL_ID
+
+
+class AlreadyDecided(Exception):
+    """The proposal was decided by someone else meanwhile; this decision changed nothing."""
+
+    def __init__(self, key: str):
+        super().__init__(f"proposal {key} was decided meanwhile by someone else: nothing was changed")
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -101,14 +113,22 @@ def enroll(gallery: GalleryStore, backend, entry: Pending, name: str | None = No
     if not name:
         return f"resident {rid!r} has no display name yet"
     resident = Resident(rid, name, current.valid_from if current else None, current.valid_until if current else None)
-    gallery.enroll(resident, [(v, "proposal:" + hashlib.sha256(v.astype("<f4").tobytes()).hexdigest())
-                              for v in p.templates])
-    decide(backend, entry.key, APPROVED)
+    if not is_pending(backend, entry.key):
+        raise AlreadyDecided(entry.key)
+    sources = ["proposal:" + hashlib.sha256(v.astype("<f4").tobytes()).hexdigest() for v in p.templates]
+    gallery.enroll(resident, list(zip(p.templates, sources)))
+    if not decide(backend, entry.key, APPROVED):  # decided meanwhile: take back what was written
+        if current is None:
+            gallery.erase(rid)
+        else:
+            gallery.drop_templates(rid, sources)
+        raise AlreadyDecided(entry.key)
     return None
 
 
-def policy_for(match, gallery: GalleryStore, *, anchor: float | None = None, max_door_templates: int = 3,
-               novelty: float = 0.04) -> AdaptPolicy:
+def policy_for(match, gallery: GalleryStore, *, anchor: float | None = None,
+               max_door_templates: int = AdaptPolicy.max_door_templates,
+               novelty: float = AdaptPolicy.novelty) -> AdaptPolicy:
     """The door-template policy; the anchor by default the calibrated threshold at the gallery's size."""
     if anchor is None:
         from .match.calibration import operating_point
@@ -123,18 +143,31 @@ def admit(gallery: GalleryStore, policy: AdaptPolicy, backend, entry: Pending) -
     verdict = entry.problem if entry.valid else f"not_valid ({entry.reason})"
     if verdict is None and entry.resident_id not in gallery.residents():
         verdict = "unknown_resident (not enrolled here, or erased since)"
+    got = None
     if verdict is None:
-        got = None
+        if not is_pending(backend, entry.key):
+            raise AlreadyDecided(entry.key)
         for vector in entry.proposal.templates:
             got = gallery.admit_door_template(entry.resident_id, vector, entry.proposal.key, policy)
             if got.admitted:
                 break
         if not got.admitted:
             verdict = f"{got.reason} (anchor distance {got.anchor_distance:.3f}, limit {policy.anchor:.3f})"
-    decide(backend, entry.key, APPROVED if verdict is None else REJECTED, note=verdict)
+    if not decide(backend, entry.key, APPROVED if verdict is None else REJECTED, note=verdict):
+        if got is not None and got.admitted:  # decided meanwhile: take it back, and what it replaced
+            gallery.withdraw_door_template(entry.resident_id, entry.proposal.key, got.replaced)
+        raise AlreadyDecided(entry.key)
     return verdict
 
 
 def auto(gallery: GalleryStore, policy: AdaptPolicy, backend, entries: list[Pending]) -> list[tuple[Pending, str | None]]:
-    """Decide every pending door template among ``entries`` by the policy (enrollments wait for a person)."""
-    return [(e, admit(gallery, policy, backend, e)) for e in entries if e.kind == DOOR_TEMPLATE]
+    """Decide every pending door template among ``entries`` by the policy (enrollments wait for a person); those
+    someone else decided meanwhile are left out."""
+    out = []
+    for e in entries:
+        if e.kind == DOOR_TEMPLATE:
+            try:
+                out.append((e, admit(gallery, policy, backend, e)))
+            except AlreadyDecided:
+                continue
+    return out

@@ -52,8 +52,9 @@ def register(gs) -> None:
     p.add_argument("--store", required=True, metavar="URL",
                    help="the back end's store: sqlite:///PATH or postgresql://USER@HOST/DB")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--approve", metavar="INVITATION", help="approve the proposal filed under this invitation")
-    what.add_argument("--reject", metavar="INVITATION", help="reject the proposal filed under this invitation")
+    what.add_argument("--approve", metavar="ID", help="approve the proposal filed under this id (an enrollment's "
+                      "invitation, a door template's visit)")
+    what.add_argument("--reject", metavar="ID", help="reject the proposal filed under this id")
     what.add_argument("--auto", action="store_true",
                       help="approve the pending door templates the policy admits, reject the others (with why)")
     _policy_args(p)
@@ -82,10 +83,10 @@ def _policy_args(p) -> None:
     p.add_argument("--anchor", type=float, metavar="D",
                    help="a door template must be within D of an enrolled template (default: the calibrated "
                    "threshold at the gallery's size)")
-    p.add_argument("--max-door-templates", type=int, default=3, metavar="M",
-                   help="door templates kept per resident, the oldest replaced first (default 3)")
-    p.add_argument("--novelty", type=float, default=0.04, metavar="D",
-                   help="a door template nearer than D to one held adds nothing (default 0.04)")
+    p.add_argument("--max-door-templates", type=int, default=AdaptPolicy.max_door_templates, metavar="M",
+                   help="door templates kept per resident, the oldest replaced first (default %(default)s)")
+    p.add_argument("--novelty", type=float, default=AdaptPolicy.novelty, metavar="D",
+                   help="a door template nearer than D to one held adds nothing (default %(default)s)")
 
 
 def _policy(cfg, args, store) -> AdaptPolicy:
@@ -116,7 +117,10 @@ def cmd_review(args) -> int:
         rows = [r for r in proposals(backend, status=PENDING) if r["site"] == site]
         if args.reject:
             row = _one(rows, args.reject)
-            if row is None or not decide(backend, row["invitation"], REJECTED):
+            if row is None:
+                return 1
+            if not decide(backend, row["invitation"], REJECTED):
+                print(f"kiosk-admin gallery review: {review.AlreadyDecided(row['invitation'])}", file=sys.stderr)
                 return 1
             print(f"proposal {row['invitation']}: rejected")
             return 0
@@ -154,6 +158,9 @@ def _enrollment(cfg, args, entry: review.Pending, backend) -> int:
     store = open_store(cfg)
     try:
         problem = review.enroll(store, backend, entry, args.name)
+    except review.AlreadyDecided as e:
+        print(f"kiosk-admin gallery review: {e}", file=sys.stderr)
+        return 1
     finally:
         store.db.close()
     if problem:
@@ -168,6 +175,9 @@ def _door_template(cfg, args, entry: review.Pending, backend) -> int:
     store = open_store(cfg)
     try:
         verdict = review.admit(store, _policy(cfg, args, store), backend, entry)
+    except review.AlreadyDecided as e:
+        print(f"kiosk-admin gallery review: {e}", file=sys.stderr)
+        return 1
     finally:
         store.db.close()
     if verdict is None:

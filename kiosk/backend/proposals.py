@@ -90,6 +90,13 @@ def decide(store, invitation: str, status: str, *, note: str | None = None, now:
         return cur.rowcount == 1
 
 
+def is_pending(store, invitation: str) -> bool:
+    """Whether the proposal filed under ``invitation`` still waits for a decision."""
+    with store._lock, store._d.transaction() as cur:
+        cur.execute(store._d.q("SELECT 1 FROM proposals WHERE invitation = ? AND status = ?"), [invitation, PENDING])
+        return cur.fetchone() is not None
+
+
 def erased_since(store, resident_id: str, since: float) -> bool:
     """Whether ``resident_id`` was erased at or after ``since`` (an invitation issued before the erasure)."""
     with store._lock, store._d.transaction() as cur:

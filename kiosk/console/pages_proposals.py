@@ -55,8 +55,11 @@ def approve(key: str):
     e = _entry(key)
     res = g.console.residents
     if e.kind == DOOR_TEMPLATE:
-        with res.lock:
-            verdict = review.admit(res.gallery, _policy(), g.console.store, e)
+        try:
+            with res.lock:
+                verdict = review.admit(res.gallery, _policy(), g.console.store, e)
+        except review.AlreadyDecided:
+            return _decided_meanwhile()
         audit("proposal.door_template", e.resident_id or "?", f"visit {e.key}: " + (verdict or "approved"))
         if verdict is None:
             _published("Door template approved")
@@ -64,12 +67,15 @@ def approve(key: str):
             flash(f"Door template rejected by the policy: {verdict}", "error")
         return redirect(url_for(".index"))
     if e.problem is not None:
-        if e.reject:
-            review.reject(g.console.store, e, note=e.reason)
+        if e.reject and review.reject(g.console.store, e, note=e.reason):
+            audit(f"proposal.{e.kind}", e.resident_id or "?", f"{e.key}: rejected: {e.problem}")
         flash(f"This proposal cannot be approved: {e.problem}" + ("; it was rejected" if e.reject else ""), "error")
         return redirect(url_for(".index"))
-    with res.lock:
-        problem = review.enroll(res.gallery, g.console.store, e)
+    try:
+        with res.lock:
+            problem = review.enroll(res.gallery, g.console.store, e)
+    except review.AlreadyDecided:
+        return _decided_meanwhile()
     if problem:
         flash(f"{problem}: enroll them on the Residents page first, or reject it.", "error")
         return redirect(url_for(".index"))
@@ -78,11 +84,17 @@ def approve(key: str):
     return redirect(url_for(".index"))
 
 
+def _decided_meanwhile():
+    flash("Someone else decided this proposal meanwhile: nothing was changed.", "warning")
+    return redirect(url_for(".index"))
+
+
 @bp.route("/<key>/reject", methods=["POST"])
 @admin_only
 def reject(key: str):
     e = _entry(key)
-    review.reject(g.console.store, e, note="rejected by " + g.user.username)
+    if not review.reject(g.console.store, e, note="rejected by " + g.user.username):
+        return _decided_meanwhile()
     audit(f"proposal.{e.kind}", e.resident_id or "?", f"{e.key}: rejected")
     flash("Proposal rejected: its descriptors are deleted.", "ok")
     return redirect(url_for(".index"))

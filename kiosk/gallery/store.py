@@ -305,6 +305,22 @@ class GalleryStore:
                     " VALUES (?,?,NULL,?,?)", [resident_id, self.cipher.seal(vector, resident_id), now, visit])
         return a
 
+    def withdraw_door_template(self, resident_id: str, visit: str, replaced: DoorTemplate | None) -> None:
+        """Take back :meth:`admit_door_template`: the template from ``visit`` off, the one it replaced back."""
+        with self.db.atomic():
+            self.db.execute("DELETE FROM templates WHERE door_visit = ?", [visit])
+            if replaced is not None:
+                self.db.execute(
+                    "INSERT INTO templates(resident_id, vector, source_sha256, created_at, door_visit)"
+                    " VALUES (?,?,NULL,?,?)",
+                    [resident_id, self.cipher.seal(replaced.vector, resident_id), replaced.added_at, replaced.source])
+
+    def drop_templates(self, resident_id: str, sources: list[str]) -> None:
+        """Take off the resident's templates enrolled from these sources (their SHA-256 as :meth:`enroll` got them)."""
+        with self.db.atomic():
+            for source in sources:
+                self.db.execute("DELETE FROM templates WHERE resident_id = ? AND source_sha256 = ?", [resident_id, source])
+
     def door_templates(self, resident_id: str | None = None) -> list[tuple[str, str, float]]:
         """Every door template as (resident id, visit, added at), oldest first."""
         sql = "SELECT resident_id, door_visit, created_at FROM templates WHERE door_visit IS NOT NULL"

@@ -235,3 +235,76 @@ def test_what_is_not_valid_is_rejected(site, store_url, faces, capsys):
     assert got[v4][0] == REJECTED and got[v4][1].startswith("not_valid"), got[v4]
     assert held(root) == []
     assert all(r["proposal"] == "" for r in proposals(store, status=None)), "nothing sealed is kept once decided"
+
+
+class SomeoneElseMeanwhile:
+    """The admin's gallery store, with another admin (the console, a second CLI) deciding the proposal at the worst
+    moment: after this decision checked that it was pending, before it marks it decided."""
+
+    def __init__(self, store, backend, key: str):
+        self.store, self.backend, self.key = store, backend, key
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    def admit_door_template(self, *args, **kw):
+        from kiosk.backend.proposals import decide
+
+        assert decide(self.backend, self.key, REJECTED, note="rejected by the other admin")
+        return self.store.admit_door_template(*args, **kw)
+
+    def enroll(self, *args, **kw):
+        from kiosk.backend.proposals import decide
+
+        assert decide(self.backend, self.key, REJECTED, note="rejected by the other admin")
+        return self.store.enroll(*args, **kw)
+
+
+def test_a_proposal_decided_meanwhile_by_someone_else_changes_nothing(site, store_url, faces):
+    """Two admins at once: the one who comes second is told, and the admin's database is as it was, with the door
+    template a full resident's new one replaced put back, and an enrollment's resident taken out again."""
+    from kiosk import review as rv
+    from kiosk.gallery.adapt import AdaptPolicy
+
+    admin_keys, (door, _), store, root = site
+    ring = keymod.KeyRing([door.keys.public()])
+    hu = faces[HU]
+    policy = AdaptPolicy(anchor=0.45, max_door_templates=1, novelty=0.0)
+    first, second, third = (door.visit("r-hu", hu[i]) for i in (1, 2, 3))
+    inv = read_invitation(issue_invitation(admin_keys, "r-new", SITE, name="New"), admin_keys.public())
+    enrollment = new_proposal(invitation=inv, site=SITE, device="door-1", descriptors=[hu[2]], model_id=MODEL_ID,
+                              frames=6)
+    door.commit_proposal("r-new", proposal=seal_proposal(enrollment, door.keys, admin_keys.public()),
+                         invitation=inv.nonce, proposal_kind="enrollment")
+    again = read_invitation(issue_invitation(admin_keys, "r-hu", SITE, name="Hu"), admin_keys.public())
+    door.commit_proposal("r-hu", proposal=seal_proposal(
+        new_proposal(invitation=again, site=SITE, device="door-1", descriptors=[hu[3]], model_id=MODEL_ID, frames=6),
+        door.keys, admin_keys.public()), invitation=again.nonce, proposal_kind="enrollment")
+    door.deliver(store)
+    entries = {e.key: e for e in rv.pending(store, SITE, admin_keys, ring)}
+    gallery = admin_store(root)
+    try:
+        assert rv.admit(gallery, policy, store, entries[first]) is None
+        assert held(root) == [("r-hu", first)]
+        # Decided before this decision began: it writes nothing at all.
+        assert rv.reject(store, entries[second], note="rejected on the console")
+        with pytest.raises(rv.AlreadyDecided):
+            rv.admit(gallery, policy, store, entries[second])
+        assert rv.auto(gallery, policy, store, [entries[second]]) == []
+        # Decided while this one wrote: what it wrote is taken back, and the template it replaced put back.
+        with pytest.raises(rv.AlreadyDecided, match="decided meanwhile by someone else"):
+            rv.admit(SomeoneElseMeanwhile(gallery, store, third), policy, store, entries[third])
+        [kept] = gallery.templates_of("r-hu").door
+        assert kept.source == first and np.array_equal(kept.vector, hu[1])
+        assert statuses(store)[third] == (REJECTED, "rejected by the other admin")
+        # An enrollment the same way: the new resident is not left behind.
+        with pytest.raises(rv.AlreadyDecided):
+            rv.enroll(SomeoneElseMeanwhile(gallery, store, inv.nonce), store, entries[inv.nonce])
+        assert "r-new" not in gallery.residents() and len(gallery.templates_of("r-hu").enrolled) == 1
+        # And an enrolled resident keeps only what they had.
+        with pytest.raises(rv.AlreadyDecided):
+            rv.enroll(SomeoneElseMeanwhile(gallery, store, again.nonce), store, entries[again.nonce])
+        [enrolled] = gallery.templates_of("r-hu").enrolled
+        assert np.array_equal(enrolled, hu[0]) and "r-hu" in gallery.residents()
+    finally:
+        gallery.db.close()
