@@ -96,15 +96,14 @@ def open_proposer(config: KioskConfig, *, wall_clock: Callable[[], float] = time
 
     ``outbox``: where the door's last proposals are read back from (a restart keeps the interval)."""
     from ..match.models import MODEL_ID
-    from ..sync import keys as keymod
+    from .session import sealing_keys
 
     if not (config.door_templates.enabled and config.enrollment.enabled and config.mqtt.enabled):
         return None
-    path = keymod.resolve(config.keys.admin_public_key, config.device.state_dir)
-    if not path.is_file():
+    keys = sealing_keys(config)
+    if keys is None:
         return None
-    door, _ = keymod.load_device_keys(config)
     recent = outbox.last_proposals(DOOR_TEMPLATE, wall_clock() - config.door_templates.min_interval_h * 3600) \
         if outbox is not None else None
-    return DoorTemplateProposer(config, door=door, admin=keymod.load_public_one(path), model_id=MODEL_ID,
-                                wall_clock=wall_clock, recent=recent)
+    return DoorTemplateProposer(config, door=keys[0], admin=keys[1], model_id=MODEL_ID, wall_clock=wall_clock,
+                                recent=recent)

@@ -336,21 +336,38 @@ class DoorEnrollment:
         return step
 
 
+def admin_key_path(config: KioskConfig):
+    """Where the admin's public key is (``keys.admin_public_key``, relative to the state folder)."""
+    from ..sync import keys as keymod
+
+    return keymod.resolve(config.keys.admin_public_key, config.device.state_dir)
+
+
+def sealing_keys(config: KioskConfig):
+    """The door's own keys and the admin's public key, which a proposal is signed and sealed with; None without an
+    admin public key."""
+    from ..sync import keys as keymod
+
+    path = admin_key_path(config)
+    if not path.is_file():
+        return None
+    door, _ = keymod.load_device_keys(config)
+    return door, keymod.load_public_one(path)
+
+
 def open_enrollment(config: KioskConfig, db, recognizer, *, wall_clock: Callable[[], float] = time.time
                     ) -> DoorEnrollment | None:
     """The enrollment stage the config asks for, or None (off, no MQTT, or no admin key to check and seal with)."""
     from ..match.models import MODEL_ID
     from ..qrtoken import NonceCache
-    from ..sync import keys as keymod
 
     if not config.enrollment.enabled or not config.mqtt.enabled:
         return None
-    path = keymod.resolve(config.keys.admin_public_key, config.device.state_dir)
-    if not path.is_file():
-        log.warning("enrollment at the door is off: no admin public key at %s", path)
+    keys = sealing_keys(config)
+    if keys is None:
+        log.warning("enrollment at the door is off: no admin public key at %s", admin_key_path(config))
         return None
-    admin = keymod.load_public_one(path)
-    door, _ = keymod.load_device_keys(config)
+    door, admin = keys
     verifier = InvitationVerifier(admin, config.device.site, config.enrollment, NonceCache(db, wall_clock=wall_clock),
                                   wall_clock=wall_clock)
     return DoorEnrollment(config, verifier, door=door, admin=admin, detector=recognizer.detector,
