@@ -534,6 +534,10 @@ class Kiosk:
                 self.recognizer.reconfigure(new)
                 if self.templates is not None:  # its margin and interval; who it proposed for stays
                     self.templates.config = new
+                elif self.enrollment is not None and new.door_templates.enabled:  # turned on
+                    from .enrollment.door_templates import open_proposer
+
+                    self.templates = open_proposer(new, wall_clock=self._wall, outbox=self.outbox)
                 self.config = new
             self.recognizer.swap_gallery(self.store.load())
             log.info("reloaded %s", path or "gallery")

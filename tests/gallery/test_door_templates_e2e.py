@@ -152,3 +152,34 @@ def test_a_sure_visit_proposes_the_admin_approves_and_revoking_takes_it_off_ever
             d.stop()
         store.close()
         ingest.stop()
+
+
+def test_a_reload_turns_door_templates_on_and_off(broker, tmp_path):
+    """The door's config file changed and SIGHUP'd (Kiosk.reload): door templates turned on start proposing
+    without a restart; turned off, they stop, and the status says which."""
+    from kiosk.config import load_config
+
+    fleet = SimulatedSite(tmp_path / "fleet", broker, 1, site=SITE)
+    state = fleet.root / "door-1"
+    keymod.save_public(state / "admin.pub.jwks", keymod.generate("admin"))
+    path = tmp_path / "kiosk.toml"
+
+    def write(enabled: bool) -> None:
+        path.write_text(device_toml(state, SITE, "door-1", broker, "[motion]\nenabled = false\n"
+                                    f"[door_templates]\nenabled = {str(enabled).lower()}\n"))
+
+    write(False)
+    door = Door(load_config(path))
+    try:
+        k = door.kiosk
+        assert k.enrollment is not None and k.templates is None
+        assert k._status_fields()["door_templates"] == {"enabled": False}
+        write(True)
+        k.reload()
+        assert k.templates is not None and k._status_fields()["door_templates"]["enabled"] is True
+        write(False)
+        k.reload()
+        assert k._status_fields()["door_templates"]["enabled"] is False
+        assert not k.templates.config.door_templates.enabled
+    finally:
+        door.stop()
