@@ -113,3 +113,25 @@ def test_an_enrollment_at_the_door_is_approved_on_the_console(site, faces):
     r = console.residents.get("r-new")
     assert r is not None and r.name == "Newcomer" and r.templates == 3
     assert [p["status"] for p in proposals(console.store, status=None)] == [APPROVED]
+
+
+def test_an_enrollment_for_a_resident_erased_since_is_rejected_and_the_audit_says_so(site, faces):
+    """The resident was erased after the invitation was issued: approving their door enrollment rejects it there and
+    then (its descriptors are deleted), and the audit log keeps that decision as it keeps the admin's own."""
+    console, app, admin, door = site
+    inv = read_invitation(issue_invitation(admin, "r-new", SITE, name="Newcomer"), admin.public())
+    claims = new_proposal(invitation=inv, site=SITE, device="door-1", descriptors=list(faces[WEN][:3]),
+                          model_id=MODEL_ID, frames=9)
+    console.store.erase_resident("r-new")
+    door.commit_proposal("r-new", proposal=seal_proposal(claims, door.keys, admin.public()), invitation=inv.nonce,
+                         proposal_kind="enrollment")
+    door.deliver(console.store)
+    c = app.test_client()
+    login(c, ADMIN)
+    r = post(c, "/proposals/", f"/proposals/{inv.nonce}/approve")
+    assert r.status_code == 302
+    assert "it was rejected" in c.get("/proposals/").get_data(as_text=True)
+    [row] = proposals(console.store, status=None)
+    assert row["status"] == REJECTED and console.residents.get("r-new") is None
+    [entry] = [a for a in console.accounts.audit_log() if a["action"] == "proposal.enrollment"]
+    assert (entry["actor"], entry["target"]) == (ADMIN, "r-new") and "rejected: erased" in entry["detail"]
