@@ -568,18 +568,26 @@ class EventConsumer:
         except _Stopping:
             raise
         except Exception:
-            # Even the refusal cannot be stored: the fault is the store's, so wait for it (as for an outage).
+            # Even the refusal cannot be stored: the fault is the store's (read-only, full, permissions), so wait
+            # for it as for an outage, offering it the message itself first: refused only if the store, taking
+            # writes again, still will not take it.
             bare = replace(refusal, detail="", topic=printable(item.topic, 200))
             while True:
-                try:
-                    self._take([bare])
+                for attempt in (item, bare):
+                    try:
+                        self._take([attempt])
+                    except _Stopping:
+                        raise
+                    except Exception as e:
+                        error = e
+                        continue
+                    if attempt is item:
+                        self.unstorable -= 1
+                        log.info("the store took the message on %s after all", printable(item.topic, 200))
                     return
-                except _Stopping:
-                    raise
-                except Exception as e:
-                    self._sink_failed(e, 1)
-                    if self._stopping.wait(max(1.0, self.settings.reconnect_backoff_max)):
-                        raise _Stopping from e
+                self._sink_failed(error, 1)
+                if self._stopping.wait(max(1.0, self.settings.reconnect_backoff_max)):
+                    raise _Stopping from error
 
     def stalled_for(self) -> float:
         """Seconds the consumer has held messages it could not hand on (0 while messages move)."""

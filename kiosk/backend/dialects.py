@@ -218,7 +218,8 @@ class Postgres(Dialect):
 
     def _lost(self, e: BaseException):
         pg = self._psycopg
-        if isinstance(e, (pg.OperationalError, pg.InterfaceError)) or (self._conn is not None and self._conn.closed):
+        if (isinstance(e, (pg.OperationalError, pg.InterfaceError)) or (self._conn is not None and self._conn.closed)
+                or _store_wide(getattr(e, "sqlstate", None))):
             try:
                 if self._conn is not None:
                     self._conn.close()
@@ -263,3 +264,13 @@ _MIGRATION_LOCK = 0x6B696F736B
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+#: PostgreSQL errors that are the store's state, not a row's: read-only (a standby, a full-disk guard), no
+#: privilege, out of resources (disk, memory, connections), shut down by an operator, system and I/O errors.
+_STORE_WIDE = ("25006", "42501")
+_STORE_WIDE_CLASSES = ("53", "57", "58")
+
+
+def _store_wide(sqlstate: str | None) -> bool:
+    return bool(sqlstate) and (sqlstate in _STORE_WIDE or sqlstate[:2] in _STORE_WIDE_CLASSES)

@@ -138,6 +138,56 @@ def test_a_store_error_is_isolated_to_its_message_by_splitting_the_batch(rig):
     assert "the store refused one message" in rig.ingest.log_text()
 
 
+def _refuse_every_row(url: str, errcode: str) -> None:
+    """The store takes no row for a while, neither an event nor a refusal: a trigger refuses every insert (on
+    PostgreSQL with ``errcode``: 25006 is what a read-only store says, P0001 any other error)."""
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url[len("sqlite:///"):]) as conn:
+            for table in ("events", "refused"):
+                conn.execute(f"CREATE TRIGGER closed_{table} BEFORE INSERT ON {table}"
+                             " BEGIN SELECT RAISE(ABORT, 'the store takes nothing now'); END")
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE FUNCTION closed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                     f" RAISE EXCEPTION 'the store takes nothing now' USING ERRCODE = '{errcode}'; END $$")
+        for table in ("events", "refused"):
+            conn.execute(f"CREATE TRIGGER closed_{table} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION closed()")
+
+
+def _open_again(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        with sqlite3.connect(url[len("sqlite:///"):]) as conn:
+            for table in ("events", "refused"):
+                conn.execute(f"DROP TRIGGER closed_{table}")
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP FUNCTION closed() CASCADE")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("errcode", ["25006", "P0001"])
+def test_a_store_that_takes_nothing_for_a_while_loses_no_event(rig, errcode):
+    """Every write fails for a while, with an error that is not a lost connection (a read-only or full store, a
+    revoked privilege): the events wait, unacknowledged, and are stored when the store takes writes again; none of
+    them is recorded as refused in its place."""
+    if errcode != "P0001" and rig.url.startswith("sqlite:///"):
+        pytest.skip("SQLite has no error codes of its own: its trigger's error is the P0001 case")
+    _refuse_every_row(rig.url, errcode)
+    claims = [rig.claims("door-1") for _ in range(4)]
+    shas = [rig.publish("door-1", rig.sealed("door-1", c)) for c in claims]
+    assert wait_for(lambda: "store" in rig.ingest.log_text().split("subscribed")[-1], 20), rig.ingest.log_text()
+    time.sleep(2.0)  # a few rounds of retries while nothing can be written
+    assert not {c["event_id"] for c in claims} & rig.stored_ids()
+    _open_again(rig.url)
+    assert wait_for(lambda: {c["event_id"] for c in claims} <= rig.stored_ids(), 60), rig.ingest.log_text()
+    assert not any(rig.refusals(s) for s in shas), [rig.refusals(s) for s in shas]
+    assert_honest_doors_still_served(rig)
+
+
 def ingest_health(config) -> subprocess.CompletedProcess:
     """docs/backend.md's health command, as printed, with the test's config in place of /etc/kiosk's."""
     argv = shlex.split(sh_lines(docs_snippet("backend-health"))[0])
