@@ -47,6 +47,9 @@ from .freshness import FreshnessRules, flags_for
 
 log = logging.getLogger(__name__)
 
+#: The largest message the back end takes (MQTT v5 Maximum Packet Size, asked of the broker at connect). A sealed
+#: event is under 70 kB (joserfc refuses a larger ciphertext, even with an evidence crop); the rest is margin.
+MAX_PACKET_BYTES = 262_144
 #: Messages taken as one batch at most, and how long a batch waits to fill.
 BATCH_MAX = 500
 BATCH_WAIT = 0.02
@@ -398,6 +401,7 @@ class EventConsumer:
         timeout = self.settings.connect_timeout if timeout is None else timeout
         props = Properties(PacketTypes.CONNECT)
         props.ReceiveMaximum = self.receive_maximum
+        props.MaximumPacketSize = MAX_PACKET_BYTES  # the broker drops larger ones before they take our memory
         clean = True
         if self.session_expiry:
             props.SessionExpiryInterval = self.session_expiry

@@ -138,6 +138,21 @@ def test_a_store_error_is_isolated_to_its_message_by_splitting_the_batch(rig):
     assert "the store refused one message" in rig.ingest.log_text()
 
 
+@pytest.mark.e2e
+def test_a_message_larger_than_any_event_never_reaches_the_back_end(rig):
+    """The back end asks the broker for at most MAX_PACKET_BYTES per message: 300 kB on a door's events topic (which
+    the test broker lets through) is dropped by the broker for it, so it never takes the back end's memory."""
+    from kiosk.backend.consumer import MAX_PACKET_BYTES
+
+    huge = b"x" * (MAX_PACKET_BYTES + 40_000)
+    sha = rig.publish("door-1", huge)
+    assert_honest_doors_still_served(rig)
+    time.sleep(1.0)
+    assert rig.refusals(sha) == [] and rig.ingest.running()
+    small = rig.publish("door-1", b"y" * 70_000)  # the largest a door's envelope can be, and more: it arrives
+    assert rig.wait_refused(small)
+
+
 def _refuse_every_row(url: str, errcode: str) -> None:
     """The store takes no row for a while, neither an event nor a refusal: a trigger refuses every insert (on
     PostgreSQL with ``errcode``: 25006 is what a read-only store says, P0001 any other error)."""

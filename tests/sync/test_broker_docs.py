@@ -43,6 +43,17 @@ def test_the_pages_files_are_used_verbatim(docs_broker):
     assert "user mosquitto" in conf and "user root" not in conf
 
 
+def test_a_message_over_the_brokers_limit_is_refused_and_its_sender_cut_off(docs_broker):
+    """max_packet_size: a gallery update's frame (256 kB) passes; 2 MB from a door's certificate are refused, and its
+    connection with them, before they take the broker's memory."""
+    door = MqttProbe(docs_broker, device_cn("elm-court", "door-1"))
+    assert door.publish("kiosk/elm-court/door-1/events", b"x" * 262_144) < 0x80
+    assert door.publish("kiosk/elm-court/door-1/events", b"x" * 2_000_000) is None
+    assert wait_for(lambda: not door.client.is_connected(), 5)
+    again = MqttProbe(docs_broker, device_cn("elm-court", "door-1"))
+    assert again.publish("kiosk/elm-court/door-1/events", b"after") < 0x80
+
+
 def test_a_door_of_one_site_cannot_write_another_sites_topics(docs_broker):
     """Finding 3: with the certificate naming only the device, oak-park's door-1 could write elm-court's door-1."""
     real = MqttProbe(docs_broker, device_cn("elm-court", "door-1"))
