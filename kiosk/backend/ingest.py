@@ -63,6 +63,7 @@ class StoreSink:
         self.refused = 0
         self.erased = 0
         self.past_retention = 0
+        self.proposals_refused = 0
 
     @staticmethod
     def transient(error: BaseException) -> bool:
@@ -89,6 +90,10 @@ class StoreSink:
             log.warning("refused a message on %s: %s", inv.topic, inv.reason)
         if result.erased or result.past_retention:
             log.info("not stored again: %d erased, %d past retention", result.erased, result.past_retention)
+        if result.proposals_refused:
+            self.proposals_refused += len(result.proposals_refused)
+            log.warning("%d proposal(s) not filed: %s", len(result.proposals_refused),
+                        ", ".join(sorted(set(result.proposals_refused))))
 
 
 def load_devices(path: Path) -> keymod.KeyRing:

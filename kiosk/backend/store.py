@@ -22,7 +22,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,6 +77,8 @@ class BatchResult:
     refused: int = 0
     erased: int = 0
     past_retention: int = 0
+    #: Why the proposals of stored enroll_proposed events were not filed (each a refusal row too).
+    proposals_refused: list[str] = field(default_factory=list)
 
 
 #: ``flag(claims, received_at, last_seq)`` -> flags (see kiosk.backend.freshness).
@@ -292,6 +294,7 @@ class Store:
             result.refused = len(refusals)
             result.erased = sum(1 for r in gone if r.reason == "erased")
             result.past_retention = len(gone) - result.erased
+            result.proposals_refused = [r.reason for r in used]
         return result
 
     def _refuse_deleted(self, cur, events: Sequence[Incoming], retention_s: float | None,

@@ -37,8 +37,9 @@ def test_a_second_proposal_for_one_invitation_is_refused_from_any_door(store_url
         s.store_batch([proposal(1, "inv-bbbbbbbbbbbbbbbb")])
         # Another door of the site (the resident went on to a second door), and a replay under a new id,
         # in one batch with a proposal for another invitation.
-        s.store_batch([proposal(1, "inv-bbbbbbbbbbbbbbbb", device="door-2"), proposal(2, "inv-bbbbbbbbbbbbbbbb"),
-                       proposal(3, "inv-cccccccccccccccc")])
+        r = s.store_batch([proposal(1, "inv-bbbbbbbbbbbbbbbb", device="door-2"),
+                           proposal(2, "inv-bbbbbbbbbbbbbbbb"), proposal(3, "inv-cccccccccccccccc")])
+        assert r.stored == 3 and r.proposals_refused == ["invitation_used", "invitation_used"], r
         rows = proposals(s)
         assert [(r["invitation"], r["device"], r["proposal"]) for r in rows] == [
             ("inv-bbbbbbbbbbbbbbbb", "door-1", SEALED + "1"), ("inv-cccccccccccccccc", "door-1", SEALED + "3")]

@@ -144,6 +144,7 @@ def test_enrollment_at_the_door_end_to_end(broker, store_url, test_data, tmp_pat
             probe.close()
         assert wait_for(lambda: any(r["reason"] == "invitation_used" for r in store.refusals()), 20)
         assert [r["device"] for r in proposals(store, status=None)] == ["door-1"]
+        assert wait_for(lambda: "1 proposal(s) not filed: invitation_used" in ingest.log_text(), 5), ingest.log_text()
 
         # 4. Not approved yet: the door does not know the resident.
         got = door.play(visit_clip, 30.0, by("face"))
