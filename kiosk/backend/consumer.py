@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -366,6 +367,8 @@ class EventConsumer:
         self.receive_maximum = receive_maximum
         self.batch_max = batch_max
         self.received = 0
+        self.dropped_qos0 = 0  # messages sent without PUBACK: no door sends any (see _on_message)
+        self._dropped_logged = -math.inf
         self.invalid = 0
         self.sink_failures = 0
         self.unstorable = 0
@@ -386,7 +389,7 @@ class EventConsumer:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_disconnect = lambda c, u, flags, rc, props: q.put(("disconnect", reason_value(rc), str(rc)))
-        self._client.on_message = lambda c, u, msg: q.put(("message", msg, time.time()))
+        self._client.on_message = self._on_message
 
     @property
     def duplicates(self) -> int:
@@ -472,6 +475,18 @@ class EventConsumer:
                     break
             if messages:
                 self._batch(messages)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        """On paho's thread: queue the message. One sent at QoS 0 is dropped and counted: doors send at QoS 1 (their
+        outbox waits for the PUBACK), and QoS 0 has no flow control, so a flood of them would fill our memory while
+        the store is slow."""
+        if msg.qos == 0:
+            self.dropped_qos0 += 1
+            if time.monotonic() - self._dropped_logged >= 60.0:
+                self._dropped_logged = time.monotonic()
+                log.warning("dropped messages sent at QoS 0 (no door sends any): %d so far", self.dropped_qos0)
+            return
+        self._queue.put(("message", msg, time.time()))
 
     def _on_connect(self, client, userdata, flags, rc, props) -> None:
         """On paho's thread: subscribe (again) on every connection."""

@@ -153,6 +153,17 @@ def test_a_message_larger_than_any_event_never_reaches_the_back_end(rig):
     assert rig.wait_refused(small)
 
 
+@pytest.mark.e2e
+def test_a_message_sent_without_puback_is_dropped_and_counted(rig):
+    """QoS 0 has no flow control: a door's certificate flooding it would fill the back end while the store is slow.
+    No door sends at QoS 0, so the back end drops such a message, counts it and says so, and goes on."""
+    event = rig.claims("door-1")
+    rig.publish("door-1", rig.sealed("door-1", event), qos=0, timeout=0.5)
+    assert wait_for(lambda: "dropped messages sent at QoS 0" in rig.ingest.log_text(), 10), rig.ingest.log_text()
+    assert_honest_doors_still_served(rig)
+    assert event["event_id"] not in rig.stored_ids()
+
+
 def _refuse_every_row(url: str, errcode: str) -> None:
     """The store takes no row for a while, neither an event nor a refusal: a trigger refuses every insert (on
     PostgreSQL with ``errcode``: 25006 is what a read-only store says, P0001 any other error)."""
