@@ -78,7 +78,7 @@ class StoreSink:
             [Incoming(e.claims, e.received_at, e.topic, e.payload_bytes, e.payload_sha256) for e in events],
             [Refusal(topic=i.topic, reason=i.reason, detail=i.detail, received_at=i.received_at,
                      payload_bytes=i.payload_bytes, payload_sha256=i.payload_sha256) for i in invalid],
-            flag=self._flag, retention_s=self.retention_s,
+            flag=self._flag, retention_s=self.retention_s, max_clock_ahead_s=self.rules.max_clock_ahead_s,
         )
         self.stored += result.stored
         self.duplicates += result.duplicates

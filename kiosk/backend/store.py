@@ -211,7 +211,7 @@ class Store:
 
     def store_batch(self, events: Sequence[Incoming], refusals: Sequence[Refusal] = (),
                     *, flag: Flagger = _no_flags, retention_s: float | None = None,
-                    now: float | None = None) -> BatchResult:
+                    max_clock_ahead_s: float | None = None, now: float | None = None) -> BatchResult:
         """Store verified events and refusals in one transaction.
 
         An event already stored (same site, device and event id: a redelivery
@@ -221,13 +221,16 @@ class Store:
         erasure) and, given ``retention_s``, one older than the retention
         period (``past_retention``: what a purge deleted stays deleted).
         ``flag`` marks what is odd about an event, given the highest sequence
-        number stored for its door.
+        number stored for its door. Given ``max_clock_ahead_s``, an erased
+        resident's event whose time is that much later than its receipt is
+        refused as erased too: its door's clock is wrong, so its time cannot
+        tell whether it came before the erasure.
         """
         result = BatchResult()
         q = self._d.q
         now = time.time() if now is None else now
         with self._lock, self._d.transaction() as cur:
-            events, gone = self._refuse_deleted(cur, events, retention_s, now)
+            events, gone = self._refuse_deleted(cur, events, retention_s, now, max_clock_ahead_s)
             # Doors in a fixed order: two processes never wait on each other in a circle.
             doors = sorted({(e.claims["site"], e.claims["device"]) for e in events})
             last: dict[tuple[str, str], list] = {}
@@ -297,8 +300,8 @@ class Store:
             result.proposals_refused = [r.reason for r in used]
         return result
 
-    def _refuse_deleted(self, cur, events: Sequence[Incoming], retention_s: float | None,
-                        now: float) -> tuple[list[Incoming], list[Refusal]]:
+    def _refuse_deleted(self, cur, events: Sequence[Incoming], retention_s: float | None, now: float,
+                        max_clock_ahead_s: float | None = None) -> tuple[list[Incoming], list[Refusal]]:
         """Split off the events that were deleted before (erased, or past retention): (to store, refusals)."""
         q = self._d.q
         keep, gone = [], []
@@ -334,7 +337,9 @@ class Store:
             c = ev.claims
             rid = c.get("resident_id")
             when = erased_at.get(hashes.get(rid, "")) if isinstance(rid, str) else None
-            if (c["site"], c["device"], c["event_id"]) in tombstoned or (when is not None and c["time"] <= when):
+            ahead = max_clock_ahead_s is not None and c["time"] - ev.received_at > max_clock_ahead_s
+            if (c["site"], c["device"], c["event_id"]) in tombstoned or (
+                    when is not None and (c["time"] <= when or ahead)):
                 reason, detail = "erased", (f"event {c['event_id']} (seq {c['seq']}) belongs to an erasure: "
                                             "a redelivery, a late event from an offline door, or a replay")
             elif cutoff is not None and c["time"] < cutoff:
@@ -349,7 +354,10 @@ class Store:
         return keep, gone
 
     def purge(self, older_than: float, *, now: float | None = None) -> tuple[int, int]:
-        """Delete events (by event time) and refusals older than ``older_than`` seconds; (events, refusals).
+        """Delete events and refusals older than ``older_than`` seconds; (events, refusals).
+
+        An event goes by its event time, or by when it was received if that is older: a door whose clock ran
+        ahead does not keep its events past retention.
 
         Tombstones past the same age go too: the cutoff is remembered and any
         event older than it is refused (``past_retention``), so they are no
@@ -358,7 +366,7 @@ class Store:
         cutoff = (time.time() if now is None else now) - older_than
         q = self._d.q
         with self._lock, self._d.transaction() as cur:
-            cur.execute(q("DELETE FROM events WHERE event_time < ?"), [cutoff])
+            cur.execute(q("DELETE FROM events WHERE event_time < ? OR received_at < ?"), [cutoff, cutoff])
             events = cur.rowcount
             cur.execute(q("DELETE FROM refused WHERE received_at < ?"), [cutoff])
             refused = cur.rowcount

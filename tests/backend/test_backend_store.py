@@ -107,6 +107,16 @@ def test_retention_deletes_by_event_time(store_url):
         assert sorted(e["seq"] for e in s.events()) == [2, 3]
 
 
+def test_retention_also_goes_by_receipt_so_a_clock_that_ran_ahead_keeps_nothing(store_url):
+    now = time.time()
+    with open_store(store_url) as s:
+        ahead = event(1, t=now + 30 * 86400)  # its door's clock a month ahead, received 500 days ago
+        ahead = Incoming(ahead.claims, now - 500 * 86400, ahead.topic)
+        s.store_batch([ahead, event(2, t=now - 10 * 86400)])
+        assert s.purge(400 * 86400, now=now) == (1, 0)
+        assert [e["seq"] for e in s.events()] == [2]
+
+
 def test_queries_by_resident_door_and_time(store_url):
     now = time.time()
     with open_store(store_url) as s:

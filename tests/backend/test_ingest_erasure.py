@@ -126,3 +126,9 @@ def test_a_re_enrolled_resident_is_stored_again_after_the_erasure(tmp_path):
         assert (result.stored, result.erased) == (1, 1)
         assert [e["event_id"] for e in s.events()] == ["c"]
         assert s.resident_hash("r-9") != s.resident_hash("r-8") and "r-9" not in s.resident_hash("r-9")
+        # A check-in held from before the erasure by a door whose clock ran an hour ahead: its time says after the
+        # erasure, but a time that far past its receipt cannot say; refused as erased (the ingest's clock rule).
+        late = Incoming({**event("d", now + 3600).claims}, now)
+        result = s.store_batch([late], max_clock_ahead_s=300.0)
+        assert (result.stored, result.erased) == (0, 1)
+        assert s.store_batch([late]).stored == 1, "without the rule, its time alone let it in"
