@@ -6,6 +6,7 @@ import base64
 import json
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -457,3 +458,63 @@ def open_store_at(state):
     from kiosk.gallery.store import open_store
 
     return open_store(parse_config(f'[device]\nsite = "{SITE}"\nstate_dir = "{state}"\n'))
+
+
+class Ticks:
+    """The gallery thread's monotonic clock, advanced by the test."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_an_erasure_applies_though_its_pages_cannot_be_reclaimed_yet_and_they_are_later(parties, tmp_path):
+    """Another writer holds the file when the erasure's pages are to be handed back (on a Pi: the card full or
+    failing, a busy file): the update is committed, so it is applied, swapped in and acked all the same, and the
+    gallery thread reclaims the pages once it can, until then trying again every RECLAIM_RETRY_S."""
+    import sqlite3
+
+    from harness.gallery_kit import RecordingLink, RecordingRecognizer
+    from kiosk.config import parse_config
+    from kiosk.gallery.store import open_store
+    from kiosk.sync.updates.device import RECLAIM_RETRY_S, GallerySync
+
+    admin, device = parties
+    config = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "{DEVICE}"\nstate_dir = "{tmp_path}"\n'
+                          "[mqtt]\nenabled = true\n")
+    store = open_store(config)
+    ticks = Ticks()
+    recognizer, link = RecordingRecognizer(store.load()), RecordingLink()
+    sync = GallerySync(store, recognizer, link, device, keymod.KeyRing([admin.keys]), config, clock=ticks)
+    rng = np.random.default_rng(15)
+    w = world_of(rng, 4)
+    assert send(sync, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device))["result"] == \
+        "applied"
+    other = sqlite3.connect(config.database_path, isolation_level=None)
+
+    def another_writer(sql: str) -> None:  # takes the file just as the pages are to be handed back
+        if sql.startswith("PRAGMA incremental_vacuum") and not other.in_transaction:
+            other.execute("BEGIN IMMEDIATE")
+
+    store.db.execute("PRAGMA busy_timeout = 100")
+    store.db.conn.set_trace_callback(another_writer)
+    try:
+        gone = sorted(w.residents)[0]
+        w.drop(gone)
+        ack = send(sync, admin.frames(admin.claims(w, site=SITE, version=2, base=1, ops=[erase_op(gone)]), device))
+        assert ack["result"] == "applied" and held_version(store) == 2
+        assert gone not in recognizer.gallery.residents and recognizer.gallery.digest() == w.digest()
+        assert sync.reclaim_pending() is None, "not due yet"
+        ticks.t += RECLAIM_RETRY_S
+        assert sync.reclaim_pending() is False, "the other writer still holds it"
+    finally:
+        store.db.conn.set_trace_callback(None)
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+        other.close()
+    ticks.t += RECLAIM_RETRY_S
+    assert sync.reclaim_pending() is True and sync.reclaim_pending() is None
+    assert Path(str(config.database_path) + "-wal").stat().st_size == 0
+    sync.close()

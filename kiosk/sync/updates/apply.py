@@ -163,8 +163,13 @@ def apply_update(store: GalleryStore, update: GalleryUpdate, *, site: str, devic
     except BaseException:
         _rollback(db)
         raise
-    # Deleted rows (erased residents, replaced templates) leave no pages behind.
-    reclaimed = reclaim(db) if gone or replaced else True
+    # Deleted rows (erased residents, replaced templates) leave no pages behind. The update is committed: a
+    # failure here (the card full or failing, the file busy) is not the update's, and is retried later.
+    try:
+        reclaimed = reclaim(db) if gone or replaced else True
+    except sqlite3.Error as e:
+        log.warning("erased pages not reclaimed yet (%s); tried again later", type(e).__name__)
+        reclaimed = False
     return Applied(gallery, update.version, digest, len(upserts), erased, purged, reclaimed,
                    time.perf_counter() - started, locked)
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import Any
 
 from ...config import KioskConfig
 from ...errors import UpdateRejected
+from ...gallery.erasure import reclaim
 from ...gallery.store import GalleryStore, open_store
 from .. import keys as keymod
 from ..keys import KeyRing, PartyKeys
@@ -48,6 +50,8 @@ ANSWER_BURST, ANSWER_RATE = 20, 1.0
 #: Seconds the old gallery is kept intact after a swap, at most, before its
 #: templates are overwritten (the frame in progress may still search it).
 SCRUB_WAIT_S = 5.0
+#: Seconds between tries to reclaim an erasure's pages after a try failed (the card full or failing, busy).
+RECLAIM_RETRY_S = 30.0
 
 _STOP = object()
 
@@ -117,6 +121,7 @@ class GallerySync:
         self.snapshot_reason: str | None = None
         self.last: dict[str, Any] | None = None
         self.applied = 0
+        self._reclaim_due: float | None = None  # when to try reclaiming erased pages again (None: nothing waits)
         self.refused = 0
         self.dropped = 0
         self.unanswered = 0
@@ -219,6 +224,7 @@ class GallerySync:
                 for e in self.receiver.expire():
                     self._refuse(e, getattr(e, "head", None))
                 self.scrub_retired()
+                self.reclaim_pending()
             except Exception:  # never let one message end the stage
                 log.exception("gallery update handling failed")
 
@@ -254,7 +260,8 @@ class GallerySync:
             applied.checkins_purged, len(applied.gallery),
         )
         if not applied.reclaimed:
-            log.warning("erased pages are not all reclaimed yet (WAL busy)")
+            log.warning("erased pages are not all reclaimed yet; tried again in %.0f s", RECLAIM_RETRY_S)
+            self._reclaim_due = self._clock() + RECLAIM_RETRY_S
         ack = self._ack("applied", update, None, None, received.message_sha256)
         self.last["apply_s"] = round(applied.seconds, 3)
         self.last["locked_s"] = round(applied.locked_s, 3)
@@ -304,6 +311,21 @@ class GallerySync:
             self.last = {k: claims[k] for k in ("result", "reason", "update_id", "offered_version", "time")}
         self.link.send(self.ack_topic, sign_ack(claims, self.device_keys), qos=1, retain=True)
         return claims
+
+    def reclaim_pending(self) -> bool | None:
+        """Reclaim the pages of an erasure whose reclaiming failed (gallery thread), when it is due; whether it
+        worked (None: nothing due)."""
+        if self._reclaim_due is None or self._clock() < self._reclaim_due:
+            return None
+        try:
+            done = reclaim(self.store.db)
+        except sqlite3.Error as e:
+            log.warning("erased pages still not reclaimed (%s)", type(e).__name__)
+            done = False
+        self._reclaim_due = None if done else self._clock() + RECLAIM_RETRY_S
+        if done:
+            log.info("erased pages reclaimed")
+        return done
 
     def scrub_retired(self, force: bool = False) -> int:
         """Overwrite the templates of galleries swapped out, once no frame can be searching them.
