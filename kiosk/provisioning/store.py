@@ -219,13 +219,19 @@ class ProvisioningStore:
         if pending and not discard_undelivered:
             raise refused("undelivered_events", f"{pending} undelivered; connect to the broker first, or discard them")
         self.resets.record(reset.nonce, reset.expires_at)  # before anything goes: a reset code is good once
+        # The old site's residents first, durably: a power cut before the provisioning folder goes leaves a device
+        # still provisioned for the old site with an empty gallery, never an unprovisioned one that a new site's
+        # code would take while the old database and its template key came back.
+        cfg = self.config
+        residents = (cfg.database_path, Path(f"{cfg.database_path}-wal"), Path(f"{cfg.database_path}-shm"),
+                     cfg.state_path(cfg.storage.template_key))
+        for path in residents:
+            path.unlink(missing_ok=True)
+        for folder in {path.parent for path in residents if path.parent.is_dir()}:
+            fsync_dir(folder)
         gone = self.directory.with_name(f".{self.directory.name}-reset-{os.getpid()}-{int(self._wall())}")
         os.rename(self.directory, gone)
         fsync_dir(self.directory.parent)
-        cfg = self.config
-        for path in (cfg.database_path, Path(f"{cfg.database_path}-wal"), Path(f"{cfg.database_path}-shm"),
-                     cfg.state_path(cfg.storage.template_key)):
-            path.unlink(missing_ok=True)
         shutil.rmtree(gone, ignore_errors=True)
         log.warning("provisioning reset: site %s device %s unprovisioned (%d undelivered events discarded)",
                     bundle.site, device_id, pending)

@@ -263,6 +263,28 @@ def test_signed_reset_unprovisions_and_erases(fleet, state_dir):
     assert store.load().site == "block-8"
 
 
+def test_a_reset_cut_short_leaves_no_old_resident_behind(fleet, state_dir, monkeypatch):
+    """Power lost mid-reset, here when the provisioning folder is about to go: the old site's database and
+    template key are gone already (and their folder synced), so no new site's code can come to a device holding
+    them; the device is still the old site's, with nobody in its gallery."""
+    import os
+
+    from kiosk.db import open_database
+
+    store = provisioned(fleet, state_dir)
+    open_database(state_dir / "kiosk.db").close()
+    (state_dir / "template.key").write_bytes(b"k" * 32)
+
+    def power_cut(src, dst):
+        raise OSError("the power went")
+
+    monkeypatch.setattr(os, "rename", power_cut)
+    with pytest.raises(OSError, match="the power went"):
+        store.reset(bmod.sign_reset(SITE, DEVICE, fleet.root))
+    assert not (state_dir / "kiosk.db").exists() and not (state_dir / "template.key").exists()
+    assert store.provisioned and store.load().site == SITE
+
+
 def test_reset_refusals(fleet, state_dir, tmp_path):
     store = ProvisioningStore(fleet.config(state_dir))
     with pytest.raises(ProvisioningRefused) as e:
