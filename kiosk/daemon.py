@@ -522,6 +522,20 @@ class Kiosk:
             + ("; SCREEN UNAVAILABLE" if self.screen_error else "")
         )
 
+    def _reload_gallery(self) -> None:
+        """The gallery read again from the database. Where updates come, on the gallery thread, so that a reload
+        never lands between an update's swap and its ack; else here, on the frame loop between frames, where the
+        old gallery can be overwritten at once (nothing is searching it)."""
+        sync = self.gallery_sync
+        if sync is not None and sync.alive:
+            if not sync.reload():
+                log.warning("gallery reload: the gallery thread did not answer in time; it reloads when it can")
+            return
+        old = self.recognizer.gallery
+        self.recognizer.swap_gallery(self.store.load())
+        if old is not self.recognizer.gallery:
+            old.scrub()
+
     def reload(self) -> None:
         """Re-read the config file and the gallery; keep running on the old ones if they are bad."""
         self.notifier.reloading()
@@ -539,7 +553,7 @@ class Kiosk:
 
                     self.templates = open_proposer(new, wall_clock=self._wall, outbox=self.outbox)
                 self.config = new
-            self.recognizer.swap_gallery(self.store.load())
+            self._reload_gallery()
             log.info("reloaded %s", path or "gallery")
         except ConfigError as e:
             log.error("reload refused, keeping the running config: %s", e)

@@ -343,14 +343,23 @@ class GalleryStore:
         return {r[0]: Resident(*r) for r in rows}
 
     def load(self) -> Gallery:
-        """Decrypt every template into a new in-memory :class:`Gallery`."""
-        residents = self.residents()
-        owners, vecs = [], []
-        for rid, blob in self.db.execute("SELECT resident_id, vector FROM templates ORDER BY resident_id, id"):
-            owners.append(rid)
-            vecs.append(self.cipher.open(blob, rid))
+        """Decrypt every template into a new in-memory :class:`Gallery`, all of it read from one snapshot of the
+        database (an update another connection commits meanwhile is in it wholly or not at all)."""
+        own = not self.db.conn.in_transaction
+        if own:
+            self.db.execute("BEGIN")
+        try:
+            residents = self.residents()
+            owners, vecs = [], []
+            for rid, blob in self.db.execute("SELECT resident_id, vector FROM templates ORDER BY resident_id, id"):
+                owners.append(rid)
+                vecs.append(self.cipher.open(blob, rid))
+            version, cap = self.version(), self.fpir_cap()
+        finally:
+            if own:
+                self.db.execute("COMMIT")
         matrix = np.vstack(vecs) if vecs else np.zeros((0, DIMENSIONS), np.float32)
-        g = Gallery(residents, owners, matrix, version=self.version(), fpir_cap=self.fpir_cap())
+        g = Gallery(residents, owners, matrix, version=version, fpir_cap=cap)
         log.info("gallery loaded: %d residents, %d templates, version %s", len(g), g.template_count, g.version)
         return g
 

@@ -518,3 +518,57 @@ def test_an_erasure_applies_though_its_pages_cannot_be_reclaimed_yet_and_they_ar
     assert sync.reclaim_pending() is True and sync.reclaim_pending() is None
     assert Path(str(config.database_path) + "-wal").stat().st_size == 0
     sync.close()
+
+
+def test_a_reload_swaps_on_the_gallery_thread_and_reads_one_snapshot(parties, tmp_path):
+    """SIGHUP's reload of the gallery goes through the gallery thread (never between an update's swap and its ack),
+    takes the version and digest with it, and retires the old gallery; and a load reads one snapshot of the
+    database: a resident committed by another connection while the templates are read is in it wholly or not at
+    all (before, their templates came without their resident row and the load failed)."""
+    import sqlite3
+
+    from harness.gallery_kit import RecordingLink, RecordingRecognizer
+    from kiosk.config import parse_config
+    from kiosk.gallery.store import open_store
+    from kiosk.sync.updates.device import GallerySync
+
+    admin, device = parties
+    config = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "{DEVICE}"\nstate_dir = "{tmp_path}"\n'
+                          "[mqtt]\nenabled = true\n")
+    store = open_store(config)
+    recognizer, link = RecordingRecognizer(store.load()), RecordingLink()
+    sync = GallerySync(store, recognizer, link, device, keymod.KeyRing([admin.keys]), config)
+    rng = np.random.default_rng(16)
+    w = world_of(rng, 3)
+    send(sync, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device))
+    other = open_store(config)  # the admin's tools on the device, or anything else writing the file
+    try:
+        assert not sync.reload(), "no gallery thread yet"
+        sync.start()
+        other.enroll(Resident("R-late", "Late"), [(vectors(rng, 1)[0], None)])
+        before = recognizer.gallery
+        assert sync.reload()
+        assert "R-late" in recognizer.gallery.residents and recognizer.swaps[-1] is recognizer.gallery
+        assert sync.digest == recognizer.gallery.digest() == other.digest() and sync.version == 1
+        assert any(old is before for old, _, _ in sync._retired) or not np.any(before.matrix)
+
+        # One snapshot: another connection commits a new resident and their template between the two reads.
+        committed = []
+
+        def commit_meanwhile(sql: str) -> None:
+            if sql.startswith("SELECT resident_id, vector FROM templates") and not committed:
+                other.enroll(Resident("R-between", "Between"), [(vectors(rng, 1)[0], None)])
+                committed.append(sql)
+
+        reader = open_store(config)
+        reader.db.conn.set_trace_callback(commit_meanwhile)
+        try:
+            g = reader.load()
+        finally:
+            reader.db.conn.set_trace_callback(None)
+            reader.db.close()
+        assert committed and "R-between" not in g.residents and "R-between" not in g.ids
+        assert "R-between" in other.residents()
+    finally:
+        sync.close()
+        other.db.close()

@@ -56,6 +56,13 @@ RECLAIM_RETRY_S = 30.0
 _STOP = object()
 
 
+class _Reload:
+    """A reload of the gallery from the database, queued to the gallery thread; ``done`` once swapped in."""
+
+    def __init__(self):
+        self.done = threading.Event()
+
+
 def head_screen(site: str, device: str, limits, *, held: Callable[[], int], applied: Callable[[str], bool],
                 wall_clock: Callable[[], float] = time.time) -> Callable[[UpdateHead], None]:
     """The device's checks on an update's signed head, before any of its parts is kept.
@@ -219,7 +226,12 @@ class GallerySync:
                 self.scrub_retired(force=True)
                 return
             try:
-                if item is not None:
+                if isinstance(item, _Reload):
+                    try:
+                        self._reload_gallery()
+                    finally:
+                        item.done.set()
+                elif item is not None:
                     self.handle(item[1])
                 for e in self.receiver.expire():
                     self._refuse(e, getattr(e, "head", None))
@@ -227,6 +239,23 @@ class GallerySync:
                 self.reclaim_pending()
             except Exception:  # never let one message end the stage
                 log.exception("gallery update handling failed")
+
+    def reload(self, timeout: float = 30.0) -> bool:
+        """Load the gallery from the database again and swap it in (SIGHUP), on the gallery thread: after any
+        update in hand, never between an update's swap and its ack. Whether it was done within ``timeout``."""
+        if not self.alive:
+            return False
+        item = _Reload()
+        self._put(item, block=True)
+        return item.done.wait(timeout)
+
+    def _reload_gallery(self) -> None:
+        old, new = self.recognizer.gallery, self.store.load()
+        self.recognizer.swap_gallery(new)
+        self.version, self.digest = held_version(self.store), new.digest()
+        if old is not new and hasattr(old, "matrix"):
+            self._retired.append((old, getattr(getattr(self.recognizer, "stats", None), "frames", None),
+                                  time.monotonic() + SCRUB_WAIT_S))
 
     def handle(self, payload: bytes) -> dict[str, Any] | None:
         """Take one message (gallery thread, or a test's); the ack sent, or None while parts are missing."""
