@@ -69,12 +69,26 @@ def log_in(driver, base: str, user: str, password: str = PASSWORD) -> None:
 
 
 def submit(driver, button) -> None:
-    """Click and wait for the next page (the old one gone)."""
-    from selenium.webdriver.support import expected_conditions
+    """Click and wait for the next page (the old one gone).
+
+    While the page is being replaced, chromedriver may answer a question about the old button with "unhandled
+    inspector error" instead of "stale element" (seen under load, with JavaScript off): asked again, it says
+    stale once the new page is in."""
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
+    def gone(_driver) -> bool:
+        try:
+            button.is_enabled()
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            if "inspector error" not in str(e):
+                raise
+        return False
+
     button.click()
-    WebDriverWait(driver, 60).until(expected_conditions.staleness_of(button))
+    WebDriverWait(driver, 60).until(gone)
 
 
 def cookie(driver) -> dict:
