@@ -346,7 +346,9 @@ def send(sync, frames):
     return ack
 
 
-def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(parties, tmp_path):
+def device_sync(parties, tmp_path, **kw):
+    """The device's gallery stage on a real store, with a recording recogniser and link:
+    (config, store, recognizer, link, sync). ``kw``: GallerySync's own (a clock)."""
     from harness.gallery_kit import RecordingLink, RecordingRecognizer
     from kiosk.config import parse_config
     from kiosk.gallery.store import open_store
@@ -357,7 +359,13 @@ def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(
                           "[mqtt]\nenabled = true\n")
     store = open_store(config)
     recognizer, link = RecordingRecognizer(store.load()), RecordingLink()
-    sync = GallerySync(store, recognizer, link, device, keymod.KeyRing([admin.keys]), config)
+    sync = GallerySync(store, recognizer, link, device, keymod.KeyRing([admin.keys]), config, **kw)
+    return config, store, recognizer, link, sync
+
+
+def test_device_worker_swaps_acks_asks_for_snapshots_and_scrubs_the_old_gallery(parties, tmp_path):
+    admin, device = parties
+    config, store, recognizer, link, sync = device_sync(parties, tmp_path)
     rng = np.random.default_rng(13)
     w = world_of(rng, 3)
     first = recognizer.gallery
@@ -476,18 +484,11 @@ def test_an_erasure_applies_though_its_pages_cannot_be_reclaimed_yet_and_they_ar
     gallery thread reclaims the pages once it can, until then trying again every RECLAIM_RETRY_S."""
     import sqlite3
 
-    from harness.gallery_kit import RecordingLink, RecordingRecognizer
-    from kiosk.config import parse_config
-    from kiosk.gallery.store import open_store
-    from kiosk.sync.updates.device import RECLAIM_RETRY_S, GallerySync
+    from kiosk.sync.updates.device import RECLAIM_RETRY_S
 
     admin, device = parties
-    config = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "{DEVICE}"\nstate_dir = "{tmp_path}"\n'
-                          "[mqtt]\nenabled = true\n")
-    store = open_store(config)
     ticks = Ticks()
-    recognizer, link = RecordingRecognizer(store.load()), RecordingLink()
-    sync = GallerySync(store, recognizer, link, device, keymod.KeyRing([admin.keys]), config, clock=ticks)
+    config, store, recognizer, link, sync = device_sync(parties, tmp_path, clock=ticks)
     rng = np.random.default_rng(15)
     w = world_of(rng, 4)
     assert send(sync, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device))["result"] == \
@@ -527,17 +528,10 @@ def test_a_reload_swaps_on_the_gallery_thread_and_reads_one_snapshot(parties, tm
     all (before, their templates came without their resident row and the load failed)."""
     import sqlite3
 
-    from harness.gallery_kit import RecordingLink, RecordingRecognizer
-    from kiosk.config import parse_config
     from kiosk.gallery.store import open_store
-    from kiosk.sync.updates.device import GallerySync
 
     admin, device = parties
-    config = parse_config(f'[device]\nsite = "{SITE}"\ndevice_id = "{DEVICE}"\nstate_dir = "{tmp_path}"\n'
-                          "[mqtt]\nenabled = true\n")
-    store = open_store(config)
-    recognizer, link = RecordingRecognizer(store.load()), RecordingLink()
-    sync = GallerySync(store, recognizer, link, device, keymod.KeyRing([admin.keys]), config)
+    config, store, recognizer, link, sync = device_sync(parties, tmp_path)
     rng = np.random.default_rng(16)
     w = world_of(rng, 3)
     send(sync, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device))
