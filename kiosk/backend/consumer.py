@@ -576,7 +576,6 @@ class EventConsumer:
             self._hand_on(items[mid:])
             return
         item = items[0]
-        self.unstorable += 1
         log.error("the store refused one message on %s (%s); recorded as refused, the rest go on",
                   printable(item.topic, 200), type(failure).__name__)
         refusal = Invalid(topic=item.topic, reason="unstorable", received_at=item.received_at,
@@ -584,6 +583,8 @@ class EventConsumer:
                           payload_bytes=item.payload_bytes, payload_sha256=item.payload_sha256)
         try:
             self._take([refusal])
+            self.unstorable += 1
+            return
         except _Stopping:
             raise
         except Exception:
@@ -601,8 +602,9 @@ class EventConsumer:
                         error = e
                         continue
                     if attempt is item:
-                        self.unstorable -= 1
                         log.info("the store took the message on %s after all", printable(item.topic, 200))
+                    else:
+                        self.unstorable += 1
                     return
                 self._sink_failed(error, 1)
                 if self._stopping.wait(max(1.0, self.settings.reconnect_backoff_max)):

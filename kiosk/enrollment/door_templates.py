@@ -81,7 +81,8 @@ class DoorTemplateProposer:
         self.proposed += 1
 
     def status(self) -> dict:
-        return {"enabled": self.config.door_templates.enabled, "proposed": self.proposed, **{f"skipped_{k}": v for k, v in sorted(self.skipped.items())}}
+        return {"enabled": self.config.door_templates.enabled, "proposed": self.proposed,
+                **{f"skipped_{k}": v for k, v in sorted(self.skipped.items())}}
 
 
 def resident_distance(gallery: Gallery, descriptor: np.ndarray, resident_id: str, *, means: bool,

@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -336,14 +337,14 @@ class DoorEnrollment:
         return step
 
 
-def admin_key_path(config: KioskConfig):
+def admin_key_path(config: KioskConfig) -> Path:
     """Where the admin's public key is (``keys.admin_public_key``, relative to the state folder)."""
     from ..sync import keys as keymod
 
     return keymod.resolve(config.keys.admin_public_key, config.device.state_dir)
 
 
-def sealing_keys(config: KioskConfig):
+def sealing_keys(config: KioskConfig) -> tuple[PartyKeys, PartyKeys] | None:
     """The door's own keys and the admin's public key, which a proposal is signed and sealed with; None without an
     admin public key."""
     from ..sync import keys as keymod

@@ -300,20 +300,19 @@ class GalleryStore:
             if a.admitted:
                 if a.replaced is not None:
                     self.db.execute("DELETE FROM templates WHERE door_visit = ?", [a.replaced.source])
-                self.db.execute(
-                    "INSERT INTO templates(resident_id, vector, source_sha256, created_at, door_visit)"
-                    " VALUES (?,?,NULL,?,?)", [resident_id, self.cipher.seal(vector, resident_id), now, visit])
+                self._insert_door_template(resident_id, vector, now, visit)
         return a
+
+    def _insert_door_template(self, resident_id: str, vector: np.ndarray, added_at: float, visit: str) -> None:
+        self.db.execute("INSERT INTO templates(resident_id, vector, source_sha256, created_at, door_visit)"
+                        " VALUES (?,?,NULL,?,?)", [resident_id, self.cipher.seal(vector, resident_id), added_at, visit])
 
     def withdraw_door_template(self, resident_id: str, visit: str, replaced: DoorTemplate | None) -> None:
         """Take back :meth:`admit_door_template`: the template from ``visit`` off, the one it replaced back."""
         with self.db.atomic():
             self.db.execute("DELETE FROM templates WHERE door_visit = ?", [visit])
             if replaced is not None:
-                self.db.execute(
-                    "INSERT INTO templates(resident_id, vector, source_sha256, created_at, door_visit)"
-                    " VALUES (?,?,NULL,?,?)",
-                    [resident_id, self.cipher.seal(replaced.vector, resident_id), replaced.added_at, replaced.source])
+                self._insert_door_template(resident_id, replaced.vector, replaced.added_at, replaced.source)
 
     def drop_templates(self, resident_id: str, sources: list[str]) -> None:
         """Take off the resident's templates enrolled from these sources (their SHA-256 as :meth:`enroll` got them)."""

@@ -253,6 +253,10 @@ class GallerySync:
         old, new = self.recognizer.gallery, self.store.load()
         self.recognizer.swap_gallery(new)
         self.version, self.digest = held_version(self.store), new.digest()
+        self._retire(old, new)
+
+    def _retire(self, old, new) -> None:
+        """The gallery swapped out: overwritten once no frame can be searching it (:meth:`scrub_retired`)."""
         if old is not new and hasattr(old, "matrix"):
             self._retired.append((old, getattr(getattr(self.recognizer, "stats", None), "frames", None),
                                   time.monotonic() + SCRUB_WAIT_S))
@@ -297,9 +301,7 @@ class GallerySync:
         # The retained status says which gallery the door holds: published now, not at the next interval,
         # so that a console shows the new version as soon as the ack (and a snapshot request is cleared).
         self.link.request_status()
-        if old is not applied.gallery and hasattr(old, "matrix"):
-            self._retired.append((old, getattr(getattr(self.recognizer, "stats", None), "frames", None),
-                                  time.monotonic() + SCRUB_WAIT_S))
+        self._retire(old, applied.gallery)
         return ack
 
     def _own_target(self) -> float:
