@@ -449,10 +449,6 @@ class EventConsumer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    @property
-    def connected(self) -> bool:
-        return self._client.is_connected()
-
     def _run(self) -> None:
         while True:
             item = self._queue.get()
