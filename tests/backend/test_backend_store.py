@@ -117,6 +117,46 @@ def test_retention_also_goes_by_receipt_so_a_clock_that_ran_ahead_keeps_nothing(
         assert [e["seq"] for e in s.events()] == [2]
 
 
+def _purge_plan(store_url: str) -> str:
+    """The plan of the purge's DELETE on events, with scanning the whole table made as dear as it can be."""
+    sql = "DELETE FROM events WHERE event_time < {p} OR received_at < {p}"
+    if store_url.startswith("sqlite:"):
+        db = sqlite3.connect(store_url.removeprefix("sqlite:///"))
+        try:
+            return " | ".join(r[-1] for r in db.execute("EXPLAIN QUERY PLAN " + sql.format(p="?"), [1.0, 1.0]))
+        finally:
+            db.close()
+    import psycopg
+
+    with psycopg.connect(store_url) as c:
+        c.execute("SET enable_seqscan = off")
+        return " | ".join(r[0] for r in c.execute("EXPLAIN " + sql.format(p="%s"), [1.0, 1.0]))
+
+
+def test_the_purge_reads_indexes_not_the_whole_events_table(store_url):
+    """Migration 5: by receipt as well as by event time, each through its index (a million events: no full scan)."""
+    with open_store(store_url):
+        pass
+    plan = _purge_plan(store_url)
+    assert "events_by_receipt" in plan and "events_by_time" in plan, plan
+    assert "SCAN events" not in plan and "Seq Scan" not in plan, plan
+
+
+def test_a_store_of_schema_4_is_migrated_to_the_receipt_index(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    with open_store(url) as s:
+        s.store_batch([event(1)])
+    db = sqlite3.connect(tmp_path / "events.db")
+    with db:
+        db.execute("DROP INDEX events_by_receipt")
+        db.execute("DELETE FROM schema_version WHERE version = 5")
+    db.close()
+    assert "SCAN events" in _purge_plan(url)
+    with open_store(url) as s:
+        assert s.schema_version() == 5 and s.counts()["events"] == 1
+    assert "events_by_receipt" in _purge_plan(url)
+
+
 def test_queries_by_resident_door_and_time(store_url):
     now = time.time()
     with open_store(store_url) as s:
