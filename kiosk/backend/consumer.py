@@ -42,7 +42,7 @@ from ..config import MqttSettings
 from ..errors import BrokerUnavailable, EnvelopeError, KioskError
 from ..sync.envelope import EVENT_TYP, open_sealed
 from ..sync.keys import KeyRing, PartyKeys
-from ..sync.mqtt import FAILURE, TlsFiles, new_client, parse_event_topic, reason_value
+from ..sync.mqtt import FAILURE, TlsFiles, loop_running, new_client, parse_event_topic, reason_value, topic_of
 from ..sync.events.format import check_claims, printable
 from .freshness import FreshnessRules, flags_for
 
@@ -505,8 +505,13 @@ class EventConsumer:
         if item[0] == "disconnect" and not self._stopping.is_set():
             log.warning("disconnected from broker: %s; reconnecting", item[2])
 
+    def network_alive(self) -> bool:
+        """paho's network thread still runs (it reconnects by itself; only an exception in a callback ends it)."""
+        return loop_running(self._client)
+
     def _check(self, msg: mqtt.MQTTMessage, at: float) -> Event | Invalid:
-        checked = check_message(msg.topic, msg.payload, self.backend, self.devices, self.prefix, at)
+        topic = topic_of(msg)
+        checked = check_message(topic, msg.payload, self.backend, self.devices, self.prefix, at)
         if isinstance(checked, Invalid) and checked.reason == "unknown_signer" and self._reload_devices:
             # A door added since start: read the device keys again (at most every 10 s).
             if time.monotonic() - self._reloaded_at >= 10.0:
@@ -516,8 +521,23 @@ class EventConsumer:
                     log.info("device keys read again: %d devices", len(self.devices.owners))
                 except KioskError as e:
                     log.error("cannot read the device keys again: %s", e)
-                checked = check_message(msg.topic, msg.payload, self.backend, self.devices, self.prefix, at)
+                except Exception as e:  # noqa: BLE001 - a bug in reading them must not stop every door
+                    log.error("cannot read the device keys again (%s); the keys read before stay in use",
+                              type(e).__name__)
+                checked = check_message(topic, msg.payload, self.backend, self.devices, self.prefix, at)
         return checked
+
+    def _check_guarded(self, msg: mqtt.MQTTMessage, at: float) -> Event | Invalid:
+        """:meth:`_check`, with anything it raises making that one message a refusal (``unreadable``): acknowledged
+        with the rest, never redelivered to stop the consumer again after each restart."""
+        try:
+            return self._check(msg, at)
+        except Exception as e:  # noqa: BLE001 - one message must not stop the back end for every door
+            data = bytes(msg.payload or b"")
+            log.error("a message could not be checked (%s); refused, the rest go on", type(e).__name__)
+            return Invalid(topic=printable(topic_of(msg), 200), reason="unreadable",
+                           detail=f"{type(e).__name__} while checking", received_at=at, payload_bytes=len(data),
+                           payload_sha256=hashlib.sha256(data).hexdigest())
 
     def _sink_failed(self, e: BaseException, n: int) -> None:
         self.sink_failures += 1
@@ -617,7 +637,7 @@ class EventConsumer:
         checked = []
         for _, msg, at in messages:
             self.received += 1
-            checked.append(self._check(msg, at))
+            checked.append(self._check_guarded(msg, at))
         self.invalid += sum(1 for c in checked if not isinstance(c, Event))
         try:
             self._hand_on(checked)

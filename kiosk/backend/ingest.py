@@ -202,8 +202,10 @@ class Ingest:
                      self.config.store.retention_days)
 
     def alive(self) -> bool:
-        t = self.consumer._thread if self.consumer else None
-        return t is not None and t.is_alive()
+        """The consumer's thread and paho's network thread both run (either ended: exit, for systemd to restart)."""
+        c = self.consumer
+        t = c._thread if c else None
+        return t is not None and t.is_alive() and c.network_alive()
 
     def status(self) -> str:
         s, c = self.sink, self.consumer
@@ -293,8 +295,11 @@ def _serve(service: Ingest) -> int:
                     service.reload_devices()
                 except KioskError as e:
                     log.error("could not read the device keys again (the keys read before stay in use): %s", e)
+                except Exception as e:  # noqa: BLE001 - a bug in reading them must not stop every door
+                    log.error("could not read the device keys again (%s); the keys read before stay in use",
+                              type(e).__name__)
             if not service.alive():
-                log.error("the consumer thread ended; exiting for systemd to restart")
+                log.error("the consumer or its network thread ended; exiting for systemd to restart")
                 return 1
             service.purge_if_due()
             health = service.health()

@@ -192,6 +192,9 @@ def _parse(path: Path) -> list[PartyKeys]:
         except Exception as e:  # joserfc raises several types for bad keys
             raise KeyFileError(f"{path}: bad key: {e}") from None
         use = item.get("use")
+        if use not in ("sig", "enc"):
+            raise KeyFileError(f"{path}: key {str(item.get('kid'))[:80]!r} has use {repr(use)[:40]}, "
+                               "not 'sig' or 'enc'")
         if use == "sig" and not (item.get("kty") == "OKP" and item.get("crv") == "Ed25519"):
             raise KeyFileError(f"{path}: signing key {item.get('kid')} is not Ed25519")
         if use == "enc" and not (item.get("kty") == "EC" and item.get("crv") == ENC_CURVE):

@@ -34,7 +34,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from ..config import MqttSettings
-from .mqtt import FAILURE, Topics, force_close, new_client, reason_value, tls_files
+from .mqtt import FAILURE, Topics, force_close, loop_running, new_client, reason_value, tls_files, topic_of
 
 log = logging.getLogger(__name__)
 
@@ -229,10 +229,11 @@ class BrokerLink:
 
     def _on_message(self, client, userdata, msg) -> None:
         """On paho's network thread: hand the message to the handler of its subscription."""
+        name = topic_of(msg)
         for topic, _qos, handler in self._subscriptions:
-            if mqtt.topic_matches_sub(topic, msg.topic):
+            if mqtt.topic_matches_sub(topic, name):
                 try:
-                    handler(msg.topic, msg.payload)
+                    handler(name, msg.payload)
                 except Exception:
                     log.exception("handler for %s failed", topic)
                 return
@@ -269,7 +270,14 @@ class BrokerLink:
                 self._publish_status()
         self._each_turn()
         wait = self._wait_time()
+        # A network thread that ended put its on_disconnect on the queue first, unless an exception in a callback
+        # ended it: then nothing would ever come again. Seen before the queue is read, so that a disconnect it
+        # did report is taken first.
+        client = self._client
+        ended = client is not None and not loop_running(client)
         stop = self._handle(wait if max_wait is None else min(wait, max_wait))
+        if ended and self._client is client and not stop:
+            self._fail(f"the network thread of the connection to {self.settings.url} ended; connecting again")
         self._after_turn()
         return stop
 

@@ -20,6 +20,11 @@ from ..errors import ConfigError
 from ..keyfile import check_private, credential_path
 
 log = logging.getLogger(__name__)
+#: paho's report of an exception raised in one of our callbacks (which then ends its network thread). Its other
+#: messages stay out: the per-packet trace, and socket errors that the link and the consumer report themselves.
+paho_log = logging.getLogger("kiosk.mqtt.paho")
+paho_log.setLevel(logging.ERROR)
+paho_log.addFilter(lambda record: str(record.msg).startswith("Caught exception in "))
 
 #: Reason codes from 0x80 up are failures (MQTT v5 §2.4).
 FAILURE = 0x80
@@ -98,6 +103,7 @@ def new_client(
         manual_ack=manual_ack,
     )
     client.connect_timeout = settings.connect_timeout
+    client.enable_logger(paho_log)
     if tls is not None:
         try:
             client.tls_set(
@@ -110,6 +116,26 @@ def new_client(
         except (ssl.SSLError, OSError) as e:
             raise ConfigError(f"mqtt: cannot load TLS files: {e}") from e
     return client
+
+
+def topic_of(msg: mqtt.MQTTMessage) -> str:
+    """A message's topic as text. MQTT wants UTF-8 and Mosquitto checks it, but a broker or bridge that does not
+    would otherwise raise out of ``msg.topic`` (and out of paho's network thread): bytes that do not decode are
+    kept as ``\\x..`` escapes, which match no topic of ours."""
+    try:
+        return msg.topic
+    except UnicodeDecodeError:
+        return bytes(msg._topic).decode("utf-8", "backslashreplace")
+
+
+def loop_running(client: mqtt.Client) -> bool:
+    """Whether the client's network thread (``loop_start``) still runs.
+
+    An exception raised in a callback ends that thread and says nothing else: no on_disconnect, no reconnect, no
+    more messages. paho offers no public way to ask, hence its ``_thread``.
+    """
+    thread = getattr(client, "_thread", None)
+    return thread is not None and thread.is_alive()
 
 
 def reason_value(rc) -> int:

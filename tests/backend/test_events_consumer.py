@@ -305,3 +305,78 @@ def test_csv_output_file_gets_one_header_over_several_runs(broker, tmp_path, t1,
     rows = list(csv.reader(io.StringIO(out_file.read_text())))
     assert rows[0] == [*CLAIM_FIELDS, "flags"] and len(rows) == 5
     assert rows.count(rows[0]) == 1  # the header once, not once per run
+
+
+def test_a_message_that_cannot_be_checked_is_refused_and_the_rest_go_on(broker, mqtt_probe, t1, backend_keys,
+                                                                       monkeypatch):
+    """Checking never raises today (check_message catches all); should a bug make it raise, that one message is
+    refused and acknowledged, not redelivered to stop the consumer after every restart."""
+    import kiosk.backend.consumer as consumer_module
+
+    real = consumer_module.check_message
+
+    def fails_on_poison(topic, payload, *a, **kw):
+        if bytes(payload) == b"poison":
+            raise RuntimeError("a bug in checking")
+        return real(topic, payload, *a, **kw)
+
+    monkeypatch.setattr(consumer_module, "check_message", fails_on_poison)
+    c, got, bad = consumer(broker, backend_keys, [t1], client_id="backend-a", session_expiry=300)
+    try:
+        dev = mqtt_probe(T1_CN)
+        assert dev.publish(TOPIC_T1, b"poison") < 0x80
+        assert dev.publish(TOPIC_T1, seal(claims("kiosk-t1", 1), t1, backend_keys.public().encryption)) < 0x80
+        assert wait_for(lambda: len(got) == 1 and len(bad) == 1)
+        assert (bad[0].reason, bad[0].detail, bad[0].payload_bytes) == ("unreadable", "RuntimeError while checking", 6)
+        assert c._thread.is_alive() and c.network_alive()
+    finally:
+        c.close()
+    # Acknowledged: the session resumed gets nothing again.
+    c, got, bad = consumer(broker, backend_keys, [t1], client_id="backend-a", session_expiry=300)
+    try:
+        time.sleep(1.0)
+        assert (got, bad) == ([], [])
+    finally:
+        c.close()
+
+
+def test_a_topic_that_is_not_utf8_is_refused_not_raised(broker, backend_keys, t1):
+    """Mosquitto refuses such topics; a broker or bridge that does not would have ended the consumer."""
+    import paho.mqtt.client as mqtt
+
+    settings = broker.settings("backend")
+    c = EventConsumer(settings, tls_files(settings), backend_keys, keymod.KeyRing([t1]), on_event=lambda e: None)
+    msg = mqtt.MQTTMessage(mid=1, topic=b"kiosk/test-site/kiosk-t1\xff/events")
+    sealed = seal(claims("kiosk-t1", 1), t1, backend_keys.public().encryption)
+    msg.payload = sealed.encode() if isinstance(sealed, str) else sealed
+    with pytest.raises(UnicodeDecodeError):
+        msg.topic
+    checked = c._check(msg, time.time())
+    assert checked.reason == "topic_mismatch" and "\\xff" in checked.topic, checked
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_network_thread_ended_by_a_callback_is_seen_and_logged(broker, tmp_path, caplog):
+    """An exception in one of paho's callbacks ends its thread silently (no on_disconnect, no reconnect): the ingest
+    sees it and exits for systemd to restart, and paho's own report of it reaches the log."""
+    from harness.ingest_kit import SimulatedSite
+    from kiosk.backend.config import load_ingest_config
+    from kiosk.backend.ingest import Ingest
+
+    fleet = SimulatedSite(tmp_path / "fleet", broker, 1)
+    service = Ingest(load_ingest_config(fleet.ingest_config(f"sqlite:///{tmp_path / 'events.db'}")))
+    service.start()
+    try:
+        assert service.alive()
+
+        def broken(client, userdata, msg):
+            raise RuntimeError("a bug in a callback")
+
+        service.consumer._client.on_message = broken
+        MqttProbe(broker, "elm-court/door-1").publish("kiosk/elm-court/door-1/events", b"x")
+        assert wait_for(lambda: not service.alive(), 10)
+        assert service.consumer._thread.is_alive()  # the consumer's own thread would have waited forever
+        assert any(r.name == "kiosk.mqtt.paho" and r.levelname == "ERROR" and "on_message" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        service.close()

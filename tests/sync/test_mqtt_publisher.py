@@ -206,3 +206,22 @@ def test_mqtt_settings_are_checked():
             parse_config(f"[mqtt]\n{bad}\n")
     with pytest.raises(ConfigError, match="when_full"):
         parse_config('[outbox]\nwhen_full = "shrug"\n')
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_network_thread_ended_by_a_callback_is_replaced(broker, outbox, device_keys, backend_keys, received,
+                                                          caplog):
+    """An exception in one of paho's callbacks ends its thread with no on_disconnect: the door would have waited
+    for PUBACKs that nobody reads, offline for good. The link sees the thread gone and connects again."""
+    with Publisher(outbox, broker.settings(CN), device_keys, backend_keys.public()) as pub:
+        assert wait_for(lambda: pub.connected)
+        before = pub.connections
+
+        def broken(client, userdata, mid, rc, props):
+            raise RuntimeError("a bug in a callback")
+
+        pub._client.on_publish = broken
+        outbox.commit(decision(1))
+        assert wait_for(lambda: pub.connections > before and pub.connected, timeout=15)
+        assert any("network thread of the connection" in r.getMessage() for r in caplog.records)
+        assert wait_for(lambda: outbox.depth() == 0 and len(received) == 1, timeout=15)

@@ -38,7 +38,7 @@ from ...db import get_meta, set_meta
 from ...errors import BrokerUnavailable, EnvelopeError
 from ...gallery.store import GalleryStore, Resident, gallery_digest
 from ..keys import KeyRing, PartyKeys
-from ..mqtt import FAILURE, TlsFiles, new_client, reason_value
+from ..mqtt import FAILURE, TlsFiles, new_client, reason_value, topic_of
 from .format import SNAPSHOT, erase_op, new_update, seal_update, to_frames, upsert_op, verify_ack
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,7 @@ class AdminLink:
             self._cond.notify_all()
 
     def _on_message(self, c, u, msg) -> None:
-        parts = msg.topic.split("/")
+        parts = topic_of(msg).split("/")
         if len(parts) < 3 or parts[-1] not in ("ack", "status"):
             return
         with self._cond:
