@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import numpy as np
 from jose_cross import to_jwcrypto
@@ -202,6 +203,24 @@ class KioskSite:
         self.probe.subscribe(self.ack_topic)
         self.probe.subscribe(self.status_topic)
         self.ring = keymod.KeyRing([self.keys.public()])
+        # The device's first signed ack ("holding") goes out after its SUBSCRIBE on the same connection: once it is
+        # here the device takes what is sent (otherwise the broker may answer 16, no subscriber yet). An earlier
+        # test's retained ack is another key's, and does not count.
+        deadline = time.monotonic() + 30
+        while not self._holding_heard() and time.monotonic() < deadline:
+            self.probe.wait_messages(len(self.probe.messages) + 1, timeout=0.2)
+        assert self._holding_heard(), "the device never said what it holds"
+
+    def _holding_heard(self) -> bool:
+        from kiosk.sync.updates.format import verify_ack
+
+        for p in self.acks():
+            try:
+                if verify_ack(p, self.ring)["result"] == "holding":
+                    return True
+            except Exception:  # noqa: BLE001 - another device's (an earlier test's retained ack)
+                continue
+        return False
 
     @property
     def sync(self):

@@ -135,7 +135,7 @@ def test_close_during_a_pulse_releases_at_once_and_is_safe_twice(factory):
     assert relay.state is False
     t0 = time.monotonic()
     panel.close()
-    assert time.monotonic() - t0 < 0.2
+    assert time.monotonic() - t0 < 1.0  # against the pulse's 3 s
     assert relay.state is True
     panel.close()
     panel.show(decision(Outcome.ACCEPTED))  # after close: ignored, no error
@@ -259,9 +259,11 @@ def test_error_flashes_red_until_the_next_decision(factory):
     with Panel(gpio(), pin_factory=factory) as panel:
         clear(factory, GREEN, RED, BUZZER)
         panel.error()
-        time.sleep(2.2)
         red = factory.pin(RED)
-        # 0.1 s on, 0.9 s off, going on: at least three flashes in 2.2 s.
+        # 0.1 s on, 0.9 s off, going on: three flashes in about 2 s (waited for, not slept: a busy machine).
+        deadline = time.monotonic() + 10
+        while len(states(red)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert states(red)[:6] == [OFF, ON, OFF, ON, OFF, ON]
         assert_history(red, [(0, OFF), (0, ON), (0.1, OFF), (0.9, ON), (0.1, OFF), (0.9, ON)], prefix=True)
         beeps = [(0, OFF), (0, ON), (0.1, OFF), (0.1, ON), (0.1, OFF), (0.1, ON), (0.1, OFF)]

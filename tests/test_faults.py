@@ -117,8 +117,7 @@ def test_broker_stopped_and_restarted_while_producing(broker, tmp_path, device_k
         try:
             assert wait_for(lambda: pub.delivered > 10)
             broker.stop()
-            time.sleep(2.0)  # events pile up in the outbox meanwhile
-            assert outbox.depth() > 20
+            assert wait_for(lambda: outbox.depth() > 20, 15)  # events pile up in the outbox meanwhile
             assert not pub.connected
             broker.start()
             assert wait_for(lambda: pub.connected)
@@ -195,8 +194,11 @@ journald = false
 
 
 def _seed() -> int:
-    """The kills' random seed: ``$KIOSK_FAULT_SEED`` to replay a failed run, else a new one."""
-    return int(os.environ.get("KIOSK_FAULT_SEED", random.randrange(1 << 30)))
+    """The kills' random seed: ``$KIOSK_FAULT_SEED`` to replay a failed run, else a new one (printed at once: pytest
+    shows a failed test's output, whichever assertion failed)."""
+    seed = int(os.environ.get("KIOSK_FAULT_SEED", random.randrange(1 << 30)))
+    print(f"KIOSK_FAULT_SEED={seed}")
+    return seed
 
 
 def _drain(cfg: Path, env: dict[str, str], seed: int) -> subprocess.CompletedProcess:

@@ -182,7 +182,7 @@ def test_kiosk_admin_events_prints_json_lines(broker, tmp_path, t1, backend_keys
     outbox = Outbox(db, site=SITE, device="kiosk-t1")
     committed = [outbox.commit(Decision(Outcome.ACCEPTED, i, f"r-{i}", 0.3, 0.1, 3), gallery_version=2) for i in range(5)]
     t = _publish_when_subscribed(broker, outbox, t1, backend_keys, garbage=True)
-    code = main(_cli_args(broker, tmp_path, "--idle-timeout", "3", "--seen", str(tmp_path / "seen.db")))
+    code = main(_cli_args(broker, tmp_path, "--idle-timeout", "10", "--seen", str(tmp_path / "seen.db")))
     t.join(10)
     out = capsys.readouterr()
     lines = [json.loads(x) for x in out.out.splitlines()]
@@ -249,7 +249,7 @@ def test_a_replay_after_a_restart_is_dropped_by_default_and_odd_events_flagged(b
     enc = backend_keys.public().encryption
     first = seal(claims("kiosk-t1", 10, "00000000-0000-7000-8000-00000000000a"), t1, enc)
     args = _cli_args(broker, tmp_path, "--client-id", "backend-replay", "--session-expiry", "60",
-                     "--idle-timeout", "2")
+                     "--idle-timeout", "5")  # its clock starts before the subscription
     args[args.index("--devices") + 1 : args.index("--devices") + 2] = [str(tmp_path / "t1.pub.jwks"),
                                                                        str(tmp_path / "t2.pub.jwks")]
 

@@ -166,7 +166,7 @@ def test_enrol_admit_export_erase_refuse_in_a_browser(broker, postgres_url, tmp_
             # The gallery reaches the door: its signed ack says version 1.
             d.get(base + "/doors/")
             assert until(d, lambda t: f"{SITE}/{DOOR} online" in t and " 1 " in t.split(f"{SITE}/{DOOR}")[1]
-                         .splitlines()[0], 30, reload=True), text(d)
+                         .splitlines()[0] and " at 1" in t, 30, reload=True), text(d)
             assert door.kiosk.gallery_sync.version == 1
             # The door's status came right after its ack: the target is the new gallery's, not "before version 1".
             assert "before version 1" not in text(d) and " at 1" in text(d), text(d)

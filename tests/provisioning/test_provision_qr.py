@@ -176,6 +176,13 @@ def test_the_watchdog_is_fed_while_the_provisioned_kiosk_starts(fleet, state_dir
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(kiosk.daemon, "Recognizer", SlowRecognizer)
+    # dlib holds the GIL while it reads a model file (about 0.5 s here), which no thread of Python's can feed
+    # through; with systemd's 30 s watchdog that is nothing, against this test's 0.3 s it would be all. Read once
+    # per process, so read before: the 1.2 s above is what the watchdog is fed through.
+    from kiosk.match import models
+
+    for name in ("landmarks68", "resnet"):
+        models.load(name)
     good = render_with_cli(fleet, tmp_path / "site.png")
     k = Kiosk(fleet.config(state_dir), source=ReplaySource(showing(frames, {range(0, 24): good}), fps=15, live=False),
               panel=RecordingPanel(), notifier=notifier)

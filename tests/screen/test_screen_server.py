@@ -100,7 +100,7 @@ def test_events_reach_the_page_at_once(screen):
         got = reader.wait(lambda e, p=prompt: (e["message"] or {}).get("prompt") == p.value)
         assert got, f"{prompt.value} never arrived"
         lags.append(got[0] - said)
-    assert max(lags) < 0.25, lags
+    assert max(lags) < 1.0, lags  # a buffering server sends nothing at all (below); this is a busy machine's slack
 
 
 def test_the_lag_check_sees_a_buffering_server():

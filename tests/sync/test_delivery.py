@@ -99,5 +99,5 @@ def test_stop_grace_is_bounded_when_nobody_takes_the_events(broker, outbox, devi
     t0 = time.monotonic()
     assert pub.stop()
     pub.close()
-    assert time.monotonic() - t0 < 4.0
+    assert time.monotonic() - t0 < 7.0  # the 2 s grace, a disconnect and the threads' joins on a busy machine
     assert outbox.depth() == 10  # kept for the next start

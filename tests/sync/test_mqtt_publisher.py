@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -64,8 +65,16 @@ def test_status_is_retained_with_outbox_depth_and_offline_on_stop(broker, outbox
     pub.start()
     try:
         assert wait_for(lambda: outbox.depth() == 0)
-        time.sleep(1.3)  # the next periodic status tells the drained depth
-        status = mqtt_probe("backend").retained(f"kiosk/{SITE}/{DEVICE}/status")
+        watcher = mqtt_probe("backend")
+        watcher.subscribe(f"kiosk/{SITE}/{DEVICE}/status")
+
+        def latest():
+            said = [json.loads(p) for t, p, _ in watcher.messages if t.endswith("/status")]
+            return said[-1] if said else None
+
+        # The next periodic status (every second) tells the drained depth.
+        assert wait_for(lambda: (latest() or {}).get("outbox", {}).get("depth") == 0, 10)
+        status = latest()
         assert status["state"] == "online" and status["device"] == DEVICE and status["site"] == SITE
         assert status["outbox"]["depth"] == 0 and status["outbox"]["oldest_undelivered_age_s"] is None
         assert status["outbox"]["dropped"] == 0 and status["outbox"]["alarm"] is None
