@@ -293,7 +293,10 @@ def test_guest_agent_runs_commands_reads_and_writes_files(tmp_path):
         agent.close()
         agent.close()  # safe twice
         fake.close()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 5
+    while fake.shutdowns < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)  # and no second one
     assert fake.shutdowns == 1
 
 

@@ -33,7 +33,9 @@ def test_notifier_sends_the_protocol_fields(tmp_path):
         n.watchdog()
         n.reloading()
         n.stopping()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while len(ns.messages) < 5 and time.monotonic() < deadline:  # the listener's thread reads them
+            time.sleep(0.02)
         assert [m for _, m in ns.messages] == [
             ["STATUS=loading models"],
             ["READY=1", "STATUS=3 residents; camera ok"],

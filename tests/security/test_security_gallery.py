@@ -55,8 +55,9 @@ def flood(attacker: MqttProbe, topic: str, frames) -> int:
         info = attacker.client.publish(topic, f, qos=1)
         n += 1
         if n % 500 == 0:
-            info.wait_for_publish(10)
-    info.wait_for_publish(10)
+            info.wait_for_publish(30)
+    info.wait_for_publish(30)
+    assert info.is_published(), "the broker did not take the flood"  # its last PUBACK: every frame before it too
     return n
 
 
