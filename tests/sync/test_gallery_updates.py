@@ -566,3 +566,37 @@ def test_a_reload_swaps_on_the_gallery_thread_and_reads_one_snapshot(parties, tm
     finally:
         sync.close()
         other.db.close()
+
+
+def test_a_fault_of_the_device_while_applying_is_answered_refused_and_nothing_is_held(parties, tmp_path,
+                                                                                      monkeypatch, caplog):
+    """A bug or fault inside the transaction (not a refusal the format foresees) used to leave only a journal line
+    and no answer: the admin waited in vain. It is refused (``internal``), rolled back, and may be sent again."""
+    import kiosk.sync.updates.apply as apply_module
+
+    admin, device = parties
+    config, store, recognizer, link, sync = device_sync(parties, tmp_path)
+    rng = np.random.default_rng(21)
+    w = world_of(rng, 2)
+    assert send(sync, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device))["result"] == "applied"
+    held = (store.digest(), sync.version, recognizer.gallery)
+    w.put(Resident("R-new", "A new resident"), vectors(rng, 1))
+    delta = admin.frames(admin.claims(w, site=SITE, version=2, base=1, ops=w.upserts(["R-new"])), device)
+    real = apply_module.set_meta
+
+    def failing(db, key, value):
+        if key == "gallery_version":
+            raise RuntimeError("R-new: a fault mid-transaction")
+        return real(db, key, value)
+
+    monkeypatch.setattr(apply_module, "set_meta", failing)
+    ack = send(sync, delta)
+    assert (ack["result"], ack["reason"]) == ("refused", "internal")
+    assert (store.digest(), sync.version, recognizer.gallery) == held  # the resident's row was rolled back
+    assert "R-new" not in store.load().residents
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert "RuntimeError" in logged and "R-new" not in logged  # no resident's id from the exception's text
+    monkeypatch.setattr(apply_module, "set_meta", real)
+    # Published again (sealed afresh, as `gallery publish` does): the same version applies, nothing of it was held.
+    again = send(sync, admin.frames(admin.claims(w, site=SITE, version=2, base=1, ops=w.upserts(["R-new"])), device))
+    assert again["result"] == "applied" and sync.version == 2 and "R-new" in recognizer.gallery.residents

@@ -35,7 +35,7 @@ from ...gallery.store import GalleryStore, open_store
 from .. import keys as keymod
 from ..keys import KeyRing, PartyKeys
 from .apply import apply_update, held_version, was_applied
-from .format import UpdateHead, ack_claims, check_fresh, check_target, sign_ack
+from .format import UpdateHead, ack_claims, check_fresh, check_target, reject, sign_ack
 from .receive import UpdateReceiver
 
 log = logging.getLogger(__name__)
@@ -280,6 +280,16 @@ class GallerySync:
         except UpdateRejected as e:
             e.sha256 = received.message_sha256
             return self._refuse(e, update)
+        except Exception as e:  # noqa: BLE001 - a fault of the device's own, answered rather than left silent
+            # apply_update rolls back what it began, and what can fail after its COMMIT it catches itself: nothing
+            # of this update is held, so the admin is told it was refused (and may send it again).
+            # Its type only: an exception's text may quote what it failed on (a resident's id).
+            log.error("gallery update %s failed while being applied (%s); nothing applied", update.update_id,
+                      type(e).__name__)
+            log.debug("the failure", exc_info=True)
+            refusal = reject("internal", f"{type(e).__name__} while applying")
+            refusal.sha256 = received.message_sha256
+            return self._refuse(refusal, update)
         old = self.recognizer.gallery
         self.recognizer.swap_gallery(applied.gallery)  # one step; recognition keeps running
         self.version, self.digest = applied.version, applied.digest

@@ -85,6 +85,7 @@ REASONS = {
     "digest_mismatch": "the gallery would not hash to the admin's digest (nothing applied; a snapshot is asked for)",
     "storage": "the database refused the change (nothing applied)",
     "looser_match": "a match target that is not stricter than the device's own (a device never loosens)",
+    "internal": "the device failed while applying it, a fault of its own (nothing applied; its journal says more)",
 }
 
 TEMPLATE_BYTES = DIMENSIONS * 4
