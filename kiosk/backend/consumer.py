@@ -369,6 +369,8 @@ class EventConsumer:
         self.received = 0
         self.dropped_qos0 = 0  # messages sent without PUBACK: no door sends any (see _on_message)
         self._dropped_logged = -math.inf
+        self.uncheckable = 0  # messages whose checking raised (a bug): refused as unreadable
+        self._uncheckable_logged = -math.inf
         self.invalid = 0
         self.sink_failures = 0
         self.unstorable = 0
@@ -532,9 +534,15 @@ class EventConsumer:
         with the rest, never redelivered to stop the consumer again after each restart."""
         try:
             return self._check(msg, at)
+        except MemoryError:
+            raise  # not the message's fault: the service ends, systemd restarts it, the broker sends it again
         except Exception as e:  # noqa: BLE001 - one message must not stop the back end for every door
             data = bytes(msg.payload or b"")
-            log.error("a message could not be checked (%s); refused, the rest go on", type(e).__name__)
+            self.uncheckable += 1
+            if time.monotonic() - self._uncheckable_logged >= 60.0:
+                self._uncheckable_logged = time.monotonic()
+                log.error("a message could not be checked (%s); refused, the rest go on (%d so far)",
+                          type(e).__name__, self.uncheckable)
             return Invalid(topic=printable(topic_of(msg), 200), reason="unreadable",
                            detail=f"{type(e).__name__} while checking", received_at=at, payload_bytes=len(data),
                            payload_sha256=hashlib.sha256(data).hexdigest())

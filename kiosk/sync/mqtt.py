@@ -24,7 +24,18 @@ log = logging.getLogger(__name__)
 #: messages stay out: the per-packet trace, and socket errors that the link and the consumer report themselves.
 paho_log = logging.getLogger("kiosk.mqtt.paho")
 paho_log.setLevel(logging.ERROR)
-paho_log.addFilter(lambda record: str(record.msg).startswith("Caught exception in "))
+
+
+def _callback_exceptions_only(record: logging.LogRecord) -> bool:
+    """Pass paho's "Caught exception in on_x: %s" only, with the exception's type instead of its text (which may
+    quote what it failed on)."""
+    if not str(record.msg).startswith("Caught exception in "):
+        return False
+    record.args = tuple(type(a).__name__ if isinstance(a, BaseException) else a for a in record.args or ())
+    return True
+
+
+paho_log.addFilter(_callback_exceptions_only)
 
 #: Reason codes from 0x80 up are failures (MQTT v5 §2.4).
 FAILURE = 0x80
@@ -134,7 +145,9 @@ def loop_running(client: mqtt.Client) -> bool:
     An exception raised in a callback ends that thread and says nothing else: no on_disconnect, no reconnect, no
     more messages. paho offers no public way to ask, hence its ``_thread``.
     """
-    thread = getattr(client, "_thread", None)
+    if not hasattr(client, "_thread"):  # a paho of another make: cannot tell, so never a false alarm
+        return True
+    thread = client._thread
     return thread is not None and thread.is_alive()
 
 

@@ -70,10 +70,11 @@ def test_keep_alive_feeds_the_watchdog_until_stopped_or_its_limit(tmp_path):
         k.stop()
         k.stop()  # safe twice
         stopped = time.monotonic()
-        time.sleep(0.3)
+        time.sleep(0.8)
         fed = ns.times("WATCHDOG=1", since=t0)
-        # Times are when the listener read them: allow it a late turn on a busy machine.
-        assert 4 <= len(fed) <= 9 and all(t <= stopped + 0.3 for t in fed), fed
+        # Times are when the listener read them: allow it a late turn on a busy machine. A keep-alive that went on
+        # after stop() would have fed at +0.4 s or later.
+        assert 4 <= len(fed) <= 8 and all(t <= stopped + 0.3 for t in fed), fed
         # A start-up that hangs past the limit is no longer covered: systemd kills it.
         t1 = time.monotonic()
         k = KeepAlive(n, limit_s=0.35).start()

@@ -578,7 +578,8 @@ def test_a_fault_of_the_device_while_applying_is_answered_refused_and_nothing_is
     config, store, recognizer, link, sync = device_sync(parties, tmp_path)
     rng = np.random.default_rng(21)
     w = world_of(rng, 2)
-    assert send(sync, admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device))["result"] == "applied"
+    first = admin.frames(admin.claims(w, site=SITE, version=1, base="snapshot"), device)
+    assert send(sync, first)["result"] == "applied"
     held = (store.digest(), sync.version, recognizer.gallery)
     w.put(Resident("R-new", "A new resident"), vectors(rng, 1))
     delta = admin.frames(admin.claims(w, site=SITE, version=2, base=1, ops=w.upserts(["R-new"])), device)
