@@ -10,6 +10,7 @@ from the status the door publishes (unsigned: shown, never acted on).
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -55,28 +56,45 @@ def _door(row, now: float, offline_after_s: float) -> Door:
     site, device, status_text, ack_text, heard_at = row
     status = json.loads(status_text) if status_text else {}
     ack = json.loads(ack_text) if ack_text else {}
-    seen = status.get("time") if isinstance(status.get("time"), (int, float)) else None
-    state = status.get("state") if isinstance(status.get("state"), str) else "unknown"
+    # The status is unsigned and any door can send one: each field is taken only if it is what it should be.
+    seen = _number(status.get("time"))
+    seen = seen if seen is not None and 0 <= seen < TIME_LIMIT else None
+    state = status.get("state") if status.get("state") in ("online", "offline") else "unknown"
     if state == "online" and seen is not None and now - seen > offline_after_s:
         state = "offline"  # its last status is too old: the broker has not said so yet
-    location = _get(status, "location", "state")
-    version = ack.get("version")
+    target_met = _get(status, "recognition", "target_met")
     return Door(
         site=site, device=device, state=state, last_seen=seen,
-        outbox_depth=_get(status, "outbox", "depth"), software=_get(status, "versions", "software"),
-        gallery_version=int(version) if isinstance(version, (int, float)) else None,
-        ack_result=ack.get("result"), target_met=_get(status, "recognition", "target_met"),
-        residents=_get(status, "recognition", "residents"),
-        location=location if isinstance(location, str) else None, heard_at=heard_at,
+        outbox_depth=_int(_get(status, "outbox", "depth")), software=_text(_get(status, "versions", "software")),
+        gallery_version=_int(ack.get("version")), ack_result=_text(ack.get("result")),
+        target_met=target_met if isinstance(target_met, bool) else None,
+        residents=_int(_get(status, "recognition", "residents")),
+        location=_text(_get(status, "location", "state")), heard_at=heard_at,
         status_gallery_version=_int(_get(status, "gallery", "version")),
     )
 
 
-def _int(v) -> int | None:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
+#: A status time past this (the year 3000) is no time a page can show.
+TIME_LIMIT = 32503680000.0
+
+
+def _number(v) -> float | None:
+    """A finite number (not a bool), else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
+    if isinstance(v, int):  # JSON's integers have no bound: 10**400 has no float
+        return float(v) if abs(v) < 2**63 else None
+    return v if math.isfinite(v) else None
+
+
+def _int(v) -> int | None:
+    """A whole number a page can show (not a bool, not infinite, not text), else None."""
+    n = _number(v)
+    return int(n) if n is not None and n == int(n) and abs(n) < 2**63 else None
+
+
+def _text(v, limit: int = 64) -> str | None:
+    return v[:limit] if isinstance(v, str) else None
 
 
 def doors(store: Store, site: str, *, offline_after_s: float = 300.0, now: float | None = None) -> list[Door]:

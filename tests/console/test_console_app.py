@@ -199,3 +199,35 @@ def test_an_address_trying_many_names_is_locked_and_cannot_lock_another(console)
         with pytest.raises(LoginRefused):
             acc.login("address:198.51.100.7", "x", remote="192.0.2.1")
     assert acc.login(ADMIN, PASSWORD, remote="198.51.100.7").username == ADMIN
+
+
+@pytest.mark.parametrize("said", [
+    {"time": 1e300},  # a clock no datetime holds
+    {"time": float("inf"), "gallery": {"version": float("inf")}},  # Python's json reads Infinity
+    {"recognition": {"target_met": ["yes"], "residents": "many"}},
+    {"recognition": {"target_met": "maybe"}, "outbox": {"depth": {"n": 1}}, "versions": {"software": ["1"]}},
+    {"state": {"online": True}, "location": {"state": 7}, "outbox": {"depth": True}},
+    {"time": 10**400, "outbox": {"depth": 10**400}, "recognition": {"residents": -(10**400)}},
+])
+def test_one_doors_odd_status_does_not_take_the_doors_page_from_the_others(console, said):
+    """A door's status is unsigned, and any door can send one: shown when it makes sense, never a broken page for
+    every door (the doors page and the doors behind)."""
+    import json
+    import time
+
+    con, app = console
+    now = time.time()
+    good = {"state": "online", "time": now - 5, "outbox": {"depth": 7}, "versions": {"software": "0.1.0"},
+            "gallery": {"version": 1}, "recognition": {"target_met": True, "residents": 40},
+            "location": {"state": "VERIFIED"}}
+    with con.store.transaction() as cur:
+        for device, st in (("door-1", good), ("door-9", {**good, **said})):
+            cur.execute(con.store.q("INSERT INTO console_doors (site, device, status, ack, heard_at) VALUES (?,?,?,?,?)"),
+                        ["elm-court", device, json.dumps(st), json.dumps({"version": 1, "result": "applied"}), now])
+    c = app.test_client()
+    login(c, VIEWER)
+    page = c.get("/doors/")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "elm-court/door-1</td><td>online" in text and ">7<" in text and "elm-court/door-9" in text
+    assert c.get("/doors/behind").status_code == 200
