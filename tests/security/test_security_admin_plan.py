@@ -168,3 +168,27 @@ def test_the_remembered_ack_retained_again_is_no_replay(fleet, capsys):
         assert "warning" not in out, out
     status = gallery_status(capsys, admin_dir)
     assert "replayed" not in status, status
+
+
+@pytest.mark.parametrize("odd", [{"time": 10**400}, {"version": float("inf")}, {"time": float("nan")},
+                                 {"version": True}, {"offered_version": 10**400}, {"result": ["applied"]}])
+def test_a_stolen_door_key_signing_odd_numbers_does_not_stop_the_plan(fleet, capsys, odd):
+    """The door's own key (stolen) signs an ack whose numbers JSON lets through but no plan can use: before, the
+    publisher raised OverflowError on every round, and no update (no erasure) reached any door of the site."""
+    from joserfc import jws
+
+    from kiosk.sync.envelope import SIG_ALG
+    from kiosk.sync.updates.format import ACK_TYP
+
+    broker, admin_dir, gallery, door, genuine, intruder = fleet
+    assert genuine.publish(f"kiosk/{SITE}/{DEVICE}/ack", ack(door, version=1, digest="1" * 64), retain=True) in TAKEN
+    gallery_status(capsys, admin_dir)  # door-1's genuine ack, remembered: it is behind
+    claims = {**ack_claims(site=SITE, device=DEVICE, result="applied", version=2, digest=gallery.digest,
+                           now=time.time() + 60), **odd}
+    payload = json.dumps(claims, sort_keys=True).encode()  # Infinity and NaN as Python writes them
+    token = jws.serialize_compact({"alg": SIG_ALG, "kid": door.signing.kid, "typ": ACK_TYP}, payload, door.signing,
+                                  algorithms=[SIG_ALG])
+    assert genuine.publish(f"kiosk/{SITE}/{DEVICE}/ack", token.encode(), retain=True) in TAKEN
+    out = publish(capsys, admin_dir)
+    assert BEHIND in out, out  # planned on what is remembered of door-1, not on the odd ack
+    assert "warning: door-1: the retained ack does not verify" in out, out

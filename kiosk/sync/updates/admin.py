@@ -184,7 +184,7 @@ class DeviceView:
 def _int(v) -> int | None:
     try:
         return int(v)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
 
 
@@ -394,6 +394,8 @@ class AdminLink:
                 except (EnvelopeError, ValueError) as e:
                     v.ack_error = (f"the retained ack does not verify ({str(e)[:80]}): "
                                    "is another client writing its topic?")
+                except Exception as e:  # noqa: BLE001 - one door's ack must not stop the plan for every door
+                    v.ack_error = f"the retained ack could not be read ({type(e).__name__})"
             out[device] = v
         return out
 

@@ -455,6 +455,28 @@ def ack_claims(
     }
 
 
+#: An ack's time, as an event's: from 2000 to 2100.
+_ACK_TIME = Annotated[float, Field(strict=True, ge=946_684_800.0, le=4_102_444_800.0, allow_inf_nan=False)]
+_VERSION = Annotated[int, Field(strict=True, ge=0, lt=2**63)]
+
+
+class AckClaims(BaseModel):
+    """What an ack must hold to be planned on: a signed ack comes from a door's key, and a stolen key must not
+    stop the admin's plan for every door (a time of 10**400 or a version of Infinity, which JSON lets through)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    site: Annotated[str, Field(strict=True, max_length=64)]
+    device: Annotated[str, Field(strict=True, max_length=64)]
+    result: Literal["applied", "refused", "holding"]
+    reason: Annotated[str, Field(strict=True, max_length=40)] | None = None
+    update_id: Annotated[str, Field(strict=True, max_length=64)] | None = None
+    offered_version: _VERSION | None = None
+    version: _VERSION
+    digest: Annotated[str, Field(strict=True, max_length=128)] | None = None
+    time: _ACK_TIME
+
+
 def sign_ack(claims: dict[str, Any], device_keys: PartyKeys) -> str:
     return sign_compact(claims, device_keys.signing, typ=ACK_TYP)
 
@@ -470,4 +492,9 @@ def verify_ack(token: bytes | str, devices: KeyRing) -> dict[str, Any]:
     owner = devices.signer(kid)[0]
     if owner != f"{claims.get('site')}/{claims.get('device')}":
         raise ValueError(f"ack signed by {owner!r} names another device")
+    try:
+        AckClaims.model_validate(claims)
+    except ValidationError as e:
+        err = e.errors(include_input=False, include_url=False)[0]
+        raise ValueError(f"ack of {owner!r}: {'.'.join(str(x) for x in err['loc'])}: {err['msg'][:80]}") from None
     return claims
