@@ -109,7 +109,10 @@ def enroll(gallery: GalleryStore, backend, entry: Pending, name: str | None = No
     p = entry.proposal
     rid = p.resident_id
     current = gallery.residents().get(rid)
-    name = name or p.claims.get("name") or (current.name if current else None)
+    # The admin-signed invitation's name, never the door's copy of it: a door (its key stolen) could write anything
+    # there, and a name no gallery update can carry would stop every later update of the site.
+    invited = p.invitation.name if p.invitation is not None else None
+    name = name or invited or (current.name if current else None)
     if not name:
         return f"resident {rid!r} has no display name yet"
     resident = Resident(rid, name, current.valid_from if current else None, current.valid_until if current else None)

@@ -22,7 +22,7 @@ from datetime import datetime
 from ..config import KioskConfig
 from ..errors import ConfigError, EnrollmentRefused
 from ..gallery.erasure import erase_resident, reclaim
-from ..gallery.store import GalleryStore, Resident, open_store
+from ..gallery.store import GalleryStore, Resident, check_name, open_store
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,7 @@ class Residents:
 
         if not RESIDENT_ID.match(resident_id):
             raise ConfigError("a resident id is 1-64 letters, digits, '.', '_' or '-'")
+        check_name(name)  # before the photos are described, not after
         out, templates = Enrolment(), []
         with self._enrolling:
             enroller = self._enroller_once()
@@ -152,6 +153,7 @@ class Residents:
                 data = img = None  # noqa: F841 (nothing of the photo outlives this loop)
 
     def update(self, resident_id: str, name: str, valid_from: float | None, valid_until: float | None) -> Resident:
+        check_name(name)
         if valid_from is not None and valid_until is not None and valid_until <= valid_from:
             raise ConfigError("'valid until' must be after 'valid from'")
         with self.lock:

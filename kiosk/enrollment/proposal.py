@@ -97,7 +97,7 @@ class _Proposed(BaseModel):
 class ProposalClaims(_Proposed):
     kind: Literal["enrollment"]
     invitation: Annotated[str, Field(min_length=1, max_length=1500, pattern=r"^[A-Za-z0-9_.-]+$")]
-    name: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
     templates: Annotated[list[Template], Field(min_length=1, max_length=MAX_TEMPLATES)]
 
 

@@ -9,22 +9,36 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import sqlite_utils
 
+from ..errors import ConfigError
 from .adapt import NOT_ANCHORED, NOTHING_NEW, AdaptPolicy, Admission, DoorTemplate, Templates
 from .templates import DIMENSIONS, TemplateCipher
 
 log = logging.getLogger(__name__)
 
 
+#: A display name as a gallery update carries it (:data:`kiosk.sync.updates.format.Name`). One it could not carry,
+#: once stored, would stop every later update of the site (erasures too): refused before it is stored.
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+
+
+def check_name(name: object) -> str:
+    """``name`` if a gallery update can carry it, else :class:`ConfigError`."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ConfigError("a display name is 1 to 200 characters, none of them a control character (a new line, a tab)")
+    return name
+
+
 @dataclass(frozen=True, slots=True)
 class Resident:
     id: str
-    name: str
+    name: str  # check_name: what a gallery update can carry
     valid_from: float | None = None
     valid_until: float | None = None
 
@@ -236,6 +250,7 @@ class GalleryStore:
                 self.db.execute("DELETE FROM templates WHERE resident_id = ?", [resident.id])
 
     def _upsert(self, r: Resident, now: float) -> None:
+        check_name(r.name)
         self.db.execute(
             "INSERT INTO residents(id, name, valid_from, valid_until, created_at, updated_at) VALUES (?,?,?,?,?,?)"
             " ON CONFLICT(id) DO UPDATE SET name=excluded.name, valid_from=excluded.valid_from,"

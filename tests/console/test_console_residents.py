@@ -93,6 +93,13 @@ def test_name_dates_and_erasure_of_the_gallery_entry_and_every_stored_checkin(co
     c = app.test_client()
     login(c, ADMIN)
     page = c.get("/residents/obama").get_data(as_text=True)
+    # A name no gallery update can carry (a new line, pasted) is refused on the page: stored, it would stop every
+    # later update of the site, erasures too.
+    r = c.post("/residents/obama/edit", data={"csrf_token": token(page), "name": "Barack\nObama",
+                                              "valid_from": "2026-01-01", "valid_until": "2026-12-31"},
+               follow_redirects=True)
+    assert "none of them a control character" in r.get_data(as_text=True)
+    assert con.residents.get("obama").name == "obama"
     r = c.post("/residents/obama/edit", data={"csrf_token": token(page), "name": "Barack",
                                               "valid_from": "2026-01-01", "valid_until": "2026-12-31"})
     assert r.status_code == 302

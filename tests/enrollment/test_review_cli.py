@@ -34,13 +34,16 @@ def site(tmp_path, store_url):
     store.close()
 
 
-def file(store, admin, door, resident, *, signer=None, seq=1, name="Ada", issued=None, named=None):
+def file(store, admin, door, resident, *, signer=None, seq=1, name="Ada", issued=None, named=None, door_says=None):
     """A door's proposal for a new invitation of ``signer`` (default: the admin), filed as kiosk-ingest does
-    (``named``: the resident the event names, when not the invitation's)."""
+    (``named``: the resident the event names, when not the invitation's; ``door_says``: the name the door puts in
+    its proposal, when not the invitation's)."""
     inv = read_invitation(issue_invitation(signer or admin, resident, SITE, name=name, now=issued),
                           (signer or admin).public())
     claims = new_proposal(invitation=inv, site=SITE, device="door-1", descriptors=vectors(np.random.default_rng(seq), 3),
                           model_id=MODEL_ID, frames=12)
+    if door_says is not None:
+        claims["name"] = door_says
     event = {"event_id": f"e-{seq}", "seq": seq, "site": SITE, "device": "door-1", "type": PROPOSAL_EVENT,
              "time": time.time(), "v": 1, "proposal": seal_proposal(claims, door, admin.public()),
              "invitation": inv.nonce, "proposal_kind": "enrollment", "resident_id": named or resident}
@@ -120,3 +123,23 @@ def test_approval_refuses_a_resident_erased_since_the_invitation(site, store_url
     again = file(store, admin, door, "r-1", seq=4)
     status, out = review(capsys, root, store_url, "--approve", again, "--no-publish")
     assert status == 0 and residents(root) == {"r-1": 3}
+
+
+def test_the_name_approved_is_the_invitations_not_the_doors(site, store_url, capsys):
+    """A door (its key stolen) wrote its own name into a proposal: approval took it over the admin-signed
+    invitation's. One with a control character, once stored, stopped every later gallery update of the site."""
+    admin, door, store, root = site
+    renamed = file(store, admin, door, "r-1", seq=1, door_says="Mallory")
+    control = file(store, admin, door, "r-2", seq=2, door_says="Eve\x1b]8;;\x07")
+    status, out = review(capsys, root, store_url)
+    lines = {ln.split()[0]: ln for ln in out.splitlines()[1:]}
+    assert "NOT VALID" in lines[control] and "NOT VALID" not in lines[renamed], out
+    status, out = review(capsys, root, store_url, "--approve", renamed, "--no-publish")
+    assert status == 0, out
+    store_ = open_store(parse_config(f'[device]\nsite = "{SITE}"\nstate_dir = "{root / "state"}"\n'))
+    try:
+        assert {rid: r.name for rid, r in store_.residents().items()} == {"r-1": "Ada"}
+    finally:
+        store_.db.close()
+    status, out = review(capsys, root, store_url, "--approve", control, "--no-publish")
+    assert status == 1 and "cannot be approved" in out
