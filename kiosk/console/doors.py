@@ -44,6 +44,27 @@ class Door:
         return bool(version) and (self.gallery_version is None or self.gallery_version < version)
 
 
+#: The fields of a door's status the pages show: all that is filed of it.
+SHOWN = (("state",), ("time",), ("outbox", "depth"), ("versions", "software"), ("recognition", "target_met"),
+         ("recognition", "residents"), ("location", "state"), ("gallery", "version"))
+
+
+def shown(status: dict[str, Any]) -> dict[str, Any]:
+    """What the pages show of a status, each a plain value (a door may nest a thousand lists anywhere else)."""
+    out: dict[str, Any] = {}
+    for path in SHOWN:
+        v = _get(status, *path)
+        if v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 200):
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2**63:
+                continue
+            if v is not None:
+                node = out
+                for p in path[:-1]:
+                    node = node.setdefault(p, {})
+                node[path[-1]] = v
+    return out
+
+
 def _get(d: Any, *path: str) -> Any:
     for p in path:
         if not isinstance(d, dict):
@@ -54,8 +75,7 @@ def _get(d: Any, *path: str) -> Any:
 
 def _door(row, now: float, offline_after_s: float) -> Door:
     site, device, status_text, ack_text, heard_at = row
-    status = json.loads(status_text) if status_text else {}
-    ack = json.loads(ack_text) if ack_text else {}
+    status, ack = _json(status_text), _json(ack_text)
     # The status is unsigned and any door can send one: each field is taken only if it is what it should be.
     seen = _number(status.get("time"))
     seen = seen if seen is not None and 0 <= seen < TIME_LIMIT else None
@@ -72,6 +92,15 @@ def _door(row, now: float, offline_after_s: float) -> Door:
         location=_text(_get(status, "location", "state")), heard_at=heard_at,
         status_gallery_version=_int(_get(status, "gallery", "version")),
     )
+
+
+def _json(text: str | None) -> dict[str, Any]:
+    """A filed status or ack; one filed before :func:`shown` (deeply nested, say) is read as nothing."""
+    try:
+        got = json.loads(text) if text else {}
+    except (ValueError, RecursionError):
+        return {}
+    return got if isinstance(got, dict) else {}
 
 
 #: A status time past this (the year 3000) is no time a page can show.

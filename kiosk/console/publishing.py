@@ -25,6 +25,7 @@ from ..errors import KeyFileError, KioskError
 from ..sync import keys as keymod
 from ..sync.mqtt import TlsFiles
 from ..sync.updates.admin import AdminGallery, AdminLink, Ledger, frames_for, plan
+from .doors import shown
 from .residents import Residents
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ class GalleryPublisher:
             for device in sorted(set(views) | set(statuses)):
                 v = views.get(device)
                 ack = json.dumps(v.ack, sort_keys=True) if v is not None and v.ack else None
-                status = json.dumps(statuses[device], sort_keys=True) if device in statuses else None
+                status = json.dumps(shown(statuses[device]), sort_keys=True) if device in statuses else None
                 cur.execute(q("SELECT status, ack FROM console_doors WHERE site = ? AND device = ?"), [self.site, device])
                 before = cur.fetchone()
                 if before is not None:  # what was heard before stays until something newer comes

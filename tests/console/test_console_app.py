@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from console_kit import ADMIN, PASSWORD, VIEWER, login, make_console, token
@@ -208,6 +210,7 @@ def test_an_address_trying_many_names_is_locked_and_cannot_lock_another(console)
     {"recognition": {"target_met": "maybe"}, "outbox": {"depth": {"n": 1}}, "versions": {"software": ["1"]}},
     {"state": {"online": True}, "location": {"state": 7}, "outbox": {"depth": True}},
     {"time": 10**400, "outbox": {"depth": 10**400}, "recognition": {"residents": -(10**400)}},
+    "deep",  # filed as it came before: parsed on the publisher's thread, too deep for a page's
 ])
 def test_one_doors_odd_status_does_not_take_the_doors_page_from_the_others(console, said):
     """A door's status is unsigned, and any door can send one: shown when it makes sense, never a broken page for
@@ -220,10 +223,11 @@ def test_one_doors_odd_status_does_not_take_the_doors_page_from_the_others(conso
     good = {"state": "online", "time": now - 5, "outbox": {"depth": 7}, "versions": {"software": "0.1.0"},
             "gallery": {"version": 1}, "recognition": {"target_met": True, "residents": 40},
             "location": {"state": "VERIFIED"}}
+    odd = json.dumps({**good, **said}) if said != "deep" else '{"x": ' + "[" * 980 + "]" * 980 + "}"
     with con.store.transaction() as cur:
-        for device, st in (("door-1", good), ("door-9", {**good, **said})):
+        for device, text in (("door-1", json.dumps(good)), ("door-9", odd)):
             cur.execute(con.store.q("INSERT INTO console_doors (site, device, status, ack, heard_at) VALUES (?,?,?,?,?)"),
-                        ["elm-court", device, json.dumps(st), json.dumps({"version": 1, "result": "applied"}), now])
+                        ["elm-court", device, text, json.dumps({"version": 1, "result": "applied"}), now])
     c = app.test_client()
     login(c, VIEWER)
     page = c.get("/doors/")
@@ -231,3 +235,17 @@ def test_one_doors_odd_status_does_not_take_the_doors_page_from_the_others(conso
     text = page.get_data(as_text=True)
     assert "elm-court/door-1</td><td>online" in text and ">7<" in text and "elm-court/door-9" in text
     assert c.get("/doors/behind").status_code == 200
+
+
+def test_what_is_filed_of_a_status_is_what_the_pages_show():
+    from kiosk.console.doors import shown
+
+    deep: list = []
+    for _ in range(979):
+        deep = [deep]
+    status = {"state": "online", "time": 1.8e9, "outbox": {"depth": 3, "oldest": deep}, "versions": {"software": deep},
+              "recognition": {"target_met": True, "residents": 10**400}, "location": {"state": "VERIFIED"},
+              "gallery": {"version": 4, "digest": "d" * 64}, "x": deep}
+    assert shown(status) == {"state": "online", "time": 1.8e9, "outbox": {"depth": 3},
+                             "recognition": {"target_met": True}, "location": {"state": "VERIFIED"},
+                             "gallery": {"version": 4}}
