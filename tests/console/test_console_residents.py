@@ -172,6 +172,14 @@ def test_refusal_charts_are_pngs_and_today_feeds_the_live_update(console):
     assert [e["resident"] for e in feed] == ["r-ada"]
     assert c.get(f"/checkins/today.json?after={now}").get_json() == []
     assert "r-ada" in c.get("/checkins/today").get_data(as_text=True)
+    # A check-in that names nobody (the format lets a door leave resident_id out): shown, not a broken page.
+    con.store.store_batch([Incoming({"event_id": "q1", "seq": 9, "site": "elm-court", "device": "door-2",
+                                     "type": "qr", "outcome": "ACCEPTED", "method": "qr", "time": now - 2, "v": 1},
+                                    received_at=now)])
+    r = c.get("/checkins/today")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and "r-ada" in page and "elm-court/door-2" in page
+    assert [e["resident"] for e in c.get(f"/checkins/today.json?after={now - 3600}").get_json()] == [None, "r-ada"]
 
 
 def test_the_attendance_page_shows_a_page_of_rows_and_the_csv_has_them_all(reports_console):

@@ -22,7 +22,8 @@
           var tr = document.createElement("tr");
           tr.className = "new";
           cell(tr, e.time); cell(tr, e.name);
-          cell(tr, e.resident, "/residents/" + encodeURIComponent(e.resident) + "/history");
+          if (e.resident) cell(tr, e.resident, "/residents/" + encodeURIComponent(e.resident) + "/history");
+          else cell(tr, "\u2014");
           cell(tr, e.door); cell(tr, e.method);
           body.insertBefore(tr, body.firstChild);
           if (e.t > after) after = e.t;
