@@ -226,7 +226,8 @@ def test_one_doors_odd_status_does_not_take_the_doors_page_from_the_others(conso
     odd = json.dumps({**good, **said}) if said != "deep" else '{"x": ' + "[" * 980 + "]" * 980 + "}"
     with con.store.transaction() as cur:
         for device, text in (("door-1", json.dumps(good)), ("door-9", odd)):
-            cur.execute(con.store.q("INSERT INTO console_doors (site, device, status, ack, heard_at) VALUES (?,?,?,?,?)"),
+            cur.execute(con.store.q("INSERT INTO console_doors (site, device, status, ack, heard_at)"
+                                    " VALUES (?,?,?,?,?)"),
                         ["elm-court", device, text, json.dumps({"version": 1, "result": "applied"}), now])
     c = app.test_client()
     login(c, VIEWER)
