@@ -39,6 +39,7 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import EnvelopeError, TokenRefused
+from ..gallery.store import NAME_CHARS
 from ..gallery.templates import DIMENSIONS
 from ..sync.envelope import Opened, open_sealed, seal
 from ..sync.events.format import DOOR_TEMPLATE_PROPOSAL, ENROLLMENT_PROPOSAL
@@ -97,7 +98,7 @@ class _Proposed(BaseModel):
 class ProposalClaims(_Proposed):
     kind: Literal["enrollment"]
     invitation: Annotated[str, Field(min_length=1, max_length=1500, pattern=r"^[A-Za-z0-9_.-]+$")]
-    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=f"^{NAME_CHARS}+$")] | None = None
     templates: Annotated[list[Template], Field(min_length=1, max_length=MAX_TEMPLATES)]
 
 

@@ -23,9 +23,11 @@ from .templates import DIMENSIONS, TemplateCipher
 log = logging.getLogger(__name__)
 
 
-#: A display name as a gallery update carries it (:data:`kiosk.sync.updates.format.Name`). One it could not carry,
-#: once stored, would stop every later update of the site (erasures too): refused before it is stored.
-_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,200}")
+#: What a display name is made of, wherever one is carried (a gallery update's :data:`~kiosk.sync.updates.format.Name`,
+#: a door's proposal): no control character. One a gallery update could not carry, once stored, would stop every
+#: later update of the site (erasures too): refused before it is stored.
+NAME_CHARS = r"[^\x00-\x1f\x7f]"
+_NAME = re.compile(NAME_CHARS + "{1,200}")
 
 
 def check_name(name: object) -> str:

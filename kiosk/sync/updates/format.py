@@ -43,6 +43,7 @@ from pydantic_core import PydanticCustomError
 
 from ...config import GallerySettings
 from ...errors import UpdateRejected
+from ...gallery.store import NAME_CHARS
 from ...gallery.templates import DIMENSIONS
 from ..envelope import sign_compact, verify_compact
 from ..keys import CONTENT_ENC, KEY_ALG, Key, KeyRing, PartyKeys
@@ -131,7 +132,7 @@ def _template(value: Any) -> bytes:
 
 Template = Annotated[bytes, PlainValidator(_template)]
 ResidentId = Annotated[str, Field(pattern=_ID)]
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=f"^{NAME_CHARS}+$")]
 
 
 class _Strict(BaseModel):
