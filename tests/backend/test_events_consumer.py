@@ -373,10 +373,12 @@ def test_a_network_thread_ended_by_a_callback_is_seen_and_logged(broker, tmp_pat
             raise RuntimeError("a bug in a callback")
 
         service.consumer._client.on_message = broken
+        network = service.consumer._client._thread
         door = MqttProbe(broker, "elm-court/door-1")
         door.publish("kiosk/elm-court/door-1/events", b"x")
         door.close()
         assert wait_for(lambda: not service.alive(), 10)
+        network.join(5)  # its exception reported within this test
         assert service.consumer._thread.is_alive()  # the consumer's own thread would have waited forever
         [said] = [r.getMessage() for r in caplog.records if r.name == "kiosk.mqtt.paho"]
         assert said == "Caught exception in on_message: RuntimeError"  # its type, not its text

@@ -230,7 +230,9 @@ def test_a_network_thread_ended_by_a_callback_is_replaced(broker, outbox, device
             raise RuntimeError("a bug in a callback")
 
         pub._client.on_publish = broken
+        network = pub._client._thread
         outbox.commit(decision(1))
         assert wait_for(lambda: pub.connections > before and pub.connected, timeout=15)
+        network.join(5)  # its exception reported within this test
         assert any("network thread of the connection" in r.getMessage() for r in caplog.records)
         assert wait_for(lambda: outbox.depth() == 0 and len(received) == 1, timeout=15)
