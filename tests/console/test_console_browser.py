@@ -355,3 +355,35 @@ def test_door_templates_decided_and_revoked_in_a_browser(tmp_path, faces):
     finally:
         door.close()
         served.close()
+
+
+def test_a_check_in_naming_nobody_on_todays_page_and_its_live_update_in_a_browser(tmp_path):
+    """The format lets a door leave resident_id out: such a check-in broke Today's check-ins for everyone until
+    midnight. Shown with a dash, rendered by the page and added by the live update alike."""
+    from kiosk.backend.store import Incoming
+
+    con, _ = make_console(tmp_path, f"sqlite:///{tmp_path / 'events.db'}")
+
+    def checkin(seq: int, resident: str | None) -> None:
+        claims = {"event_id": f"t{seq}", "seq": seq, "site": SITE, "device": DOOR, "type": "qr",
+                  "outcome": "ACCEPTED", "method": "qr", "time": time.time(), "v": 1}
+        if resident:
+            claims["resident_id"] = resident
+        con.store.store_batch([Incoming(claims, received_at=time.time())])
+
+    checkin(1, None)
+    served = Served(con)
+    try:
+        with chromium(1280, 800) as d:
+            log_in(d, served.url, VIEWER)
+            d.get(served.url + "/checkins/today")
+            rows = [r.text for r in d.find_elements("css selector", "#today tbody tr")]
+            assert len(rows) == 1 and "\u2014" in rows[0] and f"{SITE}/{DOOR}" in rows[0], rows
+            checkin(2, "r-later")
+            checkin(3, None)
+            assert until(d, lambda t: "r-later" in t, 30), text(d)
+            rows = [r.text for r in d.find_elements("css selector", "#today tbody tr")]
+            assert len(rows) == 3 and "\u2014" in rows[0] and "r-later" in rows[1], rows
+            shot(d, "today-naming-nobody")
+    finally:
+        served.close()
