@@ -54,14 +54,11 @@ def shown(status: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for path in SHOWN:
         v = _get(status, *path)
-        if v is None or isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 200):
-            if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 2**63:
-                continue
-            if v is not None:
-                node = out
-                for p in path[:-1]:
-                    node = node.setdefault(p, {})
-                node[path[-1]] = v
+        if isinstance(v, bool) or _number(v) is not None or (isinstance(v, str) and len(v) <= 200):
+            node = out
+            for p in path[:-1]:
+                node = node.setdefault(p, {})
+            node[path[-1]] = v
     return out
 
 
